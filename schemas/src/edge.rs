@@ -1,0 +1,123 @@
+//! Semantic checks at the edge, after a record matched the schema: what a
+//! schema cannot say (the hub may only write its own prefecture, dates must
+//! be possible). Ingest runs these; they live here because they are part of
+//! the contract, and the synthetic generator's bad mode is tested against
+//! them.
+
+use crate::codec::Timestamp;
+use crate::json::{JsonError, RejectReason};
+use crate::raw::{Payload, RawEvent};
+
+/// How far in the future an event may be (clock skew between hub and us).
+pub const FUTURE_TOLERANCE_MS: i64 = 10 * 60 * 1000;
+/// Oldest plausible birth date: 1890-01-01 (days since 1970).
+pub const OLDEST_BIRTH_DAYS: i32 = -29_219;
+
+fn reject(path: &str, expected: &str, found: &str) -> JsonError {
+    JsonError {
+        path: path.to_owned(),
+        expected: expected.to_owned(),
+        found: found.to_owned(),
+        reason: RejectReason::Semantic,
+    }
+}
+
+/// Checks one converted event. `hub_prefecture` is the prefecture the
+/// sender is allowed to write; `now` the receive time.
+pub fn check(ev: &RawEvent, hub_prefecture: Option<&str>, now: Timestamp) -> Result<(), JsonError> {
+    if let Some(hub) = hub_prefecture
+        && ev.hub_prefecture != hub
+    {
+        return Err(reject(
+            "hub_prefecture",
+            &format!("this hub's prefecture {hub}"),
+            "another prefecture",
+        ));
+    }
+    if !ev.facility_code.starts_with(&ev.hub_prefecture) {
+        // The first two digits of a medical institution code are its
+        // prefecture; a hub sends for facilities in its own prefecture.
+        return Err(reject(
+            "facility_code",
+            "a facility code starting with the hub's prefecture",
+            "a code from another prefecture",
+        ));
+    }
+    let latest = now.0 + FUTURE_TOLERANCE_MS;
+    if ev.occurred_at.0 > latest {
+        return Err(reject(
+            "occurred_at",
+            "a time not in the future",
+            "a future time",
+        ));
+    }
+    if ev.recorded_at.0 > latest {
+        return Err(reject(
+            "recorded_at",
+            "a time not in the future",
+            "a future time",
+        ));
+    }
+    let birth = ev.patient.birth_date;
+    let today = now.jst_date().map(crate::codec::Date::from_naive);
+    if birth.0 < OLDEST_BIRTH_DAYS || today.is_some_and(|t| birth > t) {
+        return Err(reject(
+            "patient.birth_date",
+            "a birth date between 1890-01-01 and today",
+            "a date outside it",
+        ));
+    }
+    let event_day = ev
+        .occurred_at
+        .jst_date()
+        .map(crate::codec::Date::from_naive);
+    if event_day.is_some_and(|d| d < birth) {
+        return Err(reject(
+            "occurred_at",
+            "a time on or after the birth date",
+            "an earlier time",
+        ));
+    }
+    match &ev.payload {
+        Payload::Encounter(e) => {
+            if e.ended_at.is_some_and(|end| end < ev.occurred_at) {
+                return Err(reject(
+                    "payload.ended_at",
+                    "a time after occurred_at",
+                    "an earlier time",
+                ));
+            }
+        }
+        Payload::Diagnosis(d) => {
+            if d.onset_date
+                .is_some_and(|o| o < birth || today.is_some_and(|t| o > t))
+            {
+                return Err(reject(
+                    "payload.onset_date",
+                    "a date between the birth date and today",
+                    "a date outside it",
+                ));
+            }
+        }
+        Payload::LabResult(l) => {
+            if l.value_numeric.is_none() && l.value_text.is_none() {
+                return Err(reject(
+                    "payload.value_numeric",
+                    "a numeric or a text result",
+                    "neither",
+                ));
+            }
+        }
+        Payload::Prescription(p) => {
+            if p.days_supply.is_some_and(|d| !(1..=365).contains(&d)) {
+                return Err(reject(
+                    "payload.days_supply",
+                    "1 to 365 days",
+                    "a count outside it",
+                ));
+            }
+        }
+        Payload::Checkup(_) | Payload::Vaccination(_) => {}
+    }
+    Ok(())
+}
