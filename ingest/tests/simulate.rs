@@ -1,0 +1,419 @@
+//! The generator: reproducible, realistic, and its bad mode covered.
+
+use chitose_ingest::edge::Edge;
+use chitose_ingest::simulate::{
+    BadKind, GeneratedLine, Generator, SimConfig, Verdict, insurer_check_digit,
+};
+use chitose_schemas::RawCodec;
+use chitose_schemas::catalog::{RAW_EVENT, SchemaStore};
+use chitose_schemas::codec::{AvroRecord, Timestamp};
+use chitose_schemas::json::JsonToAvro;
+use chitose_schemas::raw::{EventType, Payload, RawEvent};
+use chitose_schemas::reference::Reference;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+fn now() -> Timestamp {
+    // A fixed "now" after the default event window, so results do not
+    // depend on the day the tests run.
+    Timestamp::parse("2026-06-01T00:00:00+09:00").unwrap()
+}
+
+fn lines(cfg: SimConfig, n: usize) -> Vec<GeneratedLine> {
+    let mut g = Generator::new(cfg).unwrap();
+    (0..n).map(|_| g.next_line()).collect()
+}
+
+fn small(seed: u64, bad_share: f64) -> SimConfig {
+    SimConfig {
+        seed,
+        patients: 2_000,
+        bad_share,
+        ..SimConfig::default()
+    }
+}
+
+#[test]
+fn golden_output_for_a_fixed_seed_is_stable() {
+    let got: Vec<u8> = lines(small(42, 0.2), 60)
+        .into_iter()
+        .flat_map(|l| {
+            let mut b = l.bytes;
+            b.push(b'\n');
+            b
+        })
+        .collect();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/simulate-seed42.ndjson");
+    if std::env::var_os("CHITOSE_BLESS").is_some() {
+        std::fs::write(&golden, &got).unwrap();
+    }
+    let want = std::fs::read(&golden).expect("golden file (CHITOSE_BLESS=1 writes it)");
+    assert!(
+        got == want,
+        "generator output for seed 42 changed; if on purpose, re-bless with CHITOSE_BLESS=1 and say why in the commit"
+    );
+}
+
+#[test]
+fn same_seed_same_bytes_other_seed_other_bytes() {
+    let a = lines(small(7, 0.1), 500);
+    let b = lines(small(7, 0.1), 500);
+    let c = lines(small(8, 0.1), 500);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+#[test]
+fn good_lines_are_accepted_and_all_three_encodings_agree() {
+    let store = SchemaStore::embedded();
+    let edge = Edge::new(&store, None);
+    let codec = RawCodec::new(store.clone());
+    let current = store.latest(RAW_EVENT).unwrap();
+    let mut g = Generator::new(small(11, 0.0)).unwrap();
+    let mut types = HashMap::new();
+    for _ in 0..5_000 {
+        let ev = g.next_event();
+        let json = serde_json::to_vec(&ev).unwrap();
+        let accepted = edge
+            .accept(&json, now())
+            .unwrap_or_else(|e| panic!("a good event was rejected: {e}"));
+        // JSON → Avro (schema-driven) and the Rust codec write the same bytes…
+        assert_eq!(&accepted.message[10..], ev.to_datum().as_slice());
+        // …which decode back to the same event, through the framing…
+        assert_eq!(codec.decode(&accepted.message).unwrap(), ev);
+        assert_eq!(accepted.event, ev);
+        // …and which apache-avro reads with the shipped .avsc alone.
+        let mut datum = &accepted.message[10..];
+        apache_avro::from_avro_datum(&current.schema, &mut datum, None).unwrap();
+        assert!(datum.is_empty(), "apache-avro left bytes unread");
+        *types.entry(ev.event_type).or_insert(0) += 1;
+    }
+    assert_eq!(types.len(), 6, "every event type appears: {types:?}");
+}
+
+#[test]
+fn every_bad_kind_is_rejected_with_its_field_and_reason() {
+    let store = SchemaStore::embedded();
+    let mut g = Generator::new(small(3, 0.0)).unwrap();
+    for &kind in BadKind::ALL {
+        for _ in 0..5 {
+            let line = g.bad_line(kind);
+            let edge = Edge::new(&store, Some(line.hub_prefecture.clone()));
+            let err = edge
+                .accept(&line.bytes, now())
+                .err()
+                .unwrap_or_else(|| panic!("{kind:?} was accepted"));
+            let (reason, path) = kind.expected();
+            assert_eq!(
+                (err.reason, err.path.as_str()),
+                (reason, path),
+                "{kind:?}: {err}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!("{path}: expected ")),
+                "{kind:?}: {msg}"
+            );
+            assert!(msg.contains(", found "), "{kind:?}: {msg}");
+        }
+    }
+}
+
+#[test]
+fn errors_never_echo_patient_values() {
+    let store = SchemaStore::embedded();
+    let mut g = Generator::new(small(5, 0.0)).unwrap();
+    for &kind in BadKind::ALL {
+        let line = g.bad_line(kind);
+        let edge = Edge::new(&store, Some(line.hub_prefecture.clone()));
+        let msg = edge.accept(&line.bytes, now()).unwrap_err().to_string();
+        // Every string value of the record, as sent, must be absent from
+        // the message (short generic ones aside: "male", "01", …).
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line.bytes) {
+            let mut strings = Vec::new();
+            collect_strings(&v, &mut strings);
+            for s in strings.iter().filter(|s| s.chars().count() >= 5) {
+                assert!(
+                    !msg.contains(s.as_str()),
+                    "{kind:?}: message echoes a value: {msg}"
+                );
+            }
+        }
+    }
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| collect_strings(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn bad_mode_counts_reconcile() {
+    let store = SchemaStore::embedded();
+    let ls = lines(small(9, 0.3), 3_000);
+    let (mut ok, mut rejected) = (0, 0);
+    let mut kinds = HashSet::new();
+    let mut edges: HashMap<String, Edge> = HashMap::new();
+    for l in &ls {
+        let edge = edges
+            .entry(l.hub_prefecture.clone())
+            .or_insert_with(|| Edge::new(&store, Some(l.hub_prefecture.clone())));
+        match (edge.accept(&l.bytes, now()), &l.verdict) {
+            (Ok(a), Verdict::Good { event_id }) => {
+                assert_eq!(&a.event.event_id, event_id);
+                ok += 1;
+            }
+            (Err(_), Verdict::Bad(k)) => {
+                kinds.insert(*k);
+                rejected += 1;
+            }
+            (r, v) => panic!(
+                "verdict {v:?} but edge said {:?}",
+                r.map(|a| a.event.event_id)
+            ),
+        }
+    }
+    assert_eq!(ok + rejected, ls.len());
+    assert!(
+        rejected > 700 && rejected < 1100,
+        "bad share 0.3 gave {rejected} of 3000"
+    );
+    assert_eq!(
+        kinds.len(),
+        BadKind::ALL.len(),
+        "every kind appears in a long run"
+    );
+}
+
+#[test]
+fn population_is_realistic_and_linkable_across_prefectures() {
+    let r = Reference::load().unwrap();
+    let g = Generator::new(SimConfig {
+        patients: 5_000,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let mut cross = 0;
+    let mut homes = HashSet::new();
+    for p in g.patients() {
+        let id = &p.identity;
+        let muni = r
+            .municipality(id.municipality_code.as_deref().unwrap())
+            .unwrap();
+        assert_eq!(
+            muni.prefecture, p.hubs[0].prefecture,
+            "lives in the home hub's prefecture"
+        );
+        let postal = id.postal_code.as_deref().unwrap();
+        assert!(
+            muni.postal_prefixes
+                .iter()
+                .any(|x| postal.starts_with(x.as_str())),
+            "postal code of the municipality"
+        );
+        assert!(
+            id.name_kana
+                .as_deref()
+                .unwrap()
+                .chars()
+                .all(|c| ('\u{30A0}'..='\u{30FF}').contains(&c) || c == '\u{3000}')
+        );
+        if let Some(ins) = &id.insurance {
+            let (body, check) = ins.insurer_number.split_at(ins.insurer_number.len() - 1);
+            assert_eq!(
+                insurer_check_digit(body).to_string(),
+                check,
+                "insurer number check digit"
+            );
+        }
+        for h in &p.hubs {
+            assert!(h.facility_code.starts_with(&h.prefecture));
+        }
+        if p.hubs.len() > 1 {
+            assert_ne!(p.hubs[0].prefecture, p.hubs[1].prefecture);
+            assert_ne!(p.hubs[0].local_patient_id, p.hubs[1].local_patient_id);
+            cross += 1;
+        }
+        homes.insert(p.hubs[0].prefecture.clone());
+    }
+    assert_eq!(
+        homes.len(),
+        8,
+        "all eight Kansai Union prefectures have patients"
+    );
+    assert!(
+        (350..650).contains(&cross),
+        "about 10% seen in two prefectures, got {cross}"
+    );
+    let ids: HashSet<_> = g
+        .patients()
+        .iter()
+        .flat_map(|p| p.hubs.iter().map(|h| h.local_patient_id.clone()))
+        .collect();
+    assert_eq!(
+        ids.len(),
+        g.patients().iter().map(|p| p.hubs.len()).sum::<usize>(),
+        "local ids are unique"
+    );
+}
+
+#[test]
+fn clinical_content_has_realistic_shapes() {
+    let r = Reference::load().unwrap();
+    let mut g = Generator::new(small(21, 0.0)).unwrap();
+    let (mut hypertension, mut diagnoses, mut high_hba1c, mut hba1c) = (0, 0, 0, 0);
+    for _ in 0..20_000 {
+        let ev: RawEvent = g.next_event();
+        match &ev.payload {
+            Payload::Diagnosis(d) => {
+                diagnoses += 1;
+                hypertension += usize::from(d.icd10_code == "I10");
+                assert!(r.icd10_chapter(&d.icd10_code).is_some());
+                assert!(
+                    r.icd10_block(&d.icd10_code).is_some(),
+                    "generator codes have blocks: {}",
+                    d.icd10_code
+                );
+            }
+            Payload::LabResult(l) => {
+                assert_eq!(l.jlac10_code.len(), 17);
+                if l.jlac10_code.starts_with("3D046") {
+                    hba1c += 1;
+                    let v = l.value_numeric.unwrap();
+                    assert!((3.0..15.0).contains(&v), "HbA1c {v}");
+                    high_hba1c += usize::from(v >= 6.5);
+                }
+            }
+            Payload::Prescription(p) => {
+                assert_eq!(p.yj_code.len(), 12);
+                assert!(r.yj_category(&p.yj_code).is_some(), "{}", p.yj_code);
+            }
+            Payload::Checkup(c) => {
+                let bmi = c.bmi.unwrap();
+                let implied = c.weight_kg.unwrap() / (c.height_cm.unwrap() / 100.0).powi(2);
+                assert!(
+                    (bmi - implied).abs() < 0.1,
+                    "BMI agrees with height and weight"
+                );
+                assert!(c.systolic_bp.unwrap() > c.diastolic_bp.unwrap());
+            }
+            Payload::Vaccination(v) => assert!(v.vaccine_code.starts_with("631")),
+            Payload::Encounter(e) => {
+                if let Some(end) = e.ended_at {
+                    assert!(end > ev.occurred_at);
+                }
+            }
+        }
+        assert_eq!(ev.payload.event_type(), ev.event_type);
+        let day = ev.occurred_at.jst_date().unwrap();
+        assert!(day >= g.config().start_date && day >= ev.patient.birth_date.to_naive().unwrap());
+    }
+    // Hypertension is the commonest diagnosis in Japanese outpatient care.
+    let share = hypertension as f64 / diagnoses as f64;
+    assert!((0.1..0.25).contains(&share), "I10 share {share}");
+    let high = high_hba1c as f64 / hba1c as f64;
+    assert!((0.03..0.35).contains(&high), "HbA1c ≥ 6.5 share {high}");
+}
+
+#[test]
+fn event_mix_is_configurable() {
+    let mut cfg = small(4, 0.0);
+    cfg.mix = chitose_ingest::simulate::EventMix {
+        encounter: 0,
+        diagnosis: 0,
+        lab_result: 1,
+        prescription: 0,
+        checkup: 1,
+        vaccination: 0,
+    };
+    let mut g = Generator::new(cfg).unwrap();
+    let types: HashSet<EventType> = (0..500).map(|_| g.next_event().event_type).collect();
+    assert_eq!(
+        types,
+        HashSet::from([EventType::LabResult, EventType::Checkup])
+    );
+}
+
+#[test]
+fn a_bad_config_names_the_key() {
+    let mut cfg = small(1, 1.5);
+    let e = Generator::new(cfg.clone()).unwrap_err().to_string();
+    assert!(
+        e.starts_with("simulate.bad_share: expected a share from 0 to 1"),
+        "{e}"
+    );
+    cfg.bad_share = 0.0;
+    cfg.prefectures = vec!["13".into()];
+    let e = Generator::new(cfg).unwrap_err().to_string();
+    assert!(
+        e.starts_with("simulate.prefectures: expected Kansai Union codes"),
+        "{e}"
+    );
+}
+
+#[test]
+fn old_writer_version_is_resolved_to_the_current_one() {
+    // A hub still on raw_event v1: its data must decode with v2 readers,
+    // source_format taking its default.
+    let store = SchemaStore::embedded();
+    let v1 = store.versions(RAW_EVENT)[0].clone();
+    assert_eq!(v1.version, 1);
+    let conv = JsonToAvro::new(v1.schema.clone()).unwrap();
+    let codec = RawCodec::new(store.clone());
+    let mut g = Generator::new(small(12, 0.0)).unwrap();
+    for _ in 0..200 {
+        let ev = g.next_event();
+        let mut json = serde_json::to_value(&ev).unwrap();
+        json.as_object_mut().unwrap().remove("source_format");
+        let mut msg = Vec::new();
+        chitose_schemas::framing::put_soe_header(&mut msg, v1.fingerprint);
+        conv.convert_value(&json, &mut msg).unwrap();
+        let back = codec.decode(&msg).unwrap();
+        assert_eq!(back.source_format, "unspecified");
+        assert_eq!(
+            RawEvent {
+                source_format: ev.source_format.clone(),
+                ..back
+            },
+            ev
+        );
+    }
+}
+
+#[test]
+fn truncated_and_foreign_messages_are_errors_not_panics() {
+    let store = SchemaStore::embedded();
+    let codec = RawCodec::new(store.clone());
+    let mut g = Generator::new(small(13, 0.0)).unwrap();
+    let mut msg = Vec::new();
+    codec.encode_soe(&g.next_event(), &mut msg);
+    for cut in 0..msg.len() {
+        assert!(
+            codec.decode(&msg[..cut]).is_err(),
+            "a message cut at {cut} decoded"
+        );
+    }
+    let mut wrong = msg.clone();
+    wrong[2] ^= 0xff;
+    assert!(
+        codec
+            .decode(&wrong)
+            .unwrap_err()
+            .to_string()
+            .contains("expected the fingerprint of a known schema")
+    );
+    let pseudo = store.latest("chitose.pseudo.Encounter").unwrap();
+    let mut foreign = msg.clone();
+    foreign[2..10].copy_from_slice(&pseudo.fingerprint.to_le_bytes());
+    assert!(
+        codec
+            .decode(&foreign)
+            .unwrap_err()
+            .to_string()
+            .contains("expected a chitose.raw.RawEvent schema")
+    );
+}
