@@ -5,6 +5,19 @@ mod helpers;
 use chitose_ingest::simulate::{Generator, SimConfig};
 use std::process::Command;
 
+/// Subcommands whose issue has not landed: shrink this as they do.
+const NOT_BUILT: [&str; 9] = [
+    "up",
+    "ingest",
+    "transform",
+    "sink",
+    "release",
+    "topics",
+    "tail",
+    "dlq",
+    "lake",
+];
+
 fn chitose() -> Command {
     Command::new(env!("CARGO_BIN_EXE_chitose"))
 }
@@ -14,18 +27,7 @@ fn help_lists_every_subcommand() {
     let out = chitose().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for sub in [
-        "up",
-        "ingest",
-        "transform",
-        "sink",
-        "release",
-        "topics",
-        "tail",
-        "dlq",
-        "lake",
-        "schemas",
-    ] {
+    for sub in NOT_BUILT.iter().chain(&["schemas"]) {
         assert!(
             help.lines()
                 .any(|l| l.trim_start().starts_with(&format!("{sub} "))),
@@ -36,17 +38,7 @@ fn help_lists_every_subcommand() {
 
 #[test]
 fn unbuilt_subcommands_say_so_and_fail() {
-    for sub in [
-        "up",
-        "ingest",
-        "transform",
-        "sink",
-        "release",
-        "topics",
-        "tail",
-        "dlq",
-        "lake",
-    ] {
+    for sub in NOT_BUILT {
         let out = chitose().args([sub, "--events", "5"]).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{sub}");
         assert!(

@@ -306,6 +306,19 @@ impl BadKind {
         }
     }
 
+    /// True when the record breaks the schema itself, so the JSON Schema of
+    /// the JSON form refuses it too (not JSON at all, a My Number, the
+    /// record size and the semantic checks are beyond JSON Schema).
+    pub fn breaks_schema(self) -> bool {
+        !matches!(
+            self.expected().0,
+            RejectReason::Malformed
+                | RejectReason::MyNumber
+                | RejectReason::TooLarge
+                | RejectReason::Semantic
+        )
+    }
+
     /// The event type a corruption needs, if any.
     fn needs(self) -> Option<EventType> {
         match self {
