@@ -22,8 +22,8 @@ struct Cli {
 enum Command {
     /// Run the whole pipeline locally: embedded broker, simulated hubs, transform, sink.
     Up(NotBuilt),
-    /// Stream a hub's events into Kafka (files, HTTP, FHIR, simulate).
-    Ingest(NotBuilt),
+    /// Stream a hub's events into Kafka (files, HTTP, simulate).
+    Ingest(IngestArgs),
     /// De-identify raw events into the pseudonymized zone.
     Transform(NotBuilt),
     /// Land pseudonymized events as Parquet in object storage.
@@ -43,6 +43,53 @@ enum Command {
         #[command(subcommand)]
         command: SchemasCommand,
     },
+}
+
+/// `chitose ingest` flags; each overrides the config file and environment.
+#[derive(Args)]
+struct IngestArgs {
+    /// TOML config file (see docs/ingest.md); env: CHITOSE_INGEST__<KEY>.
+    #[arg(long, env = "CHITOSE_INGEST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (secrets hidden) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// files, http or simulate.
+    #[arg(long)]
+    source: Option<String>,
+    /// This hub's prefecture (JIS X 0401).
+    #[arg(long)]
+    prefecture: Option<String>,
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// Watched directory (files source).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Stop when the directory is empty (files source).
+    #[arg(long)]
+    exit_when_idle: bool,
+    /// Listen address (http source).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Address of /metrics, /healthz, /readyz.
+    #[arg(long)]
+    ops_listen: Option<String>,
+    /// Events per second (simulate source; 0 = as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Number of events (simulate source; 0 = until stopped).
+    #[arg(long)]
+    events: Option<u64>,
+    /// Generator seed (simulate source).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Share of malformed records (simulate source).
+    #[arg(long)]
+    bad_share: Option<f64>,
+    /// Logs as JSON lines.
+    #[arg(long)]
+    log_json: bool,
 }
 
 /// Arguments of a subcommand that is not built yet (accepted, ignored).
@@ -95,7 +142,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(_) => return not_built("up", "\"chitose up, operations and deployment\""),
-        Command::Ingest(_) => return not_built("ingest", "ingest"),
+        Command::Ingest(args) => ingest(args),
         Command::Transform(_) => return not_built("transform", "transform"),
         Command::Sink(_) => return not_built("sink", "sink"),
         Command::Release(_) => return not_built("release", "release"),
@@ -111,6 +158,84 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn ingest(a: IngestArgs) -> Result<ExitCode> {
+    use chitose_ingest::config::{IngestConfig, SECRETS};
+    use toml::Value as V;
+    let mut flags: Vec<(&str, V)> = Vec::new();
+    if let Some(v) = a.source {
+        flags.push(("source", V::String(v)));
+    }
+    if let Some(v) = a.prefecture {
+        flags.push(("prefecture", V::String(v)));
+    }
+    if let Some(v) = a.bootstrap {
+        flags.push(("kafka.bootstrap_servers", V::String(v)));
+    }
+    if let Some(v) = a.dir {
+        flags.push(("files.dir", V::String(v.display().to_string())));
+    }
+    if a.exit_when_idle {
+        flags.push(("files.exit_when_idle", V::Boolean(true)));
+    }
+    if let Some(v) = a.listen {
+        flags.push(("http.listen", V::String(v)));
+    }
+    if let Some(v) = a.ops_listen {
+        flags.push(("ops_listen", V::String(v)));
+    }
+    if let Some(v) = a.rate {
+        flags.push(("simulate.rate", V::Float(v)));
+    }
+    if let Some(v) = a.events {
+        flags.push((
+            "simulate.events",
+            V::Integer(i64::try_from(v).context("--events too large")?),
+        ));
+    }
+    if let Some(v) = a.seed {
+        flags.push((
+            "simulate.generator.seed",
+            V::Integer(i64::try_from(v).context("--seed too large")?),
+        ));
+    }
+    if let Some(v) = a.bad_share {
+        flags.push(("simulate.generator.bad_share", V::Float(v)));
+    }
+    let cfg: IngestConfig =
+        chitose_runtime::config::load(a.config.as_deref(), "ingest", std::env::vars(), flags)?;
+    if a.print_config {
+        print!("{}", chitose_runtime::config::print_redacted(&cfg, SECRETS));
+        return Ok(ExitCode::SUCCESS);
+    }
+    cfg.validate()?;
+    init_logs(a.log_json);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let summary = rt.block_on(async {
+        let shutdown = chitose_runtime::shutdown::Shutdown::on_signals();
+        chitose_ingest::service::run(cfg, shutdown).await
+    })?;
+    eprintln!(
+        "read {}, accepted {}, rejected {}",
+        summary.read, summary.accepted, summary.rejected
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn schemas(cmd: SchemasCommand) -> Result<ExitCode> {

@@ -6,9 +6,8 @@ use chitose_ingest::simulate::{Generator, SimConfig};
 use std::process::Command;
 
 /// Subcommands whose issue has not landed: shrink this as they do.
-const NOT_BUILT: [&str; 9] = [
+const NOT_BUILT: [&str; 8] = [
     "up",
-    "ingest",
     "transform",
     "sink",
     "release",

@@ -170,3 +170,196 @@ pub fn assert_exactly_once(rt: &RoundTrip) {
         }
     }
 }
+
+/// One record read back from a topic.
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub headers: HashMap<String, String>,
+    pub event: RawEvent,
+}
+
+/// Reads a whole topic (every partition, start to current end) and decodes it.
+pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<Record> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::message::Headers;
+    use rdkafka::{Offset, TopicPartitionList};
+    let settings = KafkaSettings::at(bootstrap);
+    let c: BaseConsumer = settings
+        .consumer_config(&format!("read-{}", uuid::Uuid::new_v4()))
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        let (lo, hi) = c
+            .fetch_watermarks(topic, *p, Duration::from_secs(10))
+            .unwrap();
+        if hi > lo {
+            ends.insert(*p, hi);
+            tpl.add_partition_offset(topic, *p, Offset::Offset(lo))
+                .unwrap();
+        }
+    }
+    let codec = RawCodec::new(SchemaStore::embedded());
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    c.assign(&tpl).unwrap();
+    let mut done = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while done.len() < ends.len() {
+        assert!(Instant::now() < deadline, "reading {topic} took over 120 s");
+        let Some(m) = c.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let m = m.unwrap();
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            headers,
+            event: codec
+                .decode(m.payload().unwrap())
+                .expect("every record in a raw topic decodes"),
+        });
+        if m.offset() + 1 >= ends[&m.partition()] {
+            done.insert(m.partition());
+        }
+    }
+    out
+}
+
+/// Total records in a topic (sum of high minus low watermarks); 0 if absent.
+pub fn topic_size(bootstrap: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::BaseConsumer;
+    let c: BaseConsumer = KafkaSettings::at(bootstrap)
+        .consumer_config("size")
+        .create()
+        .unwrap();
+    let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return 0;
+    };
+    let Some(t) = md.topics().first() else {
+        return 0;
+    };
+    t.partitions()
+        .iter()
+        .map(|p| {
+            c.fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+                .map(|(lo, hi)| hi - lo)
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// A nisshi of the test's own (to stop and restart without disturbing
+/// other tests), stopped on drop.
+pub struct OwnBroker {
+    state: PathBuf,
+    pub bootstrap: String,
+}
+
+impl OwnBroker {
+    pub fn start(name: &str) -> Self {
+        let state = scratch(name);
+        let out = std::process::Command::new(repo().join("tests/infra/nisshi.sh"))
+            .arg("start")
+            .env("CHITOSE_STATE", &state)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nisshi start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bootstrap = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        OwnBroker { state, bootstrap }
+    }
+    fn run(&self, what: &str) {
+        let out = std::process::Command::new(repo().join("tests/infra/nisshi.sh"))
+            .arg(what)
+            .env("CHITOSE_STATE", &self.state)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nisshi {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    /// Stops the broker (its data stays).
+    pub fn stop(&self) {
+        self.run("stop");
+    }
+    /// Starts it again on the same port with the same data.
+    pub fn restart(&self) {
+        self.run("restart");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo().join("tests/infra/nisshi.sh"))
+            .arg("stop")
+            .env("CHITOSE_STATE", &self.state)
+            .output();
+    }
+}
+
+/// A running `chitose` child process, killed on drop; its stderr goes to
+/// a log file (a pipe nobody reads could block it).
+pub struct Child(pub std::process::Child, pub PathBuf);
+
+impl Child {
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `chitose` with `args`.
+pub fn chitose(args: &[&str], envs: &[(&str, &str)]) -> Child {
+    let log = scratch("log").join("stderr.log");
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chitose"));
+    c.args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    Child(c.spawn().unwrap(), log)
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

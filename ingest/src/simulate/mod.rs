@@ -100,6 +100,9 @@ pub struct SimConfig {
     pub start_date: NaiveDate,
     /// Number of days events spread over.
     pub days: u32,
+    /// Generate only the events this hub (prefecture) sends; the population
+    /// still spans every prefecture, so cross-prefecture patients appear.
+    pub hub: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -113,6 +116,7 @@ impl Default for SimConfig {
             bad_share: 0.0,
             start_date: NaiveDate::from_ymd_opt(2025, 4, 1).expect("valid date"),
             days: 365,
+            hub: None,
         }
     }
 }
@@ -158,6 +162,13 @@ impl SimConfig {
         }
         if self.mix.weights().iter().all(|w| *w == 0) {
             return e("simulate.mix: expected at least one non-zero weight, found all zero".into());
+        }
+        if let Some(h) = &self.hub
+            && !self.prefectures.contains(h)
+        {
+            return e(format!(
+                "simulate.hub: expected one of simulate.prefectures, found {h:?}"
+            ));
         }
         if self.days == 0 {
             return e("simulate.days: expected at least 1, found 0".into());
@@ -435,7 +446,13 @@ impl Generator {
         }
         // A few patients visit often (chronic care), most rarely.
         let patient_weights = WeightedIndex::new(patients.iter().map(|p| {
-            if p.age >= 65 {
+            if cfg
+                .hub
+                .as_ref()
+                .is_some_and(|h| p.hubs.iter().all(|x| &x.prefecture != h))
+            {
+                0
+            } else if p.age >= 65 {
                 6
             } else if p.age >= 40 {
                 3
@@ -608,10 +625,14 @@ impl Generator {
     fn event_of(&mut self, event_type: EventType) -> RawEvent {
         self.seq += 1;
         let pi = self.patient_weights.sample(&mut self.rng);
-        let hub_i = if self.patients[pi].hubs.len() > 1 && self.rng.random_bool(0.35) {
-            1
-        } else {
-            0
+        let hub_i = match &self.cfg.hub {
+            Some(h) => self.patients[pi]
+                .hubs
+                .iter()
+                .position(|x| &x.prefecture == h)
+                .expect("patients are drawn among the hub's"),
+            None if self.patients[pi].hubs.len() > 1 && self.rng.random_bool(0.35) => 1,
+            None => 0,
         };
         let p = &self.patients[pi];
         let hub = p.hubs[hub_i].clone();

@@ -1,0 +1,570 @@
+//! The files source: NDJSON exports dropped into a directory.
+//!
+//! Exactly once, through kill -9, with only an idempotent producer (no
+//! transactions: nisshi and MockCluster do not honour read_committed):
+//!
+//! 1. Before the first record of a file is sent, its checkpoint is written
+//!    with the topic's high watermarks ("start watermarks").
+//! 2. Every record carries its file and line in headers.
+//! 3. The checkpoint advances over lines whose records were all
+//!    acknowledged, in order (plus the length of the rejects file so far).
+//! 4. After a crash, the records of the file between the start watermarks
+//!    and the topic's end are read back; lines found there are not sent
+//!    again. Lines after the checkpoint that are not there are sent.
+//!
+//! Finished files move to `done/`; rejected lines go to
+//! `rejects/<file>.rejects.ndjson` with line number, reason and message.
+//! Hubs should write a file under another name (e.g. `.tmp`) and rename it
+//! when complete: only `*.ndjson` and `*.jsonl` files are read.
+
+use crate::config::FilesConfig;
+use crate::edge::Edge;
+use crate::metrics::IngestMetrics;
+use crate::producer::RawProducer;
+use chitose_runtime::kafka::KafkaSettings;
+use chitose_runtime::shutdown::Shutdown;
+use chitose_schemas::codec::Timestamp;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Header naming the source file of a record.
+pub const HEADER_FILE: &str = "chitose-source-file";
+/// Header with the record's line number in that file.
+pub const HEADER_LINE: &str = "chitose-source-line";
+
+/// Why a file pass stopped early (it is retried; nothing is skipped).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FilesError {
+    /// Reading or writing the directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The broker did not acknowledge a record.
+    #[error("{file} line {line}: broker did not acknowledge: {source}")]
+    Delivery {
+        /// File.
+        file: String,
+        /// Line.
+        line: u64,
+        /// Cause.
+        source: rdkafka::error::KafkaError,
+    },
+    /// Reading back the topic after a restart failed.
+    #[error("recovering {file}: {message}")]
+    Recovery {
+        /// File.
+        file: String,
+        /// Cause.
+        message: String,
+    },
+    /// A checkpoint that does not parse: refuse to guess.
+    #[error("{path}: expected a chitose checkpoint, found {found}")]
+    Checkpoint {
+        /// Path.
+        path: PathBuf,
+        /// What was there.
+        found: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FilesError + '_ {
+    move |source| FilesError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Progress through one file, persisted in `.chitose/<file>.ckpt`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Size of the file when first seen (a changed size means a new file).
+    pub file_size: u64,
+    /// Lines 1..=line are all acknowledged or rejected.
+    pub line: u64,
+    /// Byte offset just after `line`.
+    pub byte_offset: u64,
+    /// Length of the rejects file covering lines up to `line`.
+    pub rejects_len: u64,
+    /// Topic high watermarks before the first record of the file was sent.
+    pub start_watermarks: BTreeMap<i32, i64>,
+}
+
+/// Counts of one file pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileReport {
+    /// Lines read (blank lines excluded).
+    pub read: u64,
+    /// Records acknowledged by the broker in this pass.
+    pub produced: u64,
+    /// Lines found already in the topic after a restart.
+    pub recovered: u64,
+    /// Lines rejected.
+    pub rejected: u64,
+}
+
+/// The files source.
+pub struct FilesSource {
+    cfg: FilesConfig,
+    kafka: KafkaSettings,
+    producer: RawProducer,
+    edge: Edge,
+    metrics: IngestMetrics,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(())
+}
+
+impl FilesSource {
+    /// A source over `cfg.dir`.
+    pub fn new(
+        cfg: FilesConfig,
+        kafka: KafkaSettings,
+        producer: RawProducer,
+        edge: Edge,
+        metrics: IngestMetrics,
+    ) -> Result<Self, FilesError> {
+        for d in ["done", "rejects", ".chitose"] {
+            let p = cfg.dir.join(d);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        Ok(FilesSource {
+            cfg,
+            kafka,
+            producer,
+            edge,
+            metrics,
+        })
+    }
+
+    fn pending_files(&self) -> Result<Vec<PathBuf>, FilesError> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.cfg.dir)
+            .map_err(io(&self.cfg.dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension().is_some_and(|e| e == "ndjson" || e == "jsonl")
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// Deletes checkpoints whose file is gone (a crash after the move to
+    /// `done/` and before the checkpoint was removed).
+    fn clean_stale_checkpoints(&self) -> Result<(), FilesError> {
+        let dir = self.cfg.dir.join(".chitose");
+        for e in std::fs::read_dir(&dir).map_err(io(&dir))? {
+            let p = e.map_err(io(&dir))?.path();
+            if let Some(name) = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".ckpt"))
+                && !self.cfg.dir.join(name).exists()
+            {
+                std::fs::remove_file(&p).map_err(io(&p))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Watches the directory until shutdown (or until idle, in batch mode).
+    /// A failed pass (broker down) pauses and retries the same file.
+    pub async fn run(&self, mut shutdown: Shutdown) -> Result<u64, FilesError> {
+        let mut total = 0;
+        let mut backoff = Duration::from_millis(500);
+        self.clean_stale_checkpoints()?;
+        loop {
+            let files = self.pending_files()?;
+            if files.is_empty() && self.cfg.exit_when_idle {
+                return Ok(total);
+            }
+            for f in files {
+                if shutdown.is_triggered() {
+                    return Ok(total);
+                }
+                match self.process(&f, &shutdown).await {
+                    Ok(Some(r)) => {
+                        total += r.read;
+                        backoff = Duration::from_millis(500);
+                    }
+                    Ok(None) => return Ok(total),
+                    Err(e @ (FilesError::Delivery { .. } | FilesError::Recovery { .. })) => {
+                        tracing::warn!(error = %e, "pausing the files source; the file resumes from its checkpoint");
+                        // Let every outstanding record resolve (delivered or
+                        // timed out) before the retry reads the topic back,
+                        // so none lands after that read.
+                        let p = self.producer.clone();
+                        let _ =
+                            tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(60)))
+                                .await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.wait() => return Ok(total),
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(self.cfg.poll_interval_ms)) => {}
+                _ = shutdown.wait() => return Ok(total),
+            }
+        }
+    }
+
+    fn watermarks(&self) -> Result<BTreeMap<i32, i64>, String> {
+        let c: BaseConsumer = self
+            .kafka
+            .consumer_config("chitose-ingest-recovery")
+            .create()
+            .map_err(|e| e.to_string())?;
+        let md = c
+            .fetch_metadata(Some(self.producer.topic()), Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        let t = md.topics().first().ok_or("no topic metadata")?;
+        let mut out = BTreeMap::new();
+        for p in t.partitions() {
+            let (_, high) = c
+                .fetch_watermarks(self.producer.topic(), p.id(), Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            out.insert(p.id(), high);
+        }
+        Ok(out)
+    }
+
+    /// Lines of `file` after `after` that are already in the topic.
+    fn recover(&self, file: &str, ckpt: &Checkpoint) -> Result<HashSet<u64>, String> {
+        let end = self.watermarks()?;
+        let c: BaseConsumer = self
+            .kafka
+            .consumer_config("chitose-ingest-recovery")
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .map_err(|e| e.to_string())?;
+        let mut tpl = TopicPartitionList::new();
+        let mut remaining = 0;
+        for (p, start) in &ckpt.start_watermarks {
+            let stop = end.get(p).copied().unwrap_or(*start);
+            if stop > *start {
+                tpl.add_partition_offset(self.producer.topic(), *p, Offset::Offset(*start))
+                    .map_err(|e| e.to_string())?;
+                remaining += 1;
+            }
+        }
+        let mut found = HashSet::new();
+        if remaining == 0 {
+            return Ok(found);
+        }
+        c.assign(&tpl).map_err(|e| e.to_string())?;
+        let mut done: HashSet<i32> = HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while done.len() < remaining {
+            if Instant::now() > deadline {
+                return Err("reading back the topic took over 120 s".into());
+            }
+            let Some(m) = c.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            let m = m.map_err(|e| e.to_string())?;
+            if let Some(h) = m.headers() {
+                let (mut f, mut l) = (None, None);
+                for h in h.iter() {
+                    match h.key {
+                        HEADER_FILE => f = h.value,
+                        HEADER_LINE => {
+                            l = h
+                                .value
+                                .and_then(|v| std::str::from_utf8(v).ok())
+                                .and_then(|v| v.parse::<u64>().ok())
+                        }
+                        _ => {}
+                    }
+                }
+                if f == Some(file.as_bytes())
+                    && let Some(l) = l
+                    && l > ckpt.line
+                {
+                    found.insert(l);
+                }
+            }
+            if m.offset() + 1 >= end[&m.partition()] {
+                done.insert(m.partition());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Sends one file. `Ok(None)`: stopped by shutdown (checkpoint written).
+    pub async fn process(
+        &self,
+        path: &Path,
+        shutdown: &Shutdown,
+    ) -> Result<Option<FileReport>, FilesError> {
+        let name = path
+            .file_name()
+            .expect("a file")
+            .to_string_lossy()
+            .to_string();
+        let ckpt_path = self.cfg.dir.join(".chitose").join(format!("{name}.ckpt"));
+        let rejects_path = self
+            .cfg
+            .dir
+            .join("rejects")
+            .join(format!("{name}.rejects.ndjson"));
+        let size = std::fs::metadata(path).map_err(io(path))?.len();
+
+        let mut ckpt = match std::fs::read(&ckpt_path) {
+            Ok(b) => {
+                let c: Checkpoint =
+                    serde_json::from_slice(&b).map_err(|e| FilesError::Checkpoint {
+                        path: ckpt_path.clone(),
+                        found: e.to_string(),
+                    })?;
+                if c.file_size != size {
+                    return Err(FilesError::Checkpoint {
+                        path: ckpt_path,
+                        found: format!(
+                            "a checkpoint for a file of {} bytes; this one has {size}: files must not change once dropped",
+                            c.file_size
+                        ),
+                    });
+                }
+                c
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let start_watermarks =
+                    tokio::task::block_in_place(|| self.watermarks()).map_err(|message| {
+                        FilesError::Recovery {
+                            file: name.clone(),
+                            message,
+                        }
+                    })?;
+                let c = Checkpoint {
+                    file_size: size,
+                    line: 0,
+                    byte_offset: 0,
+                    rejects_len: 0,
+                    start_watermarks,
+                };
+                write_atomic(&ckpt_path, &serde_json::to_vec(&c).expect("serializes"))?;
+                c
+            }
+            Err(e) => return Err(io(&ckpt_path)(e)),
+        };
+        let already =
+            tokio::task::block_in_place(|| self.recover(&name, &ckpt)).map_err(|message| {
+                FilesError::Recovery {
+                    file: name.clone(),
+                    message,
+                }
+            })?;
+        if !already.is_empty() {
+            tracing::info!(file = %name, lines = already.len(), "found lines already in the topic; not sending them again");
+        }
+
+        let mut rejects = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&rejects_path)
+            .map_err(io(&rejects_path))?;
+        // Rejects of lines after the checkpoint are written again below.
+        rejects
+            .set_len(ckpt.rejects_len)
+            .map_err(io(&rejects_path))?;
+        rejects
+            .seek(std::io::SeekFrom::End(0))
+            .map_err(io(&rejects_path))?;
+        let mut rejects = std::io::BufWriter::new(rejects);
+        let mut rejects_len = ckpt.rejects_len;
+
+        let mut reader = std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(path).map_err(io(path))?,
+        );
+        reader
+            .seek(std::io::SeekFrom::Start(ckpt.byte_offset))
+            .map_err(io(path))?;
+        let mut line_no = ckpt.line;
+        let mut offset = ckpt.byte_offset;
+        let mut report = FileReport::default();
+        let mut in_flight = FuturesOrdered::new();
+        let mut last_ckpt = Instant::now();
+        let mut last_written = ckpt.line;
+        let mut buf = Vec::with_capacity(4096);
+        let now = Timestamp::now();
+
+        type Done = (u64, u64, u64, Result<bool, rdkafka::error::KafkaError>);
+        let settle =
+            |d: Done, ckpt: &mut Checkpoint, report: &mut FileReport| -> Result<(), FilesError> {
+                let (line, end, rj, r) = d;
+                match r {
+                    Ok(produced) => {
+                        report.produced += u64::from(produced);
+                        ckpt.line = line;
+                        ckpt.byte_offset = end;
+                        ckpt.rejects_len = rj;
+                        Ok(())
+                    }
+                    Err(source) => Err(FilesError::Delivery {
+                        file: name.clone(),
+                        line,
+                        source,
+                    }),
+                }
+            };
+
+        loop {
+            if shutdown.is_triggered() {
+                break;
+            }
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf).map_err(io(path))?;
+            if n == 0 {
+                break;
+            }
+            line_no += 1;
+            offset += n as u64;
+            let mut line = &buf[..];
+            while let Some((last, rest)) = line.split_last()
+                && (*last == b'\n' || *last == b'\r')
+            {
+                line = rest;
+            }
+            let (end, ln) = (offset, line_no);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                in_flight.push_back(futures::future::Either::Left(futures::future::ready((
+                    ln,
+                    end,
+                    rejects_len,
+                    Ok(false),
+                ))));
+                continue;
+            }
+            report.read += 1;
+            self.metrics.read.inc();
+            if already.contains(&ln) {
+                report.recovered += 1;
+                in_flight.push_back(futures::future::Either::Left(futures::future::ready((
+                    ln,
+                    end,
+                    rejects_len,
+                    Ok(false),
+                ))));
+                continue;
+            }
+            match self.edge.accept(line, now) {
+                Ok(a) => {
+                    let ln_text = ln.to_string();
+                    let ack = self
+                        .producer
+                        .send(
+                            &a.event.patient.local_patient_id,
+                            a.message,
+                            &[
+                                (HEADER_FILE, name.as_bytes()),
+                                (HEADER_LINE, ln_text.as_bytes()),
+                            ],
+                        )
+                        .await;
+                    let rj = rejects_len;
+                    in_flight.push_back(futures::future::Either::Right(async move {
+                        (ln, end, rj, ack.await.map(|_| true))
+                    }));
+                }
+                Err(e) => {
+                    report.rejected += 1;
+                    self.metrics
+                        .rejected
+                        .with_label_values(&[e.reason.as_str()])
+                        .inc();
+                    let entry = serde_json::json!({
+                        "file": name,
+                        "line": ln,
+                        "reason": e.reason.as_str(),
+                        "error": e.to_string(),
+                        "record": String::from_utf8_lossy(line),
+                    });
+                    let mut text = serde_json::to_vec(&entry).expect("serializes");
+                    text.push(b'\n');
+                    rejects.write_all(&text).map_err(io(&rejects_path))?;
+                    rejects_len += text.len() as u64;
+                    in_flight.push_back(futures::future::Either::Left(futures::future::ready((
+                        ln,
+                        end,
+                        rejects_len,
+                        Ok(false),
+                    ))));
+                }
+            }
+            // Settle what is already acknowledged, in order.
+            while let Some(d) = futures::FutureExt::now_or_never(in_flight.next()).flatten() {
+                settle(d, &mut ckpt, &mut report)?;
+            }
+            let advanced = ckpt.line - last_written;
+            if advanced >= self.cfg.checkpoint_every_lines
+                || (advanced > 0 && last_ckpt.elapsed() > Duration::from_secs(1))
+            {
+                rejects.flush().map_err(io(&rejects_path))?;
+                write_atomic(&ckpt_path, &serde_json::to_vec(&ckpt).expect("serializes"))?;
+                last_ckpt = Instant::now();
+                last_written = ckpt.line;
+            }
+        }
+        while let Some(d) = in_flight.next().await {
+            settle(d, &mut ckpt, &mut report)?;
+        }
+        rejects.flush().map_err(io(&rejects_path))?;
+        rejects.get_ref().sync_all().map_err(io(&rejects_path))?;
+        write_atomic(&ckpt_path, &serde_json::to_vec(&ckpt).expect("serializes"))?;
+        if shutdown.is_triggered() && ckpt.byte_offset < size {
+            tracing::info!(file = %name, line = ckpt.line, "stopped mid-file; checkpoint written");
+            return Ok(None);
+        }
+        let mut done = self.cfg.dir.join("done").join(&name);
+        if done.exists() {
+            done = self
+                .cfg
+                .dir
+                .join("done")
+                .join(format!("{name}.{}", Timestamp::now().0));
+        }
+        std::fs::rename(path, &done).map_err(io(path))?;
+        if rejects_len == 0 {
+            let _ = std::fs::remove_file(&rejects_path);
+        }
+        std::fs::remove_file(&ckpt_path).map_err(io(&ckpt_path))?;
+        tracing::info!(file = %name, read = report.read, produced = report.produced, recovered = report.recovered, rejected = report.rejected, "file done");
+        Ok(Some(report))
+    }
+}

@@ -1,0 +1,117 @@
+//! Ingest metrics, all in one place. Labels are bounded: prefecture,
+//! source, reason (the edge's fixed reject reasons), never a value.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// The ingest metric families.
+#[derive(Debug, Clone)]
+pub struct IngestMetrics {
+    /// Registry to serve.
+    pub registry: Registry,
+    /// Records read from the source.
+    pub read: IntCounter,
+    /// Records acknowledged by the broker.
+    pub accepted: IntCounter,
+    /// Records rejected at the edge, by reason.
+    pub rejected: IntCounterVec,
+    /// Time from enqueue to broker acknowledgement.
+    pub produce_latency: Histogram,
+    /// Records produced but not yet acknowledged.
+    pub queue_depth: IntGauge,
+    /// Bytes of framed messages acknowledged.
+    pub produced_bytes: IntCounter,
+    /// Deliveries that failed (the source retries them).
+    pub delivery_failures: IntCounter,
+    /// 1 when the broker answered the last metadata request.
+    pub broker_up: IntGauge,
+}
+
+impl IngestMetrics {
+    /// Registers the families with constant labels for this hub and source.
+    pub fn new(prefecture: &str, source: &str) -> Self {
+        let registry = Registry::new_custom(
+            None,
+            Some(
+                [
+                    ("prefecture".to_string(), prefecture.to_string()),
+                    ("source".to_string(), source.to_string()),
+                ]
+                .into(),
+            ),
+        )
+        .expect("valid labels");
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let read = counter(
+            "chitose_ingest_events_read_total",
+            "Records read from the source.",
+        );
+        let accepted = counter(
+            "chitose_ingest_events_accepted_total",
+            "Records the broker acknowledged.",
+        );
+        let produced_bytes = counter(
+            "chitose_ingest_produced_bytes_total",
+            "Bytes of acknowledged messages.",
+        );
+        let delivery_failures = counter(
+            "chitose_ingest_delivery_failures_total",
+            "Deliveries that failed and will be retried.",
+        );
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "chitose_ingest_events_rejected_total",
+                "Records rejected at the edge, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(rejected.clone()))
+            .expect("unique metric");
+        let produce_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "chitose_ingest_produce_latency_seconds",
+                "Enqueue to broker acknowledgement.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(produce_latency.clone()))
+            .expect("unique metric");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let queue_depth = gauge(
+            "chitose_ingest_queue_depth",
+            "Records produced but not yet acknowledged.",
+        );
+        let broker_up = gauge(
+            "chitose_ingest_broker_up",
+            "1 when the broker answered the last metadata request.",
+        );
+        IngestMetrics {
+            registry,
+            read,
+            accepted,
+            rejected,
+            produce_latency,
+            queue_depth,
+            produced_bytes,
+            delivery_failures,
+            broker_up,
+        }
+    }
+}

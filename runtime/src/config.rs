@@ -1,0 +1,233 @@
+//! Configuration in layers: defaults (in the binary) → TOML file →
+//! environment (`CHITOSE_<SECTION>__<KEY>`) → flags. Unknown keys are
+//! errors, and every error names the key.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use toml::Value;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: cannot read: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not TOML, or a key or value the service does not take.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// File or environment.
+        origin: String,
+        /// The TOML/serde message (it names the key).
+        message: String,
+    },
+    /// A value outside what the service accepts.
+    #[error("config key {key}: expected {expected}, found {found}")]
+    Value {
+        /// Dotted key.
+        key: String,
+        /// What is accepted.
+        expected: String,
+        /// What was given.
+        found: String,
+    },
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Table(b), Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Sets a dotted key in a table, creating tables on the way.
+pub fn set(root: &mut Value, dotted: &str, v: Value) {
+    let mut cur = root;
+    let parts: Vec<&str> = dotted.split('.').collect();
+    for p in &parts[..parts.len() - 1] {
+        let t = cur.as_table_mut().expect("tables on the path");
+        cur = t
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Table(Default::default()));
+    }
+    if let Some(t) = cur.as_table_mut() {
+        t.insert(parts[parts.len() - 1].to_string(), v);
+    }
+}
+
+/// Parses an environment value: TOML literal when it is one (numbers,
+/// booleans, arrays), a string otherwise.
+fn env_value(raw: &str) -> Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_owned()))
+}
+
+/// Loads `T`: defaults, then `file`, then `CHITOSE_<PREFIX>__A__B=…`
+/// variables (`A.B`, lower-cased), then `flags` (dotted key, value).
+pub fn load<T: DeserializeOwned + Serialize + Default>(
+    file: Option<&Path>,
+    env_prefix: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: Vec<(&str, Value)>,
+) -> Result<T, ConfigError> {
+    let mut root = Value::try_from(T::default()).map_err(|e| ConfigError::Invalid {
+        origin: "defaults".into(),
+        message: e.to_string(),
+    })?;
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let v: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            origin: format!("config file {}", path.display()),
+            message: e.to_string(),
+        })?;
+        // Deserialize the file alone first, so an unknown key is reported
+        // against the file, with its line.
+        toml::from_str::<T>(&text).map_err(|e| ConfigError::Invalid {
+            origin: format!("config file {}", path.display()),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        merge(&mut root, Value::Table(v));
+    }
+    let prefix = format!("CHITOSE_{}__", env_prefix.to_uppercase());
+    for (k, v) in env {
+        if let Some(rest) = k.strip_prefix(&prefix) {
+            let dotted = rest.to_lowercase().replace("__", ".");
+            set(&mut root, &dotted, env_value(&v));
+        }
+    }
+    for (k, v) in flags {
+        set(&mut root, k, v);
+    }
+    T::deserialize(root).map_err(|e| ConfigError::Invalid {
+        origin: "configuration (file, environment and flags)".into(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+/// Renders a config as TOML, with the values of `secret_keys` (dotted, or
+/// a bare name matching at any depth) replaced by `"***"`.
+pub fn print_redacted<T: Serialize>(cfg: &T, secret_keys: &[&str]) -> String {
+    let mut v = Value::try_from(cfg).expect("configs serialize");
+    fn walk(v: &mut Value, path: &str, secrets: &[&str]) {
+        if let Value::Table(t) = v {
+            for (k, x) in t.iter_mut() {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if secrets.iter().any(|s| *s == p || *s == k) {
+                    *x = match x {
+                        Value::Table(inner) => Value::Table(
+                            inner
+                                .keys()
+                                .map(|k| (k.clone(), Value::String("***".into())))
+                                .collect(),
+                        ),
+                        _ => Value::String("***".into()),
+                    };
+                } else {
+                    walk(x, &p, secrets);
+                }
+            }
+        }
+    }
+    walk(&mut v, "", secret_keys);
+    toml::to_string_pretty(&v).expect("TOML renders")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct Inner {
+        port: u16,
+        name: String,
+    }
+
+    #[derive(Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct Cfg {
+        inner: Inner,
+        tokens: BTreeMap<String, String>,
+    }
+
+    fn file(text: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "chitose-cfg-{}.toml",
+            std::process::id() as u64 * 1000 + text.len() as u64
+        ));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let p = file("[inner]\nport = 1\nname = \"file\"\n");
+        let env = vec![
+            ("CHITOSE_X__INNER__PORT".to_string(), "2".to_string()),
+            ("OTHER".into(), "x".into()),
+        ];
+        let c: Cfg = load(
+            Some(&p),
+            "x",
+            env,
+            vec![("inner.name", Value::String("flag".into()))],
+        )
+        .unwrap();
+        assert_eq!(
+            c.inner,
+            Inner {
+                port: 2,
+                name: "flag".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_and_wrong_keys_are_named() {
+        let p = file("[inner]\nprot = 1\n");
+        let e = load::<Cfg>(Some(&p), "x", vec![], vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown field `prot`") && e.contains("line 2"),
+            "{e}"
+        );
+        let env = vec![("CHITOSE_X__INNER__PORT".to_string(), "many".to_string())];
+        let e = load::<Cfg>(None, "x", env, vec![]).unwrap_err().to_string();
+        assert!(e.contains("invalid type") && e.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_hidden() {
+        let mut c = Cfg::default();
+        c.tokens.insert("27".into(), "s3cr3t-token".into());
+        let out = print_redacted(&c, &["tokens"]);
+        assert!(!out.contains("s3cr3t"), "{out}");
+        assert!(out.contains("27") && out.contains("***"), "{out}");
+    }
+}

@@ -1,0 +1,430 @@
+//! `chitose ingest` end to end on nisshi: every source, kill -9 of the files
+//! source mid-file, the HTTP contract with the broker down and back.
+
+mod helpers;
+
+use chitose_ingest::simulate::{Generator, SimConfig, Verdict};
+use helpers::{OwnBroker, chitose, free_port, read_topic, topic_size};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+fn lines(seed: u64, n: usize, bad_share: f64) -> Vec<chitose_ingest::simulate::GeneratedLine> {
+    let mut g = Generator::new(SimConfig {
+        seed,
+        patients: 3_000,
+        bad_share,
+        hub: Some("27".into()),
+        ..SimConfig::default()
+    })
+    .unwrap();
+    (0..n).map(|_| g.next_line()).collect()
+}
+
+fn write_ndjson(path: &std::path::Path, ls: &[chitose_ingest::simulate::GeneratedLine]) {
+    let mut b = Vec::new();
+    for l in ls {
+        b.extend_from_slice(&l.bytes);
+        b.push(b'\n');
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn files_source_is_exactly_once_through_kill_9() {
+    let bootstrap = helpers::nisshi();
+    let dir = helpers::scratch("files");
+    let topic = format!("health.raw.27.files-{}", uuid::Uuid::new_v4().simple());
+    let ls = lines(31, 60_000, 0.05);
+    // Written under another name and renamed, as hubs are told to.
+    let tmp = dir.join("export-001.tmp");
+    write_ndjson(&tmp, &ls);
+    std::fs::rename(&tmp, dir.join("export-001.ndjson")).unwrap();
+    let good: HashMap<String, usize> = ls
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| match &l.verdict {
+            Verdict::Good { event_id } => Some((event_id.clone(), i + 1)),
+            Verdict::Bad(_) => None,
+        })
+        .collect();
+    let bad_lines: HashSet<usize> = ls
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matches!(l.verdict, Verdict::Bad(_)))
+        .map(|(i, _)| i + 1)
+        .collect();
+
+    let args = |ops: &str| {
+        vec![
+            "ingest".to_string(),
+            "--source".into(),
+            "files".into(),
+            "--prefecture".into(),
+            "27".into(),
+            "--bootstrap".into(),
+            bootstrap.clone(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--exit-when-idle".into(),
+            "--ops-listen".into(),
+            ops.to_string(),
+        ]
+    };
+    let env = [
+        ("CHITOSE_INGEST__TOPIC", topic.as_str()),
+        ("CHITOSE_INGEST__FILES__CHECKPOINT_EVERY_LINES", "500"),
+    ];
+    // Kill -9 three times, at growing progress, then let it finish.
+    let mut kills = 0;
+    let mut logs = String::new();
+    for target in [3_000i64, 15_000, 35_000] {
+        let a = args(&format!("127.0.0.1:{}", free_port()));
+        let mut child = chitose(&a.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while topic_size(&bootstrap, &topic) < target {
+            assert!(
+                Instant::now() < deadline,
+                "ingest made no progress to {target}"
+            );
+            if child.0.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if child.0.try_wait().unwrap().is_none() {
+            child.0.kill().unwrap(); // SIGKILL
+            child.0.wait().unwrap();
+            kills += 1;
+        }
+        logs.push_str(&child.log());
+    }
+    assert!(
+        kills >= 2,
+        "the file finished before the kills: make it longer"
+    );
+    let a = args(&format!("127.0.0.1:{}", free_port()));
+    let mut child = chitose(&a.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+    let status = child.0.wait().unwrap();
+    logs.push_str(&child.log());
+    assert!(status.success(), "final run failed: {logs}");
+    // The restarts found records of the killed runs beyond the checkpoint,
+    // so the read-back path (not luck) kept them from being sent twice.
+    assert!(
+        logs.contains("found lines already in the topic"),
+        "recovery never ran: {logs}"
+    );
+
+    let records = read_topic(&bootstrap, &topic);
+    let mut seen = HashSet::new();
+    for r in &records {
+        assert!(
+            seen.insert(r.event.event_id.clone()),
+            "duplicate after kill -9: {}",
+            r.event.event_id
+        );
+        let line: usize = r.headers["chitose-source-line"].parse().unwrap();
+        assert_eq!(
+            good.get(&r.event.event_id),
+            Some(&line),
+            "record carries its line"
+        );
+        assert_eq!(r.headers["chitose-source-file"], "export-001.ndjson");
+    }
+    assert_eq!(
+        records.len(),
+        good.len(),
+        "every good line exactly once ({kills} kills)"
+    );
+
+    // Rejected lines: each once, with its line number and reason.
+    let rejects =
+        std::fs::read_to_string(dir.join("rejects/export-001.ndjson.rejects.ndjson")).unwrap();
+    let rej_lines: Vec<usize> = rejects
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["line"]
+                .as_u64()
+                .unwrap() as usize
+        })
+        .collect();
+    assert_eq!(rej_lines.len(), bad_lines.len(), "every rejected line once");
+    assert_eq!(rej_lines.iter().copied().collect::<HashSet<_>>(), bad_lines);
+    assert_eq!(
+        records.len() + rej_lines.len(),
+        ls.len(),
+        "accepted + rejected = read"
+    );
+    assert!(
+        dir.join("done/export-001.ndjson").exists(),
+        "moved to done/"
+    );
+    assert!(!dir.join("export-001.ndjson").exists());
+    assert_eq!(
+        std::fs::read_dir(dir.join(".chitose")).unwrap().count(),
+        0,
+        "checkpoint removed"
+    );
+}
+
+fn post(url: &str, token: &str, body: Vec<u8>) -> (u16, serde_json::Value, Option<String>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(token)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+            retry,
+        )
+    })
+}
+
+fn get(url: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        match reqwest::get(url).await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap()),
+            Err(_) => (0, String::new()),
+        }
+    })
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn http_source_answers_202_only_after_ack_and_503_while_the_broker_is_down() {
+    let broker = OwnBroker::start("http-broker");
+    let topic = "health.raw.27";
+    let (port, ops) = (free_port(), free_port());
+    let token = "token-for-osaka-0123456789";
+    let other = "token-for-kyoto-0123456789";
+    let _child = chitose(
+        &[
+            "ingest",
+            "--source",
+            "http",
+            "--prefecture",
+            "27",
+            "--bootstrap",
+            &broker.bootstrap,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--ops-listen",
+            &format!("127.0.0.1:{ops}"),
+        ],
+        &[
+            ("CHITOSE_INGEST__HTTP__TOKENS__27", token),
+            ("CHITOSE_INGEST__HTTP__TOKENS__26", other),
+            ("CHITOSE_INGEST__HTTP__ACK_DEADLINE_MS", "3000"),
+            ("CHITOSE_INGEST__HTTP__MAX_BODY_BYTES", "2000000"),
+        ],
+    );
+    let url = format!("http://127.0.0.1:{port}/v1/events");
+    let ready = format!("http://127.0.0.1:{ops}/readyz");
+    wait_for("readyz", 60, || get(&ready).0 == 200);
+
+    let ls = lines(41, 3_000, 0.0);
+    let ndjson = |ls: &[chitose_ingest::simulate::GeneratedLine]| {
+        ls.iter()
+            .flat_map(|l| l.bytes.iter().copied().chain([b'\n']))
+            .collect::<Vec<u8>>()
+    };
+    let mut acked: HashSet<String> = HashSet::new();
+    let ids = |ls: &[chitose_ingest::simulate::GeneratedLine]| {
+        ls.iter()
+            .filter_map(|l| match &l.verdict {
+                Verdict::Good { event_id } => Some(event_id.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // 202 after ack: the records are in the topic when the answer comes.
+    let (s, body, _) = post(&url, token, ndjson(&ls[..1000]));
+    assert_eq!(s, 202, "{body}");
+    assert_eq!(body["accepted"], 1000);
+    acked.extend(ids(&ls[..1000]));
+    assert_eq!(
+        topic_size(&broker.bootstrap, topic),
+        1000,
+        "acknowledged before 202"
+    );
+
+    // A JSON array works too.
+    let arr = format!(
+        "[{}]",
+        ls[1000..1100]
+            .iter()
+            .map(|l| String::from_utf8(l.bytes.clone()).unwrap())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let (s, body, _) = post(&url, token, arr.into_bytes());
+    assert_eq!((s, body["accepted"].as_u64()), (202, Some(100)), "{body}");
+    acked.extend(ids(&ls[1000..1100]));
+
+    // Unknown token: 401. Kyoto's token cannot write Osaka's records.
+    assert_eq!(post(&url, "nope", ndjson(&ls[1100..1101])).0, 401);
+    let (s, body, _) = post(&url, other, ndjson(&ls[1100..1105]));
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(body["errors"][0]["reason"], "semantic");
+
+    // Mixed batch: valid records go in, bad ones are listed by index.
+    let mut g = Generator::new(SimConfig {
+        seed: 42,
+        patients: 500,
+        hub: Some("27".into()),
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let mut mixed = ls[1100..1110].to_vec();
+    mixed.insert(
+        3,
+        g.bad_line(chitose_ingest::simulate::BadKind::MyNumberInComment),
+    );
+    let (s, body, _) = post(&url, token, ndjson(&mixed));
+    assert_eq!(s, 202, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(10), Some(1))
+    );
+    assert_eq!(body["errors"][0]["index"], 3);
+    assert_eq!(body["errors"][0]["reason"], "my_number");
+    assert!(
+        !body
+            .to_string()
+            .contains(&String::from_utf8_lossy(&mixed[3].bytes)[40..60]),
+        "no value echoed"
+    );
+    acked.extend(ids(&ls[1100..1110]));
+
+    // Over the size limit: 413.
+    assert_eq!(post(&url, token, vec![b' '; 2_100_000]).0, 413);
+
+    // Broker down: 503 with Retry-After, never 202.
+    broker.stop();
+    wait_for("readyz to turn 503", 30, || get(&ready).0 == 503);
+    let (s, _, retry) = post(&url, token, ndjson(&ls[1110..1200]));
+    assert_eq!(s, 503);
+    assert!(retry.is_some(), "Retry-After set");
+
+    // Broker back with its data: what was acknowledged is still there, and
+    // the client's retry goes through.
+    broker.restart();
+    wait_for("readyz after restart", 60, || get(&ready).0 == 200);
+    let mut status = 0;
+    for _ in 0..20 {
+        status = post(&url, token, ndjson(&ls[1110..1200])).0;
+        if status == 202 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(status, 202);
+    acked.extend(ids(&ls[1110..1200]));
+    let got: HashSet<String> = read_topic(&broker.bootstrap, topic)
+        .into_iter()
+        .map(|r| r.event.event_id)
+        .collect();
+    assert!(
+        acked.is_subset(&got),
+        "{} acknowledged records missing after the broker restart",
+        acked.difference(&got).count()
+    );
+
+    // The metrics reconcile: read = accepted + rejected.
+    let (s, m) = get(&format!("http://127.0.0.1:{ops}/metrics"));
+    assert_eq!(s, 200);
+    let value = |name: &str| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let (read, accepted, rejected) = (
+        value("chitose_ingest_events_read_total"),
+        value("chitose_ingest_events_accepted_total"),
+        value("chitose_ingest_events_rejected_total"),
+    );
+    assert!(
+        accepted >= acked.len() as f64,
+        "accepted {accepted} < acked {}",
+        acked.len()
+    );
+    assert!(rejected >= 6.0);
+    assert!(
+        read >= accepted + rejected - 1e-9,
+        "read {read}, accepted {accepted}, rejected {rejected}"
+    );
+    assert!(m.contains("chitose_ingest_produce_latency_seconds_bucket"));
+    assert!(m.contains("prefecture=\"27\""));
+}
+
+#[test]
+fn simulate_source_counts_reconcile() {
+    let bootstrap = helpers::nisshi();
+    let topic = format!("health.raw.27.sim-{}", uuid::Uuid::new_v4().simple());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chitose"))
+        .args([
+            "ingest",
+            "--source",
+            "simulate",
+            "--prefecture",
+            "27",
+            "--bootstrap",
+            &bootstrap,
+            "--events",
+            "5000",
+            "--bad-share",
+            "0.1",
+            "--seed",
+            "7",
+            "--ops-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .env("CHITOSE_INGEST__TOPIC", &topic)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary = stderr.lines().last().unwrap();
+    let nums: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let (read, accepted, rejected) = (nums[0], nums[1], nums[2]);
+    assert_eq!(read, 5000, "{summary}");
+    assert_eq!(accepted + rejected, read, "{summary}");
+    assert!(rejected > 300 && rejected < 700, "{summary}");
+    let records = read_topic(&bootstrap, &topic);
+    assert_eq!(records.len() as u64, accepted);
+    assert!(records.iter().all(|r| r.event.hub_prefecture == "27"));
+    let ids: HashSet<_> = records.iter().map(|r| r.event.event_id.clone()).collect();
+    assert_eq!(ids.len(), records.len(), "no duplicates");
+}
