@@ -428,3 +428,105 @@ fn simulate_source_counts_reconcile() {
     let ids: HashSet<_> = records.iter().map(|r| r.event.event_id.clone()).collect();
     assert_eq!(ids.len(), records.len(), "no duplicates");
 }
+
+#[test]
+fn files_source_reads_csv_through_a_header_mapping() {
+    let bootstrap = helpers::nisshi();
+    let dir = helpers::scratch("csv");
+    let topic = format!("health.raw.27.csv-{}", uuid::Uuid::new_v4().simple());
+    // A lab export with Japanese headers, one quoted field with a comma,
+    // one row with a non-numeric value and one with a column missing.
+    let csv = "\u{feff}イベントID,発生日時,記録日時,施設コード,患者ID,生年月日,性別,JLAC10,検査名,結果値,単位\n\
+        e-0001,2026-03-01T09:00:00+09:00,2026-03-01T10:00:00+09:00,2710000001,P0001,1960-01-02,female,3D046000001906202,\"HbA1c, NGSP\",6.1,%\n\
+        e-0002,2026-03-01T09:05:00+09:00,2026-03-01T10:00:00+09:00,2710000001,P0002,1971-05-06,male,3D010000001926101,血糖,高い,mg/dL\n\
+        e-0003,2026-03-01T09:10:00+09:00,2026-03-01T10:00:00+09:00,2710000001,P0003,1980-07-08,male,3F070000002327101,HDL,55\n\
+        e-0004,2026-03-01T09:15:00+09:00,2026-03-01T10:00:00+09:00,2710000001,P0004,1990-09-10,female,3F077000002327101,LDL,128,mg/dL\n";
+    std::fs::write(dir.join("labs.csv"), csv).unwrap();
+    let env: Vec<(String, String)> = [
+        ("TOPIC", topic.as_str()),
+        ("FILES__CSV__CONSTANTS__EVENT_TYPE", "lab_result"),
+        ("FILES__CSV__CONSTANTS__HUB_PREFECTURE", "27"),
+        ("FILES__CSV__CONSTANTS__SOURCE_FORMAT", "csv"),
+    ]
+    .iter()
+    .map(|(k, v)| (format!("CHITOSE_INGEST__{k}"), v.to_string()))
+    .collect();
+    let config = dir.join("ingest.toml");
+    std::fs::write(
+        &config,
+        r#"
+[files.csv.columns]
+"イベントID" = "event_id"
+"発生日時" = "occurred_at"
+"記録日時" = "recorded_at"
+"施設コード" = "facility_code"
+"患者ID" = "patient.local_patient_id"
+"生年月日" = "patient.birth_date"
+"性別" = "patient.sex"
+"JLAC10" = "payload.jlac10_code"
+"検査名" = "payload.test_name"
+"結果値" = "payload.value_numeric:number"
+"単位" = "payload.unit"
+"#,
+    )
+    .unwrap();
+    let mut child = chitose(
+        &[
+            "ingest",
+            "--config",
+            config.to_str().unwrap(),
+            "--source",
+            "files",
+            "--prefecture",
+            "27",
+            "--bootstrap",
+            &bootstrap,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--exit-when-idle",
+            "--ops-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ],
+        &env.iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    assert!(child.0.wait().unwrap().success(), "{}", child.log());
+    let records = read_topic(&bootstrap, &topic);
+    let mut ids: Vec<String> = records.iter().map(|r| r.event.event_id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, ["e-0001", "e-0004"]);
+    let first = records
+        .iter()
+        .find(|r| r.event.event_id == "e-0001")
+        .unwrap();
+    match &first.event.payload {
+        chitose_schemas::raw::Payload::LabResult(l) => {
+            assert_eq!(l.test_name, "HbA1c, NGSP");
+            assert_eq!(l.value_numeric, Some(6.1));
+        }
+        other => panic!("expected a lab result, found {other:?}"),
+    }
+    assert_eq!(first.headers["chitose-source-line"], "2");
+    let rejects = std::fs::read_to_string(dir.join("rejects/labs.csv.rejects.ndjson")).unwrap();
+    let rej: Vec<serde_json::Value> = rejects
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rej.len(), 2, "{rejects}");
+    assert_eq!(
+        (rej[0]["line"].as_u64(), rej[0]["reason"].as_str()),
+        (Some(3), Some("wrong_type"))
+    );
+    assert!(
+        rej[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("payload.value_numeric: expected a number in CSV column 結果値")
+    );
+    assert_eq!(
+        (rej[1]["line"].as_u64(), rej[1]["reason"].as_str()),
+        (Some(4), Some("malformed"))
+    );
+    assert!(dir.join("done/labs.csv").exists());
+}

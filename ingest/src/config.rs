@@ -59,6 +59,8 @@ pub struct FilesConfig {
     /// Stop when the directory has no more files (batch mode, for tests
     /// and one-shot loads) instead of watching.
     pub exit_when_idle: bool,
+    /// CSV header mapping; CSV files are read only when it maps columns.
+    pub csv: crate::records::CsvConfig,
 }
 
 /// HTTP source settings.
@@ -112,6 +114,7 @@ impl Default for FilesConfig {
             poll_interval_ms: 500,
             checkpoint_every_lines: 1_000,
             exit_when_idle: false,
+            csv: Default::default(),
         }
     }
 }

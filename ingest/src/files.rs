@@ -21,9 +21,11 @@ use crate::config::FilesConfig;
 use crate::edge::Edge;
 use crate::metrics::IngestMetrics;
 use crate::producer::RawProducer;
+use crate::records::{CsvMapping, Item, RecordReader};
 use chitose_runtime::kafka::KafkaSettings;
 use chitose_runtime::shutdown::Shutdown;
 use chitose_schemas::codec::Timestamp;
+use chitose_schemas::json::JsonError;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use rdkafka::Message;
@@ -31,8 +33,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, Seek, Write};
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -123,6 +126,7 @@ pub struct FilesSource {
     producer: RawProducer,
     edge: Edge,
     metrics: IngestMetrics,
+    csv: Option<CsvMapping>,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
@@ -152,7 +156,13 @@ impl FilesSource {
             let p = cfg.dir.join(d);
             std::fs::create_dir_all(&p).map_err(io(&p))?;
         }
+        let csv = CsvMapping::new(&cfg.csv).map_err(|found| FilesError::Checkpoint {
+            path: PathBuf::from("files.csv"),
+            found,
+        })?;
+        let csv = (!csv.is_empty()).then_some(csv);
         Ok(FilesSource {
+            csv,
             cfg,
             kafka,
             producer,
@@ -167,7 +177,9 @@ impl FilesSource {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.is_file()
-                    && p.extension().is_some_and(|e| e == "ndjson" || e == "jsonl")
+                    && p.extension().is_some_and(|e| {
+                        e == "ndjson" || e == "jsonl" || (e == "csv" && self.csv.is_some())
+                    })
                     && !p
                         .file_name()
                         .is_some_and(|n| n.to_string_lossy().starts_with('.'))
@@ -408,20 +420,12 @@ impl FilesSource {
         let mut rejects = std::io::BufWriter::new(rejects);
         let mut rejects_len = ckpt.rejects_len;
 
-        let mut reader = std::io::BufReader::with_capacity(
-            1 << 20,
-            std::fs::File::open(path).map_err(io(path))?,
-        );
-        reader
-            .seek(std::io::SeekFrom::Start(ckpt.byte_offset))
+        let mut reader = RecordReader::open(path, self.csv.as_ref(), ckpt.line, ckpt.byte_offset)
             .map_err(io(path))?;
-        let mut line_no = ckpt.line;
-        let mut offset = ckpt.byte_offset;
         let mut report = FileReport::default();
         let mut in_flight = FuturesOrdered::new();
         let mut last_ckpt = Instant::now();
         let mut last_written = ckpt.line;
-        let mut buf = Vec::with_capacity(4096);
         let now = Timestamp::now();
 
         type Done = (u64, u64, u64, Result<bool, rdkafka::error::KafkaError>);
@@ -448,29 +452,21 @@ impl FilesSource {
             if shutdown.is_triggered() {
                 break;
             }
-            buf.clear();
-            let n = reader.read_until(b'\n', &mut buf).map_err(io(path))?;
-            if n == 0 {
+            let Some(next) = reader.next_item().map_err(io(path))? else {
                 break;
-            }
-            line_no += 1;
-            offset += n as u64;
-            let mut line = &buf[..];
-            while let Some((last, rest)) = line.split_last()
-                && (*last == b'\n' || *last == b'\r')
-            {
-                line = rest;
-            }
-            let (end, ln) = (offset, line_no);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                in_flight.push_back(futures::future::Either::Left(futures::future::ready((
-                    ln,
-                    end,
-                    rejects_len,
-                    Ok(false),
-                ))));
-                continue;
-            }
+            };
+            let (ln, end) = (next.line, next.end);
+            let (line, invalid): (Cow<'_, [u8]>, Option<JsonError>) =
+                match next.item {
+                    Item::Blank => {
+                        in_flight.push_back(futures::future::Either::Left(futures::future::ready(
+                            (ln, end, rejects_len, Ok(false)),
+                        )));
+                        continue;
+                    }
+                    Item::Record(r) => (r, None),
+                    Item::Invalid(e, raw) => (Cow::Owned(raw), Some(e)),
+                };
             report.read += 1;
             self.metrics.read.inc();
             if already.contains(&ln) {
@@ -483,7 +479,11 @@ impl FilesSource {
                 ))));
                 continue;
             }
-            match self.edge.accept(line, now) {
+            let verdict = match invalid {
+                Some(e) => Err(e),
+                None => self.edge.accept(&line, now),
+            };
+            match verdict {
                 Ok(a) => {
                     let ln_text = ln.to_string();
                     let ack = self
@@ -513,7 +513,7 @@ impl FilesSource {
                         "line": ln,
                         "reason": e.reason.as_str(),
                         "error": e.to_string(),
-                        "record": String::from_utf8_lossy(line),
+                        "record": String::from_utf8_lossy(&line),
                     });
                     let mut text = serde_json::to_vec(&entry).expect("serializes");
                     text.push(b'\n');

@@ -21,5 +21,6 @@ pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod producer;
+pub mod records;
 pub mod service;
 pub mod simulate;

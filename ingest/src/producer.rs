@@ -85,7 +85,11 @@ impl RawProducer {
         };
         self.metrics.queue_depth.inc();
         let metrics = self.metrics.clone();
-        async move {
+        // The acknowledgement is awaited in its own task, so the permit is
+        // returned when the broker answers, not when the caller next polls
+        // (a caller blocked on `send` for a permit would otherwise never
+        // poll, and never get one).
+        let task = tokio::spawn(async move {
             let result = match delivery {
                 Ok(d) => match d.await {
                     Ok(Ok(delivery)) => Ok(Ack {
@@ -110,7 +114,8 @@ impl RawProducer {
                 Err(_) => metrics.delivery_failures.inc(),
             }
             result
-        }
+        });
+        async move { task.await.unwrap_or(Err(KafkaError::Canceled)) }
     }
 
     /// Waits until every enqueued record is acknowledged or `timeout` passes.

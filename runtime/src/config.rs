@@ -70,13 +70,26 @@ pub fn set(root: &mut Value, dotted: &str, v: Value) {
     }
 }
 
-/// Parses an environment value: TOML literal when it is one (numbers,
-/// booleans, arrays), a string otherwise.
-fn env_value(raw: &str) -> Value {
-    toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| Value::String(raw.to_owned()))
+fn get<'a>(root: &'a Value, dotted: &str) -> Option<&'a Value> {
+    dotted.split('.').try_fold(root, |v, k| v.get(k))
+}
+
+/// Parses an environment value as the type the key already has (from the
+/// defaults or the file), so `27` stays a string where a string is wanted;
+/// keys that are not there yet (map entries) take strings.
+fn env_value(existing: Option<&Value>, raw: &str) -> Value {
+    let literal = || {
+        toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+    };
+    match existing {
+        Some(Value::Integer(_))
+        | Some(Value::Float(_))
+        | Some(Value::Boolean(_))
+        | Some(Value::Array(_)) => literal().unwrap_or_else(|| Value::String(raw.to_owned())),
+        _ => Value::String(raw.to_owned()),
+    }
 }
 
 /// Loads `T`: defaults, then `file`, then `CHITOSE_<PREFIX>__A__B=…`
@@ -112,7 +125,8 @@ pub fn load<T: DeserializeOwned + Serialize + Default>(
     for (k, v) in env {
         if let Some(rest) = k.strip_prefix(&prefix) {
             let dotted = rest.to_lowercase().replace("__", ".");
-            set(&mut root, &dotted, env_value(&v));
+            let value = env_value(get(&root, &dotted), &v);
+            set(&mut root, &dotted, value);
         }
     }
     for (k, v) in flags {
@@ -189,6 +203,7 @@ mod tests {
         let p = file("[inner]\nport = 1\nname = \"file\"\n");
         let env = vec![
             ("CHITOSE_X__INNER__PORT".to_string(), "2".to_string()),
+            ("CHITOSE_X__TOKENS__27".to_string(), "1234".to_string()),
             ("OTHER".into(), "x".into()),
         ];
         let c: Cfg = load(
@@ -205,6 +220,8 @@ mod tests {
                 name: "flag".into()
             }
         );
+        // A numeric-looking value stays a string where strings go.
+        assert_eq!(c.tokens["27"], "1234");
     }
 
     #[test]

@@ -1,0 +1,198 @@
+//! Ingest throughput: `cargo bench -p chitose-ingest --bench ingest`.
+//!
+//! Measures, in one run, on the same generated records:
+//! 1. the pure edge (JSON → Avro, My Number scan, semantic checks, framing),
+//!    against serde_json parsing alone (the floor any JSON ingest pays);
+//! 2. the files source end to end into rdkafka's MockCluster (in-process:
+//!    its CPU is counted too) and, with CHITOSE_BENCH_KAFKA=host:port, into
+//!    a real broker such as nisshi (whose CPU is not counted);
+//! 3. the simulate source (generator + edge + produce), same brokers.
+//!
+//! Rates are events per second of wall time and per CPU-second of this
+//! process ("per core"). The machines are shared and noisy: compare ratios
+//! within one run, not absolute numbers across runs.
+
+use chitose_ingest::config::{IngestConfig, SourceKind};
+use chitose_ingest::edge::Edge;
+use chitose_ingest::simulate::{Generator, SimConfig};
+use chitose_runtime::shutdown::Shutdown;
+use chitose_schemas::catalog::SchemaStore;
+use chitose_schemas::codec::Timestamp;
+use std::time::Instant;
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, from /proc (Linux), in clock ticks.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Measure {
+    name: String,
+    events: u64,
+    wall: f64,
+    cpu: f64,
+}
+
+fn measure(name: &str, events: u64, f: impl FnOnce()) -> Measure {
+    eprintln!("bench: {name} ...");
+    let (w, c) = (Instant::now(), cpu_seconds());
+    f();
+    Measure {
+        name: name.into(),
+        events,
+        wall: w.elapsed().as_secs_f64(),
+        cpu: cpu_seconds() - c,
+    }
+}
+
+fn lines(n: usize) -> Vec<Vec<u8>> {
+    let mut g = Generator::new(SimConfig {
+        seed: 77,
+        patients: 20_000,
+        hub: Some("27".into()),
+        ..SimConfig::default()
+    })
+    .unwrap();
+    (0..n).map(|_| g.next_line().bytes).collect()
+}
+
+fn run_service(cfg: IngestConfig) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_trigger, shutdown) = Shutdown::new();
+        chitose_ingest::service::run(cfg, shutdown).await.unwrap();
+    });
+}
+
+fn files_cfg(bootstrap: &str, dir: &std::path::Path, topic: &str) -> IngestConfig {
+    let mut cfg = IngestConfig {
+        source: SourceKind::Files,
+        prefecture: "27".into(),
+        topic: topic.into(),
+        ops_listen: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    cfg.kafka.bootstrap_servers = bootstrap.into();
+    cfg.files.dir = dir.to_path_buf();
+    cfg.files.exit_when_idle = true;
+    cfg.files.checkpoint_every_lines = 10_000;
+    cfg
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let n: usize = std::env::var("CHITOSE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let data = lines(n);
+    let bytes: usize = data.iter().map(Vec::len).sum();
+    let store = SchemaStore::embedded();
+    let edge = Edge::new(&store, Some("27".into()));
+    let now = Timestamp::now();
+    let mut results = Vec::new();
+
+    results.push(measure("serde_json parse only (floor)", n as u64, || {
+        for l in &data {
+            std::hint::black_box(serde_json::from_slice::<serde_json::Value>(l).unwrap());
+        }
+    }));
+    results.push(measure(
+        "edge: JSON → checked, framed Avro",
+        n as u64,
+        || {
+            for l in &data {
+                std::hint::black_box(edge.accept(l, now).unwrap());
+            }
+        },
+    ));
+
+    let mut brokers: Vec<(
+        String,
+        String,
+        Option<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    )> = Vec::new();
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    brokers.push(("MockCluster".into(), mock.bootstrap_servers(), Some(mock)));
+    if let Ok(k) = std::env::var("CHITOSE_BENCH_KAFKA") {
+        brokers.push(("nisshi".into(), k, None));
+    }
+    for (label, bootstrap, mock) in &brokers {
+        let topic = format!("health.raw.27.bench-{}", std::process::id());
+        if let Some(m) = mock {
+            m.create_topic(&topic, 6, 1).unwrap();
+        }
+        let dir =
+            std::env::temp_dir().join(format!("chitose-bench-{}-{label}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut file = Vec::with_capacity(bytes + n);
+        for l in &data {
+            file.extend_from_slice(l);
+            file.push(b'\n');
+        }
+        std::fs::write(dir.join("bench.ndjson"), &file).unwrap();
+        results.push(measure(
+            &format!("files source → {label}"),
+            n as u64,
+            || {
+                run_service(files_cfg(bootstrap, &dir, &topic));
+            },
+        ));
+        assert!(
+            dir.join("done/bench.ndjson").exists(),
+            "the file was fully sent"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let mut cfg = files_cfg(bootstrap, &dir, &format!("{topic}-sim"));
+        if let Some(m) = mock {
+            m.create_topic(&format!("{topic}-sim"), 6, 1).unwrap();
+        }
+        cfg.source = SourceKind::Simulate;
+        cfg.simulate.events = n as u64;
+        cfg.simulate.generator.patients = 20_000;
+        results.push(measure(
+            &format!("simulate source → {label}"),
+            n as u64,
+            || run_service(cfg),
+        ));
+    }
+
+    println!(
+        "ingest benchmark: {n} events, {:.0} bytes/event of JSON, {} cores",
+        bytes as f64 / n as f64,
+        std::thread::available_parallelism()
+            .map(|p| p.get())
+            .unwrap_or(0)
+    );
+    println!("| what | events/s (wall) | events per CPU-second | wall s | CPU s |");
+    println!("|---|---:|---:|---:|---:|");
+    for m in &results {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            m.name,
+            m.events as f64 / m.wall,
+            m.events as f64 / m.cpu.max(1e-9),
+            m.wall,
+            m.cpu
+        );
+    }
+    let floor = &results[0];
+    let edge_m = &results[1];
+    println!(
+        "edge cost relative to parsing alone: {:.2}x the CPU time",
+        edge_m.cpu.max(1e-9) / floor.cpu.max(1e-9)
+    );
+}

@@ -1,0 +1,373 @@
+//! Reading records out of dropped files: NDJSON lines, or CSV rows mapped
+//! to the JSON form by a header mapping.
+//!
+//! A CSV mapping names, for each CSV column, the JSON-form field it fills
+//! (`"検査値" = "payload.value_numeric:number"`; types: `string` (default),
+//! `number`, `int`, `bool`), plus constants for fields the export does not
+//! carry (`"event_type" = "lab_result"`). Empty cells are absent fields. A
+//! cell that does not convert is a reject naming the field and the column.
+
+use chitose_schemas::json::{JsonError, RejectReason, shape};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek};
+use std::path::Path;
+
+/// CSV settings (`[files.csv]`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CsvConfig {
+    /// CSV column → `dotted.field[:type]` of the JSON form.
+    pub columns: BTreeMap<String, String>,
+    /// `dotted.field` → constant string value.
+    pub constants: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Number,
+    Int,
+    Bool,
+}
+
+/// A validated mapping.
+#[derive(Debug, Clone)]
+pub struct CsvMapping {
+    columns: BTreeMap<String, (Vec<String>, Kind)>,
+    constants: Vec<(Vec<String>, String)>,
+}
+
+impl CsvMapping {
+    /// Validates a mapping; errors name the key.
+    pub fn new(cfg: &CsvConfig) -> Result<Self, String> {
+        let mut columns = BTreeMap::new();
+        for (col, target) in &cfg.columns {
+            let (path, kind) = match target.split_once(':') {
+                None => (target.as_str(), Kind::Str),
+                Some((p, "string")) => (p, Kind::Str),
+                Some((p, "number")) => (p, Kind::Number),
+                Some((p, "int")) => (p, Kind::Int),
+                Some((p, "bool")) => (p, Kind::Bool),
+                Some((_, t)) => {
+                    return Err(format!(
+                        "files.csv.columns.{col}: expected a type string, number, int or bool, found {t:?}"
+                    ));
+                }
+            };
+            if path.is_empty() || path.split('.').any(str::is_empty) {
+                return Err(format!(
+                    "files.csv.columns.{col}: expected a dotted field such as patient.birth_date, found {target:?}"
+                ));
+            }
+            columns.insert(
+                col.clone(),
+                (path.split('.').map(str::to_owned).collect(), kind),
+            );
+        }
+        let constants = cfg
+            .constants
+            .iter()
+            .map(|(p, v)| (p.split('.').map(str::to_owned).collect(), v.clone()))
+            .collect();
+        Ok(CsvMapping { columns, constants })
+    }
+
+    /// True when no column is mapped (CSV files are then left alone).
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    fn set(obj: &mut Map<String, Value>, path: &[String], v: Value) {
+        let mut cur = obj;
+        for p in &path[..path.len() - 1] {
+            cur = cur
+                .entry(p.clone())
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+                .expect("mapping paths do not collide with values");
+        }
+        cur.insert(path[path.len() - 1].clone(), v);
+    }
+
+    /// Maps one row to JSON-form bytes.
+    pub fn map_row(&self, headers: &[String], row: &csv::ByteRecord) -> Result<Vec<u8>, JsonError> {
+        let mut obj = Map::new();
+        for (path, v) in &self.constants {
+            Self::set(&mut obj, path, Value::String(v.clone()));
+        }
+        for (i, cell) in row.iter().enumerate() {
+            let Some(col) = headers.get(i) else { continue };
+            let Some((path, kind)) = self.columns.get(col) else {
+                continue;
+            };
+            let dotted = path.join(".");
+            let text = std::str::from_utf8(cell).map_err(|e| JsonError {
+                path: dotted.clone(),
+                expected: format!("UTF-8 text in CSV column {col}"),
+                found: format!("an invalid byte sequence at byte {}", e.valid_up_to()),
+                reason: RejectReason::Malformed,
+            })?;
+            if text.is_empty() {
+                continue;
+            }
+            let bad = |expected: &str| JsonError {
+                path: dotted.clone(),
+                expected: format!("{expected} in CSV column {col}"),
+                found: format!("{} that is not one", shape(&Value::String(text.to_owned()))),
+                reason: RejectReason::WrongType,
+            };
+            let v = match kind {
+                Kind::Str => Value::String(text.to_owned()),
+                Kind::Number => Value::from(
+                    text.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|x| x.is_finite())
+                        .ok_or_else(|| bad("a number"))?,
+                ),
+                Kind::Int => {
+                    Value::from(text.trim().parse::<i64>().map_err(|_| bad("an integer"))?)
+                }
+                Kind::Bool => Value::Bool(match text.trim() {
+                    "true" | "1" | "TRUE" => true,
+                    "false" | "0" | "FALSE" => false,
+                    _ => return Err(bad("true/false or 1/0")),
+                }),
+            };
+            Self::set(&mut obj, path, v);
+        }
+        Ok(serde_json::to_vec(&Value::Object(obj)).expect("serializes"))
+    }
+}
+
+/// What a position in a file holds.
+#[derive(Debug)]
+pub enum Item<'a> {
+    /// An empty line: nothing to send.
+    Blank,
+    /// A record in the JSON form.
+    Record(Cow<'a, [u8]>),
+    /// A record that could not even be put in the JSON form.
+    Invalid(JsonError, Vec<u8>),
+}
+
+/// One item and where it ends.
+#[derive(Debug)]
+pub struct Next<'a> {
+    /// 1-based line of the item's start.
+    pub line: u64,
+    /// Byte offset after it.
+    pub end: u64,
+    /// The item.
+    pub item: Item<'a>,
+}
+
+/// Reads the records of one file, from a resume point.
+pub enum RecordReader {
+    /// NDJSON (`*.ndjson`, `*.jsonl`).
+    Ndjson {
+        /// Reader.
+        reader: BufReader<File>,
+        /// Last line read.
+        line: u64,
+        /// Offset after it.
+        offset: u64,
+        /// Line buffer.
+        buf: Vec<u8>,
+    },
+    /// CSV with a header row (`*.csv`).
+    Csv {
+        /// Reader.
+        reader: csv::Reader<File>,
+        /// Header names.
+        headers: Vec<String>,
+        /// The mapping.
+        mapping: CsvMapping,
+        /// Row buffer.
+        row: csv::ByteRecord,
+        /// Rows starting on or before this line were done before a restart.
+        skip_through: u64,
+    },
+}
+
+impl RecordReader {
+    /// Opens `path` after line `resume_line` (byte `resume_offset` for NDJSON).
+    pub fn open(
+        path: &Path,
+        mapping: Option<&CsvMapping>,
+        resume_line: u64,
+        resume_offset: u64,
+    ) -> std::io::Result<Self> {
+        let file = File::open(path)?;
+        if let Some(mapping) = mapping.filter(|_| path.extension().is_some_and(|e| e == "csv")) {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .flexible(true)
+                .from_reader(file);
+            let headers = reader
+                .headers()
+                .map_err(std::io::Error::other)?
+                .iter()
+                .map(|h| h.trim_start_matches('\u{feff}').to_owned())
+                .collect();
+            // CSV rows may span lines: resume by re-reading, not by seeking.
+            return Ok(RecordReader::Csv {
+                reader,
+                headers,
+                mapping: mapping.clone(),
+                row: csv::ByteRecord::new(),
+                skip_through: resume_line,
+            });
+        }
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        reader.seek(std::io::SeekFrom::Start(resume_offset))?;
+        Ok(RecordReader::Ndjson {
+            reader,
+            line: resume_line,
+            offset: resume_offset,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// The next item, or None at the end of the file.
+    pub fn next_item(&mut self) -> std::io::Result<Option<Next<'_>>> {
+        match self {
+            RecordReader::Ndjson {
+                reader,
+                line,
+                offset,
+                buf,
+            } => {
+                buf.clear();
+                let n = reader.read_until(b'\n', buf)?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                *line += 1;
+                *offset += n as u64;
+                let mut l = &buf[..];
+                while let Some((last, rest)) = l.split_last()
+                    && (*last == b'\n' || *last == b'\r')
+                {
+                    l = rest;
+                }
+                let item = if l.iter().all(u8::is_ascii_whitespace) {
+                    Item::Blank
+                } else {
+                    Item::Record(Cow::Borrowed(l))
+                };
+                Ok(Some(Next {
+                    line: *line,
+                    end: *offset,
+                    item,
+                }))
+            }
+            RecordReader::Csv {
+                reader,
+                headers,
+                mapping,
+                row,
+                skip_through,
+            } => loop {
+                let start_line = reader.position().line() + 1;
+                match reader.read_byte_record(row) {
+                    Ok(false) => return Ok(None),
+                    Ok(true) => {
+                        let line = row.position().map_or(start_line, |p| p.line());
+                        if line <= *skip_through {
+                            continue;
+                        }
+                        let end = reader.position().byte();
+                        let raw = || row.iter().collect::<Vec<_>>().join(&b","[..]);
+                        let item = if row.len() != headers.len() {
+                            Item::Invalid(
+                                JsonError {
+                                    path: "$".into(),
+                                    expected: format!(
+                                        "{} CSV columns, as in the header",
+                                        headers.len()
+                                    ),
+                                    found: format!("{} columns", row.len()),
+                                    reason: RejectReason::Malformed,
+                                },
+                                raw(),
+                            )
+                        } else {
+                            match mapping.map_row(headers, row) {
+                                Ok(json) => Item::Record(Cow::Owned(json)),
+                                Err(e) => Item::Invalid(e, raw()),
+                            }
+                        };
+                        return Ok(Some(Next { line, end, item }));
+                    }
+                    Err(e) => return Err(std::io::Error::other(e)),
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping() -> CsvMapping {
+        let mut cfg = CsvConfig::default();
+        for (c, t) in [
+            ("id", "event_id"),
+            ("val", "payload.value_numeric:number"),
+            ("days", "payload.days_supply:int"),
+        ] {
+            cfg.columns.insert(c.into(), t.into());
+        }
+        cfg.constants
+            .insert("event_type".into(), "lab_result".into());
+        CsvMapping::new(&cfg).unwrap()
+    }
+
+    #[test]
+    fn rows_map_to_nested_json_with_types() {
+        let m = mapping();
+        let headers = vec![
+            "id".to_string(),
+            "val".into(),
+            "days".into(),
+            "ignored".into(),
+        ];
+        let row = csv::ByteRecord::from(vec!["e1", "5.8", "", "x"]);
+        let v: Value = serde_json::from_slice(&m.map_row(&headers, &row).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"event_id": "e1", "event_type": "lab_result", "payload": {"value_numeric": 5.8}})
+        );
+    }
+
+    #[test]
+    fn a_bad_cell_names_field_and_column_not_value() {
+        let m = mapping();
+        let headers = vec!["id".to_string(), "val".into(), "days".into()];
+        let e = m
+            .map_row(&headers, &csv::ByteRecord::from(vec!["e1", "高い", "3"]))
+            .unwrap_err();
+        assert_eq!(e.path, "payload.value_numeric");
+        assert!(
+            e.to_string().contains("CSV column val") && !e.to_string().contains("高い"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_mapping_types_are_refused_with_the_key() {
+        let mut cfg = CsvConfig::default();
+        cfg.columns.insert("x".into(), "payload.a:float".into());
+        assert!(
+            CsvMapping::new(&cfg)
+                .unwrap_err()
+                .starts_with("files.csv.columns.x: expected a type")
+        );
+    }
+}
