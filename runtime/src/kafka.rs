@@ -96,20 +96,20 @@ impl KafkaSettings {
         let admin: AdminClient<DefaultClientContext> = self.base().create()?;
         // Only missing topics get a CreateTopics request: production ACLs
         // often deny it, and rdkafka's MockCluster does not implement it.
-        let mut missing = Vec::new();
-        for t in topics {
-            let exists = admin
-                .inner()
-                .fetch_metadata(Some(t.0), Duration::from_secs(10))
-                .is_ok_and(|md| {
-                    md.topics()
-                        .first()
-                        .is_some_and(|m| m.error().is_none() && !m.partitions().is_empty())
-                });
-            if !exists {
-                missing.push(*t);
-            }
-        }
+        // Ask for every topic: a metadata request naming a missing topic
+        // can auto-create it with the broker's defaults (nisshi does).
+        let md = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))?;
+        let missing: Vec<(&str, i32)> = topics
+            .iter()
+            .filter(|(name, _)| {
+                !md.topics()
+                    .iter()
+                    .any(|m| m.name() == *name && m.error().is_none() && !m.partitions().is_empty())
+            })
+            .copied()
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
