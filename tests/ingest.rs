@@ -530,3 +530,174 @@ fn files_source_reads_csv_through_a_header_mapping() {
     );
     assert!(dir.join("done/labs.csv").exists());
 }
+
+#[test]
+fn fhir_bundles_arrive_through_post_and_as_files() {
+    let bootstrap = helpers::nisshi();
+    let bundle =
+        std::fs::read(helpers::repo().join("ingest/tests/fixtures/jp-core-bundle.fhir.json"))
+            .unwrap();
+    let expected_ids = [
+        "fhir-Encounter-e1",
+        "fhir-Condition-c1",
+        "fhir-Observation-lab1",
+        "fhir-MedicationRequest-rx1",
+        "fhir-Immunization-im1",
+    ];
+
+    // POST /fhir
+    let topic = format!("health.raw.27.fhir-http-{}", uuid::Uuid::new_v4().simple());
+    let (port, ops) = (free_port(), free_port());
+    let token = "token-for-osaka-0123456789";
+    let _child = chitose(
+        &[
+            "ingest",
+            "--source",
+            "http",
+            "--prefecture",
+            "27",
+            "--bootstrap",
+            &bootstrap,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--ops-listen",
+            &format!("127.0.0.1:{ops}"),
+        ],
+        &[
+            ("CHITOSE_INGEST__HTTP__TOKENS__27", token),
+            ("CHITOSE_INGEST__TOPIC", &topic),
+        ],
+    );
+    wait_for("readyz", 60, || {
+        get(&format!("http://127.0.0.1:{ops}/readyz")).0 == 200
+    });
+    let (s, body, _) = post(
+        &format!("http://127.0.0.1:{port}/fhir"),
+        token,
+        bundle.clone(),
+    );
+    assert_eq!(s, 202, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(5), Some(2)),
+        "{body}"
+    );
+    assert!(
+        body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["reason"] == "unmappable")
+    );
+    let mut ids: Vec<String> = read_topic(&bootstrap, &topic)
+        .into_iter()
+        .map(|r| r.event.event_id)
+        .collect();
+    ids.sort();
+    let mut want: Vec<String> = expected_ids.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(ids, want);
+
+    // As a file.
+    let topic = format!("health.raw.27.fhir-file-{}", uuid::Uuid::new_v4().simple());
+    let dir = helpers::scratch("fhir-files");
+    std::fs::write(dir.join("bundle-001.fhir.json"), &bundle).unwrap();
+    let mut child = chitose(
+        &[
+            "ingest",
+            "--source",
+            "files",
+            "--prefecture",
+            "27",
+            "--bootstrap",
+            &bootstrap,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--exit-when-idle",
+            "--ops-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ],
+        &[("CHITOSE_INGEST__TOPIC", &topic)],
+    );
+    assert!(child.0.wait().unwrap().success(), "{}", child.log());
+    let records = read_topic(&bootstrap, &topic);
+    let mut ids: Vec<String> = records.iter().map(|r| r.event.event_id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, want);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.headers["chitose-source-file"] == "bundle-001.fhir.json")
+    );
+    let rejects =
+        std::fs::read_to_string(dir.join("rejects/bundle-001.fhir.json.rejects.ndjson")).unwrap();
+    assert_eq!(rejects.lines().count(), 2);
+    assert!(
+        rejects
+            .lines()
+            .all(|l| l.contains("\"reason\":\"unmappable\""))
+    );
+    assert!(dir.join("done/bundle-001.fhir.json").exists());
+}
+
+#[test]
+fn sigterm_flushes_and_checkpoints_so_a_restart_resends_nothing() {
+    let bootstrap = helpers::nisshi();
+    let dir = helpers::scratch("sigterm");
+    let topic = format!("health.raw.27.term-{}", uuid::Uuid::new_v4().simple());
+    let ls = lines(51, 40_000, 0.0);
+    write_ndjson(&dir.join("export.ndjson"), &ls);
+    let run = || {
+        chitose(
+            &[
+                "ingest",
+                "--source",
+                "files",
+                "--prefecture",
+                "27",
+                "--bootstrap",
+                &bootstrap,
+                "--dir",
+                dir.to_str().unwrap(),
+                "--exit-when-idle",
+                "--ops-listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ],
+            &[("CHITOSE_INGEST__TOPIC", &topic)],
+        )
+    };
+    let mut child = run();
+    wait_for("first records", 60, || {
+        topic_size(&bootstrap, &topic) > 5_000
+    });
+    let pid = child.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "SIGTERM is a clean stop: {}", child.log());
+    let ckpt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(".chitose/export.ndjson.ckpt")).unwrap())
+            .unwrap();
+    let line = ckpt["line"].as_u64().unwrap();
+    assert!(line > 0 && line < 40_000, "stopped mid-file at line {line}");
+    assert_eq!(
+        topic_size(&bootstrap, &topic) as u64,
+        line,
+        "everything sent was acknowledged and checkpointed"
+    );
+
+    let mut child = run();
+    assert!(child.0.wait().unwrap().success());
+    assert!(
+        !child.log().contains("found lines already in the topic"),
+        "a clean stop leaves nothing to recover"
+    );
+    let records = read_topic(&bootstrap, &topic);
+    let ids: HashSet<String> = records.iter().map(|r| r.event.event_id.clone()).collect();
+    assert_eq!((records.len(), ids.len()), (40_000, 40_000));
+}

@@ -127,6 +127,7 @@ pub struct FilesSource {
     edge: Edge,
     metrics: IngestMetrics,
     csv: Option<CsvMapping>,
+    prefecture: String,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
@@ -151,6 +152,7 @@ impl FilesSource {
         producer: RawProducer,
         edge: Edge,
         metrics: IngestMetrics,
+        prefecture: String,
     ) -> Result<Self, FilesError> {
         for d in ["done", "rejects", ".chitose"] {
             let p = cfg.dir.join(d);
@@ -162,6 +164,7 @@ impl FilesSource {
         })?;
         let csv = (!csv.is_empty()).then_some(csv);
         Ok(FilesSource {
+            prefecture,
             csv,
             cfg,
             kafka,
@@ -177,9 +180,9 @@ impl FilesSource {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.is_file()
-                    && p.extension().is_some_and(|e| {
+                    && (p.extension().is_some_and(|e| {
                         e == "ndjson" || e == "jsonl" || (e == "csv" && self.csv.is_some())
-                    })
+                    }) || RecordReader::is_fhir(p))
                     && !p
                         .file_name()
                         .is_some_and(|n| n.to_string_lossy().starts_with('.'))
@@ -420,8 +423,14 @@ impl FilesSource {
         let mut rejects = std::io::BufWriter::new(rejects);
         let mut rejects_len = ckpt.rejects_len;
 
-        let mut reader = RecordReader::open(path, self.csv.as_ref(), ckpt.line, ckpt.byte_offset)
-            .map_err(io(path))?;
+        let mut reader = RecordReader::open(
+            path,
+            self.csv.as_ref(),
+            &self.prefecture,
+            ckpt.line,
+            ckpt.byte_offset,
+        )
+        .map_err(io(path))?;
         let mut report = FileReport::default();
         let mut in_flight = FuturesOrdered::new();
         let mut last_ckpt = Instant::now();

@@ -1,4 +1,5 @@
-//! The HTTP source: `POST /v1/events` with NDJSON or a JSON array.
+//! The HTTP source: `POST /v1/events` with NDJSON or a JSON array, and
+//! `POST /fhir` with a FHIR R4 Bundle (JP Core; see [`crate::fhir`]).
 //!
 //! - `Authorization: Bearer <token>`; each token belongs to one prefecture
 //!   and may only write that prefecture's records (401 without a known
@@ -24,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chitose_runtime::ops::Readiness;
 use chitose_schemas::codec::Timestamp;
+use chitose_schemas::json::JsonError;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,6 +70,7 @@ pub fn router(
     });
     Router::new()
         .route("/v1/events", post(events))
+        .route("/fhir", post(fhir))
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .with_state(state)
 }
@@ -114,21 +117,62 @@ fn records(body: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     }
 }
 
+/// Records of a request: JSON-form bytes, or why an item could not be one.
+type Items = Vec<Result<Vec<u8>, JsonError>>;
+
 async fn events(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(&s, &headers, || {
+        records(&body).map(|r| r.into_iter().map(Ok).collect())
+    })
+    .await
+}
+
+/// `POST /fhir`: a FHIR R4 Bundle; each mapped entry is a record, indexed
+/// by its position in `entry`.
+async fn fhir(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(prefecture) = authorized(&s, &headers).map(|(p, _)| p.clone()) else {
+        return unauthorized();
+    };
+    handle(&s, &headers, || {
+        crate::fhir::map_bundle(&body, &prefecture)
+            .map(|entries| {
+                entries
+                    .into_iter()
+                    .map(|(_, m)| m.map(|v| serde_json::to_vec(&v).expect("serializes")))
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
+fn authorized<'a>(s: &'a AppState, headers: &HeaderMap) -> Option<&'a (String, Edge)> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let Some((prefecture, edge)) = token.and_then(|t| s.tokens.get(t)) else {
-        return answer(
-            StatusCode::UNAUTHORIZED,
-            json!({"error": "expected Authorization: Bearer <this hub's token>, found none that is known"}),
-        );
+    token.and_then(|t| s.tokens.get(t))
+}
+
+fn unauthorized() -> Response {
+    answer(
+        StatusCode::UNAUTHORIZED,
+        json!({"error": "expected Authorization: Bearer <this hub's token>, found none that is known"}),
+    )
+}
+
+async fn handle(
+    s: &AppState,
+    headers: &HeaderMap,
+    parse: impl FnOnce() -> Result<Items, String>,
+) -> Response {
+    let Some((prefecture, edge)) = authorized(s, headers) else {
+        return unauthorized();
     };
     if !s.ready.get() {
         return unavailable("the broker is unreachable; nothing was accepted");
     }
-    let recs = match records(&body) {
+    let recs = match parse() {
         Ok(r) => r,
         Err(e) => {
             return answer(
@@ -143,7 +187,11 @@ async fn events(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes)
     let mut acks = Vec::new();
     for (i, r) in recs.iter().enumerate() {
         s.metrics.read.inc();
-        match edge.accept(r, now) {
+        let verdict = match r {
+            Ok(bytes) => edge.accept(bytes, now),
+            Err(e) => Err(e.clone()),
+        };
+        match verdict {
             Ok(a) => {
                 let ack = s
                     .producer

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod edge;
+pub mod fhir;
 pub mod files;
 pub mod http;
 pub mod metrics;

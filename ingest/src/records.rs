@@ -179,6 +179,14 @@ pub enum RecordReader {
         /// Line buffer.
         buf: Vec<u8>,
     },
+    /// A FHIR Bundle (`*.fhir.json`): each mapped entry is an item, its
+    /// entry index + 1 standing for the line.
+    Fhir {
+        /// Mapped entries, in order.
+        items: std::vec::IntoIter<(u64, Result<Vec<u8>, JsonError>)>,
+        /// File size (the end offset of every item).
+        size: u64,
+    },
     /// CSV with a header row (`*.csv`).
     Csv {
         /// Reader.
@@ -195,13 +203,43 @@ pub enum RecordReader {
 }
 
 impl RecordReader {
-    /// Opens `path` after line `resume_line` (byte `resume_offset` for NDJSON).
+    /// True for the file names the FHIR reader takes.
+    pub fn is_fhir(path: &Path) -> bool {
+        path.file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".fhir.json"))
+    }
+
+    /// Opens `path` after line `resume_line` (byte `resume_offset` for
+    /// NDJSON); `hub` is the prefecture FHIR events are stamped with.
     pub fn open(
         path: &Path,
         mapping: Option<&CsvMapping>,
+        hub: &str,
         resume_line: u64,
         resume_offset: u64,
     ) -> std::io::Result<Self> {
+        if Self::is_fhir(path) {
+            let bytes = std::fs::read(path)?;
+            let items: Vec<(u64, Result<Vec<u8>, JsonError>)> =
+                match crate::fhir::map_bundle(&bytes, hub) {
+                    Ok(entries) => entries
+                        .into_iter()
+                        .map(|(i, m)| {
+                            (
+                                i as u64 + 1,
+                                m.map(|v| serde_json::to_vec(&v).expect("serializes")),
+                            )
+                        })
+                        .filter(|(line, _)| *line > resume_line)
+                        .collect(),
+                    Err(e) if resume_line == 0 => vec![(1, Err(e))],
+                    Err(_) => vec![],
+                };
+            return Ok(RecordReader::Fhir {
+                items: items.into_iter(),
+                size: bytes.len() as u64,
+            });
+        }
         let file = File::open(path)?;
         if let Some(mapping) = mapping.filter(|_| path.extension().is_some_and(|e| e == "csv")) {
             let mut reader = csv::ReaderBuilder::new()
@@ -266,6 +304,14 @@ impl RecordReader {
                     item,
                 }))
             }
+            RecordReader::Fhir { items, size } => Ok(items.next().map(|(line, m)| Next {
+                line,
+                end: *size,
+                item: match m {
+                    Ok(json) => Item::Record(Cow::Owned(json)),
+                    Err(e) => Item::Invalid(e, Vec::new()),
+                },
+            })),
             RecordReader::Csv {
                 reader,
                 headers,

@@ -116,6 +116,7 @@ pub async fn run(cfg: IngestConfig, shutdown: Shutdown) -> Result<RunSummary, Se
                 producer.clone(),
                 edge,
                 metrics.clone(),
+                cfg.prefecture.clone(),
             )?;
             src.run(shutdown).await?;
         }

@@ -65,6 +65,8 @@ pub enum RejectReason {
     MyNumber,
     /// Semantic edge check (see [`crate::edge`]).
     Semantic,
+    /// A source record (e.g. a FHIR resource) with no mapping to an event.
+    Unmappable,
 }
 
 impl RejectReason {
@@ -83,6 +85,7 @@ impl RejectReason {
             RejectReason::OutOfRange => "out_of_range",
             RejectReason::MyNumber => "my_number",
             RejectReason::Semantic => "semantic",
+            RejectReason::Unmappable => "unmappable",
         }
     }
 }
