@@ -116,3 +116,66 @@ fn schemas_check_counts_and_names_rejects_without_values() {
         }
     }
 }
+
+#[test]
+fn ingest_config_errors_name_the_key_and_print_config_hides_secrets() {
+    let out = chitose()
+        .args(["ingest", "--prefecture", "99"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config key prefecture: expected a JIS X 0401 code"),
+        "{err}"
+    );
+
+    let dir = helpers::scratch("cfg");
+    let file = dir.join("ingest.toml");
+    std::fs::write(
+        &file,
+        "prefecture = \"26\"\n[http]\nlisten = \"127.0.0.1:9\"\nlisen = 1\n",
+    )
+    .unwrap();
+    let out = chitose()
+        .args(["ingest", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("unknown field `lisen`") && err.contains("line 4"),
+        "{err}"
+    );
+
+    // librdkafka property names hold dots, so they are set in a file.
+    let secret = dir.join("secret.toml");
+    std::fs::write(
+        &secret,
+        "[kafka.properties]\n\"sasl.password\" = \"hunter2hunter2\"\n",
+    )
+    .unwrap();
+    let out = chitose()
+        .args([
+            "ingest",
+            "--print-config",
+            "--source",
+            "http",
+            "--config",
+            secret.to_str().unwrap(),
+        ])
+        .env(
+            "CHITOSE_INGEST__HTTP__TOKENS__27",
+            "super-secret-token-value",
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("source = \"http\""), "{printed}");
+    assert!(
+        !printed.contains("super-secret-token-value") && !printed.contains("hunter2"),
+        "{printed}"
+    );
+    assert!(printed.contains("27 = \"***\""), "{printed}");
+}

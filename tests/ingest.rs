@@ -701,3 +701,61 @@ fn sigterm_flushes_and_checkpoints_so_a_restart_resends_nothing() {
     let ids: HashSet<String> = records.iter().map(|r| r.event.event_id.clone()).collect();
     assert_eq!((records.len(), ids.len()), (40_000, 40_000));
 }
+
+#[test]
+fn files_source_pauses_while_the_broker_is_down_and_loses_nothing() {
+    let broker = OwnBroker::start("files-broker-down");
+    let dir = helpers::scratch("files-down");
+    let topic = "health.raw.27";
+    let ls = lines(61, 40_000, 0.0);
+    write_ndjson(&dir.join("export.ndjson"), &ls);
+    let cfg = helpers::scratch("files-down-cfg").join("ingest.toml");
+    std::fs::write(
+        &cfg,
+        "[kafka.properties]\n\"message.timeout.ms\" = \"3000\"\n",
+    )
+    .unwrap();
+    let mut child = chitose(
+        &[
+            "ingest",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--source",
+            "files",
+            "--prefecture",
+            "27",
+            "--bootstrap",
+            &broker.bootstrap,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--exit-when-idle",
+            "--ops-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ],
+        &[],
+    );
+    wait_for("first records", 60, || {
+        topic_size(&broker.bootstrap, topic) > 3_000
+    });
+    broker.stop();
+    // Long enough for deliveries to time out (3 s): the pass stops and the
+    // source waits for the broker.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the source waits for the broker instead of exiting"
+    );
+    broker.restart();
+    wait_for("the source to finish after the outage", 120, || {
+        child.0.try_wait().unwrap().is_some()
+    });
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{}", child.log());
+    let records = read_topic(&broker.bootstrap, topic);
+    let ids: HashSet<String> = records.iter().map(|r| r.event.event_id.clone()).collect();
+    assert_eq!(
+        (records.len(), ids.len()),
+        (40_000, 40_000),
+        "every line exactly once across the outage"
+    );
+}

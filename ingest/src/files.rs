@@ -240,6 +240,11 @@ impl FilesSource {
                         let _ =
                             tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(60)))
                                 .await;
+                        if matches!(e, FilesError::Delivery { .. })
+                            && let Err(err) = self.producer.reset()
+                        {
+                            tracing::error!(error = %err, "could not recreate the producer");
+                        }
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
                             _ = shutdown.wait() => return Ok(total),

@@ -226,7 +226,14 @@ async fn handle(
             StatusCode::ACCEPTED,
             json!({"accepted": accepted, "rejected": errors.len(), "errors": errors}),
         ),
-        Ok(_) => unavailable("the broker did not acknowledge every record; retry the request"),
+        Ok(_) => {
+            // A failed delivery can leave an idempotent producer unable to
+            // send again (see RawProducer::reset): start a fresh one.
+            if let Err(e) = s.producer.reset() {
+                tracing::error!(error = %e, "could not recreate the producer");
+            }
+            unavailable("the broker did not acknowledge every record; retry the request")
+        }
         Err(_) => {
             unavailable("the broker did not acknowledge within the deadline; retry the request")
         }

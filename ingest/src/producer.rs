@@ -24,7 +24,8 @@ pub struct Ack {
 /// Producer with backpressure and metrics.
 #[derive(Clone)]
 pub struct RawProducer {
-    producer: FutureProducer,
+    producer: Arc<std::sync::RwLock<FutureProducer>>,
+    settings: KafkaSettings,
     topic: Arc<str>,
     permits: Arc<Semaphore>,
     metrics: IngestMetrics,
@@ -39,7 +40,8 @@ impl RawProducer {
         metrics: IngestMetrics,
     ) -> Result<Self, KafkaError> {
         Ok(RawProducer {
-            producer: settings.producer_config().create()?,
+            producer: Arc::new(std::sync::RwLock::new(settings.producer_config().create()?)),
+            settings: settings.clone(),
             topic: topic.into(),
             permits: Arc::new(Semaphore::new(max_in_flight)),
             metrics,
@@ -75,7 +77,8 @@ impl RawProducer {
                 .key(key)
                 .payload(&payload)
                 .headers(h.clone());
-            match self.producer.send_result(record) {
+            let producer = self.producer.read().expect("not poisoned").clone();
+            match producer.send_result(record) {
                 Ok(d) => break Ok(d),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -120,13 +123,17 @@ impl RawProducer {
 
     /// Waits until every enqueued record is acknowledged or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(timeout)
+        self.producer
+            .read()
+            .expect("not poisoned")
+            .clone()
+            .flush(timeout)
     }
 
     /// Checks the broker answers a metadata request; updates readiness.
     pub fn probe(&self, ready: &Readiness) -> bool {
-        let up = self
-            .producer
+        let producer = self.producer.read().expect("not poisoned").clone();
+        let up = producer
             .client()
             .fetch_metadata(Some(&self.topic), Duration::from_secs(2))
             .is_ok_and(|m| {
@@ -137,6 +144,16 @@ impl RawProducer {
         ready.set(up);
         self.metrics.broker_up.set(i64::from(up));
         up
+    }
+
+    /// Replaces the producer with a new one (a new idempotent producer id).
+    /// After records timed out, an idempotent producer's sequence numbers
+    /// no longer match the broker's and every later send fails; a fresh
+    /// producer is the way out. Call it only when nothing is in flight.
+    pub fn reset(&self) -> Result<(), KafkaError> {
+        let fresh: FutureProducer = self.settings.producer_config().create()?;
+        *self.producer.write().expect("not poisoned") = fresh;
+        Ok(())
     }
 
     /// The topic written to.

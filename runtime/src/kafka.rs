@@ -64,15 +64,18 @@ impl KafkaSettings {
     }
 
     /// A producer that never duplicates or reorders on retry: idempotent,
-    /// acks=all. Our settings win over `properties`.
+    /// acks=all. Tuning (linger, batch, timeouts) can be overridden in
+    /// `properties`; the two safety settings cannot.
     pub fn producer_config(&self) -> ClientConfig {
-        let mut c = self.base();
-        c.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &self.compression)
+        let mut c = ClientConfig::new();
+        c.set("compression.type", &self.compression)
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")
             .set("message.timeout.ms", "30000");
+        for (k, v) in &self.base().config_map() {
+            c.set(*k, *v);
+        }
+        c.set("enable.idempotence", "true").set("acks", "all");
         c
     }
 
