@@ -66,6 +66,19 @@ pub async fn run(cfg: IngestConfig, shutdown: Shutdown) -> Result<RunSummary, Se
         SourceKind::Simulate => "simulate",
     };
     let metrics = IngestMetrics::new(&cfg.prefecture, source);
+    // Bind the source's port before /readyz can say ready, so "ready" means
+    // a client can connect.
+    let mut http_listener = match cfg.source {
+        SourceKind::Http => Some(
+            tokio::net::TcpListener::bind(addr("http.listen", &cfg.http.listen)?)
+                .await
+                .map_err(|e| ServiceError::Listen {
+                    key: "http.listen",
+                    message: e.to_string(),
+                })?,
+        ),
+        _ => None,
+    };
     let ready = Readiness::default();
     let ops_addr = ops::serve(
         addr("ops_listen", &cfg.ops_listen)?,
@@ -128,12 +141,9 @@ pub async fn run(cfg: IngestConfig, shutdown: Shutdown) -> Result<RunSummary, Se
                 metrics.clone(),
                 ready.clone(),
             );
-            let listener = tokio::net::TcpListener::bind(addr("http.listen", &cfg.http.listen)?)
-                .await
-                .map_err(|e| ServiceError::Listen {
-                    key: "http.listen",
-                    message: e.to_string(),
-                })?;
+            let listener = http_listener
+                .take()
+                .expect("bound above for the http source");
             tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "http source listening");
             let mut sd = shutdown.clone();
             axum::serve(listener, app)
