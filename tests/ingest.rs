@@ -543,6 +543,7 @@ fn fhir_bundles_arrive_through_post_and_as_files() {
         "fhir-Observation-lab1",
         "fhir-MedicationRequest-rx1",
         "fhir-Immunization-im1",
+        "fhir-Checkup-hc1",
     ];
 
     // POST /fhir
@@ -579,7 +580,7 @@ fn fhir_bundles_arrive_through_post_and_as_files() {
     assert_eq!(s, 202, "{body}");
     assert_eq!(
         (body["accepted"].as_u64(), body["rejected"].as_u64()),
-        (Some(5), Some(2)),
+        (Some(6), Some(2)),
         "{body}"
     );
     assert!(

@@ -3,7 +3,8 @@
 //! Mapped: Patient (identity), Organization (medical institution number →
 //! facility code), Coverage (insurance tuple), and one event per Encounter,
 //! Condition, Observation of category `laboratory`, MedicationRequest and
-//! Immunization. Every other resource, and every resource that lacks what
+//! Immunization; Observations of category `exam` coded with a 特定健診
+//! item make one checkup event per patient and day. Every other resource, and every resource that lacks what
 //! its event needs, is rejected with the reason; nothing is dropped
 //! silently. The events then go through the same edge as any JSON record.
 //!
@@ -63,6 +64,52 @@ fn display(concept: Option<&Value>) -> Option<String> {
                 .as_str()
         })
         .map(str::to_owned)
+}
+
+fn has_category(r: &Value, code: &str) -> bool {
+    r.get("category")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                coding(
+                    Some(c),
+                    "http://terminology.hl7.org/CodeSystem/observation-category",
+                ) == Some(code)
+            })
+        })
+}
+
+/// JLAC10 codes of the 特定健診 items → checkup fields (transcribed from
+/// the MHLW 特定健診 XML code table; several codes per item where the
+/// method differs).
+const CHECKUP_ITEMS: &[(&str, &str)] = &[
+    ("9N001000000000001", "height_cm"),
+    ("9N006000000000001", "weight_kg"),
+    ("9N011000000000001", "bmi"),
+    ("9N016160100000001", "waist_cm"),
+    ("9N016160200000001", "waist_cm"),
+    ("9N016160300000001", "waist_cm"),
+    ("9A751000000000001", "systolic_bp"),
+    ("9A752000000000001", "systolic_bp"),
+    ("9A755000000000001", "systolic_bp"),
+    ("9A761000000000001", "diastolic_bp"),
+    ("9A762000000000001", "diastolic_bp"),
+    ("9A765000000000001", "diastolic_bp"),
+    ("3F015000002327101", "triglycerides_mg_dl"),
+    ("3F070000002327101", "hdl_mg_dl"),
+    ("3F077000002327101", "ldl_mg_dl"),
+    ("3B035000002327201", "ast_u_l"),
+    ("3B045000002327201", "alt_u_l"),
+    ("3B090000002327101", "ggt_u_l"),
+    ("3D010000001926101", "fasting_glucose_mg_dl"),
+    ("3D046000001906202", "hba1c_percent"),
+];
+
+fn checkup_field(jlac10: &str) -> Option<&'static str> {
+    CHECKUP_ITEMS
+        .iter()
+        .find(|(c, _)| *c == jlac10)
+        .map(|(_, f)| *f)
 }
 
 fn ext_str<'a>(v: &'a Value, url: &str) -> Option<&'a str> {
@@ -240,10 +287,65 @@ pub fn map_bundle(bytes: &[u8], hub_prefecture: &str) -> Result<Vec<(usize, Mapp
         .map(str::to_owned);
     let coverage = of("Coverage").find_map(insurance);
 
+    // 特定健診 items come as one Observation each (category `exam`); the
+    // items of one patient on one day make one checkup event, at the
+    // position of the first.
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, r) in entries.iter().enumerate() {
+        if r.get("resourceType").and_then(Value::as_str) == Some("Observation")
+            && has_category(r, "exam")
+            && coding(r.get("code"), JLAC10).is_some_and(|c| checkup_field(c).is_some())
+        {
+            let key = format!(
+                "{}|{}",
+                str_at(r, &["subject", "reference"]).unwrap_or(""),
+                r.get("effectiveDateTime")
+                    .and_then(Value::as_str)
+                    .and_then(|d| d.get(..10))
+                    .unwrap_or("")
+            );
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, g)) => g.push(i),
+                None => groups.push((key, vec![i])),
+            }
+        }
+    }
     let mut out = Vec::new();
     for (i, r) in entries.iter().enumerate() {
         let rt = r.get("resourceType").and_then(Value::as_str).unwrap_or("?");
         if matches!(rt, "Patient" | "Organization" | "Coverage") {
+            continue;
+        }
+        if let Some((_, g)) = groups.iter().find(|(_, g)| g.contains(&i)) {
+            if g[0] == i {
+                let mut payload = Map::new();
+                for &j in g {
+                    let o = entries[j];
+                    let field = coding(o.get("code"), JLAC10)
+                        .and_then(checkup_field)
+                        .expect("grouped by field");
+                    if let Some(v) = o.get("valueQuantity").and_then(|q| q.get("value")) {
+                        payload.insert(field.into(), v.clone());
+                    }
+                }
+                let occurred = r.get("effectiveDateTime").and_then(Value::as_str);
+                out.push((
+                    i,
+                    finish(
+                        i,
+                        rt,
+                        "Checkup",
+                        r,
+                        "checkup",
+                        occurred,
+                        Value::Object(payload),
+                        &patients,
+                        facility.as_deref(),
+                        coverage.as_ref(),
+                        hub_prefecture,
+                    ),
+                ));
+            }
             continue;
         }
         out.push((
@@ -332,7 +434,7 @@ fn map_one(
                 });
             if !lab {
                 return unmappable(
-                    "an Observation of category laboratory (checkup observations are not mapped yet)",
+                    "an Observation of category laboratory, or exam with a 特定健診 item code",
                     "another category",
                 );
             }
@@ -422,6 +524,27 @@ fn map_one(
             );
         }
     };
+    finish(
+        i, rt, rt, r, event_type, occurred, payload, patients, facility, coverage, hub,
+    )
+}
+
+/// Assembles an event around a payload: identity, facility, times.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    i: usize,
+    rt: &str,
+    id_prefix: &str,
+    r: &Value,
+    event_type: &str,
+    occurred: Option<&str>,
+    payload: Value,
+    patients: &[&Value],
+    facility: Option<&str>,
+    coverage: Option<&Value>,
+    hub: &str,
+) -> Mapped {
+    let unmappable = |expected: &str, found: &str| Err(reject(i, rt, expected, found));
     let Some(occurred) = occurred else {
         return unmappable("the resource's date and time", "none");
     };
@@ -460,7 +583,7 @@ fn map_one(
     };
     let id = r.get("id").and_then(Value::as_str).unwrap_or_default();
     Ok(json!({
-        "event_id": format!("fhir-{rt}-{id}"),
+        "event_id": format!("fhir-{id_prefix}-{id}"),
         "event_type": event_type,
         "hub_prefecture": hub,
         "facility_code": facility,

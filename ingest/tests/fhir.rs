@@ -34,7 +34,8 @@ fn a_jp_core_bundle_maps_to_events_and_unmappable_resources_are_named() {
             EventType::Diagnosis,
             EventType::LabResult,
             EventType::Prescription,
-            EventType::Vaccination
+            EventType::Vaccination,
+            EventType::Checkup
         ]
     );
     for ev in &events {
@@ -80,6 +81,17 @@ fn a_jp_core_bundle_maps_to_events_and_unmappable_resources_are_named() {
         ),
         p => panic!("{p:?}"),
     }
+    match &events[5].payload {
+        Payload::Checkup(c) => {
+            assert_eq!(
+                (c.height_cm, c.weight_kg, c.systolic_bp),
+                (Some(171.2), Some(70.4), Some(138.0))
+            );
+            assert_eq!(c.hba1c_percent, None);
+        }
+        p => panic!("{p:?}"),
+    }
+    assert_eq!(events[5].event_id, "fhir-Checkup-hc1");
     assert_eq!(rejected.len(), 2);
     assert!(
         rejected
