@@ -166,6 +166,27 @@ fn files_source_is_exactly_once_through_kill_9() {
     );
 }
 
+/// The files source in batch mode over `dir`.
+fn files_run(bootstrap: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> helpers::Child {
+    chitose(
+        &[
+            "ingest",
+            "--source",
+            "files",
+            "--prefecture",
+            "27",
+            "--bootstrap",
+            bootstrap,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--exit-when-idle",
+            "--ops-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ],
+        env,
+    )
+}
+
 fn post(url: &str, token: &str, body: Vec<u8>) -> (u16, serde_json::Value, Option<String>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -603,23 +624,7 @@ fn fhir_bundles_arrive_through_post_and_as_files() {
     let topic = format!("health.raw.27.fhir-file-{}", uuid::Uuid::new_v4().simple());
     let dir = helpers::scratch("fhir-files");
     std::fs::write(dir.join("bundle-001.fhir.json"), &bundle).unwrap();
-    let mut child = chitose(
-        &[
-            "ingest",
-            "--source",
-            "files",
-            "--prefecture",
-            "27",
-            "--bootstrap",
-            &bootstrap,
-            "--dir",
-            dir.to_str().unwrap(),
-            "--exit-when-idle",
-            "--ops-listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ],
-        &[("CHITOSE_INGEST__TOPIC", &topic)],
-    );
+    let mut child = files_run(&bootstrap, &dir, &[("CHITOSE_INGEST__TOPIC", &topic)]);
     assert!(child.0.wait().unwrap().success(), "{}", child.log());
     let records = read_topic(&bootstrap, &topic);
     let mut ids: Vec<String> = records.iter().map(|r| r.event.event_id.clone()).collect();
@@ -648,25 +653,7 @@ fn sigterm_flushes_and_checkpoints_so_a_restart_resends_nothing() {
     let topic = format!("health.raw.27.term-{}", uuid::Uuid::new_v4().simple());
     let ls = lines(51, 40_000, 0.0);
     write_ndjson(&dir.join("export.ndjson"), &ls);
-    let run = || {
-        chitose(
-            &[
-                "ingest",
-                "--source",
-                "files",
-                "--prefecture",
-                "27",
-                "--bootstrap",
-                &bootstrap,
-                "--dir",
-                dir.to_str().unwrap(),
-                "--exit-when-idle",
-                "--ops-listen",
-                &format!("127.0.0.1:{}", free_port()),
-            ],
-            &[("CHITOSE_INGEST__TOPIC", &topic)],
-        )
-    };
+    let run = || files_run(&bootstrap, &dir, &[("CHITOSE_INGEST__TOPIC", &topic)]);
     let mut child = run();
     wait_for("first records", 60, || {
         topic_size(&bootstrap, &topic) > 5_000
