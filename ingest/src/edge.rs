@@ -4,11 +4,11 @@
 //! checks of [`chitose_schemas::edge`], then single-object framing. Pure,
 //! so the sources, the generator's tests and the benchmarks share it.
 
-use chitose_schemas::catalog::SchemaStore;
+use chitose_schemas::catalog::{RAW_EVENT, SchemaStore};
 use chitose_schemas::codec::{AvroRecord, Timestamp};
 use chitose_schemas::json::{JsonError, JsonToAvro, RejectReason};
 use chitose_schemas::raw::RawEvent;
-use chitose_schemas::{RawCodec, edge, framing};
+use chitose_schemas::{edge, framing};
 
 /// Converts and checks records for one hub.
 #[derive(Debug)]
@@ -31,8 +31,9 @@ impl Edge {
     /// An edge for the current raw schema; `hub_prefecture` restricts what
     /// the sender may write (None: any, for tests and tools).
     pub fn new(store: &SchemaStore, hub_prefecture: Option<String>) -> Self {
-        let codec = RawCodec::new(store.clone());
-        let current = codec.current();
+        let current = store
+            .latest(RAW_EVENT)
+            .expect("the store holds chitose.raw.RawEvent");
         Edge {
             json: JsonToAvro::new(current.schema.clone())
                 .expect("shipped schema attributes are valid (tested)"),

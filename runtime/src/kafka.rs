@@ -134,16 +134,3 @@ impl KafkaSettings {
         Ok(())
     }
 }
-
-/// Raw topic of a prefecture: `health.raw.<NN>`.
-pub fn raw_topic(prefecture: &str) -> String {
-    format!("health.raw.{prefecture}")
-}
-
-/// Pseudonymized topic of an event type: `health.pseudo.<event_type>`.
-pub fn pseudo_topic(event_type: &str) -> String {
-    format!("health.pseudo.{event_type}")
-}
-
-/// The dead-letter topic (restricted: it holds raw bytes).
-pub const DLQ_TOPIC: &str = "health.dlq";

@@ -46,6 +46,31 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Adds every named type (record, enum, fixed) defined in `s` to `out`,
+/// keyed by full name, so `Schema::Ref`s can be resolved. The first
+/// definition of a name wins.
+pub fn named_types(s: &Schema, out: &mut std::collections::HashMap<String, Schema>) {
+    match s {
+        Schema::Record(r) => {
+            out.entry(r.name.fullname(None))
+                .or_insert_with(|| s.clone());
+            r.fields.iter().for_each(|f| named_types(&f.schema, out));
+        }
+        Schema::Enum(e) => {
+            out.entry(e.name.fullname(None))
+                .or_insert_with(|| s.clone());
+        }
+        Schema::Fixed(x) => {
+            out.entry(x.name.fullname(None))
+                .or_insert_with(|| s.clone());
+        }
+        Schema::Union(u) => u.variants().iter().for_each(|v| named_types(v, out)),
+        Schema::Array(a) => named_types(&a.items, out),
+        Schema::Map(m) => named_types(&m.types, out),
+        _ => {}
+    }
+}
+
 /// Full name of the raw envelope.
 pub const RAW_EVENT: &str = "chitose.raw.RawEvent";
 

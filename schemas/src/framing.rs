@@ -11,16 +11,6 @@ pub const SOE_MAGIC: [u8; 2] = [0xC3, 0x01];
 /// First byte of a Confluent-framed message.
 pub const CONFLUENT_MAGIC: u8 = 0x00;
 
-/// Which framing a producer writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Framing {
-    /// Avro single-object encoding.
-    SingleObject,
-    /// Confluent wire format.
-    Confluent,
-}
-
 /// A message split into its writer-schema reference and its datum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framed<'a> {

@@ -197,27 +197,6 @@ fn err(
     }
 }
 
-fn collect_names(s: &Schema, out: &mut HashMap<String, Schema>) {
-    match s {
-        Schema::Record(r) => {
-            out.insert(r.name.fullname(None), s.clone());
-            for f in &r.fields {
-                collect_names(&f.schema, out);
-            }
-        }
-        Schema::Enum(e) => {
-            out.insert(e.name.fullname(None), s.clone());
-        }
-        Schema::Fixed(x) => {
-            out.insert(x.name.fullname(None), s.clone());
-        }
-        Schema::Union(u) => u.variants().iter().for_each(|v| collect_names(v, out)),
-        Schema::Array(a) => collect_names(&a.items, out),
-        Schema::Map(m) => collect_names(&m.types, out),
-        _ => {}
-    }
-}
-
 fn compile(
     s: &Schema,
     field: Option<&RecordField>,
@@ -310,7 +289,7 @@ impl JsonToAvro {
     /// Prepares a converter; fails when a `chitose.*` attribute is invalid.
     pub fn new(schema: Schema) -> Result<Self, String> {
         let mut names = HashMap::new();
-        collect_names(&schema, &mut names);
+        crate::catalog::named_types(&schema, &mut names);
         let root = compile(&schema, None, &names, 0)?;
         Ok(JsonToAvro {
             schema,

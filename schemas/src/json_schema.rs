@@ -13,7 +13,7 @@ use std::collections::HashMap;
 /// The JSON Schema of the JSON form of a record schema.
 pub fn generate(schema: &Schema, id: &str) -> Value {
     let mut names = HashMap::new();
-    collect(schema, &mut names);
+    crate::catalog::named_types(schema, &mut names);
     let mut defs = Map::new();
     let root = node(schema, None, &names, &mut defs);
     let mut out = json!({
@@ -27,21 +27,6 @@ pub fn generate(schema: &Schema, id: &str) -> Value {
     }
     o.insert("$defs".into(), Value::Object(defs));
     out
-}
-
-fn collect(s: &Schema, out: &mut HashMap<String, Schema>) {
-    match s {
-        Schema::Record(r) => {
-            out.insert(r.name.fullname(None), s.clone());
-            r.fields.iter().for_each(|f| collect(&f.schema, out));
-        }
-        Schema::Enum(e) => {
-            out.insert(e.name.fullname(None), s.clone());
-        }
-        Schema::Union(u) => u.variants().iter().for_each(|v| collect(v, out)),
-        Schema::Array(a) => collect(&a.items, out),
-        _ => {}
-    }
 }
 
 fn node(

@@ -185,25 +185,10 @@ mod resolution {
 
     impl Names {
         pub fn of(schemas: &[&Schema]) -> Self {
-            fn walk(s: &Schema, out: &mut HashMap<String, Schema>) {
-                match s {
-                    Schema::Record(r) => {
-                        out.entry(r.name.fullname(None))
-                            .or_insert_with(|| s.clone());
-                        r.fields.iter().for_each(|f| walk(&f.schema, out));
-                    }
-                    Schema::Enum(e) => {
-                        out.entry(e.name.fullname(None))
-                            .or_insert_with(|| s.clone());
-                    }
-                    Schema::Union(u) => u.variants().iter().for_each(|v| walk(v, out)),
-                    Schema::Array(a) => walk(&a.items, out),
-                    Schema::Map(m) => walk(&m.types, out),
-                    _ => {}
-                }
-            }
             let mut out = HashMap::new();
-            schemas.iter().for_each(|s| walk(s, &mut out));
+            schemas
+                .iter()
+                .for_each(|s| crate::catalog::named_types(s, &mut out));
             Names(out)
         }
         fn get<'a>(&'a self, s: &'a Schema) -> &'a Schema {
