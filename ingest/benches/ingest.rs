@@ -15,38 +15,10 @@
 use chitose_ingest::config::{IngestConfig, SourceKind};
 use chitose_ingest::edge::Edge;
 use chitose_ingest::simulate::{Generator, SimConfig};
+use chitose_runtime::procstat::{measure, table};
 use chitose_runtime::shutdown::Shutdown;
 use chitose_schemas::catalog::SchemaStore;
 use chitose_schemas::codec::Timestamp;
-use std::time::Instant;
-
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, from /proc (Linux), in clock ticks.
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-struct Measure {
-    name: String,
-    events: u64,
-    wall: f64,
-    cpu: f64,
-}
-
-fn measure(name: &str, events: u64, f: impl FnOnce()) -> Measure {
-    eprintln!("bench: {name} ...");
-    let (w, c) = (Instant::now(), cpu_seconds());
-    f();
-    Measure {
-        name: name.into(),
-        events,
-        wall: w.elapsed().as_secs_f64(),
-        cpu: cpu_seconds() - c,
-    }
-}
 
 fn lines(n: usize) -> Vec<Vec<u8>> {
     let mut g = Generator::new(SimConfig {
@@ -177,18 +149,7 @@ fn main() {
             .map(|p| p.get())
             .unwrap_or(0)
     );
-    println!("| what | events/s (wall) | events per CPU-second | wall s | CPU s |");
-    println!("|---|---:|---:|---:|---:|");
-    for m in &results {
-        println!(
-            "| {} | {:.0} | {:.0} | {:.2} | {:.2} |",
-            m.name,
-            m.events as f64 / m.wall,
-            m.events as f64 / m.cpu.max(1e-9),
-            m.wall,
-            m.cpu
-        );
-    }
+    print!("{}", table(&results));
     let floor = &results[0];
     let edge_m = &results[1];
     println!(

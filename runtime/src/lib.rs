@@ -4,10 +4,15 @@
 //! settings the exactly-once design needs ([`kafka`]), the
 //! Confluent-compatible registry client ([`registry`]), and graceful
 //! shutdown ([`shutdown`]), layered configuration ([`config`]) and the
-//! `/metrics`, `/healthz`, `/readyz` endpoint ([`ops`]).
+//! `/metrics`, `/healthz`, `/readyz` endpoint ([`ops`]), the dead-letter
+//! contract ([`dlq`]), consumer lag gauges ([`lag`]) and CPU/RSS readings
+//! for benchmarks ([`procstat`]).
 
 pub mod config;
+pub mod dlq;
 pub mod kafka;
+pub mod lag;
 pub mod ops;
+pub mod procstat;
 pub mod registry;
 pub mod shutdown;

@@ -1,0 +1,81 @@
+//! This process's CPU time and peak memory, from /proc (Linux): what the
+//! benchmarks report "per core", and what memory-bound tests assert.
+
+use std::time::Instant;
+
+fn stat_fields() -> Vec<String> {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    after.split_whitespace().map(str::to_owned).collect()
+}
+
+/// User + system CPU seconds of this process so far (all threads).
+pub fn cpu_seconds() -> f64 {
+    let f = stat_fields();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident set size in bytes (VmHWM) of process `pid` ("self" for this one).
+pub fn peak_rss_bytes(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// One benchmark measurement.
+#[derive(Debug, Clone)]
+pub struct Measure {
+    /// What was measured.
+    pub name: String,
+    /// Events (records, rows) processed.
+    pub events: u64,
+    /// Wall seconds.
+    pub wall: f64,
+    /// CPU seconds of this process.
+    pub cpu: f64,
+}
+
+impl Measure {
+    /// Events per CPU-second ("per core").
+    pub fn per_cpu(&self) -> f64 {
+        self.events as f64 / self.cpu.max(1e-9)
+    }
+
+    /// Events per wall second.
+    pub fn per_wall(&self) -> f64 {
+        self.events as f64 / self.wall.max(1e-9)
+    }
+}
+
+/// Runs `f` and measures it.
+pub fn measure(name: &str, events: u64, f: impl FnOnce()) -> Measure {
+    eprintln!("bench: {name} ...");
+    let (w, c) = (Instant::now(), cpu_seconds());
+    f();
+    Measure {
+        name: name.into(),
+        events,
+        wall: w.elapsed().as_secs_f64(),
+        cpu: cpu_seconds() - c,
+    }
+}
+
+/// The results as a Markdown table.
+pub fn table(results: &[Measure]) -> String {
+    let mut s = String::from(
+        "| what | per second (wall) | per CPU-second | wall s | CPU s |\n|---|---:|---:|---:|---:|\n",
+    );
+    for m in results {
+        s.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.2} | {:.2} |\n",
+            m.name,
+            m.per_wall(),
+            m.per_cpu(),
+            m.wall,
+            m.cpu
+        ));
+    }
+    s
+}

@@ -1,0 +1,2 @@
+//! Sink benchmark (the sink issue).
+fn main() {}

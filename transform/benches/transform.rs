@@ -1,0 +1,222 @@
+//! Transform throughput: `cargo bench -p chitose-transform --bench transform`.
+//!
+//! In one run, on the same generated raw records (SOE-framed Avro):
+//! 1. the raw library floor: decode the raw record, HMAC its linkage key,
+//!    encode a record back — what any de-identifying consumer pays;
+//! 2. the pure transform (decode, checks, pseudonym, policy, enrichment,
+//!    encode of the table record);
+//! 3. the service through rdkafka's MockCluster with transactions: raw
+//!    topic → transform → pseudo topics (the in-process broker's CPU counts).
+//!
+//! Per core = per CPU-second of this process. Compare ratios within a run.
+
+use chitose_ingest::simulate::{Generator, SimConfig};
+use chitose_runtime::procstat::{measure, table};
+use chitose_runtime::shutdown::Shutdown;
+use chitose_schemas::RawCodec;
+use chitose_schemas::catalog::SchemaStore;
+use chitose_schemas::codec::{AvroCodec, Timestamp};
+use chitose_schemas::reference::Reference;
+use chitose_transform::config::TransformConfig;
+use chitose_transform::core::{Coords, Scratch, Transformer, raw_leaves};
+use chitose_transform::keys::{KeyRing, KeysConfig};
+use chitose_transform::policy::Policy;
+use hmac::Mac;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let n: usize = std::env::var("CHITOSE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let store = SchemaStore::embedded();
+    let codec = RawCodec::new(store.clone());
+    let mut g = Generator::new(SimConfig {
+        seed: 99,
+        patients: 20_000,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let msgs: Vec<Vec<u8>> = (0..n)
+        .map(|_| {
+            let mut out = Vec::new();
+            codec.encode_soe(&g.next_event(), &mut out);
+            out
+        })
+        .collect();
+    let bytes: usize = msgs.iter().map(Vec::len).sum();
+    let keys_cfg = KeysConfig {
+        dir: None,
+        current: "bench".into(),
+        date_shift: "date".into(),
+    };
+    let keys = KeyRing::from_bytes(
+        BTreeMap::from([("bench".into(), vec![1; 32]), ("date".into(), vec![2; 32])]),
+        &keys_cfg,
+        true,
+    )
+    .unwrap();
+    let policy = Policy::load("pseudonymized", &raw_leaves(&store)).unwrap();
+    let t = Transformer::new(policy, keys, store.clone(), Reference::load().unwrap()).unwrap();
+    let now = Timestamp::now();
+    let mut results = Vec::new();
+
+    results.push(measure(
+        "floor: Avro decode + HMAC + Avro encode",
+        n as u64,
+        || {
+            let key = hmac::Hmac::<sha2::Sha256>::new_from_slice(&[1; 32]).unwrap();
+            let mut out = Vec::new();
+            for m in &msgs {
+                let ev = codec.decode(m).unwrap();
+                let mut h = key.clone();
+                h.update(ev.patient.local_patient_id.as_bytes());
+                std::hint::black_box(h.finalize());
+                out.clear();
+                ev.encode(&mut out);
+                std::hint::black_box(&out);
+            }
+        },
+    ));
+    results.push(measure(
+        "pure transform (pseudonymized profile)",
+        n as u64,
+        || {
+            let mut s = Scratch::default();
+            for (i, m) in msgs.iter().enumerate() {
+                let c = Coords {
+                    topic: "health.raw.27",
+                    partition: 0,
+                    offset: i as i64,
+                };
+                std::hint::black_box(t.transform(m, c, now, &mut s).unwrap());
+            }
+        },
+    ));
+
+    if std::env::var("CHITOSE_BENCH_PURE_ONLY").is_ok() {
+        let mut s = Scratch::default();
+        for _ in 0..5 {
+            for (i, m) in msgs.iter().enumerate() {
+                let c = Coords {
+                    topic: "health.raw.27",
+                    partition: 0,
+                    offset: i as i64,
+                };
+                std::hint::black_box(t.transform(m, c, now, &mut s).unwrap());
+            }
+        }
+        return;
+    }
+    // Through MockCluster, with transactions. MockCluster keeps at most 5 MiB
+    // per partition (older records are deleted), so this part uses at most
+    // 100 000 records over 12 raw partitions.
+    let n_mock = n.min(100_000);
+    let msgs = &msgs[..n_mock];
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let bootstrap = mock.bootstrap_servers();
+    mock.create_topic("health.raw.27", 12, 1).unwrap();
+    for t in [
+        "encounter",
+        "diagnosis",
+        "lab_result",
+        "prescription",
+        "checkup",
+        "vaccination",
+    ] {
+        mock.create_topic(&format!("health.pseudo.{t}"), 6, 1)
+            .unwrap();
+    }
+    mock.create_topic("health.dlq", 6, 1).unwrap();
+    let mut cfg = TransformConfig {
+        ops_listen: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    cfg.kafka.bootstrap_servers = bootstrap.clone();
+    let p: ThreadedProducer<_> = cfg.kafka.producer_config().create().unwrap();
+    for (i, m) in msgs.iter().enumerate() {
+        let key = i.to_string();
+        loop {
+            match p.send(BaseRecord::to("health.raw.27").key(&key).payload(m)) {
+                Ok(()) => break,
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    let transformer = chitose_transform::service::build(
+        &cfg,
+        vec![("CHITOSE_KEY_PSEUDONYM_2026A".into(), "ab".repeat(32))],
+    )
+    .unwrap();
+    results.push(measure(
+        "transform service → MockCluster (transactions)",
+        n_mock as u64,
+        || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (trigger, shutdown) = Shutdown::new();
+                let h = tokio::spawn(chitose_transform::service::run(
+                    cfg.clone(),
+                    transformer,
+                    shutdown,
+                ));
+                // Stop once every output can be read back (read_committed).
+                let c: rdkafka::consumer::BaseConsumer =
+                    cfg.kafka.consumer_config("bench-verify").create().unwrap();
+                use rdkafka::consumer::Consumer;
+                let topics: Vec<String> = [
+                    "encounter",
+                    "diagnosis",
+                    "lab_result",
+                    "prescription",
+                    "checkup",
+                    "vaccination",
+                ]
+                .iter()
+                .map(|t| format!("health.pseudo.{t}"))
+                .chain(["health.dlq".to_owned()])
+                .collect();
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                c.subscribe(&names).unwrap();
+                let mut seen = 0usize;
+                while seen < n_mock {
+                    match tokio::task::block_in_place(|| c.poll(Duration::from_millis(100))) {
+                        Some(Ok(_)) => seen += 1,
+                        Some(Err(e)) => eprintln!("verify: {e}"),
+                        None => {}
+                    }
+                }
+                trigger.trigger();
+                let s = h.await.unwrap().unwrap();
+                assert_eq!(s.written + s.dlq, n_mock as u64, "{s:?}");
+            });
+        },
+    ));
+
+    println!(
+        "transform benchmark: {n} raw events, {:.0} bytes/event of Avro, {} cores",
+        bytes as f64 / n as f64,
+        std::thread::available_parallelism()
+            .map(|p| p.get())
+            .unwrap_or(0)
+    );
+    print!("{}", table(&results));
+    println!(
+        "pure transform per core: {:.0} events/s = {:.2}x the floor",
+        results[1].per_cpu(),
+        results[1].per_cpu() / results[0].per_cpu()
+    );
+}

@@ -1,0 +1,118 @@
+//! `chitose transform` configuration: defaults that work locally, a TOML
+//! file, `CHITOSE_TRANSFORM__<KEY>` environment overrides, and flags.
+
+use crate::keys::KeysConfig;
+use chitose_runtime::config::ConfigError;
+use chitose_runtime::kafka::KafkaSettings;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The whole transform configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformConfig {
+    /// Raw topics to read, a regex (librdkafka pattern subscription).
+    pub input_pattern: String,
+    /// Output topic prefix; the event type is appended.
+    pub output_prefix: String,
+    /// Partitions when an output topic has to be created.
+    pub output_partitions: i32,
+    /// Dead-letter topic.
+    pub dlq_topic: String,
+    /// Consumer group; instances of one deployment share it.
+    pub group_id: String,
+    /// This instance's id, unique in the group: the transactional.id is
+    /// `<group_id>-<instance_id>`, so a restarted instance fences its zombie.
+    pub instance_id: String,
+    /// Kafka transactions (exactly once). false: at-least-once, for
+    /// brokers without transactions; the sink drops the replays.
+    pub exactly_once: bool,
+    /// A shipped profile name or a policy file path.
+    pub policy: String,
+    /// Extra `.avsc` folder (schemas added after this release).
+    pub schemas_dir: Option<PathBuf>,
+    /// Keys.
+    pub keys: KeysConfig,
+    /// Records per transaction at most.
+    pub batch_max_records: usize,
+    /// A transaction waits at most this long for more records.
+    pub batch_max_ms: u64,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub ops_listen: String,
+    /// Kafka connection.
+    pub kafka: KafkaSettings,
+}
+
+impl Default for TransformConfig {
+    fn default() -> Self {
+        TransformConfig {
+            input_pattern: r"^health\.raw\..+".into(),
+            output_prefix: "health.pseudo.".into(),
+            output_partitions: 6,
+            dlq_topic: "health.dlq".into(),
+            group_id: "chitose-transform".into(),
+            instance_id: "0".into(),
+            exactly_once: true,
+            policy: "pseudonymized".into(),
+            schemas_dir: None,
+            keys: KeysConfig::default(),
+            batch_max_records: 10_000,
+            batch_max_ms: 250,
+            ops_listen: "127.0.0.1:9465".into(),
+            kafka: KafkaSettings::default(),
+        }
+    }
+}
+
+/// Keys whose values `--print-config` hides.
+pub const SECRETS: &[&str] = &["sasl.password", "ssl.key.password", "ssl.keystore.password"];
+
+impl TransformConfig {
+    /// Checks values serde cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, expected: &str, found: String| {
+            Err(ConfigError::Value {
+                key: key.into(),
+                expected: expected.into(),
+                found,
+            })
+        };
+        if !self.input_pattern.starts_with('^') {
+            return bad(
+                "input_pattern",
+                "a regex starting with ^ (librdkafka treats only those as patterns)",
+                format!("{:?}", self.input_pattern),
+            );
+        }
+        if self.batch_max_records == 0 {
+            return bad("batch_max_records", "at least 1", "0".into());
+        }
+        if self.output_partitions < 1 {
+            return bad(
+                "output_partitions",
+                "at least 1",
+                self.output_partitions.to_string(),
+            );
+        }
+        if self.instance_id.trim().is_empty() {
+            return bad(
+                "instance_id",
+                "a non-empty id unique in the group",
+                "an empty string".into(),
+            );
+        }
+        if self.output_prefix.is_empty() || self.dlq_topic.is_empty() {
+            return bad(
+                "output_prefix / dlq_topic",
+                "topic names",
+                "an empty string".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The transactional.id of this instance.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-{}", self.group_id, self.instance_id)
+    }
+}

@@ -1,0 +1,96 @@
+//! Transform metrics. Labels: event_type, reason, topic, partition — never
+//! a patient value.
+
+use chitose_runtime::lag::LagGauges;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+
+/// Every transform metric.
+#[derive(Clone)]
+pub struct TransformMetrics {
+    /// The registry served on /metrics.
+    pub registry: Registry,
+    /// Records written to a pseudo topic, by event type.
+    pub processed: IntCounterVec,
+    /// Records sent to the DLQ, by error class.
+    pub dlq: IntCounterVec,
+    /// Records skipped on purpose, by reason (tombstones).
+    pub dropped: IntCounterVec,
+    /// Seconds from the raw record's broker timestamp to its commit.
+    pub latency: Histogram,
+    /// Seconds per committed batch.
+    pub batch: Histogram,
+    /// Transactions aborted (and retried), by cause.
+    pub aborts: IntCounterVec,
+    /// Lag gauges.
+    pub lag: LagGauges,
+}
+
+impl TransformMetrics {
+    /// Registers everything in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique");
+            c
+        };
+        let processed = counter(
+            "chitose_transform_records_total",
+            "Records written to health.pseudo.<event_type>.",
+            &["event_type"],
+        );
+        let dlq = counter(
+            "chitose_transform_dlq_total",
+            "Records sent to the DLQ, by error class (decode, validation, policy).",
+            &["reason"],
+        );
+        let dropped = counter(
+            "chitose_transform_dropped_total",
+            "Records skipped on purpose (empty values), by reason.",
+            &["reason"],
+        );
+        let aborts = counter(
+            "chitose_transform_aborted_batches_total",
+            "Transactions aborted and retried, by cause.",
+            &["cause"],
+        );
+        let hist = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique");
+            h
+        };
+        let latency = hist(
+            "chitose_transform_latency_seconds",
+            "From the raw record's broker timestamp to the commit of its output.",
+            vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ],
+        );
+        let batch = hist(
+            "chitose_transform_batch_seconds",
+            "Time to transform and commit one batch.",
+            vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+        );
+        for r in ["decode", "validation", "policy"] {
+            dlq.with_label_values(&[r]);
+        }
+        let lag = LagGauges::new("transform", &registry);
+        TransformMetrics {
+            registry,
+            processed,
+            dlq,
+            dropped,
+            latency,
+            batch,
+            aborts,
+            lag,
+        }
+    }
+}
+
+impl Default for TransformMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,221 @@
+//! Linkage keys, pseudonyms and the per-patient date shift (DESIGN.md,
+//! "Pseudonyms, linkage, dates").
+//!
+//! The same person seen by two hubs must get the same linkage key however
+//! each hub typed the identifiers, so every part is normalized first: NFKC
+//! (full-width digits and half-width kana become canonical), then spaces,
+//! hyphens and dots are removed; kana are folded to katakana.
+
+use crate::keys::KeyRing;
+use crate::policy::Basis;
+use chitose_schemas::raw::{RawEvent, Sex};
+use unicode_normalization::UnicodeNormalization;
+
+/// Separator between key parts; never in normalized text.
+const SEP: char = '\u{1f}';
+
+fn is_noise(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '-' | '‐' | '‑' | '‒' | '–' | '—' | '―' | '−' | 'ー' | '・' | '.' | '･'
+        )
+}
+
+/// Whether NFKC can change `c`, alone or by composing with a neighbour
+/// (a conservative superset, checked exhaustively over the BMP by a test):
+/// everything non-ASCII below U+3000 (Latin-1, combining marks, jamo,
+/// punctuation, letterlike and enclosed forms), CJK symbols, voiced-sound
+/// marks, Kanbun and squared CJK, compatibility ideographs, half- and
+/// full-width forms, and everything beyond the BMP. Plain kanji, hiragana,
+/// katakana and ASCII are NFKC-stable, and they are nearly all of what hubs
+/// send: the hot path skips the normalizer for them (it was half of the
+/// transform's time).
+fn nfkc_may_change(c: char) -> bool {
+    matches!(c as u32,
+        0x80..=0x2FFF
+        | 0x3001..=0x303F
+        | 0x3099..=0x309F
+        | 0x30FF..=0x319F
+        | 0x3200..=0x33FF
+        | 0xA000..=0xABFF
+        | 0xF900..=0xFFFF
+        | 0x10000..)
+}
+
+fn for_each_nfkc(s: &str, mut f: impl FnMut(char)) {
+    if s.chars().any(nfkc_may_change) {
+        s.nfkc().for_each(f);
+    } else {
+        // U+3000 (ideographic space) is NFKC ' '.
+        s.chars()
+            .map(|c| if c == '\u{3000}' { ' ' } else { c })
+            .for_each(&mut f);
+    }
+}
+
+/// NFKC, noise removed, ASCII upper-cased.
+pub fn normalize_id(s: &str, out: &mut String) {
+    for_each_nfkc(s, |c| {
+        if !is_noise(c) {
+            out.push(c.to_ascii_uppercase());
+        }
+    });
+}
+
+/// NFKC, hiragana folded to katakana, spaces and middle dots removed. The
+/// long-vowel mark is kept: it is part of a name (ユーコ), not a separator.
+pub fn normalize_kana(s: &str, out: &mut String) {
+    for_each_nfkc(s, |c| {
+        if c.is_whitespace() || c == '・' {
+            return;
+        }
+        out.push(match c {
+            'ぁ'..='ゖ' => char::from_u32(c as u32 + 0x60).unwrap_or(c),
+            c => c,
+        });
+    });
+}
+
+/// Builds the linkage key of the first applicable basis into `out`.
+pub fn linkage_key(ev: &RawEvent, bases: &[Basis], out: &mut String) -> Basis {
+    for &b in bases {
+        out.clear();
+        out.push_str(b.name());
+        out.push(SEP);
+        let applies = match b {
+            Basis::Insurance => match &ev.patient.insurance {
+                Some(i) => {
+                    let start = out.len();
+                    normalize_id(&i.insurer_number, out);
+                    let insurer_ok = out.len() > start;
+                    out.push(SEP);
+                    normalize_id(i.insured_symbol.as_deref().unwrap_or(""), out);
+                    out.push(SEP);
+                    let start = out.len();
+                    normalize_id(&i.insured_number, out);
+                    let number_ok = out.len() > start;
+                    out.push(SEP);
+                    normalize_id(i.insured_branch.as_deref().unwrap_or(""), out);
+                    insurer_ok && number_ok
+                }
+                None => false,
+            },
+            Basis::KanaBirthSex => match &ev.patient.name_kana {
+                Some(k) if ev.patient.sex != Sex::Unknown => {
+                    let start = out.len();
+                    normalize_kana(k, out);
+                    let kana_ok = out.len() > start;
+                    out.push(SEP);
+                    out.push_str(&ev.patient.birth_date.0.to_string());
+                    out.push(SEP);
+                    out.push_str(ev.patient.sex.symbol());
+                    kana_ok
+                }
+                _ => false,
+            },
+            Basis::HubLocal => {
+                normalize_id(&ev.facility_code, out);
+                out.push(SEP);
+                normalize_id(&ev.patient.local_patient_id, out);
+                true
+            }
+        };
+        if applies {
+            return b;
+        }
+    }
+    // Policies must end with hub_local (checked at load), which always applies.
+    unreachable!("hub_local is the last basis of every policy")
+}
+
+const B32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// RFC 4648 base32, lower case, no padding.
+pub fn base32(data: &[u8], out: &mut String) {
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in data {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(B32[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(B32[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+}
+
+/// The pseudonym of a linkage key under the ring's current key.
+pub fn pseudonym(keys: &KeyRing, linkage_key: &str, out: &mut String) {
+    out.clear();
+    base32(&keys.mac_current(&[linkage_key.as_bytes()]), out);
+}
+
+/// offset = HMAC(K_date, pseudonym) mod (2R+1) − R days: one per patient,
+/// the same for every record of that patient.
+pub fn date_shift_days(keys: &KeyRing, pseudonym: &str, max_days: u32) -> i32 {
+    if max_days == 0 {
+        return 0;
+    }
+    let mac = keys
+        .mac_date(pseudonym.as_bytes())
+        .expect("date key checked at load when the profile shifts");
+    let v = u64::from_be_bytes(mac[..8].try_into().expect("8 bytes"));
+    let span = 2 * u64::from(max_days) + 1;
+    (v % span) as i32 - max_days as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_typed_differently_normalize_alike() {
+        let mut a = String::new();
+        let mut b = String::new();
+        normalize_id("０６２７ー１２３４ ５", &mut a);
+        normalize_id("0627-12345", &mut b);
+        assert_eq!(a, b);
+        let (mut k1, mut k2, mut k3) = (String::new(), String::new(), String::new());
+        normalize_kana("ヤマダ　タロウ", &mut k1);
+        normalize_kana("ﾔﾏﾀﾞ ﾀﾛｳ", &mut k2);
+        normalize_kana("やまだ たろう", &mut k3);
+        assert_eq!(k1, "ヤマダタロウ");
+        assert_eq!(k1, k2);
+        assert_eq!(k1, k3);
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_nfkc_on_every_bmp_character() {
+        for cp in 0..0x10000u32 {
+            let Some(c) = char::from_u32(cp) else {
+                continue;
+            };
+            if !nfkc_may_change(c) {
+                let n: String = c.to_string().nfkc().collect();
+                let fast: String = c
+                    .to_string()
+                    .chars()
+                    .map(|c| if c == '\u{3000}' { ' ' } else { c })
+                    .collect();
+                assert_eq!(n, fast, "U+{cp:04X} changes under NFKC");
+            }
+        }
+    }
+
+    #[test]
+    fn base32_matches_rfc4648_vectors() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "my"),
+            ("fo", "mzxq"),
+            ("foobar", "mzxw6ytboi"),
+        ] {
+            let mut s = String::new();
+            base32(input.as_bytes(), &mut s);
+            assert_eq!(s, want, "{input}");
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! `chitose transform`: the Kafka shell around [`crate::core`].
+//!
+//! Consume-transform-produce in batches. With `exactly_once` each batch is
+//! one Kafka transaction holding its outputs, its DLQ records and its
+//! consumer offsets (send_offsets_to_transaction); on any failure the
+//! transaction is aborted and the consumer rewound to the committed
+//! offsets. Without it, outputs are flushed before the offsets are
+//! committed (at-least-once): a crash replays records, with the same source
+//! coordinates, and the sink drops them.
+//!
+//! The loop is synchronous on a blocking thread: librdkafka's transaction
+//! calls block, and a batch is CPU work between two of them.
+
+use crate::config::TransformConfig;
+use crate::core::{Coords, Scratch, Transformer, raw_leaves};
+use crate::keys::KeyRing;
+use crate::metrics::TransformMetrics;
+use crate::policy::Policy;
+use chitose_runtime::dlq;
+use chitose_runtime::ops::{self, Readiness};
+use chitose_runtime::shutdown::Shutdown;
+use chitose_schemas::catalog::SchemaStore;
+use chitose_schemas::codec::Timestamp;
+use chitose_schemas::raw::EventType;
+use chitose_schemas::reference::Reference;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Why the service stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] chitose_runtime::config::ConfigError),
+    /// The policy does not load or compile.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// A key is missing or too short.
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+    /// Extra schemas do not load.
+    #[error(transparent)]
+    Schemas(#[from] chitose_schemas::catalog::SchemaError),
+    /// Kafka client setup failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The ops address does not parse or bind.
+    #[error("ops_listen: {0}")]
+    Listen(String),
+}
+
+/// Counts of one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Records written to pseudo topics (committed).
+    pub written: u64,
+    /// Records sent to the DLQ (committed).
+    pub dlq: u64,
+    /// Batches aborted and retried.
+    pub aborted: u64,
+}
+
+/// The schema store: embedded, plus `schemas_dir`.
+pub fn schema_store(cfg: &TransformConfig) -> Result<SchemaStore, ServiceError> {
+    let mut store = SchemaStore::embedded();
+    if let Some(dir) = &cfg.schemas_dir {
+        store.add_dir(dir)?;
+    }
+    Ok(store)
+}
+
+/// Loads policy and keys and compiles the transformer; every start-up
+/// check happens here.
+pub fn build(
+    cfg: &TransformConfig,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Transformer, ServiceError> {
+    cfg.validate()?;
+    let store = schema_store(cfg)?;
+    let policy = Policy::load(&cfg.policy, &raw_leaves(&store))?;
+    let keys = KeyRing::load(&cfg.keys, env, policy.max_shift_days > 0)?;
+    let reference = Reference::load().expect("shipped reference tables are valid (tested)");
+    Ok(Transformer::new(policy, keys, store, reference)?)
+}
+
+/// Counts delivery failures (at-least-once mode checks it before committing).
+#[derive(Default, Clone)]
+struct Deliveries(Arc<AtomicU64>);
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = r {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "delivery failed");
+        }
+    }
+}
+
+type Out = ThreadedProducer<Deliveries>;
+
+fn producer(cfg: &TransformConfig, ctx: Deliveries) -> Result<Out, KafkaError> {
+    let mut c = cfg.kafka.producer_config();
+    if cfg.exactly_once {
+        c.set("transactional.id", cfg.transactional_id())
+            .set("transaction.timeout.ms", "60000");
+    }
+    let p: Out = c.create_with_context(ctx)?;
+    if cfg.exactly_once {
+        // Fences an older producer with the same transactional.id (a zombie
+        // of this instance) and aborts its open transaction.
+        p.init_transactions(Duration::from_secs(30))?;
+    }
+    Ok(p)
+}
+
+/// Runs until `shutdown` fires.
+pub async fn run(
+    cfg: TransformConfig,
+    transformer: Transformer,
+    shutdown: Shutdown,
+) -> Result<RunSummary, ServiceError> {
+    let metrics = TransformMetrics::new();
+    let ready = Readiness::default();
+    let addr = cfg.ops_listen.parse().map_err(|e| {
+        ServiceError::Listen(format!(
+            "expected host:port, found {:?} ({e})",
+            cfg.ops_listen
+        ))
+    })?;
+    let ops_addr = ops::serve(addr, metrics.registry.clone(), ready.clone())
+        .await
+        .map_err(|e| ServiceError::Listen(e.to_string()))?;
+    tracing::info!(%ops_addr, "ops endpoint: /metrics /healthz /readyz");
+    let mut topics: Vec<(String, i32)> = EventType::ALL
+        .iter()
+        .map(|t| {
+            (
+                format!("{}{}", cfg.output_prefix, t.symbol()),
+                cfg.output_partitions,
+            )
+        })
+        .collect();
+    topics.push((cfg.dlq_topic.clone(), cfg.output_partitions));
+    let names: Vec<(&str, i32)> = topics.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+    if let Err(e) = cfg.kafka.ensure_topics(&names).await {
+        tracing::warn!(error = %e, "could not create output topics; assuming they exist");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let mut sd = shutdown.clone();
+        tokio::spawn(async move {
+            sd.wait().await;
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    let m = metrics.clone();
+    tokio::task::spawn_blocking(move || worker(&cfg, &transformer, &m, &ready, &stop))
+        .await
+        .expect("transform worker does not panic")
+}
+
+struct Pending {
+    written: BTreeMap<&'static str, u64>,
+    dlq: BTreeMap<&'static str, u64>,
+    empty: u64,
+    oldest_ts: Option<i64>,
+}
+
+fn worker(
+    cfg: &TransformConfig,
+    t: &Transformer,
+    metrics: &TransformMetrics,
+    ready: &Readiness,
+    stop: &AtomicBool,
+) -> Result<RunSummary, ServiceError> {
+    let consumer: BaseConsumer = cfg
+        .kafka
+        .consumer_config(&cfg.group_id)
+        .create_with_context(DefaultConsumerContext)?;
+    consumer.subscribe(&[&cfg.input_pattern])?;
+    let deliveries = Deliveries::default();
+    let mut out = producer(cfg, deliveries.clone())?;
+    ready.set(true);
+    tracing::info!(
+        policy = %t.policy().profile,
+        version = %t.policy().version,
+        key_id = t.keys().current_id(),
+        exactly_once = cfg.exactly_once,
+        transactional_id = %cfg.transactional_id(),
+        "transform running"
+    );
+    let topic_of: Vec<String> = EventType::ALL
+        .iter()
+        .map(|e| format!("{}{}", cfg.output_prefix, e.symbol()))
+        .collect();
+    let mut scratch = Scratch::default();
+    let mut summary = RunSummary::default();
+    let mut last_lag = Instant::now() - Duration::from_secs(60);
+    let mut backoff = Duration::from_millis(100);
+    while !stop.load(Ordering::SeqCst) {
+        if last_lag.elapsed() > Duration::from_secs(5) {
+            metrics.lag.refresh(&consumer, Timestamp::now().0);
+            last_lag = Instant::now();
+        }
+        let collecting = Instant::now();
+        let batch = collect(cfg, &consumer, stop);
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        tracing::debug!(
+            records = batch.len(),
+            collect_ms = collecting.elapsed().as_millis() as u64,
+            "batch collected"
+        );
+        match process(
+            cfg,
+            t,
+            &consumer,
+            &out,
+            &deliveries,
+            &batch,
+            &topic_of,
+            &mut scratch,
+            metrics,
+        ) {
+            Ok(p) => {
+                let now = Timestamp::now().0;
+                for (et, n) in &p.written {
+                    metrics.processed.with_label_values(&[et]).inc_by(*n);
+                    summary.written += n;
+                }
+                for (class, n) in &p.dlq {
+                    metrics.dlq.with_label_values(&[class]).inc_by(*n);
+                    summary.dlq += n;
+                }
+                if p.empty > 0 {
+                    metrics
+                        .dropped
+                        .with_label_values(&["empty"])
+                        .inc_by(p.empty);
+                }
+                if let Some(ts) = p.oldest_ts {
+                    metrics.latency.observe(((now - ts).max(0)) as f64 / 1000.0);
+                }
+                metrics.batch.observe(started.elapsed().as_secs_f64());
+                tracing::debug!(
+                    commit_ms = started.elapsed().as_millis() as u64,
+                    "batch committed"
+                );
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => {
+                summary.aborted += 1;
+                let cause = match &e {
+                    KafkaError::Transaction(r) if r.is_retriable() => "retriable",
+                    KafkaError::Transaction(r) if r.txn_requires_abort() => "abortable",
+                    KafkaError::Transaction(_) => "fatal",
+                    _ => "commit",
+                };
+                metrics.aborts.with_label_values(&[cause]).inc();
+                tracing::warn!(error = %e, cause, records = batch.len(), "batch not committed; rewinding to the committed offsets");
+                drop(batch);
+                if cfg.exactly_once {
+                    if out.abort_transaction(Duration::from_secs(30)).is_err() || cause == "fatal" {
+                        // A fenced or fatal producer cannot be reused: a new
+                        // one re-initializes (and fences any zombie).
+                        out = producer(cfg, deliveries.clone())?;
+                    }
+                } else {
+                    let _ = out.flush(Duration::from_secs(30));
+                }
+                deliveries.0.store(0, Ordering::SeqCst);
+                rewind(&consumer);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    tracing::info!(?summary, "transform stopping");
+    let _ = out.flush(Duration::from_secs(10));
+    ready.set(false);
+    Ok(summary)
+}
+
+fn collect<'c>(
+    cfg: &TransformConfig,
+    consumer: &'c BaseConsumer,
+    stop: &AtomicBool,
+) -> Vec<BorrowedMessage<'c>> {
+    let mut batch = Vec::new();
+    let deadline = Instant::now() + Duration::from_millis(cfg.batch_max_ms);
+    while batch.len() < cfg.batch_max_records && !stop.load(Ordering::Relaxed) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match consumer.poll(left.min(Duration::from_millis(100))) {
+            Some(Ok(m)) => batch.push(m),
+            Some(Err(e)) => tracing::debug!(error = %e, "consumer"),
+            None if !batch.is_empty() && left < Duration::from_millis(cfg.batch_max_ms / 2) => {
+                break;
+            }
+            None => {}
+        }
+    }
+    batch
+}
+
+/// Seeks every assigned partition back to its committed offset.
+fn rewind(consumer: &BaseConsumer) {
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let Ok(committed) = consumer.committed_offsets(assignment, Duration::from_secs(10)) else {
+        return;
+    };
+    let mut tpl = TopicPartitionList::new();
+    for e in committed.elements() {
+        let off = match e.offset() {
+            Offset::Offset(o) => Offset::Offset(o),
+            _ => Offset::Beginning,
+        };
+        let _ = tpl.add_partition_offset(e.topic(), e.partition(), off);
+    }
+    if let Err(e) = consumer.seek_partitions(tpl, Duration::from_secs(10)) {
+        tracing::warn!(error = %e, "rewind failed");
+    }
+}
+
+fn send(out: &Out, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
+    loop {
+        match out.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                r,
+            )) => {
+                rec = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn process(
+    cfg: &TransformConfig,
+    t: &Transformer,
+    consumer: &BaseConsumer,
+    out: &Out,
+    deliveries: &Deliveries,
+    batch: &[BorrowedMessage<'_>],
+    topic_of: &[String],
+    s: &mut Scratch,
+    metrics: &TransformMetrics,
+) -> Result<Pending, KafkaError> {
+    if cfg.exactly_once {
+        out.begin_transaction()?;
+    }
+    let mut p = Pending {
+        written: BTreeMap::new(),
+        dlq: BTreeMap::new(),
+        empty: 0,
+        oldest_ts: None,
+    };
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    let now = Timestamp::now();
+    for m in batch {
+        next.insert((m.topic(), m.partition()), m.offset() + 1);
+        let ts = m.timestamp().to_millis();
+        metrics.lag.saw(m.topic(), m.partition(), ts);
+        if let Some(ts) = ts {
+            p.oldest_ts = Some(p.oldest_ts.map_or(ts, |o: i64| o.min(ts)));
+        }
+        let Some(value) = m.payload().filter(|v| !v.is_empty()) else {
+            p.empty += 1;
+            continue;
+        };
+        let coords = Coords {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+        };
+        match t.transform(value, coords, now, s) {
+            Ok(o) => {
+                let i = EventType::ALL
+                    .iter()
+                    .position(|e| *e == o.event_type)
+                    .expect("known type");
+                send(
+                    out,
+                    BaseRecord::to(&topic_of[i])
+                        .key(s.pseudonym.as_bytes())
+                        .payload(s.value.as_slice()),
+                )?;
+                *p.written.entry(o.event_type.symbol()).or_default() += 1;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let reason = dlq::Reason {
+                    stage: "transform",
+                    class: e.class(),
+                    message: &message,
+                };
+                let mut rec = BaseRecord::to(&cfg.dlq_topic)
+                    .payload(value)
+                    .headers(dlq::headers(m, &reason));
+                if let Some(k) = m.key() {
+                    rec = rec.key(k);
+                }
+                send(out, rec)?;
+                *p.dlq.entry(e.class()).or_default() += 1;
+            }
+        }
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), off) in &next {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*off))?;
+    }
+    if cfg.exactly_once {
+        let group = consumer.group_metadata().ok_or(KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::InvalidGroupId,
+        ))?;
+        out.send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))?;
+        out.commit_transaction(Duration::from_secs(60))?;
+    } else {
+        out.flush(Duration::from_secs(60))?;
+        if deliveries.0.load(Ordering::SeqCst) > 0 {
+            return Err(KafkaError::Flush(
+                rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+            ));
+        }
+        consumer.commit(&tpl, CommitMode::Sync)?;
+    }
+    Ok(p)
+}

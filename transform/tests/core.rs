@@ -1,0 +1,572 @@
+//! The pure transform on generated events: what comes out is readable by
+//! a real Avro reader with the table schema, carries no direct identifier
+//! of its input, links people across prefectures, and shifts dates per
+//! patient.
+
+use apache_avro::types::Value;
+use chitose_ingest::simulate::{Generator, SimConfig};
+use chitose_schemas::RawCodec;
+use chitose_schemas::catalog::SchemaStore;
+use chitose_schemas::codec::Timestamp;
+use chitose_schemas::raw::{EventType, Payload, RawEvent};
+use chitose_schemas::reference::Reference;
+use chitose_transform::core::{Coords, Scratch, TransformError, Transformer, raw_leaves};
+use chitose_transform::keys::{KeyRing, KeysConfig};
+use chitose_transform::policy::Policy;
+use chitose_transform::pseudonym::{normalize_id, normalize_kana};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+fn keys(current: &str) -> KeyRing {
+    let cfg = KeysConfig {
+        dir: None,
+        current: current.into(),
+        date_shift: "date".into(),
+    };
+    let raw = BTreeMap::from([
+        ("k1".to_owned(), vec![1u8; 32]),
+        ("k2".to_owned(), vec![2u8; 48]),
+        ("date".to_owned(), vec![3u8; 32]),
+    ]);
+    KeyRing::from_bytes(raw, &cfg, true).unwrap()
+}
+
+fn transformer(profile: &str, key: &str) -> Transformer {
+    let policy = Policy::load(profile, &raw_leaves(store())).unwrap();
+    Transformer::new(
+        policy,
+        keys(key),
+        store().clone(),
+        Reference::load().unwrap(),
+    )
+    .unwrap()
+}
+
+fn events(seed: u64, n: usize) -> Vec<RawEvent> {
+    let mut g = Generator::new(SimConfig {
+        seed,
+        patients: 400,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    (0..n).map(|_| g.next_event()).collect()
+}
+
+fn store() -> &'static SchemaStore {
+    static S: std::sync::OnceLock<SchemaStore> = std::sync::OnceLock::new();
+    S.get_or_init(SchemaStore::embedded)
+}
+
+fn encode(ev: &RawEvent) -> Vec<u8> {
+    static C: std::sync::OnceLock<RawCodec> = std::sync::OnceLock::new();
+    let mut out = Vec::new();
+    C.get_or_init(|| RawCodec::new(store().clone()))
+        .encode_soe(ev, &mut out);
+    out
+}
+
+const NOW: Timestamp = Timestamp(1_790_000_000_000); // 2026-09
+
+fn coords(offset: i64) -> Coords<'static> {
+    Coords {
+        topic: "health.raw.27",
+        partition: 3,
+        offset,
+    }
+}
+
+/// Decodes an output record with apache-avro and the shipped table schema.
+fn read(t: EventType, bytes: &[u8]) -> BTreeMap<String, Value> {
+    let entry = store()
+        .iter()
+        .find(|e| {
+            e.full_name.starts_with("chitose.pseudo.")
+                && e.text
+                    .contains(&format!("\"chitose.event_type\": \"{}\"", t.symbol()))
+        })
+        .unwrap();
+    assert_eq!(&bytes[..2], &[0xC3, 0x01]);
+    assert_eq!(
+        u64::from_le_bytes(bytes[2..10].try_into().unwrap()),
+        entry.fingerprint
+    );
+    let mut body = &bytes[10..];
+    let v = apache_avro::from_avro_datum(&entry.schema, &mut body, None).unwrap();
+    assert!(body.is_empty(), "trailing bytes");
+    let Value::Record(fields) = v else { panic!() };
+    fields.into_iter().collect()
+}
+
+fn s(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Union(_, b) => s(b),
+        _ => None,
+    }
+}
+
+#[test]
+fn output_reads_with_the_table_schema_and_carries_policy_and_coordinates() {
+    let t = transformer("pseudonymized", "k1");
+    let mut sc = Scratch::default();
+    let mut seen = HashSet::new();
+    let pref = Reference::load().unwrap();
+    for (i, ev) in events(7, 600).iter().enumerate() {
+        let o = t
+            .transform(&encode(ev), coords(i as i64), NOW, &mut sc)
+            .unwrap();
+        seen.insert(o.event_type);
+        let r = read(o.event_type, &sc.value);
+        assert_eq!(s(&r["event_id"]), Some(ev.event_id.as_str()));
+        assert_eq!(s(&r["pseudonym"]), Some(sc.pseudonym.as_str()));
+        assert_eq!(sc.pseudonym.len(), 52);
+        assert_eq!(s(&r["pseudonym_key_id"]), Some("k1"));
+        assert_eq!(s(&r["policy_profile"]), Some("pseudonymized"));
+        assert_eq!(s(&r["policy_version"]), Some(t.policy().version.as_str()));
+        assert_eq!(s(&r["source_topic"]), Some("health.raw.27"));
+        assert_eq!(r["source_partition"], Value::Int(3));
+        assert_eq!(r["source_offset"], Value::Long(i as i64));
+        assert_eq!(s(&r["prefecture"]), Some(ev.hub_prefecture.as_str()));
+        assert_eq!(
+            s(&r["prefecture_name"]),
+            Some(
+                pref.prefecture(&ev.hub_prefecture)
+                    .unwrap()
+                    .name_ja
+                    .as_str()
+            )
+        );
+        assert_eq!(s(&r["facility_type"]), Some("medical"));
+        // Unshifted profile: the event date is the JST date of occurred_at.
+        let day = chitose_schemas::codec::Date::from_naive(ev.occurred_at.jst_date().unwrap()).0;
+        assert_eq!(r["event_date"], Value::Date(day));
+        assert_eq!(
+            s(&r["event_month"]).unwrap(),
+            &ev.occurred_at.jst_date().unwrap().to_string()[..7]
+        );
+        let Value::Int(age) = r["age_at_event"] else {
+            panic!()
+        };
+        let band = s(&r["age_band"]).unwrap();
+        assert_eq!(band, pref.age_band(age as u32), "age {age}");
+        if age >= 90 {
+            assert_eq!(r["birth_year"], Value::Union(0, Box::new(Value::Null)));
+        }
+        match (&ev.payload, o.event_type) {
+            (Payload::Diagnosis(d), EventType::Diagnosis) => {
+                let cat = &d.icd10_code.replace('.', "")[..3];
+                assert_eq!(s(&r["icd10_3char"]), Some(cat));
+                assert_eq!(
+                    s(&r["icd10_chapter"]),
+                    Some(pref.icd10_chapter(cat).unwrap().chapter.as_str())
+                );
+            }
+            (Payload::Prescription(p), EventType::Prescription) => {
+                assert_eq!(s(&r["drug_class_code"]), Some(&p.yj_code[..3]));
+            }
+            (Payload::Checkup(_), EventType::Checkup) => {
+                for j in [
+                    "bp_judgement",
+                    "glucose_judgement",
+                    "lipid_judgement",
+                    "liver_judgement",
+                ] {
+                    assert!(
+                        ["normal", "guidance", "referral", "unknown"].contains(&s(&r[j]).unwrap()),
+                        "{j}"
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen.len(), 6, "every event type was produced");
+}
+
+#[test]
+fn same_input_and_key_give_the_same_bytes_another_key_another_pseudonym() {
+    let (a, b, c) = (
+        transformer("pseudonymized", "k1"),
+        transformer("pseudonymized", "k1"),
+        transformer("pseudonymized", "k2"),
+    );
+    let (mut sa, mut sb, mut sc) = (Scratch::default(), Scratch::default(), Scratch::default());
+    for (i, ev) in events(11, 300).iter().enumerate() {
+        let m = encode(ev);
+        a.transform(&m, coords(i as i64), NOW, &mut sa).unwrap();
+        b.transform(&m, coords(i as i64), NOW, &mut sb).unwrap();
+        c.transform(&m, coords(i as i64), NOW, &mut sc).unwrap();
+        assert_eq!(sa.value, sb.value);
+        assert_ne!(sa.pseudonym, sc.pseudonym);
+        let r = read(ev.event_type, &sc.value);
+        assert_eq!(
+            s(&r["pseudonym_key_id"]),
+            Some("k2"),
+            "rotation stamps the new key id"
+        );
+    }
+}
+
+#[test]
+fn a_person_seen_in_two_prefectures_gets_one_pseudonym() {
+    let t = transformer("pseudonymized", "k1");
+    let mut g = Generator::new(SimConfig {
+        seed: 5,
+        patients: 300,
+        cross_prefecture_share: 0.5,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let mut sc = Scratch::default();
+    // Pseudonym per (insurer, number) of the input, and the prefectures seen.
+    let mut by_person: HashMap<String, (HashSet<String>, HashSet<String>, HashSet<String>)> =
+        HashMap::new();
+    for i in 0..6000 {
+        let ev = g.next_event();
+        let o = t.transform(&encode(&ev), coords(i), NOW, &mut sc).unwrap();
+        let person = format!(
+            "{}|{}",
+            ev.patient.name_kana.clone().unwrap_or_default(),
+            ev.patient.birth_date.0
+        );
+        let e = by_person.entry(person).or_default();
+        e.0.insert(sc.pseudonym.clone());
+        e.1.insert(ev.hub_prefecture.clone());
+        e.2.insert(o.basis.name().to_owned());
+    }
+    let cross: Vec<_> = by_person
+        .values()
+        .filter(|(_, prefs, _)| prefs.len() > 1)
+        .collect();
+    assert!(
+        cross.len() > 20,
+        "{} patients seen in two prefectures",
+        cross.len()
+    );
+    for (pseudonyms, prefs, bases) in cross {
+        if bases.contains("hub_local") {
+            // Without insurance or kana there is nothing to link on.
+            continue;
+        }
+        assert_eq!(
+            pseudonyms.len(),
+            1,
+            "prefectures {prefs:?}, bases {bases:?}"
+        );
+    }
+}
+
+#[test]
+fn identifiers_typed_differently_by_two_hubs_still_link() {
+    let t = transformer("pseudonymized", "k1");
+    let mut sc = Scratch::default();
+    let ev = events(3, 50)
+        .into_iter()
+        .find(|e| e.patient.insurance.is_some())
+        .unwrap();
+    t.transform(&encode(&ev), coords(0), NOW, &mut sc).unwrap();
+    let p1 = sc.pseudonym.clone();
+    let mut other = ev.clone();
+    let ins = other.patient.insurance.as_mut().unwrap();
+    // Full-width digits, spaces and hyphens, as another hub's system types them.
+    ins.insurer_number = ins
+        .insurer_number
+        .chars()
+        .map(|c| char::from_u32(c as u32 - '0' as u32 + '０' as u32).unwrap())
+        .collect();
+    ins.insured_number = format!(" {}-", ins.insured_number);
+    other.patient.local_patient_id = "OTHER-HUB-1".into();
+    other.facility_code = format!("{}1{}", other.hub_prefecture, "7654321");
+    t.transform(&encode(&other), coords(1), NOW, &mut sc)
+        .unwrap();
+    assert_eq!(sc.pseudonym, p1);
+    // Without insurance, kana typed in half-width links by kana + birth + sex.
+    let mut a = ev.clone();
+    a.patient.insurance = None;
+    let mut b = a.clone();
+    b.patient.name_kana = Some("ﾔﾏﾀﾞ ﾀﾛｳ".into());
+    a.patient.name_kana = Some("やまだ　たろう".into());
+    b.patient.local_patient_id = "X1".into();
+    let oa = t.transform(&encode(&a), coords(2), NOW, &mut sc).unwrap();
+    let pa = sc.pseudonym.clone();
+    let ob = t.transform(&encode(&b), coords(3), NOW, &mut sc).unwrap();
+    assert_eq!(oa.basis.name(), "kana_birth_sex");
+    assert_eq!(ob.basis.name(), "kana_birth_sex");
+    assert_eq!(sc.pseudonym, pa);
+    assert_ne!(pa, p1, "another basis, another linkage key");
+}
+
+#[test]
+fn the_date_shift_is_one_offset_per_patient() {
+    let t = transformer("pseudonymized-shifted", "k1");
+    let mut sc = Scratch::default();
+    let mut offsets: HashMap<String, HashSet<i32>> = HashMap::new();
+    for (i, ev) in events(21, 4000).iter().enumerate() {
+        let o = t
+            .transform(&encode(ev), coords(i as i64), NOW, &mut sc)
+            .unwrap();
+        let r = read(o.event_type, &sc.value);
+        let Value::Date(shifted) = r["event_date"] else {
+            panic!()
+        };
+        let day = chitose_schemas::codec::Date::from_naive(ev.occurred_at.jst_date().unwrap()).0;
+        offsets
+            .entry(sc.pseudonym.clone())
+            .or_default()
+            .insert(shifted - day);
+        // Prefecture-level residence and 3-character ICD-10 in this profile.
+        assert_eq!(
+            r["residence_municipality_code"],
+            Value::Union(0, Box::new(Value::Null))
+        );
+        if o.event_type == EventType::Diagnosis {
+            assert_eq!(r["icd10_code"], Value::Union(0, Box::new(Value::Null)));
+        }
+    }
+    let all: HashSet<i32> = offsets.values().flatten().copied().collect();
+    for (p, o) in &offsets {
+        assert_eq!(o.len(), 1, "patient {p} got offsets {o:?}");
+    }
+    assert!(all.iter().all(|d| d.abs() <= 30), "{all:?}");
+    assert!(all.len() > 20, "offsets vary between patients: {all:?}");
+}
+
+#[test]
+fn bad_records_fail_with_their_class_and_no_value_in_the_message() {
+    let t = transformer("pseudonymized", "k1");
+    let mut sc = Scratch::default();
+    let e = t
+        .transform(b"\xC3\x01garbage", coords(0), NOW, &mut sc)
+        .unwrap_err();
+    assert_eq!(e.class(), "decode");
+    let mut ev = events(4, 1).remove(0);
+    ev.occurred_at = Timestamp(NOW.0 + 86_400_000);
+    let e = t
+        .transform(&encode(&ev), coords(0), NOW, &mut sc)
+        .unwrap_err();
+    assert_eq!(e.class(), "validation");
+    assert!(e.to_string().contains("occurred_at"), "{e}");
+    let mut ev = events(4, 200)
+        .into_iter()
+        .find(|e| e.event_type == EventType::Diagnosis)
+        .unwrap();
+    let Payload::Diagnosis(d) = &mut ev.payload else {
+        panic!()
+    };
+    d.icd10_code = "#99.9".into();
+    let e = t
+        .transform(&encode(&ev), coords(0), NOW, &mut sc)
+        .unwrap_err();
+    assert!(matches!(e, TransformError::Policy { .. }));
+    assert_eq!(
+        e.to_string(),
+        "policy: diagnosis.icd10_code: expected an ICD-10 code in a chapter of the reference table, found a string of 5 characters"
+    );
+}
+
+/// Every direct identifier of an event, in the forms a leak could take.
+fn identifier_forms(ev: &RawEvent) -> Vec<String> {
+    let p = &ev.patient;
+    let mut raw: Vec<String> = vec![p.local_patient_id.clone()];
+    raw.extend(p.name_kanji.clone());
+    raw.extend(p.name_kana.clone());
+    raw.extend(p.phone.clone());
+    raw.extend(p.email.clone());
+    raw.extend(p.address_line.clone());
+    if let Some(i) = &p.insurance
+        && i.insured_number.len() >= 6
+    {
+        raw.push(i.insured_number.clone());
+    }
+    let mut forms = Vec::new();
+    for r in raw {
+        let (mut n, mut k) = (String::new(), String::new());
+        normalize_id(&r, &mut n);
+        normalize_kana(&r, &mut k);
+        forms.push(r);
+        forms.push(n);
+        forms.push(k);
+    }
+    forms.retain(|f| f.chars().count() >= 4);
+    forms
+}
+
+fn full_width(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '0'..='9' | 'A'..='Z' | 'a'..='z' => char::from_u32(c as u32 + 0xFEE0).unwrap(),
+            '-' => '－',
+            c => c,
+        })
+        .collect()
+}
+
+fn half_width_kana(s: &str) -> String {
+    // Enough of the table for the generator's names: NFKC maps these back.
+    const FULL: &str = "アイウエオカキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモヤユヨラリルレロワン";
+    const HALF: &str = "ｱｲｳｴｵｶｷｸｹｺｻｼｽｾｿﾀﾁﾂﾃﾄﾅﾆﾇﾈﾉﾊﾋﾌﾍﾎﾏﾐﾑﾒﾓﾔﾕﾖﾗﾘﾙﾚﾛﾜﾝ";
+    s.chars()
+        .map(|c| {
+            FULL.chars()
+                .position(|f| f == c)
+                .map_or(c, |i| HALF.chars().nth(i).unwrap())
+        })
+        .collect()
+}
+
+mod leak {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Puts an identifier of the event, in some disguise, into some field.
+    fn disguise(ev: &mut RawEvent, which: usize, how: usize, field: usize) {
+        let p = &ev.patient;
+        let ids = [
+            p.name_kanji.clone().unwrap_or_default(),
+            p.name_kana.clone().unwrap_or_default(),
+            p.phone.clone().unwrap_or_default(),
+            p.local_patient_id.clone(),
+            p.address_line.clone().unwrap_or_default(),
+            p.insurance
+                .as_ref()
+                .map(|i| i.insured_number.clone())
+                .unwrap_or_default(),
+        ];
+        let id = &ids[which % ids.len()];
+        let text = match how % 5 {
+            0 => id.clone(),
+            1 => full_width(id),
+            2 => half_width_kana(id),
+            3 => format!("本人 {} 様より", id.replace(['\u{3000}', '-'], "")),
+            _ => id.chars().map(|c| format!("{c} ")).collect(),
+        };
+        match (&mut ev.payload, field % 4) {
+            (_, 0) => ev.event_id = text,
+            (Payload::LabResult(l), _) => {
+                l.test_name = text.clone();
+                l.value_text = Some(text.clone());
+                l.comment = Some(text);
+            }
+            (Payload::Prescription(x), _) => {
+                x.drug_name = Some(text.clone());
+                x.comment = Some(text);
+            }
+            (Payload::Diagnosis(d), _) => {
+                d.disease_name = Some(text.clone());
+                d.comment = Some(text);
+            }
+            (Payload::Vaccination(v), _) => {
+                v.vaccine_name = Some(text.clone());
+                v.lot_number = Some(text);
+            }
+            (Payload::Encounter(e), _) => {
+                e.department_code = Some(text.clone());
+                e.comment = Some(text);
+            }
+            (Payload::Checkup(c), _) => c.comment = Some(text),
+        }
+    }
+
+    pub(super) fn scan(ev: &RawEvent, out: &[u8], pseudonym: &str) {
+        // The pseudonym is an HMAC: blank it so base32 digits cannot match
+        // by chance; everything else is searched as bytes and as NFKC text.
+        let mut bytes = out.to_vec();
+        if let Some(at) = bytes
+            .windows(pseudonym.len())
+            .position(|w| w == pseudonym.as_bytes())
+        {
+            bytes[at..at + pseudonym.len()].fill(b'_');
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let (mut norm, mut kana) = (String::new(), String::new());
+        normalize_id(&text, &mut norm);
+        normalize_kana(&text, &mut kana);
+        for f in identifier_forms(ev) {
+            assert!(
+                !text.contains(&f) && !norm.contains(&f) && !kana.contains(&f),
+                "identifier leaked into the output of {}",
+                ev.event_type.symbol()
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_direct_identifier_reaches_the_output(seed in 0u64..1_000_000, n_adv in 0usize..100) {
+            let t = transformer("pseudonymized", "k1");
+            let mut sc = Scratch::default();
+            let mut g = Generator::new(SimConfig { seed, patients: 200, ..SimConfig::default() }).unwrap();
+            let (mut written, mut refused) = (0, 0);
+            for i in 0..100usize {
+                let mut ev = g.next_event();
+                if i < n_adv {
+                    disguise(&mut ev, i * 7 + seed as usize, i * 3 + seed as usize, i + seed as usize);
+                }
+                match t.transform(&encode(&ev), coords(i as i64), NOW, &mut sc) {
+                    Ok(_) => {
+                        written += 1;
+                        scan(&ev, &sc.value, &sc.pseudonym);
+                    }
+                    Err(e) => {
+                        refused += 1;
+                        prop_assert!(i < n_adv, "a plain generated event was refused: {e}");
+                        prop_assert_eq!(e.class(), "policy");
+                        // The refusal names the kind of identifier, not its value.
+                        for f in identifier_forms(&ev) {
+                            prop_assert!(!e.to_string().contains(&f));
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(written + refused, 100);
+        }
+    }
+}
+
+#[test]
+fn an_identifier_in_a_kept_field_is_refused_and_in_a_dropped_one_vanishes() {
+    let t = transformer("pseudonymized", "k1");
+    let mut sc = Scratch::default();
+    let base = events(9, 400)
+        .into_iter()
+        .find(|e| e.event_type == EventType::LabResult)
+        .unwrap();
+    let name = base.patient.name_kanji.clone().unwrap();
+    let kana = base.patient.name_kana.clone().unwrap();
+    for text in [
+        name.clone(),
+        half_width_kana(&kana),
+        full_width(&base.patient.local_patient_id),
+    ] {
+        let mut ev = base.clone();
+        let Payload::LabResult(l) = &mut ev.payload else {
+            panic!()
+        };
+        l.test_name = format!("HbA1c {text}");
+        let e = t
+            .transform(&encode(&ev), coords(0), NOW, &mut sc)
+            .unwrap_err();
+        assert_eq!(e.class(), "policy");
+        assert!(
+            e.to_string()
+                .starts_with("policy: lab_result.test_name: expected no direct identifier"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains(&text));
+    }
+    let mut ev = base.clone();
+    let Payload::LabResult(l) = &mut ev.payload else {
+        panic!()
+    };
+    l.comment = Some(format!(
+        "{name}様 {}",
+        base.patient.phone.clone().unwrap_or_default()
+    ));
+    t.transform(&encode(&ev), coords(0), NOW, &mut sc).unwrap();
+    leak_scan(&ev, &sc.value, &sc.pseudonym);
+}
+
+fn leak_scan(ev: &RawEvent, out: &[u8], pseudonym: &str) {
+    leak::scan(ev, out, pseudonym)
+}

@@ -1,0 +1,196 @@
+//! Policies are checked at start-up: every error names the file and line,
+//! and `policy explain` is generated from what the transform will do.
+
+use chitose_schemas::catalog::SchemaStore;
+use chitose_transform::core::raw_leaves;
+use chitose_transform::policy::{Policy, PolicyError, SHIPPED};
+
+fn shipped() -> &'static str {
+    SHIPPED[0].1
+}
+
+fn load(text: &str) -> Result<Policy, PolicyError> {
+    Policy::parse("test.toml", text, &raw_leaves(&SchemaStore::embedded()))
+}
+
+fn compile(text: &str) -> Result<(), PolicyError> {
+    let store = SchemaStore::embedded();
+    let p = load(text)?;
+    chitose_transform::plan::compile(&p, &raw_leaves(&store), &store).map(|_| ())
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn shipped_profiles_load_and_compile_for_every_table() {
+    let store = SchemaStore::embedded();
+    for (name, _) in SHIPPED {
+        let p = Policy::load(name, &raw_leaves(&store)).unwrap();
+        assert_eq!(p.profile, *name);
+        assert!(!p.version.is_empty());
+        let plans = chitose_transform::plan::compile(&p, &raw_leaves(&store), &store).unwrap();
+        assert_eq!(plans.len(), 6);
+    }
+}
+
+#[test]
+fn an_unknown_field_is_named_with_its_line() {
+    let text = shipped().replace("sex = \"keep\"", "sex = \"keep\"\ngender = \"keep\"");
+    let e = load(&text).unwrap_err().to_string();
+    let line = line_of(&text, "gender");
+    assert!(
+        e.starts_with(&format!(
+            "test.toml:{line}: [patient] gender: expected a field of the raw schema"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_missing_field_is_named() {
+    let text = shipped().replace("phone = \"drop\"\n", "");
+    let e = load(&text).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "test.toml: [patient] phone: expected a rule for this field of the raw schema (DI), found none"
+    );
+}
+
+#[test]
+fn an_unknown_operation_is_named_with_its_line() {
+    let text = shipped().replace("unit = \"keep\"", "unit = \"hash\"");
+    let e = load(&text).unwrap_err().to_string();
+    let line = line_of(&text, "unit = \"hash\"");
+    assert!(
+        e.starts_with(&format!(
+            "test.toml:{line}: [lab_result] unit: expected one of keep, drop"
+        )),
+        "{e}"
+    );
+    assert!(e.ends_with("found op \"hash\""), "{e}");
+}
+
+#[test]
+fn an_unknown_parameter_and_a_wrong_type_are_refused() {
+    let text = shipped().replace(
+        "{ op = \"age\", top_code = 90 }",
+        "{ op = \"age\", top = 90 }",
+    );
+    let e = load(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("op age: expected parameters top_code, found unknown parameter \"top\""),
+        "{e}"
+    );
+    let text = shipped().replace(
+        "test_name = \"keep\"",
+        "test_name = { op = \"numeric\", top = 5 }",
+    );
+    let e = load(&text).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "[lab_result] test_name: operation numeric does not apply to a field of type Str"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_direct_identifier_cannot_be_kept() {
+    let text = shipped().replace("name_kanji = \"drop\"", "name_kanji = \"keep\"");
+    let e = load(&text).unwrap_err().to_string();
+    let line = line_of(&text, "name_kanji = \"keep\"");
+    assert_eq!(
+        e,
+        format!(
+            "test.toml:{line}: [patient] name_kanji: a direct identifier (DI in the raw schema) must be dropped or used for the pseudonym, found op keep"
+        )
+    );
+}
+
+#[test]
+fn outputs_are_checked_against_the_table_schemas() {
+    // Dropping a field whose column is required leaves the column without a source.
+    let text = shipped().replace("encounter_class = \"keep\"", "encounter_class = \"drop\"");
+    let e = compile(&text).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "test.toml: column encounter_class of chitose.pseudo.Encounter is required, but no rule writes it"
+    );
+    // A date written to a column the table does not have.
+    let text = shipped().replace(
+        "outputs = { onset_month = \"month\" }",
+        "outputs = { onset_year = \"year\" }",
+    );
+    let e = compile(&text).unwrap_err().to_string();
+    let line = line_of(&text, "onset_year");
+    assert_eq!(
+        e,
+        format!(
+            "test.toml:{line}: [diagnosis] onset_date: writes column onset_year, which chitose.pseudo.Diagnosis does not have"
+        )
+    );
+    // Keeping the onset date would write a date where the table has a month string.
+    let text = shipped().replace(
+        "outputs = { onset_month = \"month\" }",
+        "outputs = { onset_month = \"day\" }",
+    );
+    let e = compile(&text).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "writes column onset_month of chitose.pseudo.Diagnosis as Date, but the schema has Str"
+        ),
+        "{e}"
+    );
+    // The last linkage basis must always apply.
+    let text = shipped().replace("\"kana_birth_sex\", \"hub_local\"]", "\"kana_birth_sex\"]");
+    let e = load(&text).unwrap_err().to_string();
+    assert!(e.contains("expected hub_local as the last basis"), "{e}");
+}
+
+#[test]
+fn explain_lists_every_field_of_every_table_from_the_policy() {
+    let store = SchemaStore::embedded();
+    let raw = raw_leaves(&store);
+    for (name, _) in SHIPPED {
+        let p = Policy::load(name, &raw).unwrap();
+        let plans = chitose_transform::plan::compile(&p, &raw, &store).unwrap();
+        let md = chitose_transform::explain::explain(&p, &plans, &raw);
+        for plan in &plans {
+            assert!(md.contains(&format!(
+                "## {} → health.pseudo.{}",
+                plan.event_type.symbol(),
+                plan.event_type.symbol()
+            )));
+            // Every output column appears in the table.
+            for slot in &plan.slots {
+                assert!(md.contains(&slot.name), "{name}: {} missing", slot.name);
+            }
+        }
+        for leaf in &raw {
+            assert!(
+                md.contains(&format!("| {}", leaf.name))
+                    || md.contains(&format!(".{} |", leaf.name)),
+                "{}",
+                leaf.name
+            );
+        }
+        assert!(
+            md.contains("| patient.name_kanji | DI | dropped | — |"),
+            "{md}"
+        );
+    }
+    // Changing the policy changes the explanation: it is not hand-written.
+    let text = SHIPPED[0].1.replace(
+        "height_cm = { op = \"numeric\", bottom = 130.0, top = 195.0 }",
+        "height_cm = \"keep\"",
+    );
+    let p = Policy::parse("x", &text, &raw).unwrap();
+    let plans = chitose_transform::plan::compile(&p, &raw, &store).unwrap();
+    let md = chitose_transform::explain::explain(&p, &plans, &raw);
+    assert!(
+        md.contains("| height_cm | SA | kept as is | height_cm |"),
+        "{md}"
+    );
+}
