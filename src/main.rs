@@ -10,6 +10,9 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod dlq_cmd;
+mod transform_cmd;
+
 /// Event-streaming pipeline for regional health-data hubs.
 #[derive(Parser)]
 #[command(name = "chitose", version, about, long_about = None)]
@@ -25,7 +28,7 @@ enum Command {
     /// Stream a hub's events into Kafka (files, HTTP, simulate).
     Ingest(IngestArgs),
     /// De-identify raw events into the pseudonymized zone.
-    Transform(NotBuilt),
+    Transform(transform_cmd::TransformArgs),
     /// Land pseudonymized events as Parquet in object storage.
     Sink(NotBuilt),
     /// Produce an anonymized data set from the lake.
@@ -35,7 +38,7 @@ enum Command {
     /// Decode a topic's Avro records to JSON lines.
     Tail(NotBuilt),
     /// List and replay dead-lettered records.
-    Dlq(NotBuilt),
+    Dlq(dlq_cmd::DlqArgs),
     /// Verify and audit the lake.
     Lake(NotBuilt),
     /// The Avro contract: list, show and check schemas.
@@ -143,10 +146,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(_) => return not_built("up", "\"chitose up, operations and deployment\""),
         Command::Ingest(args) => ingest(args),
-        Command::Transform(_) => return not_built("transform", "transform"),
+        Command::Transform(args) => transform_cmd::run(args),
         Command::Sink(_) => return not_built("sink", "sink"),
         Command::Release(_) => return not_built("release", "release"),
-        Command::Topics(_) | Command::Tail(_) | Command::Dlq(_) | Command::Lake(_) => {
+        Command::Dlq(args) => dlq_cmd::run(args),
+        Command::Topics(_) | Command::Tail(_) | Command::Lake(_) => {
             return not_built("tools", "\"chitose up, operations and deployment\"");
         }
         Command::Schemas { command } => schemas(command),
@@ -160,7 +164,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logs(json: bool) {
+pub(crate) fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,rdkafka=warn".into());
     let b = tracing_subscriber::fmt()

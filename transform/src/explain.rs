@@ -122,10 +122,16 @@ pub fn explain(policy: &Policy, plans: &[TablePlan], raw: &[Leaf]) -> String {
                 .iter()
                 .find(|l| l.section == rule.section && l.name == rule.field)
                 .map_or("", |l| l.doc.split(':').next().unwrap_or(""));
+            let shared_residence = matches!(rule.op, Op::Residence { .. });
             let cols: Vec<&str> = plan
                 .slots
                 .iter()
-                .filter(|sl| sl.from.as_deref() == Some(from.as_str()))
+                .filter(|sl| {
+                    sl.from.as_deref() == Some(from.as_str())
+                        // postal_code and municipality_code feed the same columns.
+                        || (shared_residence
+                            && matches!(sl.source, Source::ResidenceMunicipality | Source::ResidencePrefecture))
+                })
                 .map(|sl| sl.name.as_str())
                 .collect();
             let field = if rule.section == t {

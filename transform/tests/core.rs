@@ -218,8 +218,9 @@ fn a_person_seen_in_two_prefectures_gets_one_pseudonym() {
     .unwrap();
     let mut sc = Scratch::default();
     // Pseudonym per (insurer, number) of the input, and the prefectures seen.
-    let mut by_person: HashMap<String, (HashSet<String>, HashSet<String>, HashSet<String>)> =
-        HashMap::new();
+    // (pseudonyms, prefectures, bases) per person.
+    type Seen = (HashSet<String>, HashSet<String>, HashSet<String>);
+    let mut by_person: HashMap<String, Seen> = HashMap::new();
     for i in 0..6000 {
         let ev = g.next_event();
         let o = t.transform(&encode(&ev), coords(i), NOW, &mut sc).unwrap();

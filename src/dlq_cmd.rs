@@ -1,0 +1,237 @@
+//! `chitose dlq list | replay`: what was dead-lettered, and re-submitting it
+//! to its source topic after the cause is fixed.
+
+use anyhow::{Context, Result, bail};
+use chitose_runtime::dlq;
+use chitose_runtime::kafka::KafkaSettings;
+use clap::{Args, Subcommand};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `chitose dlq` arguments.
+#[derive(Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    command: DlqCommand,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        global = true,
+        env = "CHITOSE_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    bootstrap: String,
+    /// The dead-letter topic.
+    #[arg(long, global = true, default_value = "health.dlq")]
+    topic: String,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// One line per dead-lettered record (coordinates, stage, class, error —
+    /// never the record), then counts per class.
+    List {
+        /// Show at most this many records (counts cover all).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Re-submit dead-lettered records to their source topics, from where the
+    /// last replay stopped (consumer group `chitose-dlq-replay`) to the end.
+    /// Records that fail again come back to the DLQ at its end.
+    Replay {
+        /// Only records of this error class (decode, validation, policy);
+        /// the others are passed over and not offered again.
+        #[arg(long)]
+        class: Option<String>,
+        /// Only records of this stage.
+        #[arg(long, default_value = "transform")]
+        stage: String,
+        /// Print what would be replayed; send and commit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Assigns every partition of `topic` at `start` (or the group's committed
+/// offsets) and returns the high watermarks to stop at.
+fn assign(c: &BaseConsumer, topic: &str, from_committed: bool) -> Result<BTreeMap<i32, i64>> {
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .context("fetching DLQ metadata")?;
+    let Some(t) = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && !t.partitions().is_empty())
+    else {
+        bail!("topic {topic}: expected it to exist, found no partitions");
+    };
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in t.partitions() {
+        let (low, high) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+        if high > low {
+            ends.insert(p.id(), high);
+        }
+    }
+    if from_committed {
+        let committed = c.committed_offsets(tpl.clone(), Duration::from_secs(10))?;
+        for e in committed.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                tpl.set_partition_offset(topic, e.partition(), Offset::Offset(o))?;
+                if ends.get(&e.partition()).is_some_and(|end| o >= *end) {
+                    ends.remove(&e.partition());
+                }
+            }
+        }
+    }
+    c.assign(&tpl)?;
+    Ok(ends)
+}
+
+/// Reads until every partition reached its end, calling `f` per record.
+fn drain(
+    c: &BaseConsumer,
+    mut ends: BTreeMap<i32, i64>,
+    mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut idle = 0;
+    while !ends.is_empty() {
+        match c.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                if let Some(end) = ends.get(&m.partition()).copied() {
+                    // Records past the end seen at the start arrived during
+                    // this run (a replay's own failures among them): left
+                    // for the next run.
+                    if m.offset() < end {
+                        f(&m)?;
+                    }
+                    if m.offset() + 1 >= end {
+                        ends.remove(&m.partition());
+                    }
+                }
+            }
+            Some(Err(e)) => bail!("reading the DLQ: {e}"),
+            None => {
+                // A partition written in transactions ends with a commit
+                // marker, which is never delivered: its last record's
+                // offset + 1 stays below the high watermark. Quiet for 3 s
+                // after reaching the fetch position means the end.
+                idle += 1;
+                if idle >= 6 {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `chitose dlq …`.
+pub fn run(a: DlqArgs) -> Result<ExitCode> {
+    let kafka = KafkaSettings::at(&a.bootstrap);
+    match a.command {
+        DlqCommand::List { limit } => {
+            let mut cfg = kafka.consumer_config("chitose-dlq-list");
+            // Reads from the start every time; nothing is committed.
+            cfg.set("isolation.level", "read_committed");
+            let c: BaseConsumer = cfg.create()?;
+            let ends = assign(&c, &a.topic, false)?;
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            let mut shown = 0;
+            drain(&c, ends, |m| {
+                let h = |k| dlq::header(m, k).unwrap_or("-");
+                let key = format!("{} {}", h(dlq::STAGE), h(dlq::ERROR_CLASS));
+                *counts.entry(key).or_default() += 1;
+                if shown < limit {
+                    shown += 1;
+                    println!(
+                        "{}/{}\t{}\t{}\t{}/{}/{}\t{}",
+                        m.partition(),
+                        m.offset(),
+                        h(dlq::STAGE),
+                        h(dlq::ERROR_CLASS),
+                        h(dlq::SOURCE_TOPIC),
+                        h(dlq::SOURCE_PARTITION),
+                        h(dlq::SOURCE_OFFSET),
+                        h(dlq::ERROR)
+                    );
+                }
+                Ok(())
+            })?;
+            let total: u64 = counts.values().sum();
+            println!("{total} dead-lettered records");
+            for (k, n) in counts {
+                println!("  {k}: {n}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Replay {
+            class,
+            stage,
+            dry_run,
+        } => {
+            let c: BaseConsumer = kafka.consumer_config("chitose-dlq-replay").create()?;
+            let ends = assign(&c, &a.topic, true)?;
+            let producer: FutureProducer = kafka.producer_config().create()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (mut replayed, mut passed) = (0u64, 0u64);
+            let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut pending = Vec::new();
+            drain(&c, ends, |m| {
+                next.insert(m.partition(), m.offset() + 1);
+                let matches = dlq::header(m, dlq::STAGE) == Some(stage.as_str())
+                    && class
+                        .as_deref()
+                        .is_none_or(|k| dlq::header(m, dlq::ERROR_CLASS) == Some(k));
+                let Some(source) = dlq::header(m, dlq::SOURCE_TOPIC).filter(|_| matches) else {
+                    passed += 1;
+                    return Ok(());
+                };
+                replayed += 1;
+                if dry_run {
+                    println!("would replay {}/{} to {source}", m.partition(), m.offset());
+                    return Ok(());
+                }
+                let mut rec = FutureRecord::to(source)
+                    .payload(m.payload().unwrap_or(&[]))
+                    .headers(dlq::replay_headers(m));
+                if let Some(k) = m.key() {
+                    rec = rec.key(k);
+                }
+                pending.push(producer.send_result(rec).map_err(|(e, _)| {
+                    anyhow::anyhow!("replaying {}/{}: {e}", m.partition(), m.offset())
+                })?);
+                Ok(())
+            })?;
+            if !dry_run {
+                // Commit the cursor only once every replayed record is acknowledged.
+                for f in pending {
+                    rt.block_on(f)
+                        .context("delivery cancelled")?
+                        .map_err(|(e, _)| anyhow::anyhow!("replay not acknowledged: {e}"))?;
+                }
+                let mut tpl = TopicPartitionList::new();
+                for (p, o) in &next {
+                    tpl.add_partition_offset(&a.topic, *p, Offset::Offset(*o))?;
+                }
+                if !next.is_empty() {
+                    c.commit(&tpl, CommitMode::Sync)?;
+                }
+            }
+            println!(
+                "{} {replayed} records, passed over {passed}",
+                if dry_run { "would replay" } else { "replayed" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

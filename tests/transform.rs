@@ -1,0 +1,449 @@
+//! `chitose transform` on nisshi: kill -9 mid-batch and restart loses
+//! nothing, bad records reach the DLQ with their reason, `chitose dlq`
+//! lists and replays them, and the metrics reconcile.
+
+mod helpers;
+
+use apache_avro::types::Value;
+use chitose_ingest::simulate::{Generator, SimConfig};
+use chitose_runtime::kafka::KafkaSettings;
+use chitose_schemas::RawCodec;
+use chitose_schemas::catalog::SchemaStore;
+use chitose_schemas::codec::Timestamp;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const TYPES: [&str; 6] = [
+    "encounter",
+    "diagnosis",
+    "lab_result",
+    "prescription",
+    "checkup",
+    "vaccination",
+];
+
+struct Setup {
+    bootstrap: String,
+    raw: String,
+    prefix: String,
+    dlq: String,
+    config: PathBuf,
+}
+
+fn setup(name: &str, exactly_once: bool) -> Setup {
+    let bootstrap = helpers::nisshi();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let dir = helpers::scratch(name);
+    let keys = dir.join("keys");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chitose"))
+        .args(["transform", "keygen", "--dir", keys.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key_text = std::fs::read_to_string(keys.join("pseudonym-2026a.key")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(key_text.trim()),
+        "keygen printed the key"
+    );
+    let s = Setup {
+        bootstrap: bootstrap.clone(),
+        raw: format!("health.raw.t{id}"),
+        prefix: format!("health.pseudo.t{id}."),
+        dlq: format!("health.dlq.t{id}"),
+        config: dir.join("transform.toml"),
+    };
+    std::fs::write(
+        &s.config,
+        format!(
+            r#"input_pattern = '^health\.raw\.t{id}$'
+output_prefix = "{}"
+dlq_topic = "{}"
+group_id = "transform-{id}"
+exactly_once = {exactly_once}
+batch_max_records = 500
+batch_max_ms = 100
+ops_listen = "127.0.0.1:0"
+
+[keys]
+dir = "{}"
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+"#,
+            s.prefix,
+            s.dlq,
+            keys.display()
+        ),
+    )
+    .unwrap();
+    s
+}
+
+/// Produces `n` raw events (every 50th a garbage record, every 97th from
+/// the future) and returns how many are good.
+fn produce(s: &Setup, n: usize) -> usize {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let settings = KafkaSettings::at(&s.bootstrap);
+    rt.block_on(settings.ensure_topics(&[(&s.raw, 4)])).unwrap();
+    let p: FutureProducer = settings.producer_config().create().unwrap();
+    let codec = RawCodec::new(SchemaStore::embedded());
+    let mut g = Generator::new(SimConfig {
+        seed: 404,
+        patients: 2_000,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let mut good = 0;
+    rt.block_on(async {
+        let mut fs = Vec::new();
+        for i in 0..n {
+            let mut ev = g.next_event();
+            let mut bytes = Vec::new();
+            if i % 50 == 7 {
+                bytes = b"\xC3\x01not an avro record".to_vec();
+            } else {
+                if i % 97 == 5 {
+                    ev.occurred_at = Timestamp(Timestamp::now().0 + 86_400_000);
+                } else {
+                    good += 1;
+                }
+                codec.encode_soe(&ev, &mut bytes);
+            }
+            let key = ev.patient.local_patient_id.clone();
+            fs.push(
+                p.send_result(FutureRecord::to(&s.raw).key(&key).payload(&bytes))
+                    .unwrap(),
+            );
+        }
+        for f in fs {
+            f.await.unwrap().unwrap();
+        }
+    });
+    good
+}
+
+fn run(s: &Setup) -> helpers::Child {
+    helpers::chitose(
+        &["transform", "--config", s.config.to_str().unwrap()],
+        &[("RUST_LOG", "info,rdkafka=warn")],
+    )
+}
+
+/// Output records: (event type, source partition, source offset, bytes-without-transformed_at).
+fn outputs(s: &Setup) -> Vec<(String, i32, i64, Vec<(String, Value)>)> {
+    let store = SchemaStore::embedded();
+    let mut out = Vec::new();
+    for t in TYPES {
+        let entry = store
+            .iter()
+            .find(|e| e.text.contains(&format!("\"chitose.event_type\": \"{t}\"")))
+            .unwrap();
+        for r in helpers::read_topic_bytes(&s.bootstrap, &format!("{}{t}", s.prefix)) {
+            let mut body = &r.value[10..];
+            let Value::Record(fields) =
+                apache_avro::from_avro_datum(&entry.schema, &mut body, None).unwrap()
+            else {
+                panic!()
+            };
+            let get = |k: &str| fields.iter().find(|(n, _)| n == k).unwrap().1.clone();
+            let (Value::Int(p), Value::Long(o)) = (get("source_partition"), get("source_offset"))
+            else {
+                panic!()
+            };
+            assert_eq!(get("source_topic"), Value::String(s.raw.clone()));
+            let stable: Vec<(String, Value)> = fields
+                .into_iter()
+                .filter(|(n, _)| n != "transformed_at")
+                .collect();
+            out.push((t.to_owned(), p, o, stable));
+        }
+    }
+    out
+}
+
+fn committed(s: &Setup) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let group = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("group_id = \"")
+                .map(|g| g.trim_end_matches('"').to_owned())
+        })
+        .unwrap();
+    let c: BaseConsumer = KafkaSettings::at(&s.bootstrap)
+        .consumer_config(&group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition(&s.raw, p);
+    }
+    c.committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .filter_map(|e| e.offset().to_raw())
+        .filter(|o| *o >= 0)
+        .sum()
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn kill_9_run(exactly_once: bool) {
+    let s = setup(
+        if exactly_once {
+            "transform-eos"
+        } else {
+            "transform-alo"
+        },
+        exactly_once,
+    );
+    let n = 12_000;
+    let good = produce(&s, n);
+    let mut child = run(&s);
+    let mut kills = 0;
+    let mut last = 0;
+    // kill -9 whenever progress was made, three times, at moments that
+    // fall inside batches (500 records each, 100 ms).
+    while kills < 3 {
+        std::thread::sleep(Duration::from_millis(700 + 300 * kills));
+        let c = committed(&s);
+        if c > last && c < n as i64 {
+            child.0.kill().unwrap(); // SIGKILL
+            child.0.wait().unwrap();
+            kills += 1;
+            last = c;
+            child = run(&s);
+        }
+        assert!(
+            c < n as i64 || kills > 0,
+            "finished before any kill: make the input longer"
+        );
+        if c >= n as i64 {
+            break;
+        }
+    }
+    wait_until("every raw record committed", 180, || {
+        committed(&s) >= n as i64
+    });
+    let log = child.log();
+    drop(child);
+
+    let outs = outputs(&s);
+    let dlq = helpers::read_topic_bytes(&s.bootstrap, &s.dlq);
+    let mut by_coords: HashMap<(i32, i64), Vec<&Vec<(String, Value)>>> = HashMap::new();
+    for (_, p, o, rec) in &outs {
+        by_coords.entry((*p, *o)).or_default().push(rec);
+    }
+    // Nothing lost: every good record has an output.
+    assert_eq!(
+        by_coords.len(),
+        good,
+        "distinct outputs vs good inputs ({kills} kills)"
+    );
+    // Duplicates carry identical source coordinates and identical content.
+    let dups: usize = by_coords.values().map(|v| v.len() - 1).sum();
+    for v in by_coords.values() {
+        assert!(
+            v.iter().all(|r| *r == v[0]),
+            "a replayed record differs from the first"
+        );
+    }
+    let dlq_coords: HashSet<(String, String)> = dlq
+        .iter()
+        .map(|r| {
+            assert_eq!(r.headers["chitose.dlq.stage"], "transform");
+            assert!(
+                ["decode", "validation"].contains(&r.headers["chitose.dlq.error_class"].as_str())
+            );
+            (
+                r.headers["chitose.dlq.source_partition"].clone(),
+                r.headers["chitose.dlq.source_offset"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(dlq_coords.len(), n - good, "every bad record dead-lettered");
+    eprintln!(
+        "{} mode: {kills} kills, {} outputs for {good} good records ({dups} replays), {} DLQ records for {} bad",
+        if exactly_once {
+            "exactly-once"
+        } else {
+            "at-least-once"
+        },
+        outs.len(),
+        dlq.len(),
+        n - good
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn exactly_once_mode_through_kill_9_loses_nothing() {
+    kill_9_run(true);
+}
+
+#[test]
+fn at_least_once_mode_through_kill_9_loses_nothing_and_replays_keep_coordinates() {
+    kill_9_run(false);
+}
+
+fn chitose_out(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chitose"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn dead_letters_are_listed_and_replayed_and_metrics_reconcile() {
+    let s = setup("transform-dlq", true);
+    let n = 1_000;
+    let good = produce(&s, n);
+    let port = helpers::free_port();
+    let ops = format!("127.0.0.1:{port}");
+    let child = helpers::chitose(
+        &[
+            "transform",
+            "--config",
+            s.config.to_str().unwrap(),
+            "--ops-listen",
+            &ops,
+        ],
+        &[],
+    );
+    wait_until("all committed", 120, || committed(&s) >= n as i64);
+    let url = format!("http://{ops}/metrics");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let scrape = || rt.block_on(async { reqwest::get(&url).await.unwrap().text().await.unwrap() });
+    // Lag is refreshed every 5 s.
+    wait_until("lag gauges", 30, || {
+        scrape().contains("chitose_transform_consumer_lag_records{")
+    });
+    let text = scrape();
+    assert_eq!(
+        metric(&text, "chitose_transform_consumer_lag_records", "partition"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "chitose_transform_records_total", "event_type"),
+        good as f64,
+        "{text}"
+    );
+    let bad = (n - good) as f64;
+    assert_eq!(
+        metric(&text, "chitose_transform_dlq_total", "reason=\"decode\"")
+            + metric(
+                &text,
+                "chitose_transform_dlq_total",
+                "reason=\"validation\""
+            ),
+        bad
+    );
+
+    let (ok, list, err) = chitose_out(&[
+        "dlq",
+        "list",
+        "--bootstrap",
+        &s.bootstrap,
+        "--topic",
+        &s.dlq,
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        list.contains(&format!("{} dead-lettered records", n - good)),
+        "{list}"
+    );
+    assert!(list.contains("transform decode: 20"), "{list}");
+    assert!(
+        list.contains(
+            "validation: occurred_at: expected a time not in the future, found a future time"
+        ),
+        "{list}"
+    );
+
+    // Replay the decode failures: they go back to the raw topic with a
+    // replayed_from header, fail again (nothing was fixed) and return to the
+    // DLQ; a second replay finds nothing new to replay.
+    let (ok, out, err) = chitose_out(&[
+        "dlq",
+        "replay",
+        "--bootstrap",
+        &s.bootstrap,
+        "--topic",
+        &s.dlq,
+        "--class",
+        "decode",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("replayed 20 records"), "{out}");
+    let replayed: Vec<_> = helpers::read_topic_bytes(&s.bootstrap, &s.raw)
+        .into_iter()
+        .filter(|r| r.headers.contains_key("chitose.dlq.replayed_from"))
+        .collect();
+    assert_eq!(replayed.len(), 20);
+    assert!(
+        replayed
+            .iter()
+            .all(|r| r.value == b"\xC3\x01not an avro record")
+    );
+    wait_until("replays dead-lettered again", 60, || {
+        helpers::read_topic_bytes(&s.bootstrap, &s.dlq).len() == n - good + 20
+    });
+    let (ok, out, _) = chitose_out(&[
+        "dlq",
+        "replay",
+        "--bootstrap",
+        &s.bootstrap,
+        "--topic",
+        &s.dlq,
+        "--class",
+        "decode",
+    ]);
+    assert!(ok);
+    // Only the 20 that came back after the first replay's cursor.
+    assert!(out.contains("replayed 20 records"), "{out}");
+    drop(child);
+}
+
+#[test]
+fn a_missing_key_stops_the_start_with_a_clear_error() {
+    let s = setup("transform-nokey", true);
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace("[keys]\n", "[keys]\ncurrent = \"absent\"\n"),
+    )
+    .unwrap();
+    let (ok, _, err) = chitose_out(&["transform", "--config", s.config.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("keys.current: expected key \"absent\""),
+        "{err}"
+    );
+}
