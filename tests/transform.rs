@@ -135,8 +135,11 @@ fn run(s: &Setup) -> helpers::Child {
     )
 }
 
-/// Output records: (event type, source partition, source offset, bytes-without-transformed_at).
-fn outputs(s: &Setup) -> Vec<(String, i32, i64, Vec<(String, Value)>)> {
+/// An output record's fields, transformed_at left out.
+type Fields = Vec<(String, Value)>;
+
+/// Output records: (event type, source partition, source offset, fields).
+fn outputs(s: &Setup) -> Vec<(String, i32, i64, Fields)> {
     let store = SchemaStore::embedded();
     let mut out = Vec::new();
     for t in TYPES {
@@ -244,7 +247,7 @@ fn kill_9_run(exactly_once: bool) {
 
     let outs = outputs(&s);
     let dlq = helpers::read_topic_bytes(&s.bootstrap, &s.dlq);
-    let mut by_coords: HashMap<(i32, i64), Vec<&Vec<(String, Value)>>> = HashMap::new();
+    let mut by_coords: HashMap<(i32, i64), Vec<&Fields>> = HashMap::new();
     for (_, p, o, rec) in &outs {
         by_coords.entry((*p, *o)).or_default().push(rec);
     }
