@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod dlq_cmd;
+mod sink_cmd;
 mod transform_cmd;
 
 /// Event-streaming pipeline for regional health-data hubs.
@@ -30,7 +31,7 @@ enum Command {
     /// De-identify raw events into the pseudonymized zone.
     Transform(transform_cmd::TransformArgs),
     /// Land pseudonymized events as Parquet in object storage.
-    Sink(NotBuilt),
+    Sink(sink_cmd::SinkArgs),
     /// Produce an anonymized data set from the lake.
     Release(NotBuilt),
     /// Create and inspect chitose's topics.
@@ -147,7 +148,7 @@ fn main() -> ExitCode {
         Command::Up(_) => return not_built("up", "\"chitose up, operations and deployment\""),
         Command::Ingest(args) => ingest(args),
         Command::Transform(args) => transform_cmd::run(args),
-        Command::Sink(_) => return not_built("sink", "sink"),
+        Command::Sink(args) => sink_cmd::run(args),
         Command::Release(_) => return not_built("release", "release"),
         Command::Dlq(args) => dlq_cmd::run(args),
         Command::Topics(_) | Command::Tail(_) | Command::Lake(_) => {

@@ -395,3 +395,108 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Pseudonymized records as the transform writes them: `n` generated events
+/// through the pure transform (test key), produced to `<prefix><event_type>`.
+/// Returns the event ids per table.
+pub fn produce_pseudo(
+    bootstrap: &str,
+    prefix: &str,
+    n: usize,
+    seed: u64,
+    partitions: i32,
+) -> HashMap<String, Vec<String>> {
+    use chitose_transform::core::{Coords, Scratch, Transformer, raw_leaves};
+    use chitose_transform::keys::{KeyRing, KeysConfig};
+    let store = SchemaStore::embedded();
+    let keys = KeyRing::from_bytes(
+        std::collections::BTreeMap::from([("test".to_owned(), vec![5u8; 32])]),
+        &KeysConfig {
+            dir: None,
+            current: "test".into(),
+            date_shift: "none".into(),
+        },
+        false,
+    )
+    .unwrap();
+    let policy =
+        chitose_transform::policy::Policy::load("pseudonymized", &raw_leaves(&store)).unwrap();
+    let t = Transformer::new(
+        policy,
+        keys,
+        store.clone(),
+        chitose_schemas::reference::Reference::load().unwrap(),
+    )
+    .unwrap();
+    let codec = RawCodec::new(store);
+    let mut g = Generator::new(SimConfig {
+        seed,
+        patients: 5_000,
+        days: 60,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let settings = KafkaSettings::at(bootstrap);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let topics: Vec<String> = chitose_schemas::raw::EventType::ALL
+        .iter()
+        .map(|e| format!("{prefix}{}", e.symbol()))
+        .collect();
+    let spec: Vec<(&str, i32)> = topics.iter().map(|t| (t.as_str(), partitions)).collect();
+    rt.block_on(settings.ensure_topics(&spec)).unwrap();
+    let p: FutureProducer = settings.producer_config().create().unwrap();
+    let mut ids: HashMap<String, Vec<String>> = HashMap::new();
+    let mut s = Scratch::default();
+    let now = chitose_schemas::codec::Timestamp::now();
+    rt.block_on(async {
+        let mut fs = Vec::with_capacity(n);
+        for i in 0..n {
+            let ev = g.next_event();
+            let mut raw = Vec::new();
+            codec.encode_soe(&ev, &mut raw);
+            let c = Coords {
+                topic: "health.raw.test",
+                partition: 0,
+                offset: i as i64,
+            };
+            let o = t.transform(&raw, c, now, &mut s).unwrap();
+            let topic = format!("{prefix}{}", o.event_type.symbol());
+            ids.entry(o.event_type.symbol().to_owned())
+                .or_default()
+                .push(ev.event_id.clone());
+            fs.push(
+                p.send_result(
+                    FutureRecord::to(&topic)
+                        .key(s.pseudonym.as_bytes())
+                        .payload(&s.value),
+                )
+                .unwrap(),
+            );
+            if fs.len() >= 5_000 {
+                for f in fs.drain(..) {
+                    f.await.unwrap().unwrap();
+                }
+            }
+        }
+        for f in fs {
+            f.await.unwrap().unwrap();
+        }
+    });
+    ids
+}
+
+/// Reads a lake with DuckDB and pyarrow (tests/python/read_lake.py).
+pub fn read_lake(root: &str, s3_endpoint: Option<&str>) -> serde_json::Value {
+    let mut c = std::process::Command::new(python());
+    c.arg(repo().join("tests/python/read_lake.py")).arg(root);
+    if let Some(e) = s3_endpoint {
+        c.arg(e);
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "read_lake.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -1,0 +1,151 @@
+//! `chitose sink` configuration: defaults that work locally, a TOML file,
+//! `CHITOSE_SINK__<KEY>` environment overrides, and flags.
+
+use chitose_runtime::config::ConfigError;
+use chitose_runtime::kafka::KafkaSettings;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The whole sink configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Pseudonymized topics to read, a regex; the table is the topic's last
+    /// dot-separated part.
+    pub input_pattern: String,
+    /// Consumer group; instances of one deployment share it.
+    pub group_id: String,
+    /// This instance's id (in the ledger, for operators).
+    pub instance_id: String,
+    /// The lake: a local folder, or `s3://bucket/prefix`, `gs://…`, `az://…`.
+    pub lake: String,
+    /// object_store options for the lake (`aws_endpoint`, `aws_region`,
+    /// `aws_allow_http`, …); credentials come from the environment.
+    pub lake_options: BTreeMap<String, String>,
+    /// Partition columns after prefecture and event_month, from
+    /// facility_type, sex, age_band, residence_prefecture.
+    pub partition_columns: Vec<String>,
+    /// Close a file at this many rows.
+    pub roll_rows: u64,
+    /// Close a file at this many bytes written.
+    pub roll_bytes: u64,
+    /// Close a file this long after it was opened.
+    pub roll_age_ms: u64,
+    /// Open files at most; over it, the oldest is closed.
+    pub max_open_writers: usize,
+    /// Rows per Parquet row group at most.
+    pub row_group_rows: usize,
+    /// A row group is written out once its encoded size reaches this.
+    pub row_group_bytes: usize,
+    /// Multipart upload part size (S3 needs at least 5 MiB).
+    pub upload_part_bytes: usize,
+    /// Encoded bytes buffered in all open row groups at most; over it, the
+    /// largest row group is written out early.
+    pub max_buffered_bytes: usize,
+    /// Records handled per step at most.
+    pub batch_max_records: usize,
+    /// A step waits at most this long for more records.
+    pub batch_max_ms: u64,
+    /// Extra `.avsc` folder (table versions added after this release).
+    pub schemas_dir: Option<PathBuf>,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub ops_listen: String,
+    /// Kafka connection.
+    pub kafka: KafkaSettings,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            input_pattern: r"^health\.pseudo\..+".into(),
+            group_id: "chitose-sink".into(),
+            instance_id: "0".into(),
+            lake: "./lake".into(),
+            lake_options: BTreeMap::new(),
+            partition_columns: Vec::new(),
+            roll_rows: 1_000_000,
+            roll_bytes: 128 * 1024 * 1024,
+            roll_age_ms: 60_000,
+            max_open_writers: 64,
+            row_group_rows: 128 * 1024,
+            row_group_bytes: 8 * 1024 * 1024,
+            upload_part_bytes: 5 * 1024 * 1024,
+            max_buffered_bytes: 256 * 1024 * 1024,
+            batch_max_records: 10_000,
+            batch_max_ms: 200,
+            schemas_dir: None,
+            ops_listen: "127.0.0.1:9466".into(),
+            kafka: KafkaSettings::default(),
+        }
+    }
+}
+
+/// Keys whose values `--print-config` hides.
+pub const SECRETS: &[&str] = &[
+    "sasl.password",
+    "ssl.key.password",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "azure_storage_account_key",
+    "google_service_account_key",
+];
+
+impl SinkConfig {
+    /// Checks values serde cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, expected: &str, found: String| {
+            Err(ConfigError::Value {
+                key: key.into(),
+                expected: expected.into(),
+                found,
+            })
+        };
+        for c in &self.partition_columns {
+            if !crate::core::EXTRA_PARTITION_COLUMNS.contains(&c.as_str()) {
+                return bad(
+                    "partition_columns",
+                    &format!(
+                        "columns from {}",
+                        crate::core::EXTRA_PARTITION_COLUMNS.join(", ")
+                    ),
+                    format!("{c:?}"),
+                );
+            }
+        }
+        if !self.input_pattern.starts_with('^') {
+            return bad(
+                "input_pattern",
+                "a regex starting with ^",
+                format!("{:?}", self.input_pattern),
+            );
+        }
+        for (k, v) in [
+            ("roll_rows", self.roll_rows),
+            ("roll_bytes", self.roll_bytes),
+            ("roll_age_ms", self.roll_age_ms),
+            ("max_open_writers", self.max_open_writers as u64),
+            ("row_group_rows", self.row_group_rows as u64),
+            ("batch_max_records", self.batch_max_records as u64),
+        ] {
+            if v == 0 {
+                return bad(k, "at least 1", "0".into());
+            }
+        }
+        if self.upload_part_bytes < 5 * 1024 * 1024 && self.lake.starts_with("s3") {
+            return bad(
+                "upload_part_bytes",
+                "at least 5 MiB for S3",
+                self.upload_part_bytes.to_string(),
+            );
+        }
+        if self.lake.trim().is_empty() {
+            return bad(
+                "lake",
+                "a folder or an object store URL",
+                "an empty string".into(),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,435 @@
+//! The pure sink core: framed Avro messages → Arrow record batches, split by
+//! lake partition, with replays dropped. No Kafka, no object store.
+//!
+//! Decoding is arrow-avro's streaming [`Decoder`] fed our own schema store
+//! (our fingerprints: see `chitose_schemas::canonical` for why they are
+//! computed by chitose), so each message goes straight into Arrow columns.
+
+use arrow_array::{Array, RecordBatch, StringArray, UInt32Array};
+use arrow_avro::reader::{Decoder, ReaderBuilder};
+use arrow_avro::schema::{AvroSchema, Fingerprint, SchemaStore as AvroStore};
+use arrow_schema::{DataType, SchemaRef};
+use chitose_schemas::catalog::SchemaStore;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Partition columns a lake may add after `prefecture` and `event_month`
+/// (a fixed list: each multiplies the number of files).
+pub const EXTRA_PARTITION_COLUMNS: &[&str] =
+    &["facility_type", "sex", "age_band", "residence_prefecture"];
+
+/// Why a message cannot be decoded or landed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// Not SOE framed.
+    #[error(
+        "message at offset {offset}: expected a single-object-encoded Avro record (C3 01 + fingerprint), found {found}"
+    )]
+    Framing {
+        /// Kafka offset.
+        offset: i64,
+        /// What was there.
+        found: String,
+    },
+    /// A fingerprint the sink has no schema for.
+    #[error(
+        "message at offset {offset}: expected the fingerprint of a known table schema, found {fingerprint:016x}; add its .avsc to schemas_dir"
+    )]
+    UnknownSchema {
+        /// Kafka offset.
+        offset: i64,
+        /// The fingerprint.
+        fingerprint: u64,
+    },
+    /// A schema version that cannot share a table with the others.
+    #[error(
+        "schema {fingerprint:016x} ({name} v{version}) is incompatible with the table: {reason}"
+    )]
+    Incompatible {
+        /// Fingerprint.
+        fingerprint: u64,
+        /// Record name.
+        name: String,
+        /// Version.
+        version: u32,
+        /// Which column and how.
+        reason: String,
+    },
+    /// The Avro body does not decode.
+    #[error("message at offset {offset}: {message}")]
+    Decode {
+        /// Kafka offset.
+        offset: i64,
+        /// arrow-avro's message (no datum values).
+        message: String,
+    },
+    /// A partition column is missing or null.
+    #[error(
+        "row at offset {offset}: expected partition column {column} to be a non-null string, found {found}"
+    )]
+    Partition {
+        /// Kafka offset.
+        offset: i64,
+        /// Column.
+        column: String,
+        /// What was found.
+        found: String,
+    },
+}
+
+/// One decoded chunk: rows of one schema, with each row's Kafka offset.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// The rows.
+    pub batch: RecordBatch,
+    /// Kafka offset of each row.
+    pub offsets: Vec<i64>,
+    /// Schema fingerprint of the rows.
+    pub fingerprint: u64,
+}
+
+/// Table schemas the sink knows, and arrow-avro decoding for them.
+pub struct Schemas {
+    store: AvroStore,
+    /// fingerprint → Ok(()) or why it may not be landed.
+    compat: HashMap<u64, Result<(), CoreError>>,
+    names: HashMap<u64, (String, u32)>,
+}
+
+impl std::fmt::Debug for Schemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schemas")
+            .field("known", &self.names.len())
+            .finish()
+    }
+}
+
+fn arrow_schema_of(text: &str, fp: u64) -> Option<SchemaRef> {
+    let mut store = AvroStore::new();
+    store
+        .set(Fingerprint::Rabin(fp), AvroSchema::new(text.to_owned()))
+        .ok()?;
+    let d = ReaderBuilder::new()
+        .with_writer_schema_store(store)
+        .with_active_fingerprint(Fingerprint::Rabin(fp))
+        .build_decoder()
+        .ok()?;
+    Some(d.schema())
+}
+
+/// Columns two versions of a table disagree on, if any: a column with
+/// another type, or a required column one version lacks.
+fn incompatibility(a: &SchemaRef, b: &SchemaRef) -> Option<String> {
+    for fa in a.fields() {
+        match b.field_with_name(fa.name()) {
+            Ok(fb) if fb.data_type() != fa.data_type() => {
+                return Some(format!(
+                    "column {} is {} in one version and {} in another",
+                    fa.name(),
+                    fa.data_type(),
+                    fb.data_type()
+                ));
+            }
+            Err(_) if !fa.is_nullable() => {
+                return Some(format!(
+                    "required column {} is missing from another version",
+                    fa.name()
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+impl Schemas {
+    /// Every `chitose.pseudo.*` schema in `store`, checked pairwise per table.
+    pub fn new(store: &SchemaStore) -> Self {
+        let mut avro = AvroStore::new();
+        let mut names = HashMap::new();
+        let mut arrow: Vec<(u64, String, u32, SchemaRef)> = Vec::new();
+        for e in store
+            .iter()
+            .filter(|e| e.full_name.starts_with("chitose.pseudo."))
+        {
+            if avro
+                .set(
+                    Fingerprint::Rabin(e.fingerprint),
+                    AvroSchema::new(e.text.clone()),
+                )
+                .is_ok()
+                && let Some(s) = arrow_schema_of(&e.text, e.fingerprint)
+            {
+                names.insert(e.fingerprint, (e.full_name.clone(), e.version));
+                arrow.push((e.fingerprint, e.full_name.clone(), e.version, s));
+            }
+        }
+        let mut compat = HashMap::new();
+        for (fp, name, version, s) in &arrow {
+            let mut verdict = Ok(());
+            for (ofp, oname, _, os) in &arrow {
+                if oname == name
+                    && ofp != fp
+                    && let Some(reason) = incompatibility(s, os).or_else(|| incompatibility(os, s))
+                {
+                    // The newer version is the one refused: what is in the
+                    // lake already stays readable.
+                    let other_version = names[ofp].1;
+                    if *version > other_version {
+                        verdict = Err(CoreError::Incompatible {
+                            fingerprint: *fp,
+                            name: name.clone(),
+                            version: *version,
+                            reason,
+                        });
+                        break;
+                    }
+                }
+            }
+            compat.insert(*fp, verdict);
+        }
+        Schemas {
+            store: avro,
+            compat,
+            names,
+        }
+    }
+
+    /// A decoder for `batch_size` rows at most.
+    pub fn decoder(&self, batch_size: usize) -> Decoder {
+        ReaderBuilder::new()
+            .with_batch_size(batch_size)
+            .with_writer_schema_store(self.store.clone())
+            .build_decoder()
+            .expect("a store is set")
+    }
+
+    /// Whether a fingerprint may be landed.
+    pub fn check(&self, fingerprint: u64, offset: i64) -> Result<(), CoreError> {
+        match self.compat.get(&fingerprint) {
+            Some(v) => v.clone(),
+            None => Err(CoreError::UnknownSchema {
+                offset,
+                fingerprint,
+            }),
+        }
+    }
+
+    /// Record name and version of a fingerprint.
+    pub fn name(&self, fingerprint: u64) -> Option<&(String, u32)> {
+        self.names.get(&fingerprint)
+    }
+}
+
+/// The fingerprint of an SOE message.
+pub fn fingerprint(msg: &[u8], offset: i64) -> Result<u64, CoreError> {
+    if msg.len() < 10 || msg[..2] != [0xC3, 0x01] {
+        return Err(CoreError::Framing {
+            offset,
+            found: format!(
+                "{} bytes starting {:02x?}",
+                msg.len(),
+                &msg[..msg.len().min(2)]
+            ),
+        });
+    }
+    Ok(u64::from_le_bytes(msg[2..10].try_into().expect("8 bytes")))
+}
+
+/// Decodes messages (all of one table, offsets increasing) into chunks of
+/// one schema each. The first error stops decoding; the chunks before it
+/// and the error's offset are returned, so the caller can land what
+/// decoded and pause at the bad record.
+pub fn decode(
+    schemas: &Schemas,
+    decoder: &mut Decoder,
+    msgs: &[(i64, &[u8])],
+) -> (Vec<Chunk>, Option<CoreError>) {
+    let mut out = Vec::new();
+    let mut offsets = Vec::new();
+    let mut current: Option<u64> = None;
+    let flush = |decoder: &mut Decoder,
+                 offsets: &mut Vec<i64>,
+                 fp: Option<u64>,
+                 out: &mut Vec<Chunk>|
+     -> Result<(), CoreError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let first = offsets[0];
+        let batch = decoder
+            .flush()
+            .map_err(|e| CoreError::Decode {
+                offset: first,
+                message: e.to_string(),
+            })?
+            .expect("rows were decoded");
+        out.push(Chunk {
+            batch,
+            offsets: std::mem::take(offsets),
+            fingerprint: fp.expect("set with the first row"),
+        });
+        Ok(())
+    };
+    for (offset, msg) in msgs {
+        let fp = match fingerprint(msg, *offset)
+            .and_then(|fp| schemas.check(fp, *offset).map(|()| fp))
+        {
+            Ok(fp) => fp,
+            Err(e) => {
+                let r = flush(decoder, &mut offsets, current, &mut out);
+                return (out, Some(r.err().unwrap_or(e)));
+            }
+        };
+        if current != Some(fp) || decoder.batch_is_full() {
+            if let Err(e) = flush(decoder, &mut offsets, current, &mut out) {
+                return (out, Some(e));
+            }
+            current = Some(fp);
+        }
+        match decoder.decode(msg) {
+            Ok(n) if n == msg.len() => offsets.push(*offset),
+            Ok(n) => {
+                return (
+                    out,
+                    Some(CoreError::Decode {
+                        offset: *offset,
+                        message: format!(
+                            "expected one whole record of {} bytes, decoded {n}",
+                            msg.len()
+                        ),
+                    }),
+                );
+            }
+            Err(e) => {
+                return (
+                    out,
+                    Some(CoreError::Decode {
+                        offset: *offset,
+                        message: e.to_string(),
+                    }),
+                );
+            }
+        }
+    }
+    if let Err(e) = flush(decoder, &mut offsets, current, &mut out) {
+        return (out, Some(e));
+    }
+    (out, None)
+}
+
+/// The lake partition of every row: `prefecture=27/event_month=2025-05[/…]`.
+pub fn partition_keys(chunk: &Chunk, extra: &[String]) -> Result<Vec<String>, CoreError> {
+    let mut cols: Vec<(&str, &StringArray)> = Vec::new();
+    for name in ["prefecture", "event_month"]
+        .into_iter()
+        .chain(extra.iter().map(String::as_str))
+    {
+        let col = chunk
+            .batch
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| CoreError::Partition {
+                offset: chunk.offsets[0],
+                column: name.to_owned(),
+                found: "no string column of that name".into(),
+            })?;
+        cols.push((name, col));
+    }
+    let mut keys = Vec::with_capacity(chunk.batch.num_rows());
+    for row in 0..chunk.batch.num_rows() {
+        let mut k = String::with_capacity(40);
+        for (i, (name, col)) in cols.iter().enumerate() {
+            if col.is_null(row) {
+                return Err(CoreError::Partition {
+                    offset: chunk.offsets[row],
+                    column: (*name).to_owned(),
+                    found: "null".into(),
+                });
+            }
+            if i > 0 {
+                k.push('/');
+            }
+            k.push_str(name);
+            k.push('=');
+            // Values are codes (digits, YYYY-MM, bands): nothing to escape,
+            // but a slash would break the layout.
+            k.push_str(&col.value(row).replace('/', "_"));
+        }
+        keys.push(k);
+    }
+    Ok(keys)
+}
+
+/// The source coordinates of every row, as (`topic/partition`, offset).
+pub fn source_coordinates(chunk: &Chunk) -> Option<Vec<(String, i64)>> {
+    let b = &chunk.batch;
+    let topic = b
+        .column_by_name("source_topic")?
+        .as_any()
+        .downcast_ref::<StringArray>()?;
+    let part = b.column_by_name("source_partition")?;
+    let part = part.as_any().downcast_ref::<arrow_array::Int32Array>()?;
+    let off = b.column_by_name("source_offset")?;
+    let off = off.as_any().downcast_ref::<arrow_array::Int64Array>()?;
+    Some(
+        (0..b.num_rows())
+            .map(|i| {
+                (
+                    format!("{}/{}", topic.value(i), part.value(i)),
+                    off.value(i),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Splits rows by key, keeping only rows where `keep` is true, in order.
+/// Returns (key, rows, their offsets).
+pub fn split(
+    chunk: &Chunk,
+    keys: &[String],
+    keep: &[bool],
+) -> Vec<(String, RecordBatch, Vec<i64>)> {
+    let mut groups: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        if keep[i] {
+            groups.entry(k.as_str()).or_default().push(i as u32);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(k, idx)| {
+            let offsets = idx.iter().map(|i| chunk.offsets[*i as usize]).collect();
+            let batch = if idx.len() == chunk.batch.num_rows() {
+                chunk.batch.clone()
+            } else {
+                arrow_select::take::take_record_batch(&chunk.batch, &UInt32Array::from(idx))
+                    .expect("indices are in range")
+            };
+            (k.to_owned(), batch, offsets)
+        })
+        .collect()
+}
+
+/// Table name from a record's full name: `chitose.pseudo.LabResult` → `lab_result`.
+pub fn table_of(full_name: &str) -> String {
+    let short = full_name.rsplit('.').next().unwrap_or(full_name);
+    let mut s = String::new();
+    for (i, c) in short.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            s.push('_');
+        }
+        s.push(c.to_ascii_lowercase());
+    }
+    s
+}
+
+/// Whether a data type is one the analysts' readers get right (used by tests).
+pub fn is_plain(dt: &DataType) -> bool {
+    !matches!(dt, DataType::Union(..) | DataType::Map(..))
+}
+
+/// Shared handle.
+pub type SharedSchemas = Arc<Schemas>;

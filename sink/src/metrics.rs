@@ -1,0 +1,108 @@
+//! Sink metrics. Labels: table, reason, topic, partition — never a value.
+
+use chitose_runtime::lag::LagGauges;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Every sink metric.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    /// The registry served on /metrics.
+    pub registry: Registry,
+    /// Rows in committed files, by table.
+    pub rows: IntCounterVec,
+    /// Bytes of committed files, by table.
+    pub bytes: IntCounterVec,
+    /// Committed files, by table.
+    pub files: IntCounterVec,
+    /// Rows not landed on purpose, by table and reason (replay, landed).
+    pub skipped: IntCounterVec,
+    /// Seconds to close a file and commit it.
+    pub flush: Histogram,
+    /// Open files.
+    pub open_writers: IntGauge,
+    /// Age of the oldest record not yet in a committed file.
+    pub oldest_unflushed: IntGauge,
+    /// Partitions paused, by table and reason.
+    pub paused: IntGaugeVec,
+    /// Lag.
+    pub lag: LagGauges,
+}
+
+impl SinkMetrics {
+    /// Registers everything in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique");
+            c
+        };
+        let rows = counter(
+            "chitose_sink_rows_total",
+            "Rows in committed Parquet files.",
+            &["table"],
+        );
+        let bytes = counter(
+            "chitose_sink_bytes_total",
+            "Bytes of committed Parquet files.",
+            &["table"],
+        );
+        let files = counter(
+            "chitose_sink_files_total",
+            "Committed Parquet files.",
+            &["table"],
+        );
+        let skipped = counter(
+            "chitose_sink_skipped_rows_total",
+            "Rows not landed on purpose: replay (a transform replay, same source coordinates) or landed (already in a committed file).",
+            &["table", "reason"],
+        );
+        let flush = Histogram::with_opts(
+            HistogramOpts::new(
+                "chitose_sink_flush_seconds",
+                "Time to close a file and commit it to the ledger.",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(flush.clone())).expect("unique");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique");
+            g
+        };
+        let open_writers = gauge("chitose_sink_open_writers", "Parquet files being written.");
+        let oldest_unflushed = gauge(
+            "chitose_sink_oldest_unflushed_seconds",
+            "Age of the oldest open file: how long its first record has waited to land.",
+        );
+        let paused = IntGaugeVec::new(
+            Opts::new(
+                "chitose_sink_paused_partitions",
+                "Kafka partitions paused because a record cannot be landed (unknown or incompatible schema, undecodable record).",
+            ),
+            &["table", "reason"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(paused.clone())).expect("unique");
+        let lag = LagGauges::new("sink", &registry);
+        SinkMetrics {
+            registry,
+            rows,
+            bytes,
+            files,
+            skipped,
+            flush,
+            open_writers,
+            oldest_unflushed,
+            paused,
+            lag,
+        }
+    }
+}
+
+impl Default for SinkMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
