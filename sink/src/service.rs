@@ -277,9 +277,7 @@ impl Sink {
         let mut decoder = self.schemas.decoder(self.cfg.batch_max_records.max(1));
         let (chunks, err) = core::decode(&self.schemas, &mut decoder, &input);
         for chunk in &chunks {
-            if let Err(e) = self.land_chunk(key, chunk).await {
-                return Err(e);
-            }
+            self.land_chunk(key, chunk).await?;
         }
         let p = self.parts.get_mut(key).expect("checked");
         match err {
@@ -378,7 +376,7 @@ impl Sink {
                 .get(&pkey)
                 .is_some_and(|f| f.fingerprint != chunk.fingerprint)
             {
-                self.close_files(key, &[pkey.clone()]).await?;
+                self.close_files(key, std::slice::from_ref(&pkey)).await?;
             }
             let p = self.parts.get_mut(key).expect("caller checked");
             if !p.open.contains_key(&pkey) {
