@@ -24,14 +24,18 @@ fn setup(name: &str, lake: Option<String>, extra: &str) -> Setup {
     let prefix = format!("health.pseudo.s{id}.");
     let ops = format!("127.0.0.1:{}", helpers::free_port());
     let config = dir.join("sink.toml");
+    let roll = if extra.contains("roll_age_ms") {
+        ""
+    } else {
+        "roll_age_ms = 1500\n"
+    };
     std::fs::write(
         &config,
         format!(
             r#"input_pattern = '^health\.pseudo\.s{id}\..+'
 group_id = "sink-{id}"
 lake = "{lake}"
-roll_age_ms = 1500
-batch_max_ms = 100
+{roll}batch_max_ms = 100
 ops_listen = "{ops}"
 {extra}
 
@@ -250,4 +254,283 @@ fn two_instances_with_a_rebalance_in_the_middle_still_land_exactly_once() {
     drop(b);
     assert_eq!(ledger_rows(&s.lake), n as u64);
     check_lake(&helpers::read_lake(&s.lake, None), &ids);
+}
+
+fn create_bucket(endpoint: &str) -> String {
+    let bucket = format!("lake-{}", uuid::Uuid::new_v4().simple());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .put(format!("{endpoint}/{bucket}"))
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(status.is_success(), "create bucket: {status}");
+    bucket
+}
+
+fn s3_options(endpoint: &str) -> String {
+    format!(
+        "[lake_options]\naws_endpoint = \"{endpoint}\"\naws_allow_http = \"true\"\naws_region = \"us-east-1\"\n"
+    )
+}
+
+#[test]
+fn on_s3_the_lake_lands_once_and_the_ledger_fences_a_second_writer() {
+    let endpoint = helpers::moto();
+    let bucket = create_bucket(&endpoint);
+    let url = format!("s3://{bucket}/lake");
+    // The ledger's create-only put, through object_store's S3 client.
+    let opts = std::collections::BTreeMap::from([
+        ("aws_endpoint".to_owned(), endpoint.clone()),
+        ("aws_allow_http".to_owned(), "true".to_owned()),
+        ("aws_region".to_owned(), "us-east-1".to_owned()),
+        ("aws_access_key_id".to_owned(), "test".to_owned()),
+        ("aws_secret_access_key".to_owned(), "test".to_owned()),
+    ]);
+    let lake = chitose_sink::lake::Lake::open(&format!("s3://{bucket}/fence"), &opts).unwrap();
+    let commit = chitose_sink::lake::Commit {
+        seq: 7,
+        kind: "claim".into(),
+        owner: "a".into(),
+        epoch: 7,
+        next_offset: 0,
+        landed: vec![],
+        watermarks: Default::default(),
+        files: vec![],
+        at_ms: 0,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(lake.commit("t", 0, &commit)).unwrap();
+    let second = rt.block_on(lake.commit(
+        "t",
+        0,
+        &chitose_sink::lake::Commit {
+            owner: "zombie".into(),
+            ..commit.clone()
+        },
+    ));
+    assert!(
+        matches!(
+            second,
+            Err(chitose_sink::lake::LakeError::Fenced { seq: 7, .. })
+        ),
+        "{second:?}"
+    );
+    assert_eq!(
+        rt.block_on(lake.latest("t", 0)).unwrap().unwrap().owner,
+        "a"
+    );
+
+    let s = setup("sink-s3", Some(url.clone()), &s3_options(&endpoint));
+    let ids = helpers::produce_pseudo(&s.bootstrap, &s.prefix, 4_000, 64, 2);
+    let n: usize = ids.values().map(Vec::len).sum();
+    let child = run(&s, "a", &s.ops);
+    wait_until("all rows committed", 120, || {
+        scrape(&s.ops).is_some_and(|t| metric(&t, "chitose_sink_rows_total") >= n as f64)
+    });
+    drop(child);
+    check_lake(&helpers::read_lake(&url, Some(&endpoint)), &ids);
+}
+
+/// `encounter.v2.avsc`: v1 plus a nullable column; `v3` changes a type.
+fn evolved_schemas(dir: &Path) -> (u64, u64) {
+    let v1: serde_json::Value =
+        serde_json::from_str(include_str!("../schemas/avro/pseudo/encounter.v1.avsc")).unwrap();
+    let mut v2 = v1.clone();
+    v2["chitose.version"] = 2.into();
+    v2["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "name": "visit_channel", "type": ["null", "string"], "default": null,
+            "doc": "SA: in person or online (added in v2)."
+        }));
+    let mut v3 = v2.clone();
+    v3["chitose.version"] = 3.into();
+    for f in v3["fields"].as_array_mut().unwrap() {
+        if f["name"] == "age_at_event" {
+            f["type"] = "string".into();
+        }
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let mut store = chitose_schemas::catalog::SchemaStore::default();
+    let mut fps = Vec::new();
+    for (v, s) in [(2, &v2), (3, &v3)] {
+        let text = serde_json::to_string_pretty(s).unwrap();
+        std::fs::write(dir.join(format!("encounter.v{v}.avsc")), &text).unwrap();
+        fps.push(
+            store
+                .add(&format!("encounter.v{v}.avsc"), &text)
+                .unwrap()
+                .fingerprint,
+        );
+    }
+    (fps[0], fps[1])
+}
+
+/// Re-encodes a v1 encounter record with a later schema.
+fn reencode(v1_msg: &[u8], fingerprint: u64, version: u32, dir: &Path) -> Vec<u8> {
+    use apache_avro::types::Value;
+    let store = chitose_schemas::catalog::SchemaStore::embedded();
+    let v1 = store.latest("chitose.pseudo.Encounter").unwrap();
+    let text = std::fs::read_to_string(dir.join(format!("encounter.v{version}.avsc"))).unwrap();
+    let schema = apache_avro::Schema::parse_str(&text).unwrap();
+    let mut body = &v1_msg[10..];
+    let Value::Record(mut fields) =
+        apache_avro::from_avro_datum(&v1.schema, &mut body, None).unwrap()
+    else {
+        panic!()
+    };
+    fields.push((
+        "visit_channel".into(),
+        Value::Union(1, Box::new(Value::String("online".into()))),
+    ));
+    // Another event from another raw record: not a replay of the v1 one.
+    for (n, v) in fields.iter_mut() {
+        match (n.as_str(), v) {
+            ("event_id", Value::String(id)) => id.push_str(&format!("-v{version}")),
+            ("source_offset", Value::Long(o)) => *o += 1_000_000,
+            _ => {}
+        }
+    }
+    if version == 3 {
+        for (n, v) in fields.iter_mut() {
+            if n == "age_at_event" {
+                *v = Value::String("40".into());
+            }
+        }
+    }
+    let mut out = vec![0xC3, 0x01];
+    out.extend_from_slice(&fingerprint.to_le_bytes());
+    out.extend(apache_avro::to_avro_datum(&schema, Value::Record(fields)).unwrap());
+    out
+}
+
+#[test]
+fn a_compatible_version_adds_columns_and_an_incompatible_one_pauses_its_partition() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let dir = helpers::scratch("schemas");
+    let (fp2, fp3) = evolved_schemas(&dir);
+    let s = setup(
+        "sink-evolve",
+        None,
+        &format!("schemas_dir = \"{}\"\nroll_age_ms = 500", dir.display()),
+    );
+    // v1 records of every table, then v2 and v3 encounters on partition 0.
+    let ids = helpers::produce_pseudo(&s.bootstrap, &s.prefix, 2_000, 65, 1);
+    let enc_topic = format!("{}encounter", s.prefix);
+    let v1_msgs: Vec<Vec<u8>> = helpers::read_topic_bytes(&s.bootstrap, &enc_topic)
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    let p: FutureProducer = chitose_runtime::kafka::KafkaSettings::at(&s.bootstrap)
+        .producer_config()
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let send = |bytes: Vec<u8>| {
+        rt.block_on(p.send(
+            FutureRecord::<(), _>::to(&enc_topic).payload(&bytes),
+            Duration::from_secs(10),
+        ))
+        .unwrap();
+    };
+    for m in &v1_msgs[..50] {
+        send(reencode(m, fp2, 2, &dir));
+    }
+    let v3_offset = (v1_msgs.len() + 50) as i64;
+    for m in &v1_msgs[..5] {
+        send(reencode(m, fp3, 3, &dir));
+    }
+    let child = run(&s, "a", &s.ops);
+    let n: usize = ids.values().map(Vec::len).sum();
+    wait_until("v1 and v2 rows committed, partition paused", 120, || {
+        scrape(&s.ops).is_some_and(|t| {
+            metric(&t, "chitose_sink_rows_total") >= (n + 50) as f64
+                && t.lines().any(|l| {
+                    l.starts_with("chitose_sink_paused_partitions{")
+                        && l.contains("reason=\"incompatible_schema\"")
+                        && l.contains("table=\"encounter\"")
+                        && l.ends_with(" 1")
+                })
+        })
+    });
+    drop(child);
+    // The ledger stops at the first v3 record: nothing after it was skipped.
+    let ledger = Path::new(&s.lake).join("_chitose/ledger/encounter/p000");
+    let newest = walk(&ledger).into_iter().max().unwrap();
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(newest).unwrap()).unwrap();
+    assert_eq!(c["next_offset"].as_i64().unwrap(), v3_offset, "{c}");
+    let lake = helpers::read_lake(&s.lake, None);
+    let enc = &lake["encounter"];
+    assert_eq!(
+        enc["duckdb_rows"].as_u64().unwrap(),
+        (ids["encounter"].len() + 50) as u64,
+        "{enc}"
+    );
+    assert!(
+        enc["duckdb_columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "visit_channel:VARCHAR"),
+        "{enc}"
+    );
+    // The other tables were not held up.
+    assert_eq!(
+        lake["diagnosis"]["duckdb_rows"].as_u64().unwrap(),
+        ids["diagnosis"].len() as u64
+    );
+}
+
+#[test]
+fn two_hundred_active_partitions_keep_memory_bounded() {
+    // age_band as an extra partition column: 8 prefectures x 3 months x ~18
+    // bands per table, far over 200 lake partitions active at once, against
+    // a bound of 64 open files (each costs about 5 MiB of encoder buffers).
+    let s = setup(
+        "sink-memory",
+        None,
+        "partition_columns = [\"age_band\"]\nroll_age_ms = 5000\nmax_open_writers = 64",
+    );
+    let ids = helpers::produce_pseudo(&s.bootstrap, &s.prefix, 40_000, 66, 2);
+    let n: usize = ids.values().map(Vec::len).sum();
+    let mut child = run(&s, "a", &s.ops);
+    let pid = child.0.id().to_string();
+    let mut peak_open = 0.0f64;
+    wait_until("every row committed", 240, || {
+        let t = scrape(&s.ops).unwrap_or_default();
+        peak_open = peak_open.max(metric(&t, "chitose_sink_open_writers"));
+        ledger_rows(&s.lake) >= n as u64
+    });
+    let rss = chitose_runtime::procstat::peak_rss_bytes(&pid).unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let lake = helpers::read_lake(&s.lake, None);
+    let keys: u64 = lake
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|t| t["files"].as_u64().unwrap())
+        .sum();
+    eprintln!(
+        "{keys} files, peak open writers {peak_open}, peak RSS {} MiB",
+        rss >> 20
+    );
+    assert!(peak_open <= 64.0, "{peak_open} open files over the bound");
+    assert!(
+        keys >= 200,
+        "only {keys} files: fewer than 200 partitions were active"
+    );
+    assert!(rss < 512 << 20, "peak RSS {} MiB", rss >> 20);
+    assert_eq!(ledger_rows(&s.lake), n as u64);
+    check_lake(&lake, &ids);
 }

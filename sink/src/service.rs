@@ -378,6 +378,12 @@ impl Sink {
             {
                 self.close_files(key, std::slice::from_ref(&pkey)).await?;
             }
+            if !self.parts[key].open.contains_key(&pkey)
+                && self.open_count() >= self.cfg.max_open_writers
+            {
+                // At the bound: the oldest file closes before a new one opens.
+                self.close_oldest().await?;
+            }
             let p = self.parts.get_mut(key).expect("caller checked");
             if !p.open.contains_key(&pkey) {
                 let first = offsets[0];
@@ -423,6 +429,23 @@ impl Sink {
             }
         }
         self.metrics.open_writers.set(self.open_count() as i64);
+        Ok(())
+    }
+
+    /// Closes the file opened longest ago, in whichever partition.
+    async fn close_oldest(&mut self) -> Result<(), LakeError> {
+        let oldest = self
+            .parts
+            .iter()
+            .flat_map(|(pk, p)| {
+                p.open
+                    .iter()
+                    .map(move |(k, f)| (f.opened, pk.clone(), k.clone()))
+            })
+            .min();
+        if let Some((_, pk, k)) = oldest {
+            self.close_files(&pk, &[k]).await?;
+        }
         Ok(())
     }
 
