@@ -27,7 +27,7 @@ pub fn properties(row_group_rows: usize) -> WriterProperties {
         .set_column_bloom_filter_fpp(ColumnPath::from("pseudonym"), 0.01)
         // Sized for a row group, not the 1M-value default (1.2 MB allocated
         // up front per open file).
-        .set_column_bloom_filter_ndv(ColumnPath::from("pseudonym"), row_group_rows as u64)
+        .set_column_bloom_filter_max_ndv(ColumnPath::from("pseudonym"), row_group_rows as u64)
         .set_created_by(format!("chitose-sink {}", env!("CARGO_PKG_VERSION")))
         .build()
 }
