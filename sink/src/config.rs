@@ -49,6 +49,8 @@ pub struct SinkConfig {
     pub batch_max_ms: u64,
     /// Extra `.avsc` folder (table versions added after this release).
     pub schemas_dir: Option<PathBuf>,
+    /// Confluent-compatible schema registry, for Confluent-framed records.
+    pub registry_url: Option<String>,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub ops_listen: String,
     /// Kafka connection.
@@ -75,6 +77,7 @@ impl Default for SinkConfig {
             batch_max_records: 10_000,
             batch_max_ms: 200,
             schemas_dir: None,
+            registry_url: None,
             ops_listen: "127.0.0.1:9466".into(),
             kafka: KafkaSettings::default(),
         }

@@ -32,6 +32,16 @@ pub enum CoreError {
         /// What was there.
         found: String,
     },
+    /// A Confluent schema id the sink has not mapped to a known schema.
+    #[error(
+        "message at offset {offset}: expected a registry schema id of a known table schema, found {id}; set registry_url or add the schema to schemas_dir"
+    )]
+    UnknownSchemaId {
+        /// Kafka offset.
+        offset: i64,
+        /// The registry id.
+        id: u32,
+    },
     /// A fingerprint the sink has no schema for.
     #[error(
         "message at offset {offset}: expected the fingerprint of a known table schema, found {fingerprint:016x}; add its .avsc to schemas_dir"
@@ -95,6 +105,7 @@ pub struct Schemas {
     /// fingerprint → Ok(()) or why it may not be landed.
     compat: HashMap<u64, Result<(), CoreError>>,
     names: HashMap<u64, (String, u32)>,
+    confluent: HashMap<u32, u64>,
 }
 
 impl std::fmt::Debug for Schemas {
@@ -193,7 +204,18 @@ impl Schemas {
             store: avro,
             compat,
             names,
+            confluent: HashMap::new(),
         }
+    }
+
+    /// Maps a Confluent registry id to the fingerprint of the same schema.
+    pub fn add_confluent_id(&mut self, id: u32, fingerprint: u64) {
+        self.confluent.insert(id, fingerprint);
+    }
+
+    /// Whether a Confluent id is mapped.
+    pub fn knows_confluent_id(&self, id: u32) -> bool {
+        self.confluent.contains_key(&id)
     }
 
     /// A decoder for `batch_size` rows at most.
@@ -237,6 +259,40 @@ pub fn fingerprint(msg: &[u8], offset: i64) -> Result<u64, CoreError> {
     Ok(u64::from_le_bytes(msg[2..10].try_into().expect("8 bytes")))
 }
 
+/// The registry id of a Confluent-framed message, if it is one.
+pub fn confluent_id(msg: &[u8]) -> Option<u32> {
+    match chitose_schemas::framing::unframe(msg) {
+        Ok(chitose_schemas::framing::Framed::Confluent { schema_id, .. }) => Some(schema_id),
+        _ => None,
+    }
+}
+
+/// A Confluent-framed message re-framed as single-object encoding (the
+/// decoder reads one framing; the datum is the same).
+fn as_soe<'m>(
+    schemas: &Schemas,
+    msg: &'m [u8],
+    offset: i64,
+    buf: &'m mut Vec<u8>,
+) -> Result<&'m [u8], CoreError> {
+    match chitose_schemas::framing::unframe(msg) {
+        Ok(chitose_schemas::framing::Framed::Confluent { schema_id, datum }) => {
+            let fp = *schemas
+                .confluent
+                .get(&schema_id)
+                .ok_or(CoreError::UnknownSchemaId {
+                    offset,
+                    id: schema_id,
+                })?;
+            buf.clear();
+            chitose_schemas::framing::put_soe_header(buf, fp);
+            buf.extend_from_slice(datum);
+            Ok(buf.as_slice())
+        }
+        _ => Ok(msg),
+    }
+}
+
 /// Decodes messages (all of one table, offsets increasing) into chunks of
 /// one schema each. The first error stops decoding; the chunks before it
 /// and the error's offset are returned, so the caller can land what
@@ -272,7 +328,15 @@ pub fn decode(
         });
         Ok(())
     };
+    let mut reframed = Vec::new();
     for (offset, msg) in msgs {
+        let msg = match as_soe(schemas, msg, *offset, &mut reframed) {
+            Ok(m) => m,
+            Err(e) => {
+                let r = flush(decoder, &mut offsets, current, &mut out);
+                return (out, Some(r.err().unwrap_or(e)));
+            }
+        };
         let fp = match fingerprint(msg, *offset)
             .and_then(|fp| schemas.check(fp, *offset).map(|()| fp))
         {

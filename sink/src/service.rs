@@ -253,6 +253,43 @@ impl Sink {
         self.parts.values().map(|p| p.open.len()).sum()
     }
 
+    /// Asks the registry (when configured) which schema each new Confluent
+    /// id stands for; ids of schemas the sink knows are mapped to their
+    /// fingerprints.
+    async fn resolve_confluent_ids(&mut self, input: &[(i64, &[u8])]) {
+        use chitose_schemas::registry::SchemaRegistry;
+        let Some(url) = self.cfg.registry_url.clone() else {
+            return;
+        };
+        let ids: std::collections::BTreeSet<u32> = input
+            .iter()
+            .filter_map(|(_, m)| core::confluent_id(m))
+            .filter(|id| !self.schemas.knows_confluent_id(*id))
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let registry = chitose_runtime::registry::HttpRegistry::new(url);
+        for id in ids {
+            match registry.schema_by_id(id).await {
+                Ok(text) => {
+                    let mut probe = SchemaStore::default();
+                    match probe.add(&format!("registry/{id}.avsc"), &text) {
+                        Ok(entry) if self.schemas.name(entry.fingerprint).is_some() => {
+                            self.schemas.add_confluent_id(id, entry.fingerprint);
+                        }
+                        Ok(_) => tracing::warn!(
+                            id,
+                            "registry schema is not one of the sink's table schemas"
+                        ),
+                        Err(e) => tracing::warn!(id, error = %e, "registry schema does not parse"),
+                    }
+                }
+                Err(e) => tracing::warn!(id, error = %e, "schema registry lookup failed"),
+            }
+        }
+    }
+
     /// Lands the rows of one polled batch of a partition.
     async fn land(
         &mut self,
@@ -274,6 +311,7 @@ impl Sink {
         if input.is_empty() {
             return Ok(None);
         }
+        self.resolve_confluent_ids(&input).await;
         let mut decoder = self.schemas.decoder(self.cfg.batch_max_records.max(1));
         let (chunks, err) = core::decode(&self.schemas, &mut decoder, &input);
         for chunk in &chunks {
@@ -288,6 +326,7 @@ impl Sink {
             Some(e) => {
                 let at = match &e {
                     CoreError::Framing { offset, .. }
+                    | CoreError::UnknownSchemaId { offset, .. }
                     | CoreError::UnknownSchema { offset, .. }
                     | CoreError::Decode { offset, .. }
                     | CoreError::Partition { offset, .. } => *offset,
@@ -303,7 +342,9 @@ impl Sink {
                 };
                 p.position = at;
                 let reason = match e {
-                    CoreError::UnknownSchema { .. } => "unknown_schema",
+                    CoreError::UnknownSchema { .. } | CoreError::UnknownSchemaId { .. } => {
+                        "unknown_schema"
+                    }
                     CoreError::Incompatible { .. } => "incompatible_schema",
                     CoreError::Partition { .. } => "partition_column",
                     _ => "undecodable",

@@ -1,0 +1,204 @@
+//! The pure sink core on transform output: both framings decode to the same
+//! Arrow rows, partition keys and replay inputs come from the columns, and
+//! schema versions are judged before anything lands.
+
+use arrow_array::{Array, StringArray};
+use chitose_schemas::catalog::SchemaStore;
+use chitose_sink::core::{self, CoreError, Schemas};
+use chitose_transform::core::{Coords, Scratch, Transformer, raw_leaves};
+use chitose_transform::keys::{KeyRing, KeysConfig};
+use std::collections::BTreeMap;
+
+/// (offset, SOE bytes) of encounter records through the pure transform.
+fn encounters(n: usize) -> Vec<(i64, Vec<u8>)> {
+    let store = SchemaStore::embedded();
+    let keys = KeyRing::from_bytes(
+        BTreeMap::from([("k".to_owned(), vec![1u8; 32])]),
+        &KeysConfig {
+            dir: None,
+            current: "k".into(),
+            date_shift: "none".into(),
+        },
+        false,
+    )
+    .unwrap();
+    let policy =
+        chitose_transform::policy::Policy::load("pseudonymized", &raw_leaves(&store)).unwrap();
+    let t = Transformer::new(
+        policy,
+        keys,
+        store.clone(),
+        chitose_schemas::reference::Reference::load().unwrap(),
+    )
+    .unwrap();
+    let codec = chitose_schemas::RawCodec::new(store);
+    let mut g = chitose_ingest::simulate::Generator::new(chitose_ingest::simulate::SimConfig {
+        seed: 3,
+        patients: 300,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut s = Scratch::default();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while out.len() < n {
+        let ev = g.next_event();
+        if ev.event_type != chitose_schemas::raw::EventType::Encounter {
+            continue;
+        }
+        let mut raw = Vec::new();
+        codec.encode_soe(&ev, &mut raw);
+        let c = Coords {
+            topic: "health.raw.27",
+            partition: 1,
+            offset: i,
+        };
+        t.transform(&raw, c, chitose_schemas::codec::Timestamp::now(), &mut s)
+            .unwrap();
+        out.push((100 + i, s.value.clone()));
+        i += 1;
+    }
+    out
+}
+
+fn refs(m: &[(i64, Vec<u8>)]) -> Vec<(i64, &[u8])> {
+    m.iter().map(|(o, b)| (*o, b.as_slice())).collect()
+}
+
+#[test]
+fn soe_and_confluent_framing_decode_to_the_same_rows() {
+    let msgs = encounters(300);
+    let mut schemas = Schemas::new(&SchemaStore::embedded());
+    let mut d = schemas.decoder(128);
+    let (chunks, err) = core::decode(&schemas, &mut d, &refs(&msgs));
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(
+        chunks.iter().map(|c| c.batch.num_rows()).sum::<usize>(),
+        300
+    );
+    assert_eq!(chunks.len(), 3, "batches of 128");
+    assert_eq!(chunks[0].offsets[..3], [100, 101, 102]);
+    // The same datums behind a Confluent header (00 + id 42).
+    let fp = u64::from_le_bytes(msgs[0].1[2..10].try_into().unwrap());
+    let confluent: Vec<(i64, Vec<u8>)> = msgs
+        .iter()
+        .map(|(o, m)| {
+            let mut c = vec![0, 0, 0, 0, 42];
+            c.extend_from_slice(&m[10..]);
+            (*o, c)
+        })
+        .collect();
+    let (none, err) = core::decode(&schemas, &mut schemas.decoder(128), &refs(&confluent));
+    assert!(none.is_empty());
+    assert_eq!(
+        err,
+        Some(CoreError::UnknownSchemaId {
+            offset: 100,
+            id: 42
+        })
+    );
+    schemas.add_confluent_id(42, fp);
+    let (again, err) = core::decode(&schemas, &mut schemas.decoder(128), &refs(&confluent));
+    assert!(err.is_none());
+    for (a, b) in chunks.iter().zip(&again) {
+        assert_eq!(a.batch, b.batch);
+    }
+}
+
+#[test]
+fn an_unknown_fingerprint_stops_at_its_offset_after_landing_what_came_before() {
+    let mut msgs = encounters(20);
+    msgs[12].1[2..10].copy_from_slice(&7u64.to_le_bytes());
+    let schemas = Schemas::new(&SchemaStore::embedded());
+    let (chunks, err) = core::decode(&schemas, &mut schemas.decoder(1000), &refs(&msgs));
+    assert_eq!(chunks.iter().map(|c| c.batch.num_rows()).sum::<usize>(), 12);
+    assert_eq!(
+        err,
+        Some(CoreError::UnknownSchema {
+            offset: 112,
+            fingerprint: 7
+        })
+    );
+    assert!(
+        err.unwrap()
+            .to_string()
+            .contains("add its .avsc to schemas_dir")
+    );
+}
+
+#[test]
+fn partition_keys_coordinates_and_split_follow_the_columns() {
+    let msgs = encounters(200);
+    let schemas = Schemas::new(&SchemaStore::embedded());
+    let (chunks, _) = core::decode(&schemas, &mut schemas.decoder(1000), &refs(&msgs));
+    let c = &chunks[0];
+    let keys = core::partition_keys(c, &["facility_type".to_owned()]).unwrap();
+    let pref = c.batch.column_by_name("prefecture").unwrap();
+    let pref = pref.as_any().downcast_ref::<StringArray>().unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        assert!(
+            k.starts_with(&format!("prefecture={}/event_month=", pref.value(i))),
+            "{k}"
+        );
+        assert!(k.ends_with("/facility_type=medical"), "{k}");
+    }
+    let coords = core::source_coordinates(c).unwrap();
+    assert_eq!(coords[5], ("health.raw.27/1".to_owned(), 5));
+    let mut keep = vec![true; keys.len()];
+    keep[0] = false;
+    let parts = core::split(c, &keys, &keep);
+    assert_eq!(
+        parts.iter().map(|(_, b, _)| b.num_rows()).sum::<usize>(),
+        199
+    );
+    for (k, b, offs) in &parts {
+        assert_eq!(b.num_rows(), offs.len());
+        assert!(
+            offs.windows(2).all(|w| w[0] < w[1]),
+            "offsets stay in order"
+        );
+        assert!(!offs.contains(&100), "the dropped row is gone");
+        assert!(keys.iter().filter(|x| *x == k).count() >= offs.len());
+    }
+}
+
+#[test]
+fn a_version_that_changes_a_column_type_is_refused_and_one_that_adds_a_column_is_not() {
+    let v1: serde_json::Value =
+        serde_json::from_str(include_str!("../../schemas/avro/pseudo/encounter.v1.avsc")).unwrap();
+    let mut v2 = v1.clone();
+    v2["chitose.version"] = 2.into();
+    v2["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "x", "type": ["null", "string"], "default": null}));
+    let mut v3 = v2.clone();
+    v3["chitose.version"] = 3.into();
+    for f in v3["fields"].as_array_mut().unwrap() {
+        if f["name"] == "age_band" {
+            f["type"] = "int".into();
+        }
+    }
+    let mut store = SchemaStore::embedded();
+    let e2 = store.add("v2", &v2.to_string()).unwrap();
+    let e3 = store.add("v3", &v3.to_string()).unwrap();
+    let schemas = Schemas::new(&store);
+    assert!(schemas.check(e2.fingerprint, 0).is_ok());
+    let err = schemas.check(e3.fingerprint, 0).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "chitose.pseudo.Encounter v3) is incompatible with the table: column age_band is"
+        ),
+        "{err}"
+    );
+    // The shipped schemas are all landable.
+    for e in SchemaStore::embedded()
+        .iter()
+        .filter(|e| e.full_name.starts_with("chitose.pseudo."))
+    {
+        assert!(schemas.check(e.fingerprint, 0).is_ok(), "{}", e.full_name);
+        assert!(schemas.name(e.fingerprint).is_some());
+        let _ = core::table_of(&e.full_name);
+    }
+    assert_eq!(core::table_of("chitose.pseudo.LabResult"), "lab_result");
+}
