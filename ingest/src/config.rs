@@ -157,11 +157,7 @@ impl IngestConfig {
     /// Checks values serde cannot; the error names the key.
     pub fn validate(&self) -> Result<(), chitose_runtime::config::ConfigError> {
         let bad = |key: &str, expected: &str, found: String| {
-            Err(chitose_runtime::config::ConfigError::Value {
-                key: key.into(),
-                expected: expected.into(),
-                found,
-            })
+            chitose_runtime::config::ConfigError::value(key, expected, found)
         };
         let reference = chitose_schemas::reference::Reference::load().expect("shipped tables load");
         if reference.prefecture(&self.prefecture).is_none() {

@@ -39,6 +39,18 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// `Err(Value { .. })`: what every service's `validate` returns for a
+    /// value outside what it accepts.
+    pub fn value<T>(key: &str, expected: &str, found: impl Into<String>) -> Result<T, ConfigError> {
+        Err(ConfigError::Value {
+            key: key.into(),
+            expected: expected.into(),
+            found: found.into(),
+        })
+    }
+}
+
 fn merge(base: &mut Value, over: Value) {
     match (base, over) {
         (Value::Table(b), Value::Table(o)) => {

@@ -35,9 +35,8 @@ pub struct Reason<'a> {
     pub message: &'a str,
 }
 
-/// The DLQ headers for `msg`: its own headers first (except earlier DLQ
-/// headers), then the reason and source coordinates.
-pub fn headers<M: Message>(msg: &M, reason: &Reason<'_>) -> OwnedHeaders {
+/// `msg`'s own headers without earlier DLQ ones.
+fn own_headers<M: Message>(msg: &M) -> OwnedHeaders {
     let mut h = OwnedHeaders::new();
     if let Some(orig) = msg.headers() {
         for i in 0..orig.count() {
@@ -50,6 +49,13 @@ pub fn headers<M: Message>(msg: &M, reason: &Reason<'_>) -> OwnedHeaders {
             }
         }
     }
+    h
+}
+
+/// The DLQ headers for `msg`: its own headers first (except earlier DLQ
+/// headers), then the reason and source coordinates.
+pub fn headers<M: Message>(msg: &M, reason: &Reason<'_>) -> OwnedHeaders {
+    let mut h = own_headers(msg);
     let partition = msg.partition().to_string();
     let offset = msg.offset().to_string();
     for (k, v) in [
@@ -81,18 +87,7 @@ pub fn header<'m, M: Message>(msg: &'m M, key: &str) -> Option<&'m str> {
 /// The record's headers minus the DLQ ones, plus [`REPLAYED_FROM`]: what
 /// a replay sends back to the source topic.
 pub fn replay_headers<M: Message>(msg: &M) -> OwnedHeaders {
-    let mut h = OwnedHeaders::new();
-    if let Some(orig) = msg.headers() {
-        for i in 0..orig.count() {
-            let x = orig.get(i);
-            if !x.key.starts_with("chitose.dlq.") {
-                h = h.insert(Header {
-                    key: x.key,
-                    value: x.value,
-                });
-            }
-        }
-    }
+    let h = own_headers(msg);
     let from = format!("{}/{}", msg.partition(), msg.offset());
     h.insert(Header {
         key: REPLAYED_FROM,

@@ -21,29 +21,9 @@ use std::sync::Arc;
 
 /// (table, SOE bytes) of `n` generated events through the pure transform.
 fn records(n: usize) -> Vec<(String, Vec<u8>)> {
-    use chitose_transform::core::{Coords, Scratch, Transformer, raw_leaves};
-    use chitose_transform::keys::{KeyRing, KeysConfig};
-    let store = SchemaStore::embedded();
-    let keys = KeyRing::from_bytes(
-        BTreeMap::from([("bench".to_owned(), vec![5u8; 32])]),
-        &KeysConfig {
-            dir: None,
-            current: "bench".into(),
-            date_shift: "none".into(),
-        },
-        false,
-    )
-    .unwrap();
-    let policy =
-        chitose_transform::policy::Policy::load("pseudonymized", &raw_leaves(&store)).unwrap();
-    let t = Transformer::new(
-        policy,
-        keys,
-        store.clone(),
-        chitose_schemas::reference::Reference::load().unwrap(),
-    )
-    .unwrap();
-    let codec = chitose_schemas::RawCodec::new(store);
+    use chitose_transform::core::{Coords, Scratch};
+    let t = chitose_transform::core::fixed_key_transformer("pseudonymized");
+    let codec = chitose_schemas::RawCodec::new(SchemaStore::embedded());
     let mut g = chitose_ingest::simulate::Generator::new(chitose_ingest::simulate::SimConfig {
         seed: 7,
         patients: 20_000,
@@ -66,6 +46,27 @@ fn records(n: usize) -> Vec<(String, Vec<u8>)> {
             (o.event_type.symbol().to_owned(), s.value.clone())
         })
         .collect()
+}
+
+/// Rows in committed files, from the ledger.
+fn ledger_rows(lake: &std::path::Path) -> u64 {
+    fn walk(d: &std::path::Path, total: &mut u64) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, total);
+            } else if let Ok(Ok(v)) =
+                std::fs::read(&p).map(|b| serde_json::from_slice::<serde_json::Value>(&b))
+            {
+                *total += v["files"]
+                    .as_array()
+                    .map_or(0, |f| f.iter().filter_map(|x| x["rows"].as_u64()).sum());
+            }
+        }
+    }
+    let mut total = 0;
+    walk(&lake.join("_chitose/ledger"), &mut total);
+    total
 }
 
 fn main() {
@@ -166,6 +167,62 @@ fn main() {
             });
         },
     ));
+    // Through MockCluster: the sink service, records already in the topics.
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let mut cfg = chitose_sink::config::SinkConfig {
+        ops_listen: "127.0.0.1:0".into(),
+        lake: std::env::temp_dir()
+            .join(format!("chitose-sink-bench-{}", std::process::id()))
+            .display()
+            .to_string(),
+        roll_age_ms: 2_000,
+        ..Default::default()
+    };
+    cfg.kafka.bootstrap_servers = mock.bootstrap_servers();
+    for t in by_table.keys() {
+        mock.create_topic(&format!("health.pseudo.{t}"), 6, 1)
+            .unwrap();
+    }
+    {
+        use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+        let p: ThreadedProducer<_> = cfg.kafka.producer_config().create().unwrap();
+        for (i, (t, m)) in msgs.iter().enumerate() {
+            let topic = format!("health.pseudo.{t}");
+            let key = (i % 1000).to_string();
+            while p.send(BaseRecord::to(&topic).key(&key).payload(m)).is_err() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        p.flush(std::time::Duration::from_secs(60)).unwrap();
+    }
+    let lake_dir = std::path::PathBuf::from(&cfg.lake);
+    results.push(measure(
+        "sink service ← MockCluster → local lake",
+        n as u64,
+        || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (trigger, shutdown) = chitose_runtime::shutdown::Shutdown::new();
+                let h = tokio::spawn(chitose_sink::service::run(cfg.clone(), shutdown));
+                // Every record is read once the rows landed plus the rows still
+                // open reach n: stop then (SIGTERM-like), which commits the rest.
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    if ledger_rows(&lake_dir) >= n as u64 {
+                        break;
+                    }
+                }
+                trigger.trigger();
+                let s = h.await.unwrap().unwrap();
+                assert_eq!(s.rows, n as u64, "{s:?}");
+            });
+        },
+    ));
+    let _ = std::fs::remove_dir_all(&lake_dir);
     println!(
         "sink benchmark: {n} records, {:.0} bytes/record of Avro, raw Parquet {} bytes, {} cores",
         bytes as f64 / n as f64,

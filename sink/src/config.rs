@@ -97,13 +97,8 @@ pub const SECRETS: &[&str] = &[
 impl SinkConfig {
     /// Checks values serde cannot; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, expected: &str, found: String| {
-            Err(ConfigError::Value {
-                key: key.into(),
-                expected: expected.into(),
-                found,
-            })
-        };
+        let bad =
+            |key: &str, expected: &str, found: String| ConfigError::value(key, expected, found);
         for c in &self.partition_columns {
             if !crate::core::EXTRA_PARTITION_COLUMNS.contains(&c.as_str()) {
                 return bad(

@@ -719,26 +719,8 @@ pub async fn run(cfg: SinkConfig, mut shutdown: Shutdown) -> Result<RunSummary, 
                     }
                 }
                 Event::Assigned(ps) => {
-                    for (topic, partition) in ps {
-                        let low = consumer
-                            .fetch_watermarks(&topic, partition, Duration::from_secs(10))
-                            .map(|(l, _)| l)
-                            .unwrap_or(0);
-                        match sink.recover(&topic, partition, low).await {
-                            Ok(start) => {
-                                let mut tpl = TopicPartitionList::new();
-                                tpl.add_partition_offset(&topic, partition, Offset::Offset(start))?;
-                                consumer.seek_partitions(tpl.clone(), Duration::from_secs(10))?;
-                                consumer.resume(&tpl)?;
-                                tracing::info!(%topic, partition, start, "partition recovered from the ledger");
-                            }
-                            Err(e) => {
-                                // Left paused; the group will hand it to a
-                                // healthier instance or this one retries
-                                // after the next rebalance.
-                                tracing::error!(%topic, partition, error = %e, "recovery failed; partition stays paused");
-                            }
-                        }
+                    for key in ps {
+                        recover_and_seek(&mut sink, &consumer, &key).await;
                     }
                 }
             }
@@ -814,20 +796,41 @@ pub async fn run(cfg: SinkConfig, mut shutdown: Shutdown) -> Result<RunSummary, 
 /// and stays paused until the group moves the partition).
 async fn reset(sink: &mut Sink, consumer: &StreamConsumer<Ctx>, key: &(String, i32)) {
     sink.abandon(key).await;
+    recover_and_seek(sink, consumer, key).await;
+}
+
+/// Recovers a partition from the ledger, seeks to its `next_offset` and
+/// resumes it; on failure it stays paused (the group hands it to a healthier
+/// instance, or this one retries after the next rebalance).
+async fn recover_and_seek(sink: &mut Sink, consumer: &StreamConsumer<Ctx>, key: &(String, i32)) {
+    let (topic, partition) = (&key.0, key.1);
     let low = consumer
-        .fetch_watermarks(&key.0, key.1, Duration::from_secs(10))
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
         .map(|(l, _)| l)
         .unwrap_or(0);
-    match sink.recover(&key.0, key.1, low).await {
+    let mut tpl = TopicPartitionList::new();
+    match sink.recover(topic, partition, low).await {
         Ok(start) => {
-            let mut tpl = TopicPartitionList::new();
-            let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(start));
-            let _ = consumer.seek_partitions(tpl, Duration::from_secs(10));
+            let seek = tpl
+                .add_partition_offset(topic, partition, Offset::Offset(start))
+                .and_then(|()| {
+                    consumer
+                        .seek_partitions(tpl.clone(), Duration::from_secs(10))
+                        .map(|_| ())
+                })
+                .and_then(|()| consumer.resume(&tpl));
+            match seek {
+                Ok(()) => {
+                    tracing::info!(%topic, partition, start, "partition recovered from the ledger")
+                }
+                Err(e) => {
+                    tracing::error!(%topic, partition, error = %e, "seek after recovery failed")
+                }
+            }
         }
         Err(e) => {
-            tracing::error!(topic = %key.0, partition = key.1, error = %e, "recovery failed; pausing the partition");
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&key.0, key.1);
+            tracing::error!(%topic, partition, error = %e, "recovery failed; the partition stays paused");
+            tpl.add_partition(topic, partition);
             let _ = consumer.pause(&tpl);
         }
     }

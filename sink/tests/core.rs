@@ -5,33 +5,12 @@
 use arrow_array::{Array, StringArray};
 use chitose_schemas::catalog::SchemaStore;
 use chitose_sink::core::{self, CoreError, Schemas};
-use chitose_transform::core::{Coords, Scratch, Transformer, raw_leaves};
-use chitose_transform::keys::{KeyRing, KeysConfig};
-use std::collections::BTreeMap;
+use chitose_transform::core::{Coords, Scratch};
 
 /// (offset, SOE bytes) of encounter records through the pure transform.
 fn encounters(n: usize) -> Vec<(i64, Vec<u8>)> {
-    let store = SchemaStore::embedded();
-    let keys = KeyRing::from_bytes(
-        BTreeMap::from([("k".to_owned(), vec![1u8; 32])]),
-        &KeysConfig {
-            dir: None,
-            current: "k".into(),
-            date_shift: "none".into(),
-        },
-        false,
-    )
-    .unwrap();
-    let policy =
-        chitose_transform::policy::Policy::load("pseudonymized", &raw_leaves(&store)).unwrap();
-    let t = Transformer::new(
-        policy,
-        keys,
-        store.clone(),
-        chitose_schemas::reference::Reference::load().unwrap(),
-    )
-    .unwrap();
-    let codec = chitose_schemas::RawCodec::new(store);
+    let t = chitose_transform::core::fixed_key_transformer("pseudonymized");
+    let codec = chitose_schemas::RawCodec::new(SchemaStore::embedded());
     let mut g = chitose_ingest::simulate::Generator::new(chitose_ingest::simulate::SimConfig {
         seed: 3,
         patients: 300,

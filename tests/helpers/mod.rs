@@ -406,29 +406,9 @@ pub fn produce_pseudo(
     seed: u64,
     partitions: i32,
 ) -> HashMap<String, Vec<String>> {
-    use chitose_transform::core::{Coords, Scratch, Transformer, raw_leaves};
-    use chitose_transform::keys::{KeyRing, KeysConfig};
-    let store = SchemaStore::embedded();
-    let keys = KeyRing::from_bytes(
-        std::collections::BTreeMap::from([("test".to_owned(), vec![5u8; 32])]),
-        &KeysConfig {
-            dir: None,
-            current: "test".into(),
-            date_shift: "none".into(),
-        },
-        false,
-    )
-    .unwrap();
-    let policy =
-        chitose_transform::policy::Policy::load("pseudonymized", &raw_leaves(&store)).unwrap();
-    let t = Transformer::new(
-        policy,
-        keys,
-        store.clone(),
-        chitose_schemas::reference::Reference::load().unwrap(),
-    )
-    .unwrap();
-    let codec = RawCodec::new(store);
+    use chitose_transform::core::{Coords, Scratch};
+    let t = chitose_transform::core::fixed_key_transformer("pseudonymized");
+    let codec = RawCodec::new(SchemaStore::embedded());
     let mut g = Generator::new(SimConfig {
         seed,
         patients: 5_000,

@@ -16,14 +16,10 @@ use chitose_runtime::shutdown::Shutdown;
 use chitose_schemas::RawCodec;
 use chitose_schemas::catalog::SchemaStore;
 use chitose_schemas::codec::{AvroCodec, Timestamp};
-use chitose_schemas::reference::Reference;
 use chitose_transform::config::TransformConfig;
-use chitose_transform::core::{Coords, Scratch, Transformer, raw_leaves};
-use chitose_transform::keys::{KeyRing, KeysConfig};
-use chitose_transform::policy::Policy;
+use chitose_transform::core::{Coords, Scratch};
 use hmac::Mac;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 fn main() {
@@ -53,19 +49,7 @@ fn main() {
         })
         .collect();
     let bytes: usize = msgs.iter().map(Vec::len).sum();
-    let keys_cfg = KeysConfig {
-        dir: None,
-        current: "bench".into(),
-        date_shift: "date".into(),
-    };
-    let keys = KeyRing::from_bytes(
-        BTreeMap::from([("bench".into(), vec![1; 32]), ("date".into(), vec![2; 32])]),
-        &keys_cfg,
-        true,
-    )
-    .unwrap();
-    let policy = Policy::load("pseudonymized", &raw_leaves(&store)).unwrap();
-    let t = Transformer::new(policy, keys, store.clone(), Reference::load().unwrap()).unwrap();
+    let t = chitose_transform::core::fixed_key_transformer("pseudonymized");
     let now = Timestamp::now();
     let mut results = Vec::new();
 

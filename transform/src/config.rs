@@ -70,13 +70,8 @@ pub const SECRETS: &[&str] = &["sasl.password", "ssl.key.password", "ssl.keystor
 impl TransformConfig {
     /// Checks values serde cannot; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, expected: &str, found: String| {
-            Err(ConfigError::Value {
-                key: key.into(),
-                expected: expected.into(),
-                found,
-            })
-        };
+        let bad =
+            |key: &str, expected: &str, found: String| ConfigError::value(key, expected, found);
         if !self.input_pattern.starts_with('^') {
             return bad(
                 "input_pattern",

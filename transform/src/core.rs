@@ -698,3 +698,32 @@ pub fn kind_name(k: Kind) -> &'static str {
         Kind::TsMillis => "timestamp-millis",
     }
 }
+
+/// A transformer for `profile` keyed with fixed, public bytes: for tests and
+/// benchmarks only (its pseudonyms protect nothing). Key id `fixed-test-key`.
+#[doc(hidden)]
+pub fn fixed_key_transformer(profile: &str) -> Transformer {
+    use crate::keys::{KeyRing, KeysConfig};
+    let store = SchemaStore::embedded();
+    let keys = KeyRing::from_bytes(
+        std::collections::BTreeMap::from([
+            ("fixed-test-key".to_owned(), vec![5u8; 32]),
+            ("fixed-date-key".to_owned(), vec![6u8; 32]),
+        ]),
+        &KeysConfig {
+            dir: None,
+            current: "fixed-test-key".into(),
+            date_shift: "fixed-date-key".into(),
+        },
+        true,
+    )
+    .expect("fixed keys are long enough");
+    let policy = Policy::load(profile, &raw_leaves(&store)).expect("a shipped profile");
+    Transformer::new(
+        policy,
+        keys,
+        store,
+        Reference::load().expect("shipped tables load"),
+    )
+    .expect("shipped profiles compile")
+}
