@@ -13,6 +13,7 @@ use std::process::ExitCode;
 mod dlq_cmd;
 mod sink_cmd;
 mod transform_cmd;
+mod up_cmd;
 
 /// Event-streaming pipeline for regional health-data hubs.
 #[derive(Parser)]
@@ -25,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole pipeline locally: embedded broker, simulated hubs, transform, sink.
-    Up(NotBuilt),
+    Up(up_cmd::UpArgs),
     /// Stream a hub's events into Kafka (files, HTTP, simulate).
     Ingest(IngestArgs),
     /// De-identify raw events into the pseudonymized zone.
@@ -145,7 +146,7 @@ fn not_built(name: &str, issue: &str) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Up(_) => return not_built("up", "\"chitose up, operations and deployment\""),
+        Command::Up(args) => up_cmd::run(args),
         Command::Ingest(args) => ingest(args),
         Command::Transform(args) => transform_cmd::run(args),
         Command::Sink(args) => sink_cmd::run(args),

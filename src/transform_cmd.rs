@@ -181,7 +181,7 @@ pub fn run(a: TransformArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_secret(path: &std::path::Path, text: &str) -> Result<()> {
+pub(crate) fn write_secret(path: &std::path::Path, text: &str) -> Result<()> {
     use std::io::Write;
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);

@@ -6,7 +6,7 @@ use chitose_ingest::simulate::{Generator, SimConfig};
 use std::process::Command;
 
 /// Subcommands whose issue has not landed: shrink this as they do.
-const NOT_BUILT: [&str; 6] = ["up", "sink", "release", "topics", "tail", "lake"];
+const NOT_BUILT: [&str; 4] = ["release", "topics", "tail", "lake"];
 
 fn chitose() -> Command {
     Command::new(env!("CARGO_BIN_EXE_chitose"))

@@ -57,15 +57,28 @@ fn addr(key: &'static str, s: &str) -> Result<SocketAddr, ServiceError> {
     })
 }
 
-/// Runs the configured source until it ends or `shutdown` fires.
-pub async fn run(cfg: IngestConfig, shutdown: Shutdown) -> Result<RunSummary, ServiceError> {
-    cfg.validate()?;
-    let source = match cfg.source {
+/// The source's name, as a metric label.
+pub fn source_name(kind: SourceKind) -> &'static str {
+    match kind {
         SourceKind::Files => "files",
         SourceKind::Http => "http",
         SourceKind::Simulate => "simulate",
-    };
-    let metrics = IngestMetrics::new(&cfg.prefecture, source);
+    }
+}
+
+/// Runs the configured source until it ends or `shutdown` fires.
+pub async fn run(cfg: IngestConfig, shutdown: Shutdown) -> Result<RunSummary, ServiceError> {
+    let metrics = IngestMetrics::new(&cfg.prefecture, source_name(cfg.source));
+    run_with(cfg, metrics, shutdown).await
+}
+
+/// As [`run`], counting into `metrics` (which the caller can read live).
+pub async fn run_with(
+    cfg: IngestConfig,
+    metrics: IngestMetrics,
+    shutdown: Shutdown,
+) -> Result<RunSummary, ServiceError> {
+    cfg.validate()?;
     // Bind the source's port before /readyz can say ready, so "ready" means
     // a client can connect.
     let mut http_listener = match cfg.source {

@@ -686,8 +686,16 @@ impl Sink {
 }
 
 /// Runs until `shutdown` fires: closes and commits every open file first.
-pub async fn run(cfg: SinkConfig, mut shutdown: Shutdown) -> Result<RunSummary, ServiceError> {
-    let metrics = SinkMetrics::new();
+pub async fn run(cfg: SinkConfig, shutdown: Shutdown) -> Result<RunSummary, ServiceError> {
+    run_with(cfg, SinkMetrics::new(), shutdown).await
+}
+
+/// As [`run`], counting into `metrics` (which the caller can read live).
+pub async fn run_with(
+    cfg: SinkConfig,
+    metrics: SinkMetrics,
+    mut shutdown: Shutdown,
+) -> Result<RunSummary, ServiceError> {
     let mut sink = Sink::new(cfg.clone(), metrics.clone())?;
     let ready = Readiness::default();
     let addr = cfg.ops_listen.parse().map_err(|e| {

@@ -130,7 +130,16 @@ pub async fn run(
     transformer: Transformer,
     shutdown: Shutdown,
 ) -> Result<RunSummary, ServiceError> {
-    let metrics = TransformMetrics::new();
+    run_with(cfg, transformer, TransformMetrics::new(), shutdown).await
+}
+
+/// As [`run`], counting into `metrics` (which the caller can read live).
+pub async fn run_with(
+    cfg: TransformConfig,
+    transformer: Transformer,
+    metrics: TransformMetrics,
+    shutdown: Shutdown,
+) -> Result<RunSummary, ServiceError> {
     let ready = Readiness::default();
     let addr = cfg.ops_listen.parse().map_err(|e| {
         ServiceError::Listen(format!(

@@ -1,0 +1,294 @@
+//! `chitose up`: the whole pipeline in one process, for a first look: an
+//! embedded broker (rdkafka's MockCluster) or a real one, simulated hubs for
+//! the eight Kansai Union prefectures, transform and sink, a local lake.
+
+use anyhow::{Context, Result, bail};
+use chitose_ingest::config::{IngestConfig, SourceKind};
+use chitose_ingest::metrics::IngestMetrics;
+use chitose_runtime::shutdown::Shutdown;
+use chitose_schemas::raw::EventType;
+use chitose_sink::config::SinkConfig;
+use chitose_sink::metrics::SinkMetrics;
+use chitose_transform::config::TransformConfig;
+use chitose_transform::metrics::TransformMetrics;
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// The Kansai Union prefectures (JIS X 0401).
+const HUBS: [&str; 8] = ["25", "26", "27", "28", "29", "30", "31", "36"];
+
+/// `chitose up` flags.
+#[derive(Args)]
+pub struct UpArgs {
+    /// Events to generate over all hubs, then stop.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// A real Kafka (HOST:PORT) instead of the embedded broker.
+    #[arg(long)]
+    broker: Option<String>,
+    /// The lake: a folder, or s3://bucket/prefix (object_store options from
+    /// the environment).
+    #[arg(long, default_value = "./lake")]
+    lake: String,
+    /// Pseudonym and date-shift keys; a demo key is generated when empty.
+    #[arg(long, default_value = ".chitose/keys")]
+    keys_dir: PathBuf,
+    /// Generator seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Share of malformed records the hubs send (rejected at ingest).
+    #[arg(long, default_value_t = 0.01)]
+    bad_share: f64,
+    /// No progress bars (logs only).
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn ensure_demo_keys(dir: &std::path::Path) -> Result<bool> {
+    let key = dir.join("pseudonym-2026a.key");
+    if key.exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for id in ["pseudonym-2026a", "date-2026a"] {
+        crate::transform_cmd::write_secret(
+            &dir.join(format!("{id}.key")),
+            &chitose_transform::keys::generate_hex(),
+        )?;
+    }
+    Ok(true)
+}
+
+/// Runs `chitose up`.
+pub fn run(a: UpArgs) -> Result<ExitCode> {
+    if a.events == 0 {
+        bail!("--events: expected at least 1, found 0");
+    }
+    let generated = ensure_demo_keys(&a.keys_dir)?;
+    crate::init_logs(false);
+    if generated {
+        eprintln!(
+            "chitose up: generated demo keys in {} (keep them to get the same pseudonyms next time)",
+            a.keys_dir.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(up(a))
+}
+
+async fn up(a: UpArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    // The embedded broker lives as long as this function.
+    let mock = match &a.broker {
+        Some(_) => None,
+        None => {
+            Some(rdkafka::mocking::MockCluster::new(1).context("starting the embedded broker")?)
+        }
+    };
+    let bootstrap = match (&a.broker, &mock) {
+        (Some(b), _) => b.clone(),
+        (None, Some(m)) => m.bootstrap_servers(),
+        _ => unreachable!("one of them"),
+    };
+    if let Some(m) = &mock {
+        // MockCluster has no CreateTopics: make every topic up front.
+        for h in HUBS {
+            m.create_topic(&format!("health.raw.{h}"), 3, 1)?;
+        }
+        for t in EventType::ALL {
+            m.create_topic(&format!("health.pseudo.{}", t.symbol()), 3, 1)?;
+        }
+        m.create_topic("health.dlq", 3, 1)?;
+    }
+    // Ctrl-C (or SIGTERM) ends the run early; either way the services stop
+    // together through `trigger`, which flushes and commits.
+    let user = Shutdown::on_signals();
+    let (trigger, shutdown) = Shutdown::new();
+
+    // Hubs: one simulate source per prefecture, the events shared out.
+    let mut hubs = Vec::new();
+    let mut hub_metrics = Vec::new();
+    for (i, h) in HUBS.iter().enumerate() {
+        let mut cfg = IngestConfig {
+            prefecture: (*h).into(),
+            source: SourceKind::Simulate,
+            ops_listen: "127.0.0.1:0".into(),
+            topic_partitions: 3,
+            ..Default::default()
+        };
+        cfg.kafka.bootstrap_servers = bootstrap.clone();
+        cfg.simulate.events = a.events / 8 + u64::from((i as u64) < a.events % 8);
+        cfg.simulate.generator.hub = Some((*h).into());
+        cfg.simulate.generator.seed = a.seed + i as u64;
+        cfg.simulate.generator.bad_share = a.bad_share;
+        cfg.simulate.generator.patients = 5_000;
+        // A recent quarter: the lake gets a few months per prefecture.
+        cfg.simulate.generator.days = 90;
+        let m = IngestMetrics::new(h, "simulate");
+        hub_metrics.push(m.clone());
+        let sd = shutdown.clone();
+        hubs.push(tokio::spawn(chitose_ingest::service::run_with(cfg, m, sd)));
+    }
+
+    let mut tcfg = TransformConfig {
+        ops_listen: "127.0.0.1:9465".into(),
+        ..Default::default()
+    };
+    tcfg.kafka.bootstrap_servers = bootstrap.clone();
+    tcfg.keys.dir = Some(a.keys_dir.clone());
+    tcfg.output_partitions = 3;
+    let transformer = chitose_transform::service::build(&tcfg, std::env::vars())?;
+    let tm = TransformMetrics::new();
+    let transform = tokio::spawn(chitose_transform::service::run_with(
+        tcfg,
+        transformer,
+        tm.clone(),
+        shutdown.clone(),
+    ));
+
+    let mut scfg = SinkConfig {
+        lake: a.lake.clone(),
+        ops_listen: "127.0.0.1:9466".into(),
+        roll_age_ms: 5_000,
+        ..Default::default()
+    };
+    scfg.kafka.bootstrap_servers = bootstrap.clone();
+    let sm = SinkMetrics::new();
+    let sink = tokio::spawn(chitose_sink::service::run_with(
+        scfg,
+        sm.clone(),
+        shutdown.clone(),
+    ));
+
+    let bars = MultiProgress::new();
+    if a.quiet {
+        bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let style = ProgressStyle::with_template(
+        "{prefix:>12} [{bar:40}] {pos:>7}/{len:7} {per_sec:>12} {msg}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ");
+    let bar = |name: &str, len: u64| {
+        let b = bars.add(ProgressBar::new(len));
+        b.set_style(style.clone());
+        b.set_prefix(name.to_owned());
+        b
+    };
+    let produced = bar("produced", a.events);
+    let transformed = bar("transformed", a.events);
+    let landed = bar("landed", a.events);
+    let sum = |f: &dyn Fn(&IngestMetrics) -> u64| hub_metrics.iter().map(f).sum::<u64>();
+    let rejected_of = |m: &IngestMetrics| {
+        [
+            "malformed",
+            "too_large",
+            "wrong_type",
+            "missing_field",
+            "unknown_field",
+            "invalid_code",
+            "unknown_symbol",
+            "too_long",
+            "semantic",
+            "my_number",
+            "unmappable",
+        ]
+        .iter()
+        .map(|r| {
+            m.rejected
+                .get_metric_with_label_values(&[r])
+                .map_or(0, |c| c.get())
+        })
+        .sum::<u64>()
+    };
+    let table_rows = |t: &str| {
+        sm.rows
+            .get_metric_with_label_values(&[t])
+            .map_or(0, |c| c.get())
+    };
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let accepted = sum(&|m| m.accepted.get());
+        let rejected = sum(&rejected_of);
+        let written: u64 = EventType::ALL
+            .iter()
+            .map(|t| {
+                tm.processed
+                    .get_metric_with_label_values(&[t.symbol()])
+                    .map_or(0, |c| c.get())
+            })
+            .sum();
+        let dlq: u64 = ["decode", "validation", "policy"]
+            .iter()
+            .map(|r| {
+                tm.dlq
+                    .get_metric_with_label_values(&[r])
+                    .map_or(0, |c| c.get())
+            })
+            .sum();
+        let rows: u64 = EventType::ALL.iter().map(|t| table_rows(t.symbol())).sum();
+        produced.set_position(accepted + rejected);
+        produced.set_message(format!("{rejected} rejected"));
+        transformed.set_length(accepted.max(1));
+        transformed.set_position(written + dlq);
+        transformed.set_message(format!("{dlq} to the DLQ"));
+        landed.set_length(written.max(1));
+        landed.set_position(rows);
+        let hubs_done = hubs.iter().all(|h| h.is_finished());
+        if user.is_triggered() || (hubs_done && written + dlq >= accepted && rows >= written) {
+            break;
+        }
+        if transform.is_finished() || sink.is_finished() {
+            break;
+        }
+    }
+    trigger.trigger();
+    for h in hubs {
+        h.await?.context("ingest")?;
+    }
+    let t = transform.await?.context("transform")?;
+    let s = sink.await?.context("sink")?;
+    produced.finish();
+    transformed.finish();
+    landed.finish();
+    let rejected = sum(&rejected_of);
+    println!();
+    println!("chitose up: {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "  sent by 8 hubs   {:>8}  (rejected at ingest: {rejected})",
+        sum(&|m| m.read.get())
+    );
+    println!(
+        "  transformed      {:>8}  (dead-lettered: {})",
+        t.written, t.dlq
+    );
+    println!(
+        "  landed           {:>8}  in {} files, {:.1} MiB, lake {}",
+        s.rows,
+        s.files,
+        EventType::ALL
+            .iter()
+            .map(|e| sm
+                .bytes
+                .get_metric_with_label_values(&[e.symbol()])
+                .map_or(0, |c| c.get()))
+            .sum::<u64>() as f64
+            / 1048576.0,
+        a.lake
+    );
+    for e in EventType::ALL {
+        println!("    {:<14} {:>8} rows", e.symbol(), table_rows(e.symbol()));
+    }
+    println!();
+    println!("Query it with DuckDB:");
+    println!(
+        "  duckdb -c \"select prefecture, count(*) from read_parquet('{}/pseudonymized/diagnosis/**/*.parquet', hive_partitioning = true, hive_types = {{'prefecture': 'VARCHAR', 'event_month': 'VARCHAR'}}) group by 1 order by 1\"",
+        a.lake.trim_end_matches('/')
+    );
+    Ok(ExitCode::SUCCESS)
+}
