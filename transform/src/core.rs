@@ -424,9 +424,11 @@ impl<'a> Ctx<'a> {
                 "transformed_at" => Val::TsMillis(self.now.0),
                 other => unreachable!("unknown added column {other}"),
             },
-            Source::Keep(get) => {
+            Source::Keep(get, code) => {
                 let v = get(ev);
-                if let Some(text) = v.as_str() {
+                if let Some(text) = v.as_str()
+                    && !code.as_ref().is_some_and(|re| re.is_match(text))
+                {
                     self.no_identifier(col, text)?;
                 }
                 v

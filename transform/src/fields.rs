@@ -230,6 +230,15 @@ pub struct Leaf {
     pub nullable: bool,
     /// The schema's doc (starts with DI/QI/SA/OP).
     pub doc: String,
+    /// `chitose.pattern`, where the schema gives one.
+    pub pattern: Option<String>,
+}
+
+fn pattern_of(f: &apache_avro::schema::RecordField) -> Option<String> {
+    f.custom_attributes
+        .get("chitose.pattern")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
 }
 
 fn kind_of(s: &apache_avro::Schema) -> Option<(Kind, bool)> {
@@ -269,6 +278,7 @@ pub fn record_leaves(schema: &apache_avro::Schema) -> Vec<Leaf> {
                 kind,
                 nullable,
                 doc: f.doc.clone().unwrap_or_default(),
+                pattern: pattern_of(f),
             })
         })
         .collect()
@@ -313,6 +323,7 @@ pub fn raw_leaves(schema: &apache_avro::Schema) -> Vec<Leaf> {
                     kind,
                     nullable,
                     doc: f.doc.clone().unwrap_or_default(),
+                    pattern: pattern_of(f),
                 });
             }
         }
@@ -340,6 +351,7 @@ pub fn raw_leaves(schema: &apache_avro::Schema) -> Vec<Leaf> {
                         kind,
                         nullable,
                         doc: f.doc.clone().unwrap_or_default(),
+                        pattern: pattern_of(f),
                     });
                 }
             }

@@ -51,8 +51,11 @@ pub enum Source {
     Null,
     /// A column the transform adds (see [`ADDED`]).
     Added(&'static str),
-    /// A field copied.
-    Keep(Get),
+    /// A field copied. With a code pattern (upper-case letters and digits
+    /// only), a value of that shape is a code, not text that could carry an
+    /// identifier: the identifier check passes it (long numeric codes
+    /// contain a patient's digits by chance).
+    Keep(Get, Option<regex::Regex>),
     /// Top/bottom coded number.
     Numeric(Get, Option<f64>, Option<f64>),
     /// Prefecture code, checked against the reference.
@@ -159,8 +162,13 @@ fn outputs(op: &Op, leaf: &Leaf, get: Get) -> Vec<(String, Kind, bool, Source)> 
         .unwrap_or(&leaf.name)
         .to_owned();
     let n = leaf.nullable;
+    let code = leaf
+        .pattern
+        .as_deref()
+        .filter(|p| !p.contains("a-z"))
+        .and_then(|p| regex::Regex::new(p).ok());
     match op {
-        Op::Keep => vec![(last, leaf.kind, n, Source::Keep(get))],
+        Op::Keep => vec![(last, leaf.kind, n, Source::Keep(get, code))],
         Op::Drop | Op::DropFreeText | Op::Pseudonym => vec![],
         Op::Numeric { bottom, top } => {
             vec![(last, leaf.kind, n, Source::Numeric(get, *bottom, *top))]
@@ -270,7 +278,7 @@ fn outputs(op: &Op, leaf: &Leaf, get: Get) -> Vec<(String, Kind, bool, Source)> 
         })
         .collect(),
         Op::DrugClass => vec![
-            (last, Kind::Str, n, Source::Keep(get)),
+            (last, Kind::Str, n, Source::Keep(get, code.clone())),
             (
                 "drug_class_code".into(),
                 Kind::Str,
@@ -285,7 +293,7 @@ fn outputs(op: &Op, leaf: &Leaf, get: Get) -> Vec<(String, Kind, bool, Source)> 
             ),
         ],
         Op::Jlac10 => vec![
-            (last, Kind::Str, n, Source::Keep(get)),
+            (last, Kind::Str, n, Source::Keep(get, code.clone())),
             (
                 "jlac10_analyte".into(),
                 Kind::Str,
