@@ -185,26 +185,14 @@ async fn up(a: UpArgs) -> Result<ExitCode> {
     let landed = bar("landed", a.events);
     let sum = |f: &dyn Fn(&IngestMetrics) -> u64| hub_metrics.iter().map(f).sum::<u64>();
     let rejected_of = |m: &IngestMetrics| {
-        [
-            "malformed",
-            "too_large",
-            "wrong_type",
-            "missing_field",
-            "unknown_field",
-            "invalid_code",
-            "unknown_symbol",
-            "too_long",
-            "semantic",
-            "my_number",
-            "unmappable",
-        ]
-        .iter()
-        .map(|r| {
-            m.rejected
-                .get_metric_with_label_values(&[r])
-                .map_or(0, |c| c.get())
-        })
-        .sum::<u64>()
+        chitose_schemas::json::RejectReason::ALL
+            .iter()
+            .map(|r| {
+                m.rejected
+                    .get_metric_with_label_values(&[r.as_str()])
+                    .map_or(0, |c| c.get())
+            })
+            .sum::<u64>()
     };
     let table_rows = |t: &str| {
         sm.rows

@@ -37,6 +37,9 @@ fn up_lands_every_accepted_event_once() {
         .parse()
         .unwrap();
     assert_eq!(sent, 4000);
+    // Counts reconcile: every record sent was rejected at the edge or transformed.
+    assert_eq!(number("transformed"), sent - rejected, "{stdout}");
+    assert_eq!(number("landed"), sent - rejected, "{stdout}");
     assert!(rejected > 0, "the hubs send some malformed records");
     let lake = helpers::read_lake(dir.join("lake").to_str().unwrap(), None);
     let rows: u64 = lake

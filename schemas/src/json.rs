@@ -70,6 +70,23 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason (metric label values).
+    pub const ALL: [RejectReason; 13] = [
+        RejectReason::Malformed,
+        RejectReason::TooLarge,
+        RejectReason::WrongType,
+        RejectReason::MissingField,
+        RejectReason::UnknownField,
+        RejectReason::InvalidCode,
+        RejectReason::UnknownSymbol,
+        RejectReason::TooLong,
+        RejectReason::InvalidDate,
+        RejectReason::OutOfRange,
+        RejectReason::MyNumber,
+        RejectReason::Semantic,
+        RejectReason::Unmappable,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
