@@ -166,6 +166,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads a service's layered config; with `--print-config` prints it
+/// (secrets hidden) and returns None.
+pub(crate) fn load_config<T>(
+    file: Option<&std::path::Path>,
+    prefix: &str,
+    flags: Vec<(&str, toml::Value)>,
+    print: bool,
+    secrets: &[&str],
+) -> Result<Option<T>>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + Default,
+{
+    let cfg: T = chitose_runtime::config::load(file, prefix, std::env::vars(), flags)?;
+    if print {
+        print!("{}", chitose_runtime::config::print_redacted(&cfg, secrets));
+        return Ok(None);
+    }
+    Ok(Some(cfg))
+}
+
+/// Runs a service on a multi-threaded runtime until it ends or SIGTERM /
+/// Ctrl-C asks it to stop.
+pub(crate) fn serve<T, E, Fut>(
+    service: impl FnOnce(chitose_runtime::shutdown::Shutdown) -> Fut,
+) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(async { service(chitose_runtime::shutdown::Shutdown::on_signals()).await })?)
+}
+
 pub(crate) fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,rdkafka=warn".into());
@@ -222,21 +257,19 @@ fn ingest(a: IngestArgs) -> Result<ExitCode> {
     if let Some(v) = a.bad_share {
         flags.push(("simulate.generator.bad_share", V::Float(v)));
     }
-    let cfg: IngestConfig =
-        chitose_runtime::config::load(a.config.as_deref(), "ingest", std::env::vars(), flags)?;
-    if a.print_config {
-        print!("{}", chitose_runtime::config::print_redacted(&cfg, SECRETS));
+    let Some(cfg) = load_config::<IngestConfig>(
+        a.config.as_deref(),
+        "ingest",
+        flags,
+        a.print_config,
+        SECRETS,
+    )?
+    else {
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     cfg.validate()?;
     init_logs(a.log_json);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let summary = rt.block_on(async {
-        let shutdown = chitose_runtime::shutdown::Shutdown::on_signals();
-        chitose_ingest::service::run(cfg, shutdown).await
-    })?;
+    let summary = serve(|shutdown| chitose_ingest::service::run(cfg, shutdown))?;
     eprintln!(
         "read {}, accepted {}, rejected {}",
         summary.read, summary.accepted, summary.rejected

@@ -48,21 +48,19 @@ pub fn run(a: SinkArgs) -> Result<ExitCode> {
     if let Some(v) = a.ops_listen {
         flags.push(("ops_listen", V::String(v)));
     }
-    let cfg: SinkConfig =
-        chitose_runtime::config::load(a.config.as_deref(), "sink", std::env::vars(), flags)?;
-    if a.print_config {
-        print!("{}", chitose_runtime::config::print_redacted(&cfg, SECRETS));
+    let Some(cfg) = crate::load_config::<SinkConfig>(
+        a.config.as_deref(),
+        "sink",
+        flags,
+        a.print_config,
+        SECRETS,
+    )?
+    else {
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     cfg.validate()?;
     crate::init_logs(a.log_json);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let summary = rt.block_on(async {
-        let shutdown = chitose_runtime::shutdown::Shutdown::on_signals();
-        chitose_sink::service::run(cfg, shutdown).await
-    })?;
+    let summary = crate::serve(|shutdown| chitose_sink::service::run(cfg, shutdown))?;
     eprintln!(
         "landed {} rows in {} files; skipped {} replayed or already landed",
         summary.rows, summary.files, summary.skipped

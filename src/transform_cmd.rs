@@ -158,22 +158,21 @@ pub fn run(a: TransformArgs) -> Result<ExitCode> {
     if let Some(v) = a.ops_listen {
         flags.push(("ops_listen", V::String(v)));
     }
-    let cfg: TransformConfig =
-        chitose_runtime::config::load(a.config.as_deref(), "transform", std::env::vars(), flags)?;
-    if a.print_config {
-        print!("{}", chitose_runtime::config::print_redacted(&cfg, SECRETS));
+    let Some(cfg) = crate::load_config::<TransformConfig>(
+        a.config.as_deref(),
+        "transform",
+        flags,
+        a.print_config,
+        SECRETS,
+    )?
+    else {
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     crate::init_logs(a.log_json);
     // Every start-up check (config, policy, keys) before touching Kafka.
     let transformer = chitose_transform::service::build(&cfg, std::env::vars())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let summary = rt.block_on(async {
-        let shutdown = chitose_runtime::shutdown::Shutdown::on_signals();
-        chitose_transform::service::run(cfg, transformer, shutdown).await
-    })?;
+    let summary =
+        crate::serve(|shutdown| chitose_transform::service::run(cfg, transformer, shutdown))?;
     eprintln!(
         "written {}, dead-lettered {}, aborted batches {}",
         summary.written, summary.dlq, summary.aborted
