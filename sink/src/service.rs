@@ -135,6 +135,9 @@ pub struct Sink {
     metrics: SinkMetrics,
     owner: String,
     parts: BTreeMap<(String, i32), Part>,
+    /// Reused across batches (building one sets up every table schema);
+    /// dropped after a decode error, whose state it may keep.
+    decoder: Option<arrow_avro::reader::Decoder>,
     summary: RunSummary,
 }
 
@@ -158,6 +161,7 @@ impl Sink {
             lake,
             metrics,
             parts: BTreeMap::new(),
+            decoder: None,
             summary: RunSummary::default(),
         })
     }
@@ -312,8 +316,14 @@ impl Sink {
             return Ok(None);
         }
         self.resolve_confluent_ids(&input).await;
-        let mut decoder = self.schemas.decoder(self.cfg.batch_max_records.max(1));
+        let mut decoder = self
+            .decoder
+            .take()
+            .unwrap_or_else(|| self.schemas.decoder(self.cfg.batch_max_records.max(1)));
         let (chunks, err) = core::decode(&self.schemas, &mut decoder, &input);
+        if err.is_none() {
+            self.decoder = Some(decoder);
+        }
         for chunk in &chunks {
             self.land_chunk(key, chunk).await?;
         }
