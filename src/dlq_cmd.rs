@@ -1,7 +1,7 @@
 //! `chitose dlq list | replay`: what was dead-lettered, and re-submitting it
 //! to its source topic after the cause is fixed.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use chitose_runtime::dlq;
 use chitose_runtime::kafka::KafkaSettings;
 use clap::{Args, Subcommand};
@@ -9,9 +9,9 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use crate::topic_read::{Start, assign, drain};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// `chitose dlq` arguments.
 #[derive(Args)]
@@ -57,82 +57,6 @@ enum DlqCommand {
     },
 }
 
-/// Assigns every partition of `topic` at `start` (or the group's committed
-/// offsets) and returns the high watermarks to stop at.
-fn assign(c: &BaseConsumer, topic: &str, from_committed: bool) -> Result<BTreeMap<i32, i64>> {
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .context("fetching DLQ metadata")?;
-    let Some(t) = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && !t.partitions().is_empty())
-    else {
-        bail!("topic {topic}: expected it to exist, found no partitions");
-    };
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for p in t.partitions() {
-        let (low, high) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-        tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
-        if high > low {
-            ends.insert(p.id(), high);
-        }
-    }
-    if from_committed {
-        let committed = c.committed_offsets(tpl.clone(), Duration::from_secs(10))?;
-        for e in committed.elements() {
-            if let Offset::Offset(o) = e.offset() {
-                tpl.set_partition_offset(topic, e.partition(), Offset::Offset(o))?;
-                if ends.get(&e.partition()).is_some_and(|end| o >= *end) {
-                    ends.remove(&e.partition());
-                }
-            }
-        }
-    }
-    c.assign(&tpl)?;
-    Ok(ends)
-}
-
-/// Reads until every partition reached its end, calling `f` per record.
-fn drain(
-    c: &BaseConsumer,
-    mut ends: BTreeMap<i32, i64>,
-    mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<()>,
-) -> Result<()> {
-    let mut idle = 0;
-    while !ends.is_empty() {
-        match c.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                idle = 0;
-                if let Some(end) = ends.get(&m.partition()).copied() {
-                    // Records past the end seen at the start arrived during
-                    // this run (a replay's own failures among them): left
-                    // for the next run.
-                    if m.offset() < end {
-                        f(&m)?;
-                    }
-                    if m.offset() + 1 >= end {
-                        ends.remove(&m.partition());
-                    }
-                }
-            }
-            Some(Err(e)) => bail!("reading the DLQ: {e}"),
-            None => {
-                // A partition written in transactions ends with a commit
-                // marker, which is never delivered: its last record's
-                // offset + 1 stays below the high watermark. Quiet for 3 s
-                // after reaching the fetch position means the end.
-                idle += 1;
-                if idle >= 6 {
-                    break;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Runs `chitose dlq …`.
 pub fn run(a: DlqArgs) -> Result<ExitCode> {
     let kafka = KafkaSettings::at(&a.bootstrap);
@@ -142,10 +66,10 @@ pub fn run(a: DlqArgs) -> Result<ExitCode> {
             // Reads from the start every time; nothing is committed.
             cfg.set("isolation.level", "read_committed");
             let c: BaseConsumer = cfg.create()?;
-            let ends = assign(&c, &a.topic, false)?;
+            let ends = assign(&c, &a.topic, Start::Beginning)?;
             let mut counts: BTreeMap<String, u64> = BTreeMap::new();
             let mut shown = 0;
-            drain(&c, ends, |m| {
+            drain(&c, ends, false, || false, |m| {
                 let h = |k| dlq::header(m, k).unwrap_or("-");
                 let key = format!("{} {}", h(dlq::STAGE), h(dlq::ERROR_CLASS));
                 *counts.entry(key).or_default() += 1;
@@ -178,7 +102,7 @@ pub fn run(a: DlqArgs) -> Result<ExitCode> {
             dry_run,
         } => {
             let c: BaseConsumer = kafka.consumer_config("chitose-dlq-replay").create()?;
-            let ends = assign(&c, &a.topic, true)?;
+            let ends = assign(&c, &a.topic, Start::Committed)?;
             let producer: FutureProducer = kafka.producer_config().create()?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -186,7 +110,7 @@ pub fn run(a: DlqArgs) -> Result<ExitCode> {
             let (mut replayed, mut passed) = (0u64, 0u64);
             let mut next: BTreeMap<i32, i64> = BTreeMap::new();
             let mut pending = Vec::new();
-            drain(&c, ends, |m| {
+            drain(&c, ends, false, || false, |m| {
                 next.insert(m.partition(), m.offset() + 1);
                 let matches = dlq::header(m, dlq::STAGE) == Some(stage.as_str())
                     && class

@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod dlq_cmd;
+mod lake_cmd;
 mod sink_cmd;
+mod tail_cmd;
+mod topic_read;
+mod topics_cmd;
 mod transform_cmd;
 mod up_cmd;
 
@@ -36,13 +40,13 @@ enum Command {
     /// Produce an anonymized data set from the lake.
     Release(NotBuilt),
     /// Create and inspect chitose's topics.
-    Topics(NotBuilt),
+    Topics(topics_cmd::TopicsArgs),
     /// Decode a topic's Avro records to JSON lines.
-    Tail(NotBuilt),
+    Tail(tail_cmd::TailArgs),
     /// List and replay dead-lettered records.
     Dlq(dlq_cmd::DlqArgs),
     /// Verify and audit the lake.
-    Lake(NotBuilt),
+    Lake(lake_cmd::LakeArgs),
     /// The Avro contract: list, show and check schemas.
     Schemas {
         #[command(subcommand)]
@@ -133,6 +137,12 @@ enum SchemasCommand {
     },
     /// Print the JSON Schema of the JSON form, generated from the .avsc.
     JsonSchema,
+    /// Print the data dictionary (Markdown), generated from the .avsc.
+    Docs {
+        /// Load `.avsc` files from this folder instead of the built-in ones.
+        #[arg(long, env = "CHITOSE_SCHEMA_DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn not_built(name: &str, issue: &str) -> ExitCode {
@@ -152,9 +162,9 @@ fn main() -> ExitCode {
         Command::Sink(args) => sink_cmd::run(args),
         Command::Release(_) => return not_built("release", "release"),
         Command::Dlq(args) => dlq_cmd::run(args),
-        Command::Topics(_) | Command::Tail(_) | Command::Lake(_) => {
-            return not_built("tools", "\"chitose up, operations and deployment\"");
-        }
+        Command::Topics(args) => topics_cmd::run(args),
+        Command::Tail(args) => tail_cmd::run(args),
+        Command::Lake(args) => lake_cmd::run(args),
         Command::Schemas { command } => schemas(command),
     };
     match result {
@@ -315,6 +325,13 @@ fn schemas(cmd: SchemasCommand) -> Result<ExitCode> {
             };
             out.write_all(e.text.as_bytes())?;
             writeln!(out)?;
+        }
+        SchemasCommand::Docs { dir } => {
+            let store = match dir {
+                Some(d) => SchemaStore::from_dir(&d)?,
+                None => SchemaStore::embedded(),
+            };
+            out.write_all(chitose_schemas::docs::data_dictionary(&store).as_bytes())?;
         }
         SchemasCommand::JsonSchema => {
             let store = SchemaStore::embedded();

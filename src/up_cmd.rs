@@ -45,6 +45,15 @@ pub struct UpArgs {
     /// No progress bars (logs only).
     #[arg(long)]
     quiet: bool,
+    /// /metrics, /healthz, /readyz of the transform on this port and of
+    /// the sink on the next (0: any free ports).
+    #[arg(long, default_value_t = 9465)]
+    ops_port: u16,
+}
+
+fn ops_addr(base: u16, n: u16) -> String {
+    let port = if base == 0 { 0 } else { base.saturating_add(n) };
+    format!("127.0.0.1:{port}")
 }
 
 fn ensure_demo_keys(dir: &std::path::Path) -> Result<bool> {
@@ -136,7 +145,7 @@ async fn up(a: UpArgs) -> Result<ExitCode> {
     }
 
     let mut tcfg = TransformConfig {
-        ops_listen: "127.0.0.1:9465".into(),
+        ops_listen: ops_addr(a.ops_port, 0),
         ..Default::default()
     };
     tcfg.kafka.bootstrap_servers = bootstrap.clone();
@@ -153,7 +162,7 @@ async fn up(a: UpArgs) -> Result<ExitCode> {
 
     let mut scfg = SinkConfig {
         lake: a.lake.clone(),
-        ops_listen: "127.0.0.1:9466".into(),
+        ops_listen: ops_addr(a.ops_port, 1),
         roll_age_ms: 5_000,
         ..Default::default()
     };

@@ -7,7 +7,7 @@ mod helpers;
 fn up_lands_every_accepted_event_once() {
     let dir = helpers::scratch("up");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_chitose"))
-        .args(["up", "--events", "4000", "--quiet", "--seed", "9"])
+        .args(["up", "--events", "20000", "--quiet", "--seed", "9", "--ops-port", "0"])
         .current_dir(&dir)
         .output()
         .unwrap();
@@ -36,7 +36,7 @@ fn up_lands_every_accepted_event_once() {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(sent, 4000);
+    assert_eq!(sent, 20000);
     // Counts reconcile: every record sent was rejected at the edge or transformed.
     assert_eq!(number("transformed"), sent - rejected, "{stdout}");
     assert_eq!(number("landed"), sent - rejected, "{stdout}");
@@ -61,4 +61,20 @@ fn up_lands_every_accepted_event_once() {
     let key = std::fs::read_to_string(dir.join(".chitose/keys/pseudonym-2026a.key")).unwrap();
     assert!(!stdout.contains(key.trim()));
     assert!(stdout.contains("Query it with DuckDB"));
+    // The ledger agrees with the files, and counts the same rows.
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_chitose"))
+        .args(["lake", "verify", "--json"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    let verified: u64 = report["tables"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|t| t.as_object().unwrap().values())
+        .map(|c| c["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(verified, rows);
 }

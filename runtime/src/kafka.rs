@@ -96,6 +96,24 @@ impl KafkaSettings {
         &self,
         topics: &[(&str, i32)],
     ) -> Result<(), rdkafka::error::KafkaError> {
+        let specs: Vec<TopicSpec> = topics
+            .iter()
+            .map(|(name, partitions)| TopicSpec {
+                name: (*name).to_owned(),
+                partitions: *partitions,
+                replication: 1,
+                configs: BTreeMap::new(),
+            })
+            .collect();
+        self.create_topics(&specs).await.map(|_| ())
+    }
+
+    /// Creates the topics of `specs` that do not exist yet and says, per
+    /// topic, what it found. Existing topics are never altered.
+    pub async fn create_topics(
+        &self,
+        specs: &[TopicSpec],
+    ) -> Result<Vec<(String, Created)>, rdkafka::error::KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.base().create()?;
         // Only missing topics get a CreateTopics request: production ACLs
         // often deny it, and rdkafka's MockCluster does not implement it.
@@ -104,26 +122,43 @@ impl KafkaSettings {
         let md = admin
             .inner()
             .fetch_metadata(None, Duration::from_secs(10))?;
-        let missing: Vec<(&str, i32)> = topics
-            .iter()
-            .filter(|(name, _)| {
-                !md.topics()
-                    .iter()
-                    .any(|m| m.name() == *name && m.error().is_none() && !m.partitions().is_empty())
-            })
-            .copied()
-            .collect();
+        let existing = |name: &str| {
+            md.topics()
+                .iter()
+                .find(|m| m.name() == name && m.error().is_none() && !m.partitions().is_empty())
+                .map(|m| m.partitions().len() as i32)
+        };
+        let mut out: Vec<(String, Created)> = Vec::with_capacity(specs.len());
+        let mut missing = Vec::new();
+        for s in specs {
+            match existing(&s.name) {
+                Some(partitions) => out.push((s.name.clone(), Created::Exists { partitions })),
+                None => missing.push(s),
+            }
+        }
         if missing.is_empty() {
-            return Ok(());
+            return Ok(out);
         }
         let new: Vec<NewTopic<'_>> = missing
             .iter()
-            .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+            .map(|s| {
+                let mut t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication));
+                for (k, v) in &s.configs {
+                    t = t.set(k, v);
+                }
+                t
+            })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        for r in admin.create_topics(&new, &opts).await? {
+        for (r, s) in admin.create_topics(&new, &opts).await?.into_iter().zip(&missing) {
             match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Ok(_) => out.push((s.name.clone(), Created::Created)),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => out.push((
+                    s.name.clone(),
+                    Created::Exists {
+                        partitions: s.partitions,
+                    },
+                )),
                 Err((topic, code)) => {
                     return Err(rdkafka::error::KafkaError::AdminOp(code)).inspect_err(|_| {
                         tracing::error!(topic, ?code, "creating topic failed");
@@ -131,6 +166,31 @@ impl KafkaSettings {
                 }
             }
         }
-        Ok(())
+        Ok(out)
     }
+}
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Name.
+    pub name: String,
+    /// Partitions.
+    pub partitions: i32,
+    /// Replication factor.
+    pub replication: i32,
+    /// Topic configs (`retention.ms`, `min.insync.replicas`, …).
+    pub configs: BTreeMap<String, String>,
+}
+
+/// What [`KafkaSettings::create_topics`] did with a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// Created now.
+    Created,
+    /// Was there already, with this many partitions; left as it is.
+    Exists {
+        /// Partitions it has.
+        partitions: i32,
+    },
 }

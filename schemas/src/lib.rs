@@ -14,6 +14,9 @@
 //! - [`reference`]: reference tables (prefectures, ICD-10, 特定健診
 //!   thresholds, YJ categories, age bands).
 //! - [`registry`]: the Confluent-compatible registry seam.
+//! - [`render`]: any framed datum back to JSON lines (`chitose tail`),
+//!   direct identifiers masked.
+//! - [`docs`]: the data dictionary in Markdown (`chitose schemas docs`).
 //!
 //! Nothing here does I/O beyond reading a schema folder: it is the pure core.
 
@@ -24,10 +27,12 @@ pub mod edge;
 pub mod framing;
 pub mod json;
 pub mod json_schema;
+pub mod docs;
 pub mod mynumber;
 pub mod raw;
 pub mod reference;
 pub mod registry;
+pub mod render;
 
 use apache_avro::Schema;
 use catalog::{RAW_EVENT, SchemaEntry, SchemaStore};
@@ -176,22 +181,22 @@ pub fn resolve(
     apache_avro::to_avro_datum(reader, value).map_err(|e| fail(e.to_string()))
 }
 
-mod resolution {
+pub(crate) mod resolution {
     use apache_avro::Schema;
     use apache_avro::types::Value;
     use std::collections::HashMap;
 
-    pub struct Names(HashMap<String, Schema>);
+    pub(crate) struct Names(HashMap<String, Schema>);
 
     impl Names {
-        pub fn of(schemas: &[&Schema]) -> Self {
+        pub(crate) fn of(schemas: &[&Schema]) -> Self {
             let mut out = HashMap::new();
             schemas
                 .iter()
                 .for_each(|s| crate::catalog::named_types(s, &mut out));
             Names(out)
         }
-        fn get<'a>(&'a self, s: &'a Schema) -> &'a Schema {
+        pub(crate) fn get<'a>(&'a self, s: &'a Schema) -> &'a Schema {
             match s {
                 Schema::Ref { name } => self.0.get(&name.fullname(None)).unwrap_or(s),
                 _ => s,

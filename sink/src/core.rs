@@ -105,6 +105,7 @@ pub struct Schemas {
     /// fingerprint → Ok(()) or why it may not be landed.
     compat: HashMap<u64, Result<(), CoreError>>,
     names: HashMap<u64, (String, u32)>,
+    arrow: HashMap<u64, SchemaRef>,
     confluent: HashMap<u32, u64>,
 }
 
@@ -204,6 +205,7 @@ impl Schemas {
             store: avro,
             compat,
             names,
+            arrow: arrow.into_iter().map(|(fp, _, _, s)| (fp, s)).collect(),
             confluent: HashMap::new(),
         }
     }
@@ -236,6 +238,19 @@ impl Schemas {
                 fingerprint,
             }),
         }
+    }
+
+    /// The Arrow schema of every version of `table` (as files are written),
+    /// oldest first.
+    pub fn table_versions(&self, table: &str) -> Vec<(u32, SchemaRef)> {
+        let mut v: Vec<(u32, SchemaRef)> = self
+            .names
+            .iter()
+            .filter(|(_, (name, _))| table_of(name) == table)
+            .filter_map(|(fp, (_, version))| Some((*version, self.arrow.get(fp)?.clone())))
+            .collect();
+        v.sort_by_key(|(version, _)| *version);
+        v
     }
 
     /// Record name and version of a fingerprint.

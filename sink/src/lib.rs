@@ -15,4 +15,5 @@ pub mod core;
 pub mod lake;
 pub mod metrics;
 pub mod service;
+pub mod verify;
 pub mod writer;

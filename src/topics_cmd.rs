@@ -1,0 +1,252 @@
+//! `chitose topics create | list`: chitose's topics with the partitions and
+//! configs the design expects, so a new cluster is not left to the broker's
+//! auto-create defaults (one partition, the broker's retention).
+
+use anyhow::{Context, Result, bail};
+use chitose_runtime::kafka::{Created, KafkaSettings, TopicSpec};
+use chitose_schemas::raw::EventType;
+use clap::{Args, Subcommand};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// `chitose topics` arguments.
+#[derive(Args)]
+pub struct TopicsArgs {
+    #[command(subcommand)]
+    command: TopicsCommand,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        global = true,
+        env = "CHITOSE_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    bootstrap: String,
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create every chitose topic that does not exist yet: health.raw.<NN>
+    /// per prefecture, health.pseudo.<event type> per lake table, health.dlq.
+    /// Existing topics are never altered; one with fewer partitions than
+    /// asked is reported and the command exits 1.
+    Create {
+        /// Hub prefectures (JIS X 0401), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "25,26,27,28,29,30,31,36")]
+        prefectures: Vec<String>,
+        /// Partitions of each raw topic (the transform's parallelism).
+        #[arg(long, default_value_t = 6)]
+        raw_partitions: i32,
+        /// Partitions of each pseudonymized topic (the sink's parallelism).
+        #[arg(long, default_value_t = 6)]
+        pseudo_partitions: i32,
+        /// Partitions of the dead-letter topic.
+        #[arg(long, default_value_t = 3)]
+        dlq_partitions: i32,
+        /// Replication factor (3 in production; 1 on a single broker).
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+        /// Days raw events are kept (the replay window after a transform bug).
+        #[arg(long, default_value_t = 7)]
+        raw_retention_days: u64,
+        /// Days pseudonymized events are kept (the sink's catch-up window).
+        #[arg(long, default_value_t = 3)]
+        pseudo_retention_days: u64,
+        /// Days dead-lettered records are kept (time to fix and replay).
+        #[arg(long, default_value_t = 30)]
+        dlq_retention_days: u64,
+        /// Extra topic config for every topic, KEY=VALUE (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// Print what would be created; create nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Every health.* topic with its partitions and record count.
+    List,
+}
+
+/// The topic layout for `create`'s flags.
+#[allow(clippy::too_many_arguments)]
+fn layout(
+    prefectures: &[String],
+    (raw_p, pseudo_p, dlq_p): (i32, i32, i32),
+    replication: i32,
+    (raw_d, pseudo_d, dlq_d): (u64, u64, u64),
+    extra: &BTreeMap<String, String>,
+) -> Vec<TopicSpec> {
+    let spec = |name: String, partitions: i32, days: u64| {
+        let mut configs = BTreeMap::from([
+            ("cleanup.policy".to_owned(), "delete".to_owned()),
+            ("retention.ms".to_owned(), (days * DAY_MS).to_string()),
+            // acks=all means "all in-sync replicas": with three replicas,
+            // two must hold a record before the producer hears yes.
+            (
+                "min.insync.replicas".to_owned(),
+                replication.clamp(1, 2).to_string(),
+            ),
+        ]);
+        configs.extend(extra.clone());
+        TopicSpec {
+            name,
+            partitions,
+            replication,
+            configs,
+        }
+    };
+    let mut out: Vec<TopicSpec> = prefectures
+        .iter()
+        .map(|p| spec(format!("health.raw.{p}"), raw_p, raw_d))
+        .collect();
+    out.extend(
+        EventType::ALL
+            .iter()
+            .map(|t| spec(format!("health.pseudo.{}", t.symbol()), pseudo_p, pseudo_d)),
+    );
+    out.push(spec("health.dlq".into(), dlq_p, dlq_d));
+    out
+}
+
+/// Runs `chitose topics …`.
+pub fn run(a: TopicsArgs) -> Result<ExitCode> {
+    let kafka = KafkaSettings::at(&a.bootstrap);
+    match a.command {
+        TopicsCommand::Create {
+            prefectures,
+            raw_partitions,
+            pseudo_partitions,
+            dlq_partitions,
+            replication,
+            raw_retention_days,
+            pseudo_retention_days,
+            dlq_retention_days,
+            configs,
+            dry_run,
+        } => {
+            for p in &prefectures {
+                let valid = p.len() == 2 && p.parse::<u8>().is_ok_and(|n| (1..=47).contains(&n));
+                if !valid {
+                    bail!("--prefectures: expected JIS X 0401 codes (01–47), found {p:?}");
+                }
+            }
+            for (flag, n) in [
+                ("--raw-partitions", raw_partitions),
+                ("--pseudo-partitions", pseudo_partitions),
+                ("--dlq-partitions", dlq_partitions),
+                ("--replication", replication),
+            ] {
+                if n < 1 {
+                    bail!("{flag}: expected at least 1, found {n}");
+                }
+            }
+            let mut extra = BTreeMap::new();
+            for c in configs {
+                let (k, v) = c
+                    .split_once('=')
+                    .with_context(|| format!("--config: expected KEY=VALUE, found {c:?}"))?;
+                extra.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+            let specs = layout(
+                &prefectures,
+                (raw_partitions, pseudo_partitions, dlq_partitions),
+                replication,
+                (raw_retention_days, pseudo_retention_days, dlq_retention_days),
+                &extra,
+            );
+            if dry_run {
+                for s in &specs {
+                    println!("{}\t{} partitions\treplication {}\t{}", s.name, s.partitions, s.replication, configs_line(&s.configs));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let outcome = rt
+                .block_on(kafka.create_topics(&specs))
+                .with_context(|| format!("creating topics on {}", a.bootstrap))?;
+            let mut short = 0;
+            for (name, what) in &outcome {
+                let want = specs.iter().find(|s| &s.name == name).map_or(0, |s| s.partitions);
+                match what {
+                    Created::Created => println!("created  {name} ({want} partitions)"),
+                    Created::Exists { partitions } if *partitions < want => {
+                        short += 1;
+                        println!(
+                            "SHORT    {name}: expected {want} partitions, found {partitions}; not changed \
+                             (add partitions with your Kafka tools: keys then move between partitions)"
+                        );
+                    }
+                    Created::Exists { partitions } => {
+                        println!("exists   {name} ({partitions} partitions)")
+                    }
+                }
+            }
+            Ok(if short > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        TopicsCommand::List => {
+            let c: BaseConsumer = kafka.consumer_config("chitose-topics-list").create()?;
+            let md = c
+                .fetch_metadata(None, Duration::from_secs(10))
+                .with_context(|| format!("fetching metadata from {}", a.bootstrap))?;
+            let mut topics: Vec<_> = md
+                .topics()
+                .iter()
+                .filter(|t| t.name().starts_with("health."))
+                .collect();
+            topics.sort_by_key(|t| t.name());
+            println!("{:<32} {:>10} {:>12}", "topic", "partitions", "records");
+            for t in topics {
+                let mut records = 0i64;
+                for p in t.partitions() {
+                    let (low, high) =
+                        c.fetch_watermarks(t.name(), p.id(), Duration::from_secs(10))?;
+                    records += high - low;
+                }
+                println!("{:<32} {:>10} {:>12}", t.name(), t.partitions().len(), records);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn configs_line(c: &BTreeMap<String, String>) -> String {
+    c.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_has_one_topic_per_hub_table_and_the_dlq() {
+        let specs = layout(
+            &["27".into(), "28".into()],
+            (6, 4, 3),
+            3,
+            (7, 3, 30),
+            &BTreeMap::from([("compression.type".into(), "lz4".into())]),
+        );
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names.len(), 2 + EventType::ALL.len() + 1);
+        assert!(names.contains(&"health.raw.27") && names.contains(&"health.dlq"));
+        let raw = &specs[0];
+        assert_eq!((raw.partitions, raw.replication), (6, 3));
+        assert_eq!(raw.configs["retention.ms"], (7 * DAY_MS).to_string());
+        assert_eq!(raw.configs["min.insync.replicas"], "2");
+        assert_eq!(raw.configs["compression.type"], "lz4");
+        let dlq = specs.last().unwrap();
+        assert_eq!(dlq.configs["retention.ms"], (30 * DAY_MS).to_string());
+    }
+}
