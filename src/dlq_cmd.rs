@@ -1,6 +1,7 @@
 //! `chitose dlq list | replay`: what was dead-lettered, and re-submitting it
 //! to its source topic after the cause is fixed.
 
+use crate::topic_read::{Start, assign, drain};
 use anyhow::{Context, Result};
 use chitose_runtime::dlq;
 use chitose_runtime::kafka::KafkaSettings;
@@ -9,7 +10,6 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use crate::topic_read::{Start, assign, drain};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
@@ -69,26 +69,32 @@ pub fn run(a: DlqArgs) -> Result<ExitCode> {
             let ends = assign(&c, &a.topic, Start::Beginning)?;
             let mut counts: BTreeMap<String, u64> = BTreeMap::new();
             let mut shown = 0;
-            drain(&c, ends, false, || false, |m| {
-                let h = |k| dlq::header(m, k).unwrap_or("-");
-                let key = format!("{} {}", h(dlq::STAGE), h(dlq::ERROR_CLASS));
-                *counts.entry(key).or_default() += 1;
-                if shown < limit {
-                    shown += 1;
-                    println!(
-                        "{}/{}\t{}\t{}\t{}/{}/{}\t{}",
-                        m.partition(),
-                        m.offset(),
-                        h(dlq::STAGE),
-                        h(dlq::ERROR_CLASS),
-                        h(dlq::SOURCE_TOPIC),
-                        h(dlq::SOURCE_PARTITION),
-                        h(dlq::SOURCE_OFFSET),
-                        h(dlq::ERROR)
-                    );
-                }
-                Ok(())
-            })?;
+            drain(
+                &c,
+                ends,
+                false,
+                || false,
+                |m| {
+                    let h = |k| dlq::header(m, k).unwrap_or("-");
+                    let key = format!("{} {}", h(dlq::STAGE), h(dlq::ERROR_CLASS));
+                    *counts.entry(key).or_default() += 1;
+                    if shown < limit {
+                        shown += 1;
+                        println!(
+                            "{}/{}\t{}\t{}\t{}/{}/{}\t{}",
+                            m.partition(),
+                            m.offset(),
+                            h(dlq::STAGE),
+                            h(dlq::ERROR_CLASS),
+                            h(dlq::SOURCE_TOPIC),
+                            h(dlq::SOURCE_PARTITION),
+                            h(dlq::SOURCE_OFFSET),
+                            h(dlq::ERROR)
+                        );
+                    }
+                    Ok(())
+                },
+            )?;
             let total: u64 = counts.values().sum();
             println!("{total} dead-lettered records");
             for (k, n) in counts {
@@ -110,32 +116,38 @@ pub fn run(a: DlqArgs) -> Result<ExitCode> {
             let (mut replayed, mut passed) = (0u64, 0u64);
             let mut next: BTreeMap<i32, i64> = BTreeMap::new();
             let mut pending = Vec::new();
-            drain(&c, ends, false, || false, |m| {
-                next.insert(m.partition(), m.offset() + 1);
-                let matches = dlq::header(m, dlq::STAGE) == Some(stage.as_str())
-                    && class
-                        .as_deref()
-                        .is_none_or(|k| dlq::header(m, dlq::ERROR_CLASS) == Some(k));
-                let Some(source) = dlq::header(m, dlq::SOURCE_TOPIC).filter(|_| matches) else {
-                    passed += 1;
-                    return Ok(());
-                };
-                replayed += 1;
-                if dry_run {
-                    println!("would replay {}/{} to {source}", m.partition(), m.offset());
-                    return Ok(());
-                }
-                let mut rec = FutureRecord::to(source)
-                    .payload(m.payload().unwrap_or(&[]))
-                    .headers(dlq::replay_headers(m));
-                if let Some(k) = m.key() {
-                    rec = rec.key(k);
-                }
-                pending.push(producer.send_result(rec).map_err(|(e, _)| {
-                    anyhow::anyhow!("replaying {}/{}: {e}", m.partition(), m.offset())
-                })?);
-                Ok(())
-            })?;
+            drain(
+                &c,
+                ends,
+                false,
+                || false,
+                |m| {
+                    next.insert(m.partition(), m.offset() + 1);
+                    let matches = dlq::header(m, dlq::STAGE) == Some(stage.as_str())
+                        && class
+                            .as_deref()
+                            .is_none_or(|k| dlq::header(m, dlq::ERROR_CLASS) == Some(k));
+                    let Some(source) = dlq::header(m, dlq::SOURCE_TOPIC).filter(|_| matches) else {
+                        passed += 1;
+                        return Ok(());
+                    };
+                    replayed += 1;
+                    if dry_run {
+                        println!("would replay {}/{} to {source}", m.partition(), m.offset());
+                        return Ok(());
+                    }
+                    let mut rec = FutureRecord::to(source)
+                        .payload(m.payload().unwrap_or(&[]))
+                        .headers(dlq::replay_headers(m));
+                    if let Some(k) = m.key() {
+                        rec = rec.key(k);
+                    }
+                    pending.push(producer.send_result(rec).map_err(|(e, _)| {
+                        anyhow::anyhow!("replaying {}/{}: {e}", m.partition(), m.offset())
+                    })?);
+                    Ok(())
+                },
+            )?;
             if !dry_run {
                 // Commit the cursor only once every replayed record is acknowledged.
                 for f in pending {

@@ -65,10 +65,17 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
             json,
         } => {
             let report = rt
-                .block_on(chitose_sink::verify::verify(&lake, &schemas, delete_orphans))
+                .block_on(chitose_sink::verify::verify(
+                    &lake,
+                    &schemas,
+                    delete_orphans,
+                ))
                 .with_context(|| format!("verifying {}", a.lake))?;
             if report.commits == 0 && report.tables.is_empty() && report.problems.is_empty() {
-                bail!("{}: expected a chitose lake, found no ledger and no data files", a.lake);
+                bail!(
+                    "{}: expected a chitose lake, found no ledger and no data files",
+                    a.lake
+                );
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -89,7 +96,10 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
                         bytes += c.bytes;
                     }
                 }
-                println!("{:<14} {:<40} {files:>6} {rows:>10} {bytes:>12}", "total", "");
+                println!(
+                    "{:<14} {:<40} {files:>6} {rows:>10} {bytes:>12}",
+                    "total", ""
+                );
                 println!("{} commit records", report.commits);
                 for f in &report.in_flight {
                     println!("in flight (an intent, no commit yet): {f}");

@@ -165,8 +165,7 @@ pub fn run(a: TailArgs) -> Result<ExitCode> {
     );
     // A closed pipe (`| head`) ends the tail quietly.
     if let Err(e) = result {
-        if e
-            .downcast_ref::<std::io::Error>()
+        if e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
         {
             return Ok(ExitCode::SUCCESS);

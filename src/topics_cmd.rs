@@ -26,6 +26,10 @@ pub struct TopicsArgs {
         default_value = "127.0.0.1:9092"
     )]
     bootstrap: String,
+    /// Topic name prefix: <prefix>.raw.NN, <prefix>.pseudo.<type>, <prefix>.dlq
+    /// (the services' defaults use "health").
+    #[arg(long, global = true, default_value = "health")]
+    prefix: String,
 }
 
 #[derive(Subcommand)]
@@ -66,13 +70,14 @@ enum TopicsCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Every health.* topic with its partitions and record count.
+    /// Every <prefix>.* topic with its partitions and record count.
     List,
 }
 
 /// The topic layout for `create`'s flags.
 #[allow(clippy::too_many_arguments)]
 fn layout(
+    prefix: &str,
     prefectures: &[String],
     (raw_p, pseudo_p, dlq_p): (i32, i32, i32),
     replication: i32,
@@ -100,14 +105,16 @@ fn layout(
     };
     let mut out: Vec<TopicSpec> = prefectures
         .iter()
-        .map(|p| spec(format!("health.raw.{p}"), raw_p, raw_d))
+        .map(|p| spec(format!("{prefix}.raw.{p}"), raw_p, raw_d))
         .collect();
-    out.extend(
-        EventType::ALL
-            .iter()
-            .map(|t| spec(format!("health.pseudo.{}", t.symbol()), pseudo_p, pseudo_d)),
-    );
-    out.push(spec("health.dlq".into(), dlq_p, dlq_d));
+    out.extend(EventType::ALL.iter().map(|t| {
+        spec(
+            format!("{prefix}.pseudo.{}", t.symbol()),
+            pseudo_p,
+            pseudo_d,
+        )
+    }));
+    out.push(spec(format!("{prefix}.dlq"), dlq_p, dlq_d));
     out
 }
 
@@ -151,15 +158,26 @@ pub fn run(a: TopicsArgs) -> Result<ExitCode> {
                 extra.insert(k.trim().to_owned(), v.trim().to_owned());
             }
             let specs = layout(
+                &a.prefix,
                 &prefectures,
                 (raw_partitions, pseudo_partitions, dlq_partitions),
                 replication,
-                (raw_retention_days, pseudo_retention_days, dlq_retention_days),
+                (
+                    raw_retention_days,
+                    pseudo_retention_days,
+                    dlq_retention_days,
+                ),
                 &extra,
             );
             if dry_run {
                 for s in &specs {
-                    println!("{}\t{} partitions\treplication {}\t{}", s.name, s.partitions, s.replication, configs_line(&s.configs));
+                    println!(
+                        "{}\t{} partitions\treplication {}\t{}",
+                        s.name,
+                        s.partitions,
+                        s.replication,
+                        configs_line(&s.configs)
+                    );
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -171,7 +189,10 @@ pub fn run(a: TopicsArgs) -> Result<ExitCode> {
                 .with_context(|| format!("creating topics on {}", a.bootstrap))?;
             let mut short = 0;
             for (name, what) in &outcome {
-                let want = specs.iter().find(|s| &s.name == name).map_or(0, |s| s.partitions);
+                let want = specs
+                    .iter()
+                    .find(|s| &s.name == name)
+                    .map_or(0, |s| s.partitions);
                 match what {
                     Created::Created => println!("created  {name} ({want} partitions)"),
                     Created::Exists { partitions } if *partitions < want => {
@@ -200,7 +221,7 @@ pub fn run(a: TopicsArgs) -> Result<ExitCode> {
             let mut topics: Vec<_> = md
                 .topics()
                 .iter()
-                .filter(|t| t.name().starts_with("health."))
+                .filter(|t| t.name().starts_with(&format!("{}.", a.prefix)))
                 .collect();
             topics.sort_by_key(|t| t.name());
             println!("{:<32} {:>10} {:>12}", "topic", "partitions", "records");
@@ -211,7 +232,12 @@ pub fn run(a: TopicsArgs) -> Result<ExitCode> {
                         c.fetch_watermarks(t.name(), p.id(), Duration::from_secs(10))?;
                     records += high - low;
                 }
-                println!("{:<32} {:>10} {:>12}", t.name(), t.partitions().len(), records);
+                println!(
+                    "{:<32} {:>10} {:>12}",
+                    t.name(),
+                    t.partitions().len(),
+                    records
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -232,6 +258,7 @@ mod tests {
     #[test]
     fn layout_has_one_topic_per_hub_table_and_the_dlq() {
         let specs = layout(
+            "health",
             &["27".into(), "28".into()],
             (6, 4, 3),
             3,

@@ -18,7 +18,15 @@ fn help_lists_every_subcommand() {
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     let built = [
-        "up", "ingest", "transform", "sink", "topics", "tail", "dlq", "lake", "schemas",
+        "up",
+        "ingest",
+        "transform",
+        "sink",
+        "topics",
+        "tail",
+        "dlq",
+        "lake",
+        "schemas",
     ];
     for sub in NOT_BUILT.iter().chain(&built) {
         assert!(

@@ -25,12 +25,8 @@ fn verify(dir: &Path, extra: &[&str]) -> (Option<i32>, serde_json::Value, String
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let json = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
     (out.status.code(), json, stdout)
 }
 
@@ -47,11 +43,24 @@ fn problems<'a>(report: &'a serde_json::Value, kind: &str) -> Vec<&'a serde_json
 fn verify_passes_a_written_lake_and_names_every_kind_of_damage() {
     let dir = helpers::scratch("lake-verify");
     let up = Command::new(env!("CARGO_BIN_EXE_chitose"))
-        .args(["up", "--events", "2000", "--quiet", "--seed", "5", "--ops-port", "0"])
+        .args([
+            "up",
+            "--events",
+            "2000",
+            "--quiet",
+            "--seed",
+            "5",
+            "--ops-port",
+            "0",
+        ])
         .current_dir(&dir)
         .output()
         .unwrap();
-    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
 
     // As written: consistent, and its counts agree with DuckDB's.
     let (code, report, _) = verify(&dir, &[]);
@@ -73,9 +82,20 @@ fn verify_passes_a_written_lake_and_names_every_kind_of_damage() {
     let mut ledger = Vec::new();
     files(&dir.join("lake/_chitose/ledger"), "json", &mut ledger);
     ledger.sort();
-    let rel = |p: &Path| p.strip_prefix(dir.join("lake")).unwrap().display().to_string();
-    let encounter: Vec<&PathBuf> = data.iter().filter(|p| rel(p).contains("/encounter/")).collect();
-    let vaccination = data.iter().find(|p| rel(p).contains("/vaccination/")).unwrap();
+    let rel = |p: &Path| {
+        p.strip_prefix(dir.join("lake"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let encounter: Vec<&PathBuf> = data
+        .iter()
+        .filter(|p| rel(p).contains("/encounter/"))
+        .collect();
+    let vaccination = data
+        .iter()
+        .find(|p| rel(p).contains("/vaccination/"))
+        .unwrap();
 
     // An orphan: a copy of a committed file under a name no commit has.
     let orphan = encounter[0].with_file_name("part-000-00000000000099999999-e99.parquet");
@@ -87,7 +107,10 @@ fn verify_passes_a_written_lake_and_names_every_kind_of_damage() {
     // Not Parquet at all.
     std::fs::write(encounter[3], b"not parquet").unwrap();
     // A ledger object cut short.
-    let cut = ledger.iter().find(|p| rel(p).contains("/diagnosis/")).unwrap();
+    let cut = ledger
+        .iter()
+        .find(|p| rel(p).contains("/diagnosis/"))
+        .unwrap();
     let text = std::fs::read(cut).unwrap();
     std::fs::write(cut, &text[..text.len() / 2]).unwrap();
 
@@ -102,7 +125,10 @@ fn verify_passes_a_written_lake_and_names_every_kind_of_damage() {
     assert_eq!(path_of("orphan"), vec![rel(&orphan)], "{report:#}");
     assert_eq!(path_of("missing"), vec![rel(encounter[1])], "{report:#}");
     assert!(path_of("schema").contains(&rel(encounter[2])), "{report:#}");
-    assert!(path_of("rows").contains(&rel(encounter[2])) || path_of("schema").contains(&rel(encounter[2])));
+    assert!(
+        path_of("rows").contains(&rel(encounter[2]))
+            || path_of("schema").contains(&rel(encounter[2]))
+    );
     assert_eq!(path_of("unreadable"), vec![rel(encounter[3])], "{report:#}");
     let ledger_problems = problems(&report, "ledger");
     assert_eq!(ledger_problems.len(), 1, "{report:#}");

@@ -7,7 +7,16 @@ mod helpers;
 fn up_lands_every_accepted_event_once() {
     let dir = helpers::scratch("up");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_chitose"))
-        .args(["up", "--events", "20000", "--quiet", "--seed", "9", "--ops-port", "0"])
+        .args([
+            "up",
+            "--events",
+            "20000",
+            "--quiet",
+            "--seed",
+            "9",
+            "--ops-port",
+            "0",
+        ])
         .current_dir(&dir)
         .output()
         .unwrap();
@@ -67,7 +76,11 @@ fn up_lands_every_accepted_event_once() {
         .current_dir(&dir)
         .output()
         .unwrap();
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
     let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
     let verified: u64 = report["tables"]
         .as_object()

@@ -142,7 +142,11 @@ impl KafkaSettings {
         let new: Vec<NewTopic<'_>> = missing
             .iter()
             .map(|s| {
-                let mut t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication));
+                let mut t = NewTopic::new(
+                    &s.name,
+                    s.partitions,
+                    TopicReplication::Fixed(s.replication),
+                );
                 for (k, v) in &s.configs {
                     t = t.set(k, v);
                 }
@@ -150,7 +154,12 @@ impl KafkaSettings {
             })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        for (r, s) in admin.create_topics(&new, &opts).await?.into_iter().zip(&missing) {
+        for (r, s) in admin
+            .create_topics(&new, &opts)
+            .await?
+            .into_iter()
+            .zip(&missing)
+        {
             match r {
                 Ok(_) => out.push((s.name.clone(), Created::Created)),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => out.push((

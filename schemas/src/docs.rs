@@ -165,7 +165,11 @@ mod tests {
         let store = SchemaStore::embedded();
         let md = data_dictionary(&store);
         for e in store.iter() {
-            assert!(md.contains(&format!("`{:016x}`", e.fingerprint)), "{}", e.path);
+            assert!(
+                md.contains(&format!("`{:016x}`", e.fingerprint)),
+                "{}",
+                e.path
+            );
         }
         // A raw direct identifier, a nested branch field and a lake column.
         let line = |needle: &str| {
@@ -174,7 +178,11 @@ mod tests {
                 .unwrap_or_else(|| panic!("no row for {needle}"))
                 .to_owned()
         };
-        assert!(line("patient.phone").contains("| DI |"), "{}", line("patient.phone"));
+        assert!(
+            line("patient.phone").contains("| DI |"),
+            "{}",
+            line("patient.phone")
+        );
         assert!(line("payload<LabResult>.value_numeric").contains("double"));
         assert!(line("pseudonym").contains("DI (derived)"));
         // Every row has five cells: no unescaped pipe in a description.

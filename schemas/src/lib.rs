@@ -23,11 +23,11 @@
 pub mod canonical;
 pub mod catalog;
 pub mod codec;
+pub mod docs;
 pub mod edge;
 pub mod framing;
 pub mod json;
 pub mod json_schema;
-pub mod docs;
 pub mod mynumber;
 pub mod raw;
 pub mod reference;

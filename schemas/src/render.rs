@@ -86,7 +86,11 @@ impl Renderer {
     ) -> Result<(), crate::catalog::SchemaError> {
         let fp = match crate::canonical::fingerprint(text) {
             Ok(fp) if self.store.by_fingerprint(fp).is_some() => fp,
-            _ => self.store.add(&format!("registry/{id}.avsc"), text)?.fingerprint,
+            _ => {
+                self.store
+                    .add(&format!("registry/{id}.avsc"), text)?
+                    .fingerprint
+            }
         };
         self.confluent.insert(id, fp);
         Ok(())
@@ -267,7 +271,14 @@ mod tests {
             .render(&framed())
             .unwrap();
         let text = r.value.to_string();
-        for secret in ["山田", "ヤマダ", "06-1234-5678", "本町", "56789", "430001689"] {
+        for secret in [
+            "山田",
+            "ヤマダ",
+            "06-1234-5678",
+            "本町",
+            "56789",
+            "430001689",
+        ] {
             assert!(!text.contains(secret), "{secret} shown: {text}");
         }
         assert_eq!(r.value["patient"]["phone"], MASK);

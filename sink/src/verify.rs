@@ -22,12 +22,12 @@ use crate::core::Schemas;
 use crate::lake::{Lake, LakeError};
 use arrow_schema::SchemaRef;
 use futures::TryStreamExt;
-use object_store::path::Path;
 use object_store::ObjectStoreExt;
+use object_store::path::Path;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
-use std::sync::Arc;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 /// Files, rows and bytes of one lake partition (`prefecture=27/event_month=2026-03`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -112,7 +112,10 @@ impl fmt::Display for Problem {
                 message,
             } => write!(f, "ledger {table} p{partition:03}: {message}"),
             Problem::Missing { path } => {
-                write!(f, "{path}: expected (a commit names it), found no such object")
+                write!(
+                    f,
+                    "{path}: expected (a commit names it), found no such object"
+                )
             }
             Problem::Rows { path, ledger, file } => write!(
                 f,
@@ -183,7 +186,11 @@ pub async fn verify(
         let parts_of: Vec<_> = m.location.parts().map(|p| p.as_ref().to_owned()).collect();
         let n = parts_of.len();
         let Some(key) = (n >= 3)
-            .then(|| parts_of[n - 2].strip_prefix('p').and_then(|p| p.parse().ok()))
+            .then(|| {
+                parts_of[n - 2]
+                    .strip_prefix('p')
+                    .and_then(|p| p.parse().ok())
+            })
             .flatten()
             .map(|p: i32| (parts_of[n - 3].clone(), p))
         else {
@@ -375,7 +382,9 @@ pub async fn verify(
     let mut missing: Vec<&String> = committed.keys().filter(|p| !seen.contains(*p)).collect();
     missing.sort();
     for path in missing {
-        report.problems.push(Problem::Missing { path: path.clone() });
+        report
+            .problems
+            .push(Problem::Missing { path: path.clone() });
     }
     Ok(report)
 }
@@ -409,8 +418,9 @@ async fn footer(
         .map_err(|e| e.to_string())?;
     let meta = ParquetMetaDataReader::decode_metadata(&buf).map_err(|e| e.to_string())?;
     let fm = meta.file_metadata();
-    let schema = parquet::arrow::parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
-        .map_err(|e| e.to_string())?;
+    let schema =
+        parquet::arrow::parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
+            .map_err(|e| e.to_string())?;
     Ok((meta, Arc::new(schema)))
 }
 
