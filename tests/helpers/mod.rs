@@ -12,7 +12,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A service the test needs, from the environment `tests/run` sets up.
@@ -30,6 +30,16 @@ pub fn nisshi() -> String {
 }
 
 /// The Python with fastavro, pyarrow, DuckDB and jsonschema.
+pub fn promtool() -> String {
+    service("CHITOSE_TEST_PROMTOOL", "tests/infra/promtool.sh install")
+}
+
+/// A tool installed beside the test Python (kubectl, kubernetes-validate,
+/// check-jsonschema: tests/python/requirements.txt).
+pub fn venv_tool(name: &str) -> PathBuf {
+    Path::new(&python()).with_file_name(name)
+}
+
 pub fn python() -> String {
     service("CHITOSE_TEST_PYTHON", "tests/infra/python.sh install")
 }
