@@ -211,6 +211,16 @@ where
     Ok(rt.block_on(async { service(chitose_runtime::shutdown::Shutdown::on_signals()).await })?)
 }
 
+/// A service's last line: plain text for a person, or one more JSON log
+/// line when logs are JSON (a log shipper reads every line as JSON).
+pub(crate) fn report(json: bool, line: String) {
+    if json {
+        tracing::info!(target: "chitose", "{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
 pub(crate) fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,rdkafka=warn".into());
@@ -280,9 +290,12 @@ fn ingest(a: IngestArgs) -> Result<ExitCode> {
     cfg.validate()?;
     init_logs(a.log_json);
     let summary = serve(|shutdown| chitose_ingest::service::run(cfg, shutdown))?;
-    eprintln!(
-        "read {}, accepted {}, rejected {}",
-        summary.read, summary.accepted, summary.rejected
+    report(
+        a.log_json,
+        format!(
+            "read {}, accepted {}, rejected {}",
+            summary.read, summary.accepted, summary.rejected
+        ),
     );
     Ok(ExitCode::SUCCESS)
 }

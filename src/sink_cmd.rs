@@ -61,9 +61,12 @@ pub fn run(a: SinkArgs) -> Result<ExitCode> {
     cfg.validate()?;
     crate::init_logs(a.log_json);
     let summary = crate::serve(|shutdown| chitose_sink::service::run(cfg, shutdown))?;
-    eprintln!(
-        "landed {} rows in {} files; skipped {} replayed or already landed",
-        summary.rows, summary.files, summary.skipped
+    crate::report(
+        a.log_json,
+        format!(
+            "landed {} rows in {} files; skipped {} replayed or already landed",
+            summary.rows, summary.files, summary.skipped
+        ),
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -168,14 +168,18 @@ pub fn run(a: TransformArgs) -> Result<ExitCode> {
     else {
         return Ok(ExitCode::SUCCESS);
     };
-    crate::init_logs(a.log_json);
+    let log_json = a.log_json;
+    crate::init_logs(log_json);
     // Every start-up check (config, policy, keys) before touching Kafka.
     let transformer = chitose_transform::service::build(&cfg, std::env::vars())?;
     let summary =
         crate::serve(|shutdown| chitose_transform::service::run(cfg, transformer, shutdown))?;
-    eprintln!(
-        "written {}, dead-lettered {}, aborted batches {}",
-        summary.written, summary.dlq, summary.aborted
+    crate::report(
+        log_json,
+        format!(
+            "written {}, dead-lettered {}, aborted batches {}",
+            summary.written, summary.dlq, summary.aborted
+        ),
     );
     Ok(ExitCode::SUCCESS)
 }

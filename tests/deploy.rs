@@ -27,10 +27,14 @@ fn run(cmd: &mut Command) -> (bool, String) {
 fn alert_rules_pass_promtool_and_their_unit_tests() {
     let promtool = helpers::promtool();
     let dir = helpers::repo().join("deploy/prometheus");
-    let (ok, out) = run(Command::new(&promtool).args(["check", "rules", "alerts.yml"]).current_dir(&dir));
+    let (ok, out) = run(Command::new(&promtool)
+        .args(["check", "rules", "alerts.yml"])
+        .current_dir(&dir));
     assert!(ok, "{out}");
     assert!(out.contains("SUCCESS: 10 rules found"), "{out}");
-    let (ok, out) = run(Command::new(&promtool).args(["test", "rules", "alerts.test.yml"]).current_dir(&dir));
+    let (ok, out) = run(Command::new(&promtool)
+        .args(["test", "rules", "alerts.test.yml"])
+        .current_dir(&dir));
     assert!(ok, "{out}");
     // The unit tests can fail: an alert that fires with another summary does.
     let scratch = helpers::scratch("alerts");
@@ -41,7 +45,9 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
         tests.replace("lag is 40k records", "lag is 41k records"),
     )
     .unwrap();
-    let (ok, out) = run(Command::new(&promtool).args(["test", "rules", "alerts.test.yml"]).current_dir(&scratch));
+    let (ok, out) = run(Command::new(&promtool)
+        .args(["test", "rules", "alerts.test.yml"])
+        .current_dir(&scratch));
     assert!(!ok && out.contains("ChitoseTransformLagGrowing"), "{out}");
 }
 
@@ -92,34 +98,36 @@ fn kubernetes_manifests_render_and_validate() {
     assert!(ok, "{out}");
 
     // What the issue asks for is there, as the cluster would receive it.
-    let py = format!(
-        r#"
+    let py = r#"
 import sys, yaml, json
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-kinds = {{}}
+kinds = {}
 for d in docs: kinds.setdefault(d["kind"], []).append(d["metadata"]["name"])
 workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")]
 nonroot = all(w["spec"]["template"]["spec"]["securityContext"].get("runAsNonRoot") for w in workloads)
 readonly = all(c["securityContext"].get("readOnlyRootFilesystem") for w in workloads for c in w["spec"]["template"]["spec"]["containers"])
 external = sorted(m["external"]["metric"]["name"] for d in docs if d["kind"] == "HorizontalPodAutoscaler" for m in d["spec"]["metrics"] if m["type"] == "External")
-mounts = {{v.get("secret", {{}}).get("secretName", "") for d in docs if d["kind"] == "StatefulSet" for v in d["spec"]["template"]["spec"]["volumes"]}}
+mounts = {v.get("secret", {}).get("secretName", "") for d in docs if d["kind"] == "StatefulSet" for v in d["spec"]["template"]["spec"]["volumes"]}
 refs = set()
 for w in workloads:
     ps = w["spec"]["template"]["spec"]
-    refs |= {{v["secret"]["secretName"] for v in ps.get("volumes", []) if "secret" in v}}
+    refs |= {v["secret"]["secretName"] for v in ps.get("volumes", []) if "secret" in v}
     for c in ps["containers"]:
-        refs |= {{e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {{}})}}
-        refs |= {{e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e}}
+        refs |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+        refs |= {e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e}
 dangling = sorted(refs - set(kinds.get("Secret", [])))
-print(json.dumps({{"kinds": kinds, "nonroot": nonroot, "readonly": readonly, "external": external, "secret_mounts": sorted(mounts), "secret_refs": len(refs), "dangling": dangling}}))
-"#
-    );
+print(json.dumps({"kinds": kinds, "nonroot": nonroot, "readonly": readonly, "external": external, "secret_mounts": sorted(mounts), "secret_refs": len(refs), "dangling": dangling}))
+"#;
     let out = Command::new(helpers::python())
-        .args(["-c", &py])
+        .args(["-c", py])
         .arg(&rendered)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let facts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let count = |k: &str| facts["kinds"][k].as_array().map_or(0, |a| a.len());
     assert_eq!(count("Deployment"), 2, "{facts}");
@@ -183,11 +191,23 @@ print(json.dumps({"services": sorted(services), "missing_mounts": missing_mounts
         .arg(&compose)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let facts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(facts["missing_mounts"], serde_json::json!([]), "{facts}");
     assert_eq!(facts["bad_deps"], serde_json::json!([]), "{facts}");
-    for s in ["kafka", "minio", "prometheus", "grafana", "ingest", "transform", "sink"] {
+    for s in [
+        "kafka",
+        "minio",
+        "prometheus",
+        "grafana",
+        "ingest",
+        "transform",
+        "sink",
+    ] {
         assert!(
             facts["services"].as_array().unwrap().iter().any(|x| x == s),
             "{s} missing: {facts}"
@@ -278,7 +298,10 @@ fn dashboard_is_sane_and_uses_only_exported_metrics() {
     for p in panels {
         assert!(ids.insert(p["id"].as_u64().unwrap()), "duplicate panel id");
         let g = &p["gridPos"];
-        assert!(g["x"].as_u64().unwrap() + g["w"].as_u64().unwrap() <= 24, "{p}");
+        assert!(
+            g["x"].as_u64().unwrap() + g["w"].as_u64().unwrap() <= 24,
+            "{p}"
+        );
         if p["type"] == "row" {
             continue;
         }
@@ -295,7 +318,11 @@ fn dashboard_is_sane_and_uses_only_exported_metrics() {
     let alert_metrics = metric_names(
         &alerts
             .lines()
-            .filter(|l| !l.trim_start().starts_with('#') && !l.contains("summary") && !l.contains("description"))
+            .filter(|l| {
+                !l.trim_start().starts_with('#')
+                    && !l.contains("summary")
+                    && !l.contains("description")
+            })
             .collect::<Vec<_>>()
             .join("\n"),
     );
@@ -314,10 +341,20 @@ fn dashboard_is_sane_and_uses_only_exported_metrics() {
         exported.insert(format!("chitose_{stage}_consumer_lag_records"));
         exported.insert(format!("chitose_{stage}_consumer_lag_seconds"));
     }
-    let unknown: Vec<_> = used.union(&alert_metrics).filter(|m| !exported.contains(*m)).collect();
-    assert!(unknown.is_empty(), "not exported by any service: {unknown:?}");
+    let unknown: Vec<_> = used
+        .union(&alert_metrics)
+        .filter(|m| !exported.contains(*m))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "not exported by any service: {unknown:?}"
+    );
     // The dashboard covers every stage.
     for stage in ["ingest", "transform", "sink"] {
-        assert!(used.iter().any(|m| m.starts_with(&format!("chitose_{stage}_"))), "{stage}");
+        assert!(
+            used.iter()
+                .any(|m| m.starts_with(&format!("chitose_{stage}_"))),
+            "{stage}"
+        );
     }
 }

@@ -1,15 +1,16 @@
 //! Consumer lag in offsets and in seconds, for every consuming stage.
 //!
-//! Offsets: high watermark minus the consumer's position, per assigned
+//! Offsets: last stable offset (what a read_committed consumer can reach)
+//! minus the consumer's position, per assigned
 //! partition. Seconds: how old the last record read from a partition that
 //! still has lag is — how far behind the stage runs. Labels are topic and
 //! partition only.
 
 use prometheus::{IntGaugeVec, Opts, Registry};
-use rdkafka::Offset;
-use rdkafka::consumer::Consumer;
+use rdkafka::ClientContext;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::statistics::Statistics;
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// The two lag gauges of a stage.
 #[derive(Clone)]
@@ -25,7 +26,7 @@ impl LagGauges {
         let records = IntGaugeVec::new(
             Opts::new(
                 format!("chitose_{stage}_consumer_lag_records"),
-                "Records behind the high watermark, per assigned partition.",
+                "Records behind the last stable offset, per assigned partition.",
             ),
             &["topic", "partition"],
         )
@@ -61,44 +62,62 @@ impl LagGauges {
         }
     }
 
-    /// Refreshes the gauges from the consumer's assignment (blocking: one
-    /// watermark request per partition).
-    pub fn refresh<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
-        &self,
-        consumer: &C,
-        now_ms: i64,
-    ) {
-        let Ok(assignment) = consumer.assignment() else {
-            return;
-        };
-        let Ok(positions) = consumer.position() else {
-            return;
-        };
+    /// Sets the gauges from librdkafka's statistics (every
+    /// [`STATS_INTERVAL_MS`]): its cached watermarks and positions, so no
+    /// request goes to the broker (a blocking ListOffsets per partition
+    /// stalled the stages when the broker was slow to answer).
+    pub fn observe(&self, stats: &Statistics) {
+        let now_ms = stats.time * 1000;
         self.records.reset();
         self.seconds.reset();
-        for e in assignment.elements() {
-            let (topic, p) = (e.topic(), e.partition());
-            let Ok((low, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(2))
-            else {
-                continue;
-            };
-            let pos = match positions.find_partition(topic, p).map(|x| x.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => low,
-            };
-            let lag = (high - pos).max(0);
-            let label = p.to_string();
-            self.records.with_label_values(&[topic, &label]).set(lag);
-            let secs = if lag == 0 {
-                0
-            } else {
-                self.last_ts
-                    .lock()
-                    .expect("not poisoned")
-                    .get(&(topic.to_owned(), p))
-                    .map_or(0, |ts| ((now_ms - ts) / 1000).max(0))
-            };
-            self.seconds.with_label_values(&[topic, &label]).set(secs);
+        let last_ts = self.last_ts.lock().expect("not poisoned");
+        for (topic, t) in &stats.topics {
+            for (p, s) in &t.partitions {
+                // -1 is librdkafka's internal unassigned partition; only
+                // partitions this consumer fetches count.
+                if *p < 0 || !s.desired || s.fetch_state == "none" {
+                    continue;
+                }
+                // A read_committed consumer can reach the last stable offset.
+                let end = if s.ls_offset >= 0 {
+                    s.ls_offset
+                } else {
+                    s.hi_offset
+                };
+                let pos = [s.app_offset, s.committed_offset, s.lo_offset]
+                    .into_iter()
+                    .find(|o| *o >= 0);
+                let (Some(pos), true) = (pos, end >= 0) else {
+                    continue;
+                };
+                let lag = (end - pos).max(0);
+                let label = p.to_string();
+                self.records.with_label_values(&[topic, &label]).set(lag);
+                let secs = if lag == 0 {
+                    0
+                } else {
+                    last_ts
+                        .get(&(topic.clone(), *p))
+                        .map_or(0, |ts| ((now_ms - ts) / 1000).max(0))
+                };
+                self.seconds.with_label_values(&[topic, &label]).set(secs);
+            }
         }
     }
 }
+
+/// How often librdkafka reports statistics (and the lag gauges move).
+pub const STATS_INTERVAL_MS: &str = "5000";
+
+/// A consumer context that feeds the lag gauges from librdkafka's
+/// statistics; set `statistics.interval.ms` to [`STATS_INTERVAL_MS`].
+#[derive(Clone)]
+pub struct LagContext(pub LagGauges);
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        self.0.observe(&statistics);
+    }
+}
+
+impl ConsumerContext for LagContext {}

@@ -86,7 +86,7 @@ impl SinkMetrics {
         .expect("valid metric");
         registry.register(Box::new(paused.clone())).expect("unique");
         let lag = LagGauges::new("sink", &registry);
-        SinkMetrics {
+        let m = SinkMetrics {
             registry,
             rows,
             bytes,
@@ -97,9 +97,49 @@ impl SinkMetrics {
             oldest_unflushed,
             paused,
             lag,
+        };
+        // Every series exists from the start, at zero: rate() and the
+        // alerts see 0, not "no data", before the first file or pause.
+        for t in tables() {
+            for c in [&m.rows, &m.bytes, &m.files] {
+                c.with_label_values(&[t]);
+            }
+            for r in SKIP_REASONS {
+                m.skipped.with_label_values(&[t, r]);
+            }
+        }
+        m.clear_paused();
+        m
+    }
+
+    /// Sets every table's paused gauges to 0.
+    pub fn clear_paused(&self) {
+        self.paused.reset();
+        for t in tables() {
+            for r in PAUSE_REASONS {
+                self.paused.with_label_values(&[t, r]).set(0);
+            }
         }
     }
 }
+
+/// Lake tables: one per event type.
+fn tables() -> impl Iterator<Item = &'static str> {
+    chitose_schemas::raw::EventType::ALL
+        .iter()
+        .map(|t| t.symbol())
+}
+
+/// Label values of `chitose_sink_skipped_rows_total{reason}`.
+pub const SKIP_REASONS: [&str; 2] = ["replay", "landed"];
+
+/// Label values of `chitose_sink_paused_partitions{reason}`.
+pub const PAUSE_REASONS: [&str; 4] = [
+    "unknown_schema",
+    "incompatible_schema",
+    "partition_column",
+    "undecodable",
+];
 
 impl Default for SinkMetrics {
     fn default() -> Self {

@@ -68,10 +68,14 @@ enum Event {
     Revoked(Vec<(String, i32)>),
 }
 
-#[derive(Clone, Default)]
-struct Ctx(Arc<Mutex<Vec<Event>>>);
+#[derive(Clone)]
+struct Ctx(Arc<Mutex<Vec<Event>>>, chitose_runtime::lag::LagGauges);
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.1.observe(&statistics);
+    }
+}
 
 fn parts(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
     tpl.elements()
@@ -248,7 +252,7 @@ impl Sink {
                 let _ = self.lake.delete(&f.path).await;
                 let _ = self.lake.delete(&f.intent).await;
             }
-            self.metrics.paused.reset();
+            self.metrics.clear_paused();
         }
         self.metrics.open_writers.set(self.open_count() as i64);
     }
@@ -718,13 +722,24 @@ pub async fn run_with(
         .await
         .map_err(|e| ServiceError::Listen(e.to_string()))?;
     tracing::info!(%ops_addr, lake = %cfg.lake, "sink: ops endpoint /metrics /healthz /readyz");
-    let ctx = Ctx::default();
-    let cc = cfg.kafka.consumer_config(&cfg.group_id);
+    let ctx = Ctx(Arc::default(), metrics.lag.clone());
+    let mut cc = cfg.kafka.consumer_config(&cfg.group_id);
+    cc.set(
+        "statistics.interval.ms",
+        chitose_runtime::lag::STATS_INTERVAL_MS,
+    );
     let consumer: StreamConsumer<Ctx> = cc.create_with_context(ctx.clone())?;
     consumer.subscribe(&[&cfg.input_pattern])?;
+    // The log start offset does not depend on isolation; asking with
+    // read_uncommitted keeps a broker from holding the request until open
+    // transactions settle (nisshi did, ~1 s per partition).
+    let watermarks: BaseConsumer = cfg
+        .kafka
+        .consumer_config(&format!("{}-watermarks", cfg.group_id))
+        .set("isolation.level", "read_uncommitted")
+        .create()?;
     ready.set(true);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut last_lag = Instant::now() - Duration::from_secs(60);
     loop {
         // Rebalance events first: revoked partitions drop their open files,
         // assigned ones are recovered from the ledger before any read.
@@ -738,7 +753,7 @@ pub async fn run_with(
                 }
                 Event::Assigned(ps) => {
                     for key in ps {
-                        recover_and_seek(&mut sink, &consumer, &key).await;
+                        recover_and_seek(&mut sink, &consumer, &watermarks, &key).await;
                     }
                 }
             }
@@ -776,13 +791,13 @@ pub async fn run_with(
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(topic = %key.0, partition = key.1, error = %e, "landing failed; re-reading the partition from its ledger");
-                    reset(&mut sink, &consumer, &key).await;
+                    reset(&mut sink, &consumer, &watermarks, &key).await;
                 }
             }
         }
         for (key, e) in sink.roll(stop).await {
             tracing::error!(topic = %key.0, partition = key.1, error = %e, "commit failed; re-reading the partition from its ledger");
-            reset(&mut sink, &consumer, &key).await;
+            reset(&mut sink, &consumer, &watermarks, &key).await;
         }
         // Kafka offsets follow the ledger (advisory: tools show lag from them).
         let mut tpl = TopicPartitionList::new();
@@ -793,12 +808,6 @@ pub async fn run_with(
         }
         if tpl.count() > 0 {
             let _ = consumer.commit(&tpl, CommitMode::Async);
-        }
-        if last_lag.elapsed() > Duration::from_secs(5) {
-            metrics
-                .lag
-                .refresh(&consumer, chrono::Utc::now().timestamp_millis());
-            last_lag = Instant::now();
         }
         if stop {
             break;
@@ -812,17 +821,27 @@ pub async fn run_with(
 /// After a failed write or commit: drop the partition's state and recover
 /// it from the ledger again (a fenced writer finds the new owner's claim
 /// and stays paused until the group moves the partition).
-async fn reset(sink: &mut Sink, consumer: &StreamConsumer<Ctx>, key: &(String, i32)) {
+async fn reset(
+    sink: &mut Sink,
+    consumer: &StreamConsumer<Ctx>,
+    watermarks: &BaseConsumer,
+    key: &(String, i32),
+) {
     sink.abandon(key).await;
-    recover_and_seek(sink, consumer, key).await;
+    recover_and_seek(sink, consumer, watermarks, key).await;
 }
 
 /// Recovers a partition from the ledger, seeks to its `next_offset` and
 /// resumes it; on failure it stays paused (the group hands it to a healthier
 /// instance, or this one retries after the next rebalance).
-async fn recover_and_seek(sink: &mut Sink, consumer: &StreamConsumer<Ctx>, key: &(String, i32)) {
+async fn recover_and_seek(
+    sink: &mut Sink,
+    consumer: &StreamConsumer<Ctx>,
+    watermarks: &BaseConsumer,
+    key: &(String, i32),
+) {
     let (topic, partition) = (&key.0, key.1);
-    let low = consumer
+    let low = watermarks
         .fetch_watermarks(topic, partition, Duration::from_secs(10))
         .map(|(l, _)| l)
         .unwrap_or(0);

@@ -263,7 +263,9 @@ pub async fn verify(
         }
     }
     // Offsets of one Kafka partition and lake partition must not overlap.
-    let mut ranges: BTreeMap<(String, String, i32), Vec<(i64, i64, String)>> = BTreeMap::new();
+    // (table, lake key, Kafka partition) → (first, last, path) of its files.
+    type Ranges = BTreeMap<(String, String, i32), Vec<(i64, i64, String)>>;
+    let mut ranges: Ranges = BTreeMap::new();
     for (path, (table, l)) in &committed {
         let partition = partition_of(path).unwrap_or(-1);
         ranges

@@ -72,8 +72,14 @@ impl TransformMetrics {
             "Time to transform and commit one batch.",
             vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
         );
+        // Every known series exists from the start, at zero: rate() and
+        // the alerts see 0, not "no data".
         for r in ["decode", "validation", "policy"] {
             dlq.with_label_values(&[r]);
+        }
+        dropped.with_label_values(&["empty"]);
+        for c in ABORT_CAUSES {
+            aborts.with_label_values(&[c]);
         }
         let lag = LagGauges::new("transform", &registry);
         TransformMetrics {
@@ -88,6 +94,9 @@ impl TransformMetrics {
         }
     }
 }
+
+/// Label values of `chitose_transform_aborted_batches_total{cause}`.
+pub const ABORT_CAUSES: [&str; 4] = ["retriable", "abortable", "fatal", "commit"];
 
 impl Default for TransformMetrics {
     fn default() -> Self {

@@ -17,13 +17,14 @@ use crate::keys::KeyRing;
 use crate::metrics::TransformMetrics;
 use crate::policy::Policy;
 use chitose_runtime::dlq;
+use chitose_runtime::lag::{LagContext, STATS_INTERVAL_MS};
 use chitose_runtime::ops::{self, Readiness};
 use chitose_runtime::shutdown::Shutdown;
 use chitose_schemas::catalog::SchemaStore;
 use chitose_schemas::codec::Timestamp;
 use chitose_schemas::raw::EventType;
 use chitose_schemas::reference::Reference;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
@@ -194,10 +195,11 @@ fn worker(
     ready: &Readiness,
     stop: &AtomicBool,
 ) -> Result<RunSummary, ServiceError> {
-    let consumer: BaseConsumer = cfg
+    let consumer: BaseConsumer<LagContext> = cfg
         .kafka
         .consumer_config(&cfg.group_id)
-        .create_with_context(DefaultConsumerContext)?;
+        .set("statistics.interval.ms", STATS_INTERVAL_MS)
+        .create_with_context(LagContext(metrics.lag.clone()))?;
     consumer.subscribe(&[&cfg.input_pattern])?;
     let deliveries = Deliveries::default();
     let mut out = producer(cfg, deliveries.clone())?;
@@ -216,13 +218,8 @@ fn worker(
         .collect();
     let mut scratch = Scratch::default();
     let mut summary = RunSummary::default();
-    let mut last_lag = Instant::now() - Duration::from_secs(60);
     let mut backoff = Duration::from_millis(100);
     while !stop.load(Ordering::SeqCst) {
-        if last_lag.elapsed() > Duration::from_secs(5) {
-            metrics.lag.refresh(&consumer, Timestamp::now().0);
-            last_lag = Instant::now();
-        }
         let collecting = Instant::now();
         let batch = collect(cfg, &consumer, stop);
         if batch.is_empty() {
@@ -306,7 +303,7 @@ fn worker(
 
 fn collect<'c>(
     cfg: &TransformConfig,
-    consumer: &'c BaseConsumer,
+    consumer: &'c BaseConsumer<LagContext>,
     stop: &AtomicBool,
 ) -> Vec<BorrowedMessage<'c>> {
     let mut batch = Vec::new();
@@ -329,7 +326,7 @@ fn collect<'c>(
 }
 
 /// Seeks every assigned partition back to its committed offset.
-fn rewind(consumer: &BaseConsumer) {
+fn rewind(consumer: &BaseConsumer<LagContext>) {
     let Ok(assignment) = consumer.assignment() else {
         return;
     };
@@ -369,7 +366,7 @@ fn send(out: &Out, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError
 fn process(
     cfg: &TransformConfig,
     t: &Transformer,
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<LagContext>,
     out: &Out,
     deliveries: &Deliveries,
     batch: &[BorrowedMessage<'_>],
