@@ -10,6 +10,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod bench_cmd;
 mod dlq_cmd;
 mod lake_cmd;
 mod sink_cmd;
@@ -45,6 +46,9 @@ enum Command {
     Tail(tail_cmd::TailArgs),
     /// List and replay dead-lettered records.
     Dlq(dlq_cmd::DlqArgs),
+    /// Measure the pipeline on a real broker against the broker alone and a
+    /// Python consumer (bench/run writes docs/benchmarks.md).
+    Bench(bench_cmd::BenchArgs),
     /// Verify and audit the lake.
     Lake(lake_cmd::LakeArgs),
     /// The Avro contract: list, show and check schemas.
@@ -165,6 +169,7 @@ fn main() -> ExitCode {
         Command::Topics(args) => topics_cmd::run(args),
         Command::Tail(args) => tail_cmd::run(args),
         Command::Lake(args) => lake_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
         Command::Schemas { command } => schemas(command),
     };
     match result {

@@ -76,7 +76,7 @@ enum TopicsCommand {
 
 /// The topic layout for `create`'s flags.
 #[allow(clippy::too_many_arguments)]
-fn layout(
+pub(crate) fn layout(
     prefix: &str,
     prefectures: &[String],
     (raw_p, pseudo_p, dlq_p): (i32, i32, i32),

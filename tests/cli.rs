@@ -192,3 +192,39 @@ fn committed_data_dictionary_is_the_generated_one() {
         "docs/data-dictionary.md is stale: regenerate with `chitose schemas docs > docs/data-dictionary.md`"
     );
 }
+
+/// Key paths (`a.b.c`) of a `--print-config` TOML output.
+fn key_paths(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+    if let toml::Value::Table(t) = v {
+        for (k, v) in t {
+            let path = format!("{prefix}{k}");
+            match v {
+                // Maps keyed by the user (tokens, csv columns, properties,
+                // lake options) are documented as `<name>` entries.
+                toml::Value::Table(inner) if inner.is_empty() => out.push(path),
+                toml::Value::Table(_) => key_paths(v, &format!("{path}."), out),
+                _ => out.push(path),
+            }
+        }
+    }
+}
+
+#[test]
+fn every_config_key_is_in_the_configuration_reference() {
+    let doc = std::fs::read_to_string(helpers::repo().join("docs/configuration.md")).unwrap();
+    for service in ["ingest", "transform", "sink"] {
+        let out = chitose().args([service, "--print-config"]).output().unwrap();
+        assert!(out.status.success(), "{service}");
+        let cfg: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        let mut keys = Vec::new();
+        key_paths(&cfg, "", &mut keys);
+        assert!(keys.len() > 10, "{service}: {keys:?}");
+        for k in keys {
+            // `simulate.generator.mix.encounter` is documented as `mix.<event_type>`.
+            let documented = doc.contains(&format!("`{k}`"))
+                || doc.contains(&format!("`{k}.<"))
+                || k.rsplit_once('.').is_some_and(|(parent, _)| doc.contains(&format!("`{parent}.<")));
+            assert!(documented, "{service}: {k} is not in docs/configuration.md");
+        }
+    }
+}

@@ -22,13 +22,6 @@ fn get(url: &str) -> Option<(u16, String)> {
     })
 }
 
-fn sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Metric family names (`# TYPE` lines) of a scrape.
 fn families(text: &str) -> BTreeSet<String> {
     text.lines()
@@ -40,163 +33,43 @@ fn families(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn services_expose_checked_metrics_and_json_logs() {
-    let kafka = helpers::nisshi();
     let promtool = helpers::promtool();
-    let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let dir = helpers::scratch("ops");
-    let keys = dir.join("keys");
-    for key in ["pseudonym-2026a", "date-2026a"] {
-        let st = Command::new(env!("CARGO_BIN_EXE_chitose"))
-            .args(["transform", "keygen", "--id", key, "--dir"])
-            .arg(&keys)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-    // Topics first, as in a deployment (pattern subscriptions only see
-    // topics that exist when they start, until the next metadata refresh).
-    let st = Command::new(env!("CARGO_BIN_EXE_chitose"))
-        .args([
-            "topics",
-            "create",
-            "--bootstrap",
-            &kafka,
-            "--prefix",
-            &format!("o{id}"),
-        ])
-        .args([
-            "--prefectures",
-            "27",
-            "--raw-partitions",
-            "2",
-            "--pseudo-partitions",
-            "2",
-        ])
-        .args(["--dlq-partitions", "1"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let ops: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", helpers::free_port()))
-        .collect();
-    let log = |name: &str| dir.join(format!("{name}.log"));
-    let spawn = |name: &str, args: Vec<String>, envs: Vec<(&str, String)>| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_chitose"));
-        c.args(&args)
-            .env("RUST_LOG", "info,rdkafka=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log(name)).unwrap());
-        for (k, v) in envs {
-            c.env(k, v);
-        }
-        c.spawn().unwrap()
-    };
     let s = |x: &str| x.to_owned();
-    let mut ingest = spawn(
-        "ingest",
-        vec![
-            s("ingest"),
-            s("--source"),
-            s("simulate"),
-            s("--prefecture"),
-            s("27"),
-            s("--rate"),
-            s("300"),
-            s("--bad-share"),
-            s("0.05"),
-            s("--bootstrap"),
-            kafka.clone(),
-            s("--ops-listen"),
-            ops[0].clone(),
-            s("--log-json"),
-        ],
-        vec![("CHITOSE_INGEST__TOPIC", format!("o{id}.raw.{{prefecture}}"))],
-    );
-    let mut transform = spawn(
-        "transform",
-        vec![
-            s("transform"),
-            s("--bootstrap"),
-            kafka.clone(),
-            s("--keys-dir"),
-            keys.display().to_string(),
-            s("--ops-listen"),
-            ops[1].clone(),
-            s("--log-json"),
-        ],
-        vec![
-            (
-                "CHITOSE_TRANSFORM__INPUT_PATTERN",
-                format!(r"^o{id}\.raw\..+"),
-            ),
-            ("CHITOSE_TRANSFORM__OUTPUT_PREFIX", format!("o{id}.pseudo.")),
-            ("CHITOSE_TRANSFORM__DLQ_TOPIC", format!("o{id}.dlq")),
-            ("CHITOSE_TRANSFORM__GROUP_ID", format!("o{id}-transform")),
-            ("CHITOSE_TRANSFORM__OUTPUT_PARTITIONS", s("2")),
-        ],
-    );
-    let mut sink = spawn(
-        "sink",
-        vec![
-            s("sink"),
-            s("--bootstrap"),
-            kafka.clone(),
-            s("--lake"),
-            dir.join("lake").display().to_string(),
-            s("--ops-listen"),
-            ops[2].clone(),
-            s("--log-json"),
-        ],
-        vec![
-            (
-                "CHITOSE_SINK__INPUT_PATTERN",
-                format!(r"^o{id}\.pseudo\..+"),
-            ),
-            ("CHITOSE_SINK__GROUP_ID", format!("o{id}-sink")),
-            ("CHITOSE_SINK__ROLL_AGE_MS", s("1000")),
-        ],
+    let mut p = helpers::Pipeline::start(
+        "ops",
+        &[s("--source"), s("simulate"), s("--rate"), s("300"), s("--bad-share"), s("0.05")],
+        &[],
+        &["--log-json"],
     );
 
     // Wait until records went all the way through.
     let deadline = Instant::now() + Duration::from_secs(120);
-    let scrapes;
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "no rows landed: see {}",
-            dir.display()
-        );
+    let scrapes: Vec<String> = loop {
+        assert!(Instant::now() < deadline, "no rows landed: see {}", p.dir.display());
         std::thread::sleep(Duration::from_secs(1));
-        let got: Vec<_> = ops
-            .iter()
-            .map(|o| get(&format!("http://{o}/metrics")).map(|(_, t)| t))
-            .collect();
-        if let [Some(i), Some(t), Some(k)] = &got[..]
-            && sum(i, "chitose_ingest_events_rejected_total") > 0.0
-            && sum(t, "chitose_transform_records_total") > 0.0
-            && sum(k, "chitose_sink_rows_total") > 0.0
-            && sum(k, "chitose_sink_consumer_lag_records") >= 0.0
-            && k.contains("chitose_sink_consumer_lag_records")
+        if let [Some(i), Some(t), Some(k)] = &p.scrape()[..]
+            && helpers::metric_sum(i, "chitose_ingest_events_rejected_total") > 0.0
+            && helpers::metric_sum(t, "chitose_transform_records_total") > 0.0
+            && helpers::metric_sum(k, "chitose_sink_rows_total") > 0.0
+            && k.contains("chitose_sink_consumer_lag_records{")
         {
-            scrapes = vec![i.clone(), t.clone(), k.clone()];
-            break;
+            break vec![i.clone(), t.clone(), k.clone()];
         }
-    }
+    };
 
     // Prometheus' own checker accepts every scrape (names, help, types,
     // histogram buckets, label syntax).
     let mut exported = BTreeSet::new();
     for (name, text) in ["ingest", "transform", "sink"].iter().zip(&scrapes) {
-        let mut p = Command::new(&promtool)
+        let mut c = Command::new(&promtool)
             .args(["check", "metrics"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        let out = p.wait_with_output().unwrap();
+        c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = c.wait_with_output().unwrap();
         assert!(
             out.status.success(),
             "{name}: promtool check metrics: {}{}",
@@ -205,17 +78,9 @@ fn services_expose_checked_metrics_and_json_logs() {
         );
         exported.extend(families(text));
     }
-    for o in &ops {
-        assert_eq!(
-            get(&format!("http://{o}/healthz")).map(|r| r.0),
-            Some(200),
-            "{o}"
-        );
-        assert_eq!(
-            get(&format!("http://{o}/readyz")).map(|r| r.0),
-            Some(200),
-            "{o}"
-        );
+    for o in &p.ops {
+        assert_eq!(get(&format!("http://{o}/healthz")).map(|r| r.0), Some(200), "{o}");
+        assert_eq!(get(&format!("http://{o}/readyz")).map(|r| r.0), Some(200), "{o}");
     }
 
     // Every metric the dashboard and the alerts use is exported live.
@@ -237,42 +102,18 @@ fn services_expose_checked_metrics_and_json_logs() {
         }
     }
     let missing: Vec<_> = used.iter().filter(|m| !exported.contains(*m)).collect();
-    assert!(
-        missing.is_empty(),
-        "used but not exported: {missing:?}\nexported: {exported:?}"
-    );
+    assert!(missing.is_empty(), "used but not exported: {missing:?}\nexported: {exported:?}");
 
     // SIGTERM: each service stops cleanly (flush, commit) and exits 0.
-    for (name, child) in [
-        ("ingest", &mut ingest),
-        ("transform", &mut transform),
-        ("sink", &mut sink),
-    ] {
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            assert!(Instant::now() < deadline, "{name} did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        assert!(status.success(), "{name}: {status}");
-    }
+    p.stop();
     // Logs are JSON lines with a level and a message, nothing else mixed in.
     for name in ["ingest", "transform", "sink"] {
-        let text = std::fs::read_to_string(log(name)).unwrap();
+        let text = String::from_utf8(p.log(name)).unwrap();
         let mut n = 0;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let v: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {line}"));
-            assert!(
-                v["level"].is_string() && v["fields"]["message"].is_string(),
-                "{line}"
-            );
+            assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
             n += 1;
         }
         assert!(n > 0, "{name} logged nothing");

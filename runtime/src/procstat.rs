@@ -3,15 +3,20 @@
 
 use std::time::Instant;
 
-fn stat_fields() -> Vec<String> {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+fn stat_fields(pid: &str) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     after.split_whitespace().map(str::to_owned).collect()
 }
 
 /// User + system CPU seconds of this process so far (all threads).
 pub fn cpu_seconds() -> f64 {
-    let f = stat_fields();
+    cpu_seconds_of("self")
+}
+
+/// User + system CPU seconds of process `pid` so far (all threads).
+pub fn cpu_seconds_of(pid: &str) -> f64 {
+    let f = stat_fields(pid);
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }

@@ -490,3 +490,170 @@ pub fn read_lake(root: &str, s3_endpoint: Option<&str>) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// The three services on nisshi under a topic prefix of their own
+/// (`<prefix>.raw.27`, `<prefix>.pseudo.*`, `<prefix>.dlq`), topics
+/// created first, fresh keys, a local lake; logs in `dir/<service>.log`.
+pub struct Pipeline {
+    pub kafka: String,
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub lake: PathBuf,
+    /// ops addresses of ingest, transform, sink.
+    pub ops: [String; 3],
+    pub procs: Vec<Child>,
+}
+
+impl Pipeline {
+    /// Starts ingest (`source` flags, e.g. `["--source", "files", "--dir", …]`),
+    /// transform and sink; `env` and `flags` (e.g. `--log-json`) go to every
+    /// service.
+    pub fn start(name: &str, source: &[String], env: &[(&str, &str)], flags: &[&str]) -> Pipeline {
+        let kafka = nisshi();
+        let prefix = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let dir = scratch(name);
+        let bin = env!("CARGO_BIN_EXE_chitose");
+        let st = std::process::Command::new(bin)
+            .args(["topics", "create", "--bootstrap", &kafka, "--prefix", &prefix])
+            .args(["--prefectures", "27", "--raw-partitions", "2", "--pseudo-partitions", "2"])
+            .args(["--dlq-partitions", "1"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        for key in ["pseudonym-2026a", "date-2026a"] {
+            let st = std::process::Command::new(bin)
+                .args(["transform", "keygen", "--id", key, "--dir"])
+                .arg(dir.join("keys"))
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let ops: [String; 3] = std::array::from_fn(|_| format!("127.0.0.1:{}", free_port()));
+        let lake = dir.join("lake");
+        let spawn = |service: &str, args: Vec<String>, vars: Vec<(String, String)>| {
+            let log = dir.join(format!("{service}.log"));
+            let mut c = std::process::Command::new(bin);
+            c.args(args)
+                .args(flags)
+                .env("RUST_LOG", "info,rdkafka=warn")
+                .envs(vars)
+                .envs(env.iter().map(|(k, v)| (*k, *v)))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap());
+            Child(c.spawn().unwrap(), log)
+        };
+        let s = |x: &str| x.to_owned();
+        let v = |k: &str, val: String| (k.to_owned(), val);
+        let mut ingest = vec![s("ingest"), s("--prefecture"), s("27")];
+        ingest.extend(source.iter().cloned());
+        ingest.extend([s("--bootstrap"), kafka.clone(), s("--ops-listen"), ops[0].clone()]);
+        let procs = vec![
+            spawn(
+                "ingest",
+                ingest,
+                vec![v("CHITOSE_INGEST__TOPIC", format!("{prefix}.raw.{{prefecture}}"))],
+            ),
+            spawn(
+                "transform",
+                vec![
+                    s("transform"),
+                    s("--bootstrap"),
+                    kafka.clone(),
+                    s("--keys-dir"),
+                    dir.join("keys").display().to_string(),
+                    s("--ops-listen"),
+                    ops[1].clone(),
+                ],
+                vec![
+                    v("CHITOSE_TRANSFORM__INPUT_PATTERN", format!(r"^{prefix}\.raw\..+")),
+                    v("CHITOSE_TRANSFORM__OUTPUT_PREFIX", format!("{prefix}.pseudo.")),
+                    v("CHITOSE_TRANSFORM__DLQ_TOPIC", format!("{prefix}.dlq")),
+                    v("CHITOSE_TRANSFORM__GROUP_ID", format!("{prefix}-transform")),
+                    v("CHITOSE_TRANSFORM__OUTPUT_PARTITIONS", s("2")),
+                ],
+            ),
+            spawn(
+                "sink",
+                vec![
+                    s("sink"),
+                    s("--bootstrap"),
+                    kafka.clone(),
+                    s("--lake"),
+                    lake.display().to_string(),
+                    s("--ops-listen"),
+                    ops[2].clone(),
+                ],
+                vec![
+                    v("CHITOSE_SINK__INPUT_PATTERN", format!(r"^{prefix}\.pseudo\..+")),
+                    v("CHITOSE_SINK__GROUP_ID", format!("{prefix}-sink")),
+                    v("CHITOSE_SINK__ROLL_AGE_MS", s("1000")),
+                ],
+            ),
+        ];
+        Pipeline {
+            kafka,
+            prefix,
+            dir,
+            lake,
+            ops,
+            procs,
+        }
+    }
+
+    /// A service's log so far.
+    pub fn log(&self, service: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join(format!("{service}.log"))).unwrap_or_default()
+    }
+
+    /// The three /metrics texts (None for a service not answering).
+    pub fn scrape(&self) -> Vec<Option<String>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        self.ops
+            .iter()
+            .map(|o| {
+                rt.block_on(async {
+                    reqwest::get(format!("http://{o}/metrics"))
+                        .await
+                        .ok()?
+                        .text()
+                        .await
+                        .ok()
+                })
+            })
+            .collect()
+    }
+
+    /// SIGTERM to every service, then waits: each must exit 0 within 60 s.
+    pub fn stop(&mut self) {
+        for p in &self.procs {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &p.0.id().to_string()])
+                .status();
+        }
+        for p in &mut self.procs {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let status = loop {
+                if let Some(st) = p.0.try_wait().unwrap() {
+                    break st;
+                }
+                assert!(std::time::Instant::now() < deadline, "{} ignored SIGTERM", p.1.display());
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            };
+            assert!(status.success(), "{}: {status}", p.1.display());
+        }
+    }
+}
+
+/// The sum of a metric's samples in a scrape (every label set).
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

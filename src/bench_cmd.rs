@@ -1,0 +1,312 @@
+//! `chitose bench`: the pipeline end to end on a real broker, against the
+//! broker's own produce → consume rate for the same messages, and against a
+//! Python consumer (confluent-kafka + fastavro + pyarrow) doing the sink's
+//! job on the same topics. Each service runs as its own process, so its
+//! CPU time and peak RSS are its own. Prints a Markdown section;
+//! `bench/run` adds the pure-core ratios (`cargo bench`) and writes
+//! docs/benchmarks.md.
+
+use anyhow::{Context, Result, bail};
+use chitose_ingest::simulate::{Generator, SimConfig, Verdict};
+use chitose_runtime::kafka::KafkaSettings;
+use chitose_runtime::procstat::{cpu_seconds_of, peak_rss_bytes};
+use chitose_schemas::catalog::SchemaStore;
+use clap::Args;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+/// `chitose bench` flags.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A real Kafka-compatible broker (bench/run starts nisshi).
+    #[arg(long, env = "CHITOSE_BOOTSTRAP")]
+    bootstrap: String,
+    /// Events the simulated hub sends.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Python with confluent-kafka, fastavro and pyarrow, for the baseline
+    /// (skipped when absent).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Scratch folder (keys, lake, baseline output).
+    #[arg(long, default_value = "target/bench")]
+    work: PathBuf,
+}
+
+struct Proc {
+    name: &'static str,
+    child: std::process::Child,
+}
+
+impl Proc {
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+fn scrape(addr: &str, name: &str) -> f64 {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return 0.0;
+    };
+    use std::io::{Read, Write};
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Runs `chitose bench`.
+pub fn run(a: BenchArgs) -> Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let id = uuid_like();
+    let prefix = format!("bench{id}");
+    let work = a.work.join(&prefix);
+    std::fs::create_dir_all(&work)?;
+    let kafka = KafkaSettings::at(&a.bootstrap);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let specs = crate::topics_cmd::layout(
+        &prefix,
+        &["27".to_owned()],
+        (6, 6, 1),
+        1,
+        (1, 1, 1),
+        &BTreeMap::new(),
+    );
+    rt.block_on(kafka.create_topics(&specs))
+        .context("creating the bench topics")?;
+
+    // The messages ingest would produce: generated events, SOE-encoded.
+    let mut generator = Generator::new(SimConfig {
+        seed: 2026,
+        prefectures: vec!["27".into()],
+        hub: Some("27".into()),
+        ..SimConfig::default()
+    })?;
+    let edge = chitose_ingest::edge::Edge::new(&SchemaStore::embedded(), Some("27".into()));
+    let now = chitose_schemas::codec::Timestamp::now();
+    let mut messages: Vec<(String, Vec<u8>)> = Vec::with_capacity(a.events as usize);
+    while messages.len() < a.events as usize {
+        let line = generator.next_line();
+        if let Verdict::Good { .. } = line.verdict
+            && let Ok(acc) = edge.accept(&line.bytes, now)
+        {
+            messages.push((acc.event.patient.local_patient_id.clone(), acc.message));
+        }
+    }
+    let bytes: usize = messages.iter().map(|(_, m)| m.len()).sum();
+    let avg = bytes / messages.len().max(1);
+
+    // 1. The broker alone: produce every message (idempotent, acks=all,
+    // lz4, as ingest does), then consume them all back (read_committed).
+    let topic = format!("{prefix}.baseline");
+    rt.block_on(kafka.ensure_topics(&[(topic.as_str(), 6)]))?;
+    let producer: FutureProducer = kafka.producer_config().create()?;
+    let t0 = Instant::now();
+    rt.block_on(async {
+        let mut pending = Vec::with_capacity(messages.len());
+        for (key, m) in &messages {
+            loop {
+                match producer.send_result(FutureRecord::to(&topic).key(key).payload(m)) {
+                    Ok(f) => {
+                        pending.push(f);
+                        break;
+                    }
+                    Err((e, _)) => {
+                        // Queue full: wait for acknowledgements.
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }
+        for f in pending {
+            let _ = f.await;
+        }
+    });
+    let produce_s = t0.elapsed().as_secs_f64();
+    let consumer: BaseConsumer = kafka
+        .consumer_config(&format!("{prefix}-baseline"))
+        .create()?;
+    consumer.subscribe(&[&topic])?;
+    let t1 = Instant::now();
+    let mut got = 0u64;
+    let mut idle = Instant::now();
+    while got < a.events && idle.elapsed() < Duration::from_secs(30) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            got += u64::from(m.payload().is_some());
+            idle = Instant::now();
+        }
+    }
+    let consume_s = t1.elapsed().as_secs_f64();
+    if got < a.events {
+        bail!("broker baseline: consumed {got} of {} messages", a.events);
+    }
+    drop(consumer);
+
+    // 2. The pipeline: transform and sink running, then the hub sends.
+    for key in ["pseudonym-2026a", "date-2026a"] {
+        let st = Command::new(&exe)
+            .args(["transform", "keygen", "--id", key, "--dir"])
+            .arg(work.join("keys"))
+            .stdout(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("keygen failed");
+        }
+    }
+    let ops: Vec<String> = (0..3)
+        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+        .collect::<Result<_>>()?;
+    let spawn = |name: &'static str, args: Vec<String>, env: Vec<(&str, String)>| -> Result<Proc> {
+        let child = Command::new(&exe)
+            .args(args)
+            .envs(env)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(work.join(format!("{name}.log")))?)
+            .spawn()?;
+        Ok(Proc { name, child })
+    };
+    let s = |x: &str| x.to_owned();
+    let mut procs = vec![
+        spawn(
+            "transform",
+            vec![s("transform"), s("--bootstrap"), a.bootstrap.clone(), s("--keys-dir"), work.join("keys").display().to_string(), s("--ops-listen"), ops[1].clone()],
+            vec![
+                ("CHITOSE_TRANSFORM__INPUT_PATTERN", format!(r"^{prefix}\.raw\..+")),
+                ("CHITOSE_TRANSFORM__OUTPUT_PREFIX", format!("{prefix}.pseudo.")),
+                ("CHITOSE_TRANSFORM__DLQ_TOPIC", format!("{prefix}.dlq")),
+                ("CHITOSE_TRANSFORM__GROUP_ID", format!("{prefix}-transform")),
+            ],
+        )?,
+        spawn(
+            "sink",
+            vec![s("sink"), s("--bootstrap"), a.bootstrap.clone(), s("--lake"), work.join("lake").display().to_string(), s("--ops-listen"), ops[2].clone()],
+            vec![
+                ("CHITOSE_SINK__INPUT_PATTERN", format!(r"^{prefix}\.pseudo\..+")),
+                ("CHITOSE_SINK__GROUP_ID", format!("{prefix}-sink")),
+                ("CHITOSE_SINK__ROLL_AGE_MS", s("2000")),
+            ],
+        )?,
+    ];
+    // Give both time to join their groups before the clock starts.
+    std::thread::sleep(Duration::from_secs(5));
+    let t2 = Instant::now();
+    procs.insert(
+        0,
+        spawn(
+            "ingest",
+            vec![s("ingest"), s("--source"), s("simulate"), s("--prefecture"), s("27"), s("--events"), a.events.to_string(), s("--rate"), s("0"), s("--seed"), s("2026"), s("--bootstrap"), a.bootstrap.clone(), s("--ops-listen"), ops[0].clone()],
+            vec![("CHITOSE_INGEST__TOPIC", format!("{prefix}.raw.{{prefecture}}"))],
+        )?,
+    );
+    let mut peak: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut cpu: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut accepted = 0.0;
+    let mut landed;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        for p in &procs {
+            if let Some(b) = peak_rss_bytes(&p.pid()) {
+                peak.insert(p.name, b);
+                cpu.insert(p.name, cpu_seconds_of(&p.pid()));
+            }
+        }
+        accepted = scrape(&ops[0], "chitose_ingest_events_accepted_total").max(accepted);
+        landed = scrape(&ops[2], "chitose_sink_rows_total");
+        if accepted >= a.events as f64 && landed >= accepted {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("pipeline did not land {accepted} events (landed {landed})");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let e2e_s = t2.elapsed().as_secs_f64();
+    for p in &mut procs {
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+
+    // 3. The Python baseline on the same pseudonymized topics.
+    let python = a.python.as_ref().map(|py| -> Result<serde_json::Value> {
+        let schema_dir = work.join("pseudo-avsc");
+        std::fs::create_dir_all(&schema_dir)?;
+        for e in SchemaStore::embedded().iter().filter(|e| e.full_name.starts_with("chitose.pseudo.")) {
+            let table = chitose_sink::core::table_of(&e.full_name);
+            std::fs::write(schema_dir.join(format!("{table}.avsc")), &e.text)?;
+        }
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/python_sink.py");
+        let out = Command::new(py)
+            .arg(script)
+            .args([&a.bootstrap, &format!("{prefix}.pseudo."), &(landed as u64).to_string()])
+            .arg(work.join("python-out"))
+            .arg(&schema_dir)
+            .output()?;
+        if !out.status.success() {
+            bail!("python baseline: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    });
+
+    let n = a.events as f64;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!("### End to end on the broker ({} events, {avg} B each)\n", a.events);
+    println!("| run | wall s | events/s (wall) |\n|---|---|---|");
+    println!("| broker alone: produce then consume | {:.1} | {:.0} |", produce_s + consume_s, n / (produce_s + consume_s));
+    println!("| chitose ingest → transform → sink (landed {landed:.0}) | {e2e_s:.1} | {:.0} |", landed / e2e_s);
+    println!(
+        "\nPipeline / broker alone: **{:.2}×** (the pipeline moves each event through the broker twice).\n",
+        (landed / e2e_s) / (n / (produce_s + consume_s))
+    );
+    println!("| service | CPU s | events per CPU-second | peak RSS MiB |\n|---|---|---|---|");
+    for name in ["ingest", "transform", "sink"] {
+        let c = cpu.get(name).copied().unwrap_or(0.0);
+        println!(
+            "| {name} | {c:.1} | {:.0} | {:.0} |",
+            if c > 0.0 { landed / c } else { 0.0 },
+            mib(peak.get(name).copied().unwrap_or(0))
+        );
+    }
+    match python {
+        Some(Ok(p)) => {
+            let rows = p["rows"].as_f64().unwrap_or(0.0);
+            let py_cpu = p["cpu_s"].as_f64().unwrap_or(0.0);
+            let sink_cpu = cpu.get("sink").copied().unwrap_or(0.0);
+            println!("\n### Sink vs a Python consumer (confluent-kafka + fastavro + pyarrow), same topics\n");
+            println!("| | rows | CPU s | rows per CPU-second | peak RSS MiB |\n|---|---|---|---|---|");
+            println!("| chitose sink | {landed:.0} | {sink_cpu:.1} | {:.0} | {:.0} |", landed / sink_cpu, mib(peak.get("sink").copied().unwrap_or(0)));
+            println!(
+                "| python_sink.py | {rows:.0} | {py_cpu:.1} | {:.0} | {:.0} |",
+                rows / py_cpu,
+                p["peak_rss_mb"].as_f64().unwrap_or(0.0)
+            );
+            println!("\nchitose sink / Python per core: **{:.1}×**", (landed / sink_cpu) / (rows / py_cpu));
+        }
+        Some(Err(e)) => println!("\nPython baseline failed: {e:#}"),
+        None => println!("\n(Python baseline skipped: no --python)"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn uuid_like() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}", (t as u64) ^ u64::from(std::process::id()))
+}
