@@ -64,7 +64,9 @@ fn scrape(addr: &str, name: &str) -> f64 {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Runs `chitose bench`.
@@ -185,19 +187,44 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let mut procs = vec![
         spawn(
             "transform",
-            vec![s("transform"), s("--bootstrap"), a.bootstrap.clone(), s("--keys-dir"), work.join("keys").display().to_string(), s("--ops-listen"), ops[1].clone()],
             vec![
-                ("CHITOSE_TRANSFORM__INPUT_PATTERN", format!(r"^{prefix}\.raw\..+")),
-                ("CHITOSE_TRANSFORM__OUTPUT_PREFIX", format!("{prefix}.pseudo.")),
+                s("transform"),
+                s("--bootstrap"),
+                a.bootstrap.clone(),
+                s("--keys-dir"),
+                work.join("keys").display().to_string(),
+                s("--ops-listen"),
+                ops[1].clone(),
+            ],
+            vec![
+                (
+                    "CHITOSE_TRANSFORM__INPUT_PATTERN",
+                    format!(r"^{prefix}\.raw\..+"),
+                ),
+                (
+                    "CHITOSE_TRANSFORM__OUTPUT_PREFIX",
+                    format!("{prefix}.pseudo."),
+                ),
                 ("CHITOSE_TRANSFORM__DLQ_TOPIC", format!("{prefix}.dlq")),
                 ("CHITOSE_TRANSFORM__GROUP_ID", format!("{prefix}-transform")),
             ],
         )?,
         spawn(
             "sink",
-            vec![s("sink"), s("--bootstrap"), a.bootstrap.clone(), s("--lake"), work.join("lake").display().to_string(), s("--ops-listen"), ops[2].clone()],
             vec![
-                ("CHITOSE_SINK__INPUT_PATTERN", format!(r"^{prefix}\.pseudo\..+")),
+                s("sink"),
+                s("--bootstrap"),
+                a.bootstrap.clone(),
+                s("--lake"),
+                work.join("lake").display().to_string(),
+                s("--ops-listen"),
+                ops[2].clone(),
+            ],
+            vec![
+                (
+                    "CHITOSE_SINK__INPUT_PATTERN",
+                    format!(r"^{prefix}\.pseudo\..+"),
+                ),
                 ("CHITOSE_SINK__GROUP_ID", format!("{prefix}-sink")),
                 ("CHITOSE_SINK__ROLL_AGE_MS", s("2000")),
             ],
@@ -210,8 +237,27 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         0,
         spawn(
             "ingest",
-            vec![s("ingest"), s("--source"), s("simulate"), s("--prefecture"), s("27"), s("--events"), a.events.to_string(), s("--rate"), s("0"), s("--seed"), s("2026"), s("--bootstrap"), a.bootstrap.clone(), s("--ops-listen"), ops[0].clone()],
-            vec![("CHITOSE_INGEST__TOPIC", format!("{prefix}.raw.{{prefecture}}"))],
+            vec![
+                s("ingest"),
+                s("--source"),
+                s("simulate"),
+                s("--prefecture"),
+                s("27"),
+                s("--events"),
+                a.events.to_string(),
+                s("--rate"),
+                s("0"),
+                s("--seed"),
+                s("2026"),
+                s("--bootstrap"),
+                a.bootstrap.clone(),
+                s("--ops-listen"),
+                ops[0].clone(),
+            ],
+            vec![(
+                "CHITOSE_INGEST__TOPIC",
+                format!("{prefix}.raw.{{prefecture}}"),
+            )],
         )?,
     );
     let mut peak: BTreeMap<&str, u64> = BTreeMap::new();
@@ -227,6 +273,24 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             }
         }
         accepted = scrape(&ops[0], "chitose_ingest_events_accepted_total").max(accepted);
+        // Ingest stops after --events: its last line has the final count.
+        if let Some(st) = procs[0].child.try_wait()? {
+            if !st.success() {
+                bail!("ingest failed: see {}", work.join("ingest.log").display());
+            }
+            let log = std::fs::read_to_string(work.join("ingest.log"))?;
+            if let Some(n) = log.lines().rev().find_map(|l| {
+                l.split("accepted ")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            }) {
+                accepted = n;
+            }
+        }
         landed = scrape(&ops[2], "chitose_sink_rows_total");
         if accepted >= a.events as f64 && landed >= accepted {
             break;
@@ -246,14 +310,21 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let python = a.python.as_ref().map(|py| -> Result<serde_json::Value> {
         let schema_dir = work.join("pseudo-avsc");
         std::fs::create_dir_all(&schema_dir)?;
-        for e in SchemaStore::embedded().iter().filter(|e| e.full_name.starts_with("chitose.pseudo.")) {
+        for e in SchemaStore::embedded()
+            .iter()
+            .filter(|e| e.full_name.starts_with("chitose.pseudo."))
+        {
             let table = chitose_sink::core::table_of(&e.full_name);
             std::fs::write(schema_dir.join(format!("{table}.avsc")), &e.text)?;
         }
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/python_sink.py");
         let out = Command::new(py)
             .arg(script)
-            .args([&a.bootstrap, &format!("{prefix}.pseudo."), &(landed as u64).to_string()])
+            .args([
+                &a.bootstrap,
+                &format!("{prefix}.pseudo."),
+                &(landed as u64).to_string(),
+            ])
             .arg(work.join("python-out"))
             .arg(&schema_dir)
             .output()?;
@@ -265,10 +336,20 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
 
     let n = a.events as f64;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    println!("### End to end on the broker ({} events, {avg} B each)\n", a.events);
+    println!(
+        "### End to end on the broker ({} events, {avg} B each)\n",
+        a.events
+    );
     println!("| run | wall s | events/s (wall) |\n|---|---|---|");
-    println!("| broker alone: produce then consume | {:.1} | {:.0} |", produce_s + consume_s, n / (produce_s + consume_s));
-    println!("| chitose ingest → transform → sink (landed {landed:.0}) | {e2e_s:.1} | {:.0} |", landed / e2e_s);
+    println!(
+        "| broker alone: produce then consume | {:.1} | {:.0} |",
+        produce_s + consume_s,
+        n / (produce_s + consume_s)
+    );
+    println!(
+        "| chitose ingest → transform → sink (landed {landed:.0}) | {e2e_s:.1} | {:.0} |",
+        landed / e2e_s
+    );
     println!(
         "\nPipeline / broker alone: **{:.2}×** (the pipeline moves each event through the broker twice).\n",
         (landed / e2e_s) / (n / (produce_s + consume_s))
@@ -287,15 +368,26 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             let rows = p["rows"].as_f64().unwrap_or(0.0);
             let py_cpu = p["cpu_s"].as_f64().unwrap_or(0.0);
             let sink_cpu = cpu.get("sink").copied().unwrap_or(0.0);
-            println!("\n### Sink vs a Python consumer (confluent-kafka + fastavro + pyarrow), same topics\n");
-            println!("| | rows | CPU s | rows per CPU-second | peak RSS MiB |\n|---|---|---|---|---|");
-            println!("| chitose sink | {landed:.0} | {sink_cpu:.1} | {:.0} | {:.0} |", landed / sink_cpu, mib(peak.get("sink").copied().unwrap_or(0)));
+            println!(
+                "\n### Sink vs a Python consumer (confluent-kafka + fastavro + pyarrow), same topics\n"
+            );
+            println!(
+                "| | rows | CPU s | rows per CPU-second | peak RSS MiB |\n|---|---|---|---|---|"
+            );
+            println!(
+                "| chitose sink | {landed:.0} | {sink_cpu:.1} | {:.0} | {:.0} |",
+                landed / sink_cpu,
+                mib(peak.get("sink").copied().unwrap_or(0))
+            );
             println!(
                 "| python_sink.py | {rows:.0} | {py_cpu:.1} | {:.0} | {:.0} |",
                 rows / py_cpu,
                 p["peak_rss_mb"].as_f64().unwrap_or(0.0)
             );
-            println!("\nchitose sink / Python per core: **{:.1}×**", (landed / sink_cpu) / (rows / py_cpu));
+            println!(
+                "\nchitose sink / Python per core: **{:.1}×**",
+                (landed / sink_cpu) / (rows / py_cpu)
+            );
         }
         Some(Err(e)) => println!("\nPython baseline failed: {e:#}"),
         None => println!("\n(Python baseline skipped: no --python)"),

@@ -64,11 +64,23 @@ async fn every_bad_input_is_named_or_dead_lettered_and_the_counts_reconcile() {
     assert!(files.len() >= 6);
     for f in &files {
         let body = std::fs::read(f).unwrap();
-        let lines = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64;
+        let lines = body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as u64;
         let (status, answer) = post(&url, body).await;
-        assert!(status == 400 || status == 202, "{}: {status} {answer}", f.display());
+        assert!(
+            status == 400 || status == 202,
+            "{}: {status} {answer}",
+            f.display()
+        );
         assert_eq!(answer["accepted"], 0, "{}: {answer}", f.display());
-        assert_eq!(answer["rejected"].as_u64(), Some(lines), "{}: {answer}", f.display());
+        assert_eq!(
+            answer["rejected"].as_u64(),
+            Some(lines),
+            "{}: {answer}",
+            f.display()
+        );
         for e in answer["errors"].as_array().unwrap() {
             let msg = e["error"].as_str().unwrap();
             assert!(msg.contains("expected"), "{msg}");
@@ -83,7 +95,11 @@ async fn every_bad_input_is_named_or_dead_lettered_and_the_counts_reconcile() {
     }
     // An oversized record (a 70 KiB comment).
     let mut big: Value = serde_json::from_slice(
-        std::fs::read(corpus.join("unknown_event_types.ndjson")).unwrap().split(|b| *b == b'\n').next().unwrap(),
+        std::fs::read(corpus.join("unknown_event_types.ndjson"))
+            .unwrap()
+            .split(|b| *b == b'\n')
+            .next()
+            .unwrap(),
     )
     .unwrap();
     big["event_type"] = Value::String("lab_result".into());
@@ -110,7 +126,8 @@ async fn every_bad_input_is_named_or_dead_lettered_and_the_counts_reconcile() {
     let conv = JsonToAvro::new(raw.schema.clone()).unwrap();
     let mut valid = Vec::new();
     put_soe_header(&mut valid, raw.fingerprint);
-    conv.convert(&generator.next_line().bytes, &mut valid).unwrap();
+    conv.convert(&generator.next_line().bytes, &mut valid)
+        .unwrap();
     let pseudo = store.latest("chitose.pseudo.Vaccination").unwrap();
     let mut other = Vec::new();
     put_soe_header(&mut other, pseudo.fingerprint);
@@ -123,7 +140,10 @@ async fn every_bad_input_is_named_or_dead_lettered_and_the_counts_reconcile() {
     let broken: Vec<(&str, Vec<u8>)> = vec![
         ("truncated", valid[..valid.len() / 2].to_vec()),
         ("unknown fingerprint", unknown_fp),
-        ("unknown magic", b"{\"event_id\": \"json on an Avro topic\"}".to_vec()),
+        (
+            "unknown magic",
+            b"{\"event_id\": \"json on an Avro topic\"}".to_vec(),
+        ),
         ("empty", Vec::new()),
         ("another schema", other),
         ("unregistered Confluent id", confluent),
@@ -135,7 +155,10 @@ async fn every_bad_input_is_named_or_dead_lettered_and_the_counts_reconcile() {
     let raw_topic = format!("{}.raw.27", p.prefix);
     for (_, bytes) in &broken {
         producer
-            .send(FutureRecord::<(), _>::to(&raw_topic).payload(bytes), Duration::from_secs(10))
+            .send(
+                FutureRecord::<(), _>::to(&raw_topic).payload(bytes),
+                Duration::from_secs(10),
+            )
             .await
             .unwrap();
         sent += 1;
@@ -173,7 +196,10 @@ async fn every_bad_input_is_named_or_dead_lettered_and_the_counts_reconcile() {
             let sums: Vec<String> = scraped
                 .iter()
                 .flatten()
-                .flat_map(|t| t.lines().filter(|l| l.contains("_total") && !l.starts_with('#')))
+                .flat_map(|t| {
+                    t.lines()
+                        .filter(|l| l.contains("_total") && !l.starts_with('#'))
+                })
                 .map(str::to_owned)
                 .collect();
             panic!("not drained: {}\n{}", p.dir.display(), sums.join("\n"));
@@ -193,19 +219,39 @@ async fn every_bad_input_is_named_or_dead_lettered_and_the_counts_reconcile() {
     assert_eq!(transformed, good);
     assert_eq!(landed, good);
     assert_eq!(dropped, empty);
-    assert_eq!(landed + ingest_rejected + dlq + dropped, sent, "the counts reconcile");
+    assert_eq!(
+        landed + ingest_rejected + dlq + dropped,
+        sent,
+        "the counts reconcile"
+    );
 
     // Each dead letter names its stage, class and error; never the record.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_chitose"))
-        .args(["dlq", "list", "--bootstrap", &p.kafka, "--topic", &format!("{}.dlq", p.prefix)])
+        .args([
+            "dlq",
+            "list",
+            "--bootstrap",
+            &p.kafka,
+            "--topic",
+            &format!("{}.dlq", p.prefix),
+        ])
         .output()
         .unwrap();
     let list = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{list}");
-    assert!(list.contains(&format!("{dead} dead-lettered records")), "{list}");
-    assert!(list.contains(&format!("transform decode: {dead}")), "{list}");
+    assert!(
+        list.contains(&format!("{dead} dead-lettered records")),
+        "{list}"
+    );
+    assert!(
+        list.contains(&format!("transform decode: {dead}")),
+        "{list}"
+    );
     for line in list.lines().filter(|l| l.contains("\ttransform\t")) {
-        assert!(line.contains("expected"), "an error that says what was expected: {line}");
+        assert!(
+            line.contains("expected"),
+            "an error that says what was expected: {line}"
+        );
         assert!(!line.contains("json on an Avro topic"), "{line}");
     }
     p.stop();

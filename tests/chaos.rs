@@ -43,7 +43,8 @@ impl Workers {
                     .arg(self.dir.join(format!("hub-{pref}")));
             }
             "transform" => {
-                c.args(["transform", "--keys-dir"]).arg(self.dir.join("keys"));
+                c.args(["transform", "--keys-dir"])
+                    .arg(self.dir.join("keys"));
             }
             "sink" => {
                 c.args(["sink", "--lake", &self.lake])
@@ -180,7 +181,14 @@ fn kill_9_rounds_and_a_broker_restart_lose_and_duplicate_nothing() {
     }
     let st = Command::new(env!("CARGO_BIN_EXE_chitose"))
         .args(["topics", "create", "--bootstrap", &broker.bootstrap])
-        .args(["--prefectures", "27,28", "--raw-partitions", "3", "--pseudo-partitions", "3"])
+        .args([
+            "--prefectures",
+            "27,28",
+            "--raw-partitions",
+            "3",
+            "--pseudo-partitions",
+            "3",
+        ])
         .stdout(Stdio::null())
         .status()
         .unwrap();
@@ -314,7 +322,11 @@ fn kill_9_rounds_and_a_broker_restart_lose_and_duplicate_nothing() {
         ids.len()
     );
     assert_eq!(duplicates, 0, "duplicates by event_id");
-    assert!(lost.is_empty(), "lost {} events, e.g. {lost:?}", sent.len() - (landed.len() - extra.len()));
+    assert!(
+        lost.is_empty(),
+        "lost {} events, e.g. {lost:?}",
+        sent.len() - (landed.len() - extra.len())
+    );
     assert!(extra.is_empty(), "events nobody sent: {extra:?}");
     assert_eq!(ids.len() as u64, expected);
     // Rejected lines were rejected, not lost: each is in a rejects file.

@@ -213,7 +213,10 @@ fn key_paths(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
 fn every_config_key_is_in_the_configuration_reference() {
     let doc = std::fs::read_to_string(helpers::repo().join("docs/configuration.md")).unwrap();
     for service in ["ingest", "transform", "sink"] {
-        let out = chitose().args([service, "--print-config"]).output().unwrap();
+        let out = chitose()
+            .args([service, "--print-config"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{service}");
         let cfg: toml::Value = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
         let mut keys = Vec::new();
@@ -223,7 +226,8 @@ fn every_config_key_is_in_the_configuration_reference() {
             // `simulate.generator.mix.encounter` is documented as `mix.<event_type>`.
             let documented = doc.contains(&format!("`{k}`"))
                 || doc.contains(&format!("`{k}.<"))
-                || k.rsplit_once('.').is_some_and(|(parent, _)| doc.contains(&format!("`{parent}.<")));
+                || k.rsplit_once('.')
+                    .is_some_and(|(parent, _)| doc.contains(&format!("`{parent}.<")));
             assert!(documented, "{service}: {k} is not in docs/configuration.md");
         }
     }

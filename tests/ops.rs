@@ -37,7 +37,14 @@ fn services_expose_checked_metrics_and_json_logs() {
     let s = |x: &str| x.to_owned();
     let mut p = helpers::Pipeline::start(
         "ops",
-        &[s("--source"), s("simulate"), s("--rate"), s("300"), s("--bad-share"), s("0.05")],
+        &[
+            s("--source"),
+            s("simulate"),
+            s("--rate"),
+            s("300"),
+            s("--bad-share"),
+            s("0.05"),
+        ],
         &[],
         &["--log-json"],
     );
@@ -45,7 +52,11 @@ fn services_expose_checked_metrics_and_json_logs() {
     // Wait until records went all the way through.
     let deadline = Instant::now() + Duration::from_secs(120);
     let scrapes: Vec<String> = loop {
-        assert!(Instant::now() < deadline, "no rows landed: see {}", p.dir.display());
+        assert!(
+            Instant::now() < deadline,
+            "no rows landed: see {}",
+            p.dir.display()
+        );
         std::thread::sleep(Duration::from_secs(1));
         if let [Some(i), Some(t), Some(k)] = &p.scrape()[..]
             && helpers::metric_sum(i, "chitose_ingest_events_rejected_total") > 0.0
@@ -79,8 +90,16 @@ fn services_expose_checked_metrics_and_json_logs() {
         exported.extend(families(text));
     }
     for o in &p.ops {
-        assert_eq!(get(&format!("http://{o}/healthz")).map(|r| r.0), Some(200), "{o}");
-        assert_eq!(get(&format!("http://{o}/readyz")).map(|r| r.0), Some(200), "{o}");
+        assert_eq!(
+            get(&format!("http://{o}/healthz")).map(|r| r.0),
+            Some(200),
+            "{o}"
+        );
+        assert_eq!(
+            get(&format!("http://{o}/readyz")).map(|r| r.0),
+            Some(200),
+            "{o}"
+        );
     }
 
     // Every metric the dashboard and the alerts use is exported live.
@@ -102,7 +121,10 @@ fn services_expose_checked_metrics_and_json_logs() {
         }
     }
     let missing: Vec<_> = used.iter().filter(|m| !exported.contains(*m)).collect();
-    assert!(missing.is_empty(), "used but not exported: {missing:?}\nexported: {exported:?}");
+    assert!(
+        missing.is_empty(),
+        "used but not exported: {missing:?}\nexported: {exported:?}"
+    );
 
     // SIGTERM: each service stops cleanly (flush, commit) and exits 0.
     p.stop();
@@ -113,7 +135,10 @@ fn services_expose_checked_metrics_and_json_logs() {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let v: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {line}"));
-            assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+            assert!(
+                v["level"].is_string() && v["fields"]["message"].is_string(),
+                "{line}"
+            );
             n += 1;
         }
         assert!(n > 0, "{name} logged nothing");

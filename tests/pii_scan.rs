@@ -40,11 +40,17 @@ fn direct_identifiers(shown: &Value, masked: &Value, out: &mut BTreeSet<String>)
 fn needles_of(value: &str, out: &mut BTreeSet<String>) {
     let mut forms = vec![value.to_owned()];
     // Names are also searched without their separating space (either width).
-    let compact: String = value.chars().filter(|c| *c != ' ' && *c != '\u{3000}').collect();
+    let compact: String = value
+        .chars()
+        .filter(|c| *c != ' ' && *c != '\u{3000}')
+        .collect();
     forms.push(compact);
     // Phone numbers and printed My Numbers, also as bare digits.
     let digits: String = value.chars().filter(char::is_ascii_digit).collect();
-    if value.chars().all(|c| c.is_ascii_digit() || c == '-' || c == ' ') {
+    if value
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == '-' || c == ' ')
+    {
         forms.push(digits);
     }
     for f in forms {
@@ -113,9 +119,9 @@ fn no_identifier_reaches_the_lake_the_pseudonymized_topics_the_logs_or_the_metri
         if let Verdict::Good { .. } = line.verdict {
             let mut v: Value = serde_json::from_slice(&bytes).unwrap();
             let kana = v["patient"]["name_kana"].as_str().map(str::to_owned);
-            if i % 25 == 0 && v["event_type"] == "lab_result" && kana.is_some() {
+            if let Some(kana) = kana.filter(|_| i % 25 == 0 && v["event_type"] == "lab_result") {
                 // A hub that typed the patient's name into a kept field.
-                v["payload"]["test_name"] = Value::String(format!("HbA1c {}", kana.unwrap()));
+                v["payload"]["test_name"] = Value::String(format!("HbA1c {kana}"));
                 echoed += 1;
             } else if i % 40 == 1 && v["patient"].is_object() {
                 // A My Number in a comment, printed 4-4-4: refused at the edge.
@@ -156,7 +162,12 @@ fn no_identifier_reaches_the_lake_the_pseudonymized_topics_the_logs_or_the_metri
     let s = |x: &str| x.to_owned();
     let mut p = helpers::Pipeline::start(
         "pii",
-        &[s("--source"), s("files"), s("--dir"), hub.display().to_string()],
+        &[
+            s("--source"),
+            s("files"),
+            s("--dir"),
+            hub.display().to_string(),
+        ],
         &[("RUST_LOG", "debug,rdkafka=info")],
         &[],
     );
@@ -169,7 +180,11 @@ fn no_identifier_reaches_the_lake_the_pseudonymized_topics_the_logs_or_the_metri
         {
             break vec![i.clone(), t.clone(), k.clone()];
         }
-        assert!(Instant::now() < deadline, "pipeline did not drain: {}", p.dir.display());
+        assert!(
+            Instant::now() < deadline,
+            "pipeline did not drain: {}",
+            p.dir.display()
+        );
     };
     p.stop();
     let (kafka, prefix, lake) = (p.kafka.clone(), p.prefix.clone(), p.lake.clone());
@@ -192,7 +207,11 @@ fn no_identifier_reaches_the_lake_the_pseudonymized_topics_the_logs_or_the_metri
         .arg(&dump)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows: u64 = report
         .as_object()
@@ -200,7 +219,10 @@ fn no_identifier_reaches_the_lake_the_pseudonymized_topics_the_logs_or_the_metri
         .values()
         .map(|t| t["duckdb_rows"].as_u64().unwrap())
         .sum();
-    assert_eq!(rows, good, "every clean record landed; the echoed ones did not");
+    assert_eq!(
+        rows, good,
+        "every clean record landed; the echoed ones did not"
+    );
     scan("lake rows".into(), &std::fs::read(&dump).unwrap());
     let mut lake_files = Vec::new();
     files(&lake, &mut lake_files);
@@ -240,6 +262,12 @@ fn no_identifier_reaches_the_lake_the_pseudonymized_topics_the_logs_or_the_metri
     for r in helpers::read_topic_bytes(&kafka, &format!("{prefix}.raw.27")) {
         control += hits(&ac, &needles, &r.value).len();
     }
-    assert!(control > 1000, "the raw topic holds identifiers: {control} hits");
-    assert!(my_numbers > 10 && echoed > 5, "{my_numbers} My Numbers, {echoed} echoes");
+    assert!(
+        control > 1000,
+        "the raw topic holds identifiers: {control} hits"
+    );
+    assert!(
+        my_numbers > 10 && echoed > 5,
+        "{my_numbers} My Numbers, {echoed} echoes"
+    );
 }

@@ -87,6 +87,9 @@ fn seed_corpora_are_committed() {
         let n = std::fs::read_dir(repo().join("fuzz/corpus").join(t))
             .map(|d| d.count())
             .unwrap_or(0);
-        assert!(n >= 5, "fuzz/corpus/{t}: {n} seeds; regenerate with --ignored write_fuzz_seeds");
+        assert!(
+            n >= 5,
+            "fuzz/corpus/{t}: {n} seeds; regenerate with --ignored write_fuzz_seeds"
+        );
     }
 }

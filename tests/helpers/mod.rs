@@ -514,8 +514,22 @@ impl Pipeline {
         let dir = scratch(name);
         let bin = env!("CARGO_BIN_EXE_chitose");
         let st = std::process::Command::new(bin)
-            .args(["topics", "create", "--bootstrap", &kafka, "--prefix", &prefix])
-            .args(["--prefectures", "27", "--raw-partitions", "2", "--pseudo-partitions", "2"])
+            .args([
+                "topics",
+                "create",
+                "--bootstrap",
+                &kafka,
+                "--prefix",
+                &prefix,
+            ])
+            .args([
+                "--prefectures",
+                "27",
+                "--raw-partitions",
+                "2",
+                "--pseudo-partitions",
+                "2",
+            ])
             .args(["--dlq-partitions", "1"])
             .stdout(std::process::Stdio::null())
             .status()
@@ -548,12 +562,20 @@ impl Pipeline {
         let v = |k: &str, val: String| (k.to_owned(), val);
         let mut ingest = vec![s("ingest"), s("--prefecture"), s("27")];
         ingest.extend(source.iter().cloned());
-        ingest.extend([s("--bootstrap"), kafka.clone(), s("--ops-listen"), ops[0].clone()]);
+        ingest.extend([
+            s("--bootstrap"),
+            kafka.clone(),
+            s("--ops-listen"),
+            ops[0].clone(),
+        ]);
         let procs = vec![
             spawn(
                 "ingest",
                 ingest,
-                vec![v("CHITOSE_INGEST__TOPIC", format!("{prefix}.raw.{{prefecture}}"))],
+                vec![v(
+                    "CHITOSE_INGEST__TOPIC",
+                    format!("{prefix}.raw.{{prefecture}}"),
+                )],
             ),
             spawn(
                 "transform",
@@ -567,8 +589,14 @@ impl Pipeline {
                     ops[1].clone(),
                 ],
                 vec![
-                    v("CHITOSE_TRANSFORM__INPUT_PATTERN", format!(r"^{prefix}\.raw\..+")),
-                    v("CHITOSE_TRANSFORM__OUTPUT_PREFIX", format!("{prefix}.pseudo.")),
+                    v(
+                        "CHITOSE_TRANSFORM__INPUT_PATTERN",
+                        format!(r"^{prefix}\.raw\..+"),
+                    ),
+                    v(
+                        "CHITOSE_TRANSFORM__OUTPUT_PREFIX",
+                        format!("{prefix}.pseudo."),
+                    ),
                     v("CHITOSE_TRANSFORM__DLQ_TOPIC", format!("{prefix}.dlq")),
                     v("CHITOSE_TRANSFORM__GROUP_ID", format!("{prefix}-transform")),
                     v("CHITOSE_TRANSFORM__OUTPUT_PARTITIONS", s("2")),
@@ -586,7 +614,10 @@ impl Pipeline {
                     ops[2].clone(),
                 ],
                 vec![
-                    v("CHITOSE_SINK__INPUT_PATTERN", format!(r"^{prefix}\.pseudo\..+")),
+                    v(
+                        "CHITOSE_SINK__INPUT_PATTERN",
+                        format!(r"^{prefix}\.pseudo\..+"),
+                    ),
                     v("CHITOSE_SINK__GROUP_ID", format!("{prefix}-sink")),
                     v("CHITOSE_SINK__ROLL_AGE_MS", s("1000")),
                 ],
@@ -641,7 +672,11 @@ impl Pipeline {
                 if let Some(st) = p.0.try_wait().unwrap() {
                     break st;
                 }
-                assert!(std::time::Instant::now() < deadline, "{} ignored SIGTERM", p.1.display());
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} ignored SIGTERM",
+                    p.1.display()
+                );
                 std::thread::sleep(std::time::Duration::from_millis(200));
             };
             assert!(status.success(), "{}: {status}", p.1.display());
