@@ -48,11 +48,7 @@ impl Workers {
             }
             "sink" => {
                 c.args(["sink", "--lake", &self.lake])
-                    .env("AWS_ACCESS_KEY_ID", "test")
-                    .env("AWS_SECRET_ACCESS_KEY", "test")
-                    .env("AWS_REGION", "us-east-1")
-                    .env("AWS_ENDPOINT", &self.s3)
-                    .env("AWS_ALLOW_HTTP", "true")
+                    .envs(s3_env(&self.s3))
                     .env("CHITOSE_SINK__ROLL_AGE_MS", "1500");
             }
             _ => unreachable!(),
@@ -102,19 +98,15 @@ impl Drop for Workers {
     }
 }
 
-fn create_bucket(endpoint: &str) -> String {
-    let bucket = format!("chaos-{}", uuid::Uuid::new_v4().simple());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let status = rt.block_on(async {
-        reqwest::Client::new()
-            .put(format!("{endpoint}/{bucket}"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    assert!(status.is_success(), "create bucket: {status}");
-    bucket
+/// object_store's S3 settings for the moto server at `endpoint`.
+fn s3_env(endpoint: &str) -> [(&'static str, String); 5] {
+    [
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ENDPOINT", endpoint.into()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+    ]
 }
 
 fn pending_files(dir: &Path) -> usize {
@@ -131,11 +123,7 @@ fn pending_files(dir: &Path) -> usize {
 fn committed_rows(w: &Workers) -> Option<u64> {
     let out = Command::new(env!("CARGO_BIN_EXE_chitose"))
         .args(["lake", "verify", "--json", "--lake", &w.lake])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT", &w.s3)
-        .env("AWS_ALLOW_HTTP", "true")
+        .envs(s3_env(&w.s3))
         .output()
         .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -165,7 +153,7 @@ fn kill_9_rounds_and_a_broker_restart_lose_and_duplicate_nothing() {
 
     let broker = helpers::OwnBroker::start("chaos-broker");
     let s3 = helpers::moto();
-    let bucket = create_bucket(&s3);
+    let bucket = helpers::create_bucket(&s3);
     let dir = helpers::scratch("chaos");
     for h in HUBS {
         std::fs::create_dir_all(dir.join(format!("hub-{h}"))).unwrap();
@@ -347,11 +335,7 @@ fn kill_9_rounds_and_a_broker_restart_lose_and_duplicate_nothing() {
     // And the ledger agrees with the files: no orphan, nothing missing.
     let out = Command::new(env!("CARGO_BIN_EXE_chitose"))
         .args(["lake", "verify", "--lake", &w.lake])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT", &s3)
-        .env("AWS_ALLOW_HTTP", "true")
+        .envs(s3_env(&s3))
         .output()
         .unwrap();
     assert!(

@@ -256,25 +256,6 @@ fn two_instances_with_a_rebalance_in_the_middle_still_land_exactly_once() {
     check_lake(&helpers::read_lake(&s.lake, None), &ids);
 }
 
-fn create_bucket(endpoint: &str) -> String {
-    let bucket = format!("lake-{}", uuid::Uuid::new_v4().simple());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let status = rt.block_on(async {
-        reqwest::Client::new()
-            .put(format!("{endpoint}/{bucket}"))
-            .header(
-                "authorization",
-                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
-            )
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    assert!(status.is_success(), "create bucket: {status}");
-    bucket
-}
-
 fn s3_options(endpoint: &str) -> String {
     format!(
         "[lake_options]\naws_endpoint = \"{endpoint}\"\naws_allow_http = \"true\"\naws_region = \"us-east-1\"\n"
@@ -284,7 +265,7 @@ fn s3_options(endpoint: &str) -> String {
 #[test]
 fn on_s3_the_lake_lands_once_and_the_ledger_fences_a_second_writer() {
     let endpoint = helpers::moto();
-    let bucket = create_bucket(&endpoint);
+    let bucket = helpers::create_bucket(&endpoint);
     let url = format!("s3://{bucket}/lake");
     // The ledger's create-only put, through object_store's S3 client.
     let opts = std::collections::BTreeMap::from([
