@@ -84,6 +84,21 @@ fn render_k8s(edit: impl Fn(&Path)) -> (bool, String, std::path::PathBuf) {
     )
 }
 
+/// Runs a Python script (with PyYAML) on `file`; it prints one JSON object.
+fn python_facts(script: &str, file: &Path) -> serde_json::Value {
+    let out = Command::new(helpers::python())
+        .args(["-c", script])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn validate(rendered: &Path) -> (bool, String) {
     run(Command::new(helpers::venv_tool("kubernetes-validate"))
         .args(["--strict", "--no-warn"])
@@ -118,17 +133,7 @@ for w in workloads:
 dangling = sorted(refs - set(kinds.get("Secret", [])))
 print(json.dumps({"kinds": kinds, "nonroot": nonroot, "readonly": readonly, "external": external, "secret_mounts": sorted(mounts), "secret_refs": len(refs), "dangling": dangling}))
 "#;
-    let out = Command::new(helpers::python())
-        .args(["-c", py])
-        .arg(&rendered)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let facts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let facts = python_facts(py, &rendered);
     let count = |k: &str| facts["kinds"][k].as_array().map_or(0, |a| a.len());
     assert_eq!(count("Deployment"), 2, "{facts}");
     assert_eq!(count("StatefulSet"), 1, "{facts}");
@@ -186,17 +191,7 @@ bad_deps = [d for s in services.values() for d in (s.get("depends_on") or {}) if
 chitose = [s["command"] for s in services.values() if s.get("image") == "chitose:dev" and "entrypoint" not in s and isinstance(s.get("command"), list)]
 print(json.dumps({"services": sorted(services), "missing_mounts": missing_mounts, "bad_deps": bad_deps, "chitose": chitose}))
 "#;
-    let out = Command::new(helpers::python())
-        .args(["-c", py])
-        .arg(&compose)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let facts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let facts = python_facts(py, &compose);
     assert_eq!(facts["missing_mounts"], serde_json::json!([]), "{facts}");
     assert_eq!(facts["bad_deps"], serde_json::json!([]), "{facts}");
     for s in [
