@@ -13,6 +13,7 @@ use std::process::ExitCode;
 mod bench_cmd;
 mod dlq_cmd;
 mod lake_cmd;
+mod release_cmd;
 mod sink_cmd;
 mod tail_cmd;
 mod topic_read;
@@ -38,8 +39,9 @@ enum Command {
     Transform(transform_cmd::TransformArgs),
     /// Land pseudonymized events as Parquet in object storage.
     Sink(sink_cmd::SinkArgs),
-    /// Produce an anonymized data set from the lake.
-    Release(NotBuilt),
+    /// Produce an anonymized data set from the lake (k-anonymity, rare
+    /// values, a fresh pseudonym key per release).
+    Release(release_cmd::ReleaseArgs),
     /// Create and inspect chitose's topics.
     Topics(topics_cmd::TopicsArgs),
     /// Decode a topic's Avro records to JSON lines.
@@ -106,12 +108,6 @@ struct IngestArgs {
 }
 
 /// Arguments of a subcommand that is not built yet (accepted, ignored).
-#[derive(Args)]
-struct NotBuilt {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    _args: Vec<String>,
-}
-
 #[derive(Subcommand)]
 enum SchemasCommand {
     /// Every schema version with its fingerprint.
@@ -149,14 +145,6 @@ enum SchemasCommand {
     },
 }
 
-fn not_built(name: &str, issue: &str) -> ExitCode {
-    eprintln!(
-        "chitose {name}: not built yet. It lands with the {issue} issue; until then the \
-         contract tools work: `chitose schemas --help`."
-    );
-    ExitCode::from(2)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -164,7 +152,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => ingest(args),
         Command::Transform(args) => transform_cmd::run(args),
         Command::Sink(args) => sink_cmd::run(args),
-        Command::Release(_) => return not_built("release", "release"),
+        Command::Release(args) => release_cmd::run(args),
         Command::Dlq(args) => dlq_cmd::run(args),
         Command::Topics(args) => topics_cmd::run(args),
         Command::Tail(args) => tail_cmd::run(args),

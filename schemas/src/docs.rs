@@ -68,6 +68,18 @@ fn anchor(name: &str) -> String {
         .to_lowercase()
 }
 
+/// A field doc's class and text: `"QI: age band"` → `("QI", "age band")`;
+/// a doc without a class gives `("", doc)`. The release step reads the same
+/// classes to decide what may leave the lake.
+pub fn field_class(doc: &str) -> (&str, &str) {
+    match doc.split_once(':') {
+        Some((c, t)) if c.len() <= 14 && c.chars().next().is_some_and(char::is_uppercase) => {
+            (c.trim(), t.trim())
+        }
+        _ => ("", doc.trim()),
+    }
+}
+
 fn fields(s: &Schema, prefix: &str, names: &Names, out: &mut String) {
     let Schema::Record(r) = names.get(s) else {
         return;
@@ -76,12 +88,7 @@ fn fields(s: &Schema, prefix: &str, names: &Names, out: &mut String) {
         let path = format!("{prefix}{}", f.name);
         let (inner, nullable) = unwrap_null(names.get(&f.schema), names);
         let doc = f.doc.as_deref().unwrap_or("");
-        let (class, text) = match doc.split_once(':') {
-            Some((c, t)) if c.len() <= 14 && c.chars().next().is_some_and(char::is_uppercase) => {
-                (c.trim(), t.trim())
-            }
-            _ => ("", doc.trim()),
-        };
+        let (class, text) = field_class(doc);
         let _ = writeln!(
             out,
             "| `{path}` | {} | {} | {class} | {} |",

@@ -150,7 +150,7 @@ fn main() {
                                             mem.clone(),
                                             path,
                                             b.schema(),
-                                            properties(128 * 1024),
+                                            properties(128 * 1024, "chitose-bench"),
                                             5 << 20,
                                         )
                                         .unwrap(),

@@ -453,7 +453,7 @@ impl Sink {
                     self.lake.store.clone(),
                     path.clone(),
                     batch.schema(),
-                    properties(self.cfg.row_group_rows),
+                    properties(self.cfg.row_group_rows, "chitose-sink"),
                     self.cfg.upload_part_bytes,
                 )
                 .map_err(|e| LakeError::Config(format!("parquet writer: {e}")))?;

@@ -14,7 +14,7 @@ use parquet::schema::types::ColumnPath;
 use std::sync::Arc;
 
 /// The lake's Parquet settings.
-pub fn properties(row_group_rows: usize) -> WriterProperties {
+pub fn properties(row_group_rows: usize, created_by: &str) -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("valid level"),
@@ -28,7 +28,7 @@ pub fn properties(row_group_rows: usize) -> WriterProperties {
         // Sized for a row group, not the 1M-value default (1.2 MB allocated
         // up front per open file).
         .set_column_bloom_filter_max_ndv(ColumnPath::from("pseudonym"), row_group_rows as u64)
-        .set_created_by(format!("chitose-sink {}", env!("CARGO_PKG_VERSION")))
+        .set_created_by(format!("{created_by} {}", env!("CARGO_PKG_VERSION")))
         .build()
 }
 

@@ -1,0 +1,815 @@
+//! The async shell: a ledger-consistent snapshot of the lake, two streamed
+//! passes over its files, the released files and the report.
+//!
+//! ```text
+//! <lake>/anonymized/<release_id>/<table>/part-00000.parquet …
+//! <lake>/anonymized/<release_id>/release-report.md
+//! <lake>/anonymized/<release_id>/release-report.json   written last: the release is complete
+//! ```
+//!
+//! A release interrupted before its JSON report is incomplete: running it
+//! again under the same id deletes what it left (written under a key that
+//! is gone) and starts over. A complete release is never overwritten.
+
+use crate::core::{CoreError, Index, Output, Plan, ReleaseKey, Risk, precision_loss};
+use crate::hierarchy::Hierarchy;
+use crate::spec::{Contract, Spec, TableSpec};
+use arrow_array::RecordBatch;
+use bytes::Bytes;
+use chitose_sink::lake::{Commit, Lake, LakeError};
+use chitose_sink::writer::{FileWriter, properties};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// A release or audit problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReleaseError {
+    /// The lake's ledger or store.
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    /// The object store.
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    /// A file does not read or write as Parquet.
+    #[error("{path}: {message}")]
+    Parquet {
+        /// Object path.
+        path: String,
+        /// Cause.
+        message: String,
+    },
+    /// The core refused a table.
+    #[error("table {table}: {source}")]
+    Core {
+        /// Table.
+        table: String,
+        /// Cause.
+        source: CoreError,
+    },
+    /// A complete release of this id exists.
+    #[error("expected a new release id, found a complete release {0} (its report exists)")]
+    Exists(String),
+    /// Nothing to read.
+    #[error("{0}: expected committed data files, found none")]
+    NoData(String),
+    /// A bad release id.
+    #[error("release id {0:?}: expected letters, digits, '-', '_' or '.', not starting with '.'")]
+    BadId(String),
+}
+
+/// Files read for a table, and the ledger position they are consistent with.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    /// What was read (`pseudonymized/diagnosis`).
+    pub source: String,
+    /// Data files, by path.
+    #[serde(skip)]
+    pub files: Vec<(Path, u64)>,
+    /// Data files read.
+    pub file_count: usize,
+    /// Rows the ledger says they hold.
+    pub rows: u64,
+    /// Per Kafka partition: the last commit record read and its next offset.
+    pub ledger: BTreeMap<i32, (u64, i64)>,
+}
+
+/// The files of a lake table its ledger commits, as of now. Files written
+/// after this call, in-flight files and orphans are not in it.
+pub async fn snapshot(lake: &Lake, table: &str) -> Result<Snapshot, ReleaseError> {
+    let dir = lake.path(&format!("_chitose/ledger/{table}"));
+    let metas: Vec<_> = lake.store.list(Some(&dir)).try_collect().await?;
+    let mut commits: BTreeMap<i32, Vec<Commit>> = BTreeMap::new();
+    for m in metas {
+        let partition = m
+            .location
+            .parts()
+            .filter_map(|p| p.as_ref().strip_prefix('p').and_then(|n| n.parse().ok()))
+            .next_back()
+            .unwrap_or(-1);
+        let bytes = lake.store.get(&m.location).await?.bytes().await?;
+        let c: Commit = serde_json::from_slice(&bytes).map_err(|e| LakeError::Corrupt {
+            path: m.location.to_string(),
+            message: format!("expected a commit record, found {e} (run chitose lake verify)"),
+        })?;
+        commits.entry(partition).or_default().push(c);
+    }
+    let mut s = Snapshot {
+        source: format!("pseudonymized/{table}"),
+        ..Snapshot::default()
+    };
+    let mut files = BTreeMap::new();
+    for (p, mut cs) in commits {
+        cs.sort_by_key(|c| c.seq);
+        if let Some(last) = cs.last() {
+            s.ledger.insert(p, (last.seq, last.next_offset));
+        }
+        for f in cs.into_iter().flat_map(|c| c.files) {
+            files.insert(f.path, (f.rows, f.bytes));
+        }
+    }
+    for (path, (rows, bytes)) in files {
+        s.rows += rows;
+        s.files.push((Path::from(path), bytes));
+    }
+    s.file_count = s.files.len();
+    if s.files.is_empty() {
+        return Err(ReleaseError::NoData(s.source));
+    }
+    Ok(s)
+}
+
+/// The files of a released table.
+pub async fn released(
+    lake: &Lake,
+    release_id: &str,
+    table: &str,
+) -> Result<Snapshot, ReleaseError> {
+    check_id(release_id)?;
+    let source = format!("anonymized/{release_id}/{table}");
+    let mut metas: Vec<_> = lake
+        .store
+        .list(Some(&lake.path(&source)))
+        .try_collect()
+        .await?;
+    metas.retain(|m| m.location.as_ref().ends_with(".parquet"));
+    metas.sort_by(|a, b| a.location.cmp(&b.location));
+    if metas.is_empty() {
+        return Err(ReleaseError::NoData(source));
+    }
+    Ok(Snapshot {
+        source,
+        file_count: metas.len(),
+        files: metas.into_iter().map(|m| (m.location, m.size)).collect(),
+        ..Snapshot::default()
+    })
+}
+
+fn check_id(id: &str) -> Result<(), ReleaseError> {
+    let ok = !id.is_empty()
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ReleaseError::BadId(id.to_owned()))
+    }
+}
+
+/// A lake file read by ranges: the footer first, then only the column
+/// chunks a projection asks for.
+struct LakeFile {
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+impl AsyncFileReader for LakeFile {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        Box::pin(async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        })
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<'a, parquet::errors::Result<std::sync::Arc<ParquetMetaData>>>
+    {
+        Box::pin(async move {
+            let size = self.size;
+            let meta = ParquetMetaDataReader::new()
+                .with_prefetch_hint(Some(64 * 1024))
+                .load_and_finish(&mut *self, size)
+                .await?;
+            Ok(std::sync::Arc::new(meta))
+        })
+    }
+}
+
+/// Streams a file's batches, reading only `columns` (those it has).
+async fn read(
+    lake: &Lake,
+    path: &Path,
+    size: u64,
+    columns: Option<&[String]>,
+    batch_rows: usize,
+) -> Result<ParquetRecordBatchStream<LakeFile>, ReleaseError> {
+    let perr = |e: ParquetError| ReleaseError::Parquet {
+        path: path.to_string(),
+        message: e.to_string(),
+    };
+    let reader = LakeFile {
+        store: lake.store.clone(),
+        path: path.clone(),
+        size,
+    };
+    let b = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(perr)?;
+    let b = match columns {
+        None => b,
+        Some(cols) => {
+            let roots: Vec<usize> = b
+                .schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| cols.contains(f.name()))
+                .map(|(i, _)| i)
+                .collect();
+            let mask = ProjectionMask::roots(b.parquet_schema(), roots);
+            b.with_projection(mask)
+        }
+    };
+    b.with_batch_size(batch_rows).build().map_err(perr)
+}
+
+/// Pass one: the index of a table's files.
+async fn index(
+    lake: &Lake,
+    table: &str,
+    snap: &Snapshot,
+    mut ix: Index,
+    batch_rows: usize,
+) -> Result<Index, ReleaseError> {
+    let columns = ix.columns();
+    for (path, size) in &snap.files {
+        let mut s = read(lake, path, *size, Some(&columns), batch_rows).await?;
+        while let Some(b) = s.next().await {
+            let b = b.map_err(|e| ReleaseError::Parquet {
+                path: path.to_string(),
+                message: e.to_string(),
+            })?;
+            ix.add(&b).map_err(|source| ReleaseError::Core {
+                table: table.to_owned(),
+                source,
+            })?;
+        }
+    }
+    Ok(ix)
+}
+
+/// How to run a release.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The release id (folder name).
+    pub release_id: String,
+    /// Rows per output file.
+    pub rows_per_file: usize,
+    /// Rows per batch read.
+    pub batch_rows: usize,
+    /// Plan and report only; write nothing.
+    pub dry_run: bool,
+}
+
+/// The release report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseReport {
+    /// Release id.
+    pub release_id: String,
+    /// When it was made (UTC, RFC 3339).
+    pub created_at: String,
+    /// Where the output is.
+    pub output: String,
+    /// What happened to the pseudonym key.
+    pub key: String,
+    /// Whether anything was written.
+    pub dry_run: bool,
+    /// The spec, as read.
+    pub spec: Spec,
+    /// Per table.
+    pub tables: Vec<TableReport>,
+}
+
+/// One table's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableReport {
+    /// Table.
+    pub table: String,
+    /// What was read.
+    pub snapshot: Snapshot,
+    /// k asked.
+    pub k_required: u32,
+    /// Smallest released class, in patients.
+    pub k_achieved: u32,
+    /// Records read.
+    pub records_in: u64,
+    /// Records released.
+    pub records_out: u64,
+    /// Patients read.
+    pub patients_in: u64,
+    /// Level chosen per quasi-identifier.
+    pub generalization: Vec<Generalized>,
+    /// Records suppressed to reach k (classes below k after generalization).
+    pub suppressed_k_anonymity: u64,
+    /// Rare-value rules' outcomes.
+    pub rare: Vec<RareOutcome>,
+    /// Risk over the quasi-identifiers as the lake holds them.
+    pub before: Risk,
+    /// Risk over the released quasi-identifiers.
+    pub after: Risk,
+    /// Information loss.
+    pub information_loss: Loss,
+    /// Lattice nodes evaluated, of all.
+    pub search: (usize, usize),
+    /// Columns left out, with their class.
+    pub dropped: Vec<(String, String)>,
+    /// Files written: path, rows.
+    pub files: Vec<(String, u64)>,
+}
+
+/// A quasi-identifier's level.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generalized {
+    /// Column.
+    pub column: String,
+    /// Level chosen (0: as in the lake).
+    pub level: usize,
+    /// Levels above the value.
+    pub of: usize,
+    /// What the level shows.
+    pub shows: String,
+}
+
+/// What a rare-value rule did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RareOutcome {
+    /// Column.
+    pub column: String,
+    /// Threshold (patients per area, period and value).
+    pub threshold: u32,
+    /// Records per level the value was released at (`suppressed` last).
+    pub records_at: Vec<(String, u64)>,
+    /// Records whose value was rolled up (released above level 0).
+    pub rolled_up: u64,
+    /// Records whose value was suppressed (null).
+    pub suppressed: u64,
+}
+
+/// Information loss measures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Loss {
+    /// Mean generalization height (0 as in the lake, 1 all `*`).
+    pub precision: f64,
+    /// Share of records suppressed.
+    pub suppression: f64,
+    /// Discernibility (Σ class records², suppressed records count as the
+    /// whole table), normalized by records²: 1/records at best, 1 at worst.
+    pub discernibility: f64,
+    /// Mean class size over k (1 is as tight as k allows).
+    pub avg_class_size_over_k: f64,
+    /// Share of rare-rule values released above level 0 or suppressed.
+    pub rare_values_changed: f64,
+}
+
+/// Runs a release. With `dry_run`, plans and reports without writing.
+pub async fn release(
+    lake: &Lake,
+    spec: &Spec,
+    contracts: &[Contract],
+    opts: &Options,
+) -> Result<ReleaseReport, ReleaseError> {
+    check_id(&opts.release_id)?;
+    let root = format!("anonymized/{}", opts.release_id);
+    let report_json = lake.path(&format!("{root}/release-report.json"));
+    if !opts.dry_run {
+        match lake.store.head(&report_json).await {
+            Ok(_) => return Err(ReleaseError::Exists(opts.release_id.clone())),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let left: Vec<_> = lake
+            .store
+            .list(Some(&lake.path(&root)))
+            .try_collect()
+            .await?;
+        if !left.is_empty() {
+            tracing::warn!(
+                release = %opts.release_id,
+                objects = left.len(),
+                "an interrupted run of this release left objects; deleting them and starting over"
+            );
+            for m in left {
+                lake.delete(&m.location).await?;
+            }
+        }
+    }
+    let mut tables = Vec::new();
+    for (t, c) in spec.tables.iter().zip(contracts) {
+        let key = (t.pseudonym && !opts.dry_run).then(ReleaseKey::fresh);
+        tables.push(release_table(lake, spec, t, c, key, &root, opts).await?);
+    }
+    let report = ReleaseReport {
+        release_id: opts.release_id.clone(),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        output: lake.path(&root).to_string(),
+        key: "pseudonyms re-keyed with a fresh random 256-bit HMAC-SHA256 key per table and release, held in memory only and never written".into(),
+        dry_run: opts.dry_run,
+        spec: spec.clone(),
+        tables,
+    };
+    if !opts.dry_run {
+        let md = markdown(&report);
+        lake.store
+            .put(
+                &lake.path(&format!("{root}/release-report.md")),
+                PutPayload::from(Bytes::from(md)),
+            )
+            .await?;
+        let json = serde_json::to_vec_pretty(&report).expect("serializable");
+        lake.store
+            .put(&report_json, PutPayload::from(Bytes::from(json)))
+            .await?;
+    }
+    Ok(report)
+}
+
+async fn release_table(
+    lake: &Lake,
+    spec: &Spec,
+    t: &TableSpec,
+    c: &Contract,
+    key: Option<ReleaseKey>,
+    root: &str,
+    opts: &Options,
+) -> Result<TableReport, ReleaseError> {
+    let table = t.name.as_str();
+    let core = |source| ReleaseError::Core {
+        table: table.to_owned(),
+        source,
+    };
+    let snap = snapshot(lake, table).await?;
+    let qis: Vec<Hierarchy> = t.qi.iter().map(Hierarchy::of_qi).collect();
+    let rares: Vec<Hierarchy> = t.rare.iter().map(Hierarchy::of_rare).collect();
+    let ix = Index::new(qis, rares, Some("pseudonym".into()));
+    let ix = index(lake, table, &snap, ix, opts.batch_rows).await?;
+    tracing::info!(table, rows = ix.rows(), cells = ix.cells(), "indexed");
+    let q = ix.qis.len();
+    let before = ix.risk(&vec![0; q], 0, spec.k);
+    let mut plan = ix.plan(spec.k, spec.max_suppression).map_err(core)?;
+    let position = |col: &str| t.qi.iter().position(|x| x.column == col).expect("checked");
+    let rules: Vec<(usize, usize, u32)> = t
+        .rare
+        .iter()
+        .map(|r| (position(&r.area), position(&r.period), r.threshold))
+        .collect();
+    ix.plan_rare(&mut plan, &rules);
+    let after = ix.risk(&plan.levels, spec.k, spec.k);
+    let attributes: Vec<(String, arrow_schema::DataType)> = t
+        .attributes
+        .iter()
+        .map(|a| (a.clone(), c.columns[a].data_type.clone()))
+        .collect();
+    let out = Output::new(&ix, &attributes, key);
+    let files = if opts.dry_run {
+        Vec::new()
+    } else {
+        write(lake, table, &snap, &ix, &plan, &out, root, opts).await?
+    };
+    let written: u64 = files.iter().map(|(_, r)| r).sum();
+    if !opts.dry_run && written != after.records {
+        return Err(core(CoreError::Unindexed {
+            column: format!("(wrote {written} records, planned {})", after.records),
+        }));
+    }
+    tracing::info!(
+        table,
+        records_in = ix.rows(),
+        records_out = after.records,
+        k = after.k,
+        files = files.len(),
+        "released"
+    );
+    Ok(report_of(
+        spec, t, c, snap, &ix, &plan, before, after, files,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    lake: &Lake,
+    table: &str,
+    snap: &Snapshot,
+    ix: &Index,
+    plan: &Plan,
+    out: &Output,
+    root: &str,
+    opts: &Options,
+) -> Result<Vec<(String, u64)>, ReleaseError> {
+    let row_group = opts.rows_per_file.clamp(1, 65_536);
+    let mut files: Vec<(String, u64)> = Vec::new();
+    let mut writer: Option<(Path, FileWriter)> = None;
+    let werr = |p: &Path, e: parquet::errors::ParquetError| ReleaseError::Parquet {
+        path: p.to_string(),
+        message: e.to_string(),
+    };
+    let open = |n: usize| -> Result<(Path, FileWriter), ReleaseError> {
+        let p = lake.path(&format!("{root}/{table}/part-{n:05}.parquet"));
+        let w = FileWriter::create(
+            lake.store.clone(),
+            p.clone(),
+            out.schema.clone(),
+            properties(row_group, "chitose-release"),
+            8 << 20,
+        )
+        .map_err(|e| werr(&p, e))?;
+        Ok((p, w))
+    };
+    for (path, size) in &snap.files {
+        let mut s = read(lake, path, *size, None, opts.batch_rows).await?;
+        while let Some(b) = s.next().await {
+            let b: RecordBatch = b.map_err(|e| werr(path, e))?;
+            let released = ix
+                .apply(plan, out, &b)
+                .map_err(|source| ReleaseError::Core {
+                    table: table.to_owned(),
+                    source,
+                })?;
+            if released.num_rows() == 0 {
+                continue;
+            }
+            let mut at = 0;
+            while at < released.num_rows() {
+                if writer.is_none() {
+                    writer = Some(open(files.len())?);
+                }
+                let (p, w) = writer.as_mut().expect("opened");
+                let room = opts.rows_per_file.saturating_sub(w.rows() as usize).max(1);
+                let n = room.min(released.num_rows() - at);
+                w.write(&released.slice(at, n))
+                    .await
+                    .map_err(|e| werr(p, e))?;
+                at += n;
+                if w.rows() as usize >= opts.rows_per_file {
+                    let (p, w) = writer.take().expect("opened");
+                    let rows = w.rows();
+                    w.close().await.map_err(|e| werr(&p, e))?;
+                    files.push((p.to_string(), rows));
+                }
+            }
+        }
+    }
+    if writer.is_none() && files.is_empty() {
+        // An empty table still has its schema: readers' globs find it.
+        writer = Some(open(0)?);
+    }
+    if let Some((p, w)) = writer {
+        let rows = w.rows();
+        w.close().await.map_err(|e| werr(&p, e))?;
+        files.push((p.to_string(), rows));
+    }
+    Ok(files)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report_of(
+    spec: &Spec,
+    t: &TableSpec,
+    c: &Contract,
+    snapshot: Snapshot,
+    ix: &Index,
+    plan: &Plan,
+    before: Risk,
+    after: Risk,
+    files: Vec<(String, u64)>,
+) -> TableReport {
+    let rows = ix.rows();
+    let suppressed = rows - after.records;
+    let generalization = ix
+        .qis
+        .iter()
+        .zip(&plan.levels)
+        .map(|(d, l)| Generalized {
+            column: d.hierarchy.column.clone(),
+            level: *l,
+            of: d.hierarchy.levels() - 1,
+            shows: d.hierarchy.level_name(*l),
+        })
+        .collect();
+    let rare: Vec<RareOutcome> = ix
+        .rares
+        .iter()
+        .zip(&plan.rare)
+        .zip(&t.rare)
+        .map(|((d, p), r)| {
+            let top = p.records_at.len() - 1;
+            RareOutcome {
+                column: d.hierarchy.column.clone(),
+                threshold: r.threshold,
+                records_at: p
+                    .records_at
+                    .iter()
+                    .enumerate()
+                    .map(|(l, n)| (d.hierarchy.level_name(l), *n))
+                    .collect(),
+                rolled_up: p.records_at[1..top].iter().sum(),
+                suppressed: p.records_at[top],
+            }
+        })
+        .collect();
+    let changed: u64 = rare.iter().map(|r| r.rolled_up + r.suppressed).sum();
+    let tops: Vec<usize> = ix.qis.iter().map(|d| d.hierarchy.levels() - 1).collect();
+    let squares = ix.discernibility(&plan.levels, spec.k) as f64;
+    let n = rows.max(1) as f64;
+    TableReport {
+        table: t.name.clone(),
+        snapshot,
+        k_required: spec.k,
+        k_achieved: after.k,
+        records_in: rows,
+        records_out: after.records,
+        patients_in: ix.patients(),
+        generalization,
+        suppressed_k_anonymity: suppressed,
+        information_loss: Loss {
+            precision: precision_loss(&plan.levels, &tops),
+            suppression: suppressed as f64 / n,
+            discernibility: (squares + suppressed as f64 * n) / (n * n),
+            avg_class_size_over_k: if after.classes == 0 {
+                0.0
+            } else {
+                after.mean_class_records / f64::from(spec.k)
+            },
+            rare_values_changed: if t.rare.is_empty() || after.records == 0 {
+                0.0
+            } else {
+                changed as f64 / (after.records as f64 * t.rare.len() as f64)
+            },
+        },
+        rare,
+        before,
+        after,
+        search: (plan.evaluated, plan.nodes),
+        dropped: t.dropped(c),
+        files,
+    }
+}
+
+/// The report as Markdown, for the privacy officer.
+pub fn markdown(r: &ReleaseReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Release {}\n", r.release_id);
+    let _ = writeln!(
+        s,
+        "Created {} at `{}`{}. k = {}, at most {:.1}% of records suppressed per table.\n",
+        r.created_at,
+        r.output,
+        if r.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        },
+        r.spec.k,
+        r.spec.max_suppression * 100.0
+    );
+    let _ = writeln!(s, "Pseudonyms: {}.\n", r.key);
+    for t in &r.tables {
+        let _ = writeln!(s, "## {}\n", t.table);
+        let _ = writeln!(
+            s,
+            "Read {} records of {} patients from {} files of `{}` (ledger-consistent snapshot). \
+             Released {} records; **k achieved: {}** (required {}).\n",
+            t.records_in,
+            t.patients_in,
+            t.snapshot.file_count,
+            t.snapshot.source,
+            t.records_out,
+            t.k_achieved,
+            t.k_required
+        );
+        s.push_str("| quasi-identifier | released as | level |\n|---|---|---|\n");
+        for g in &t.generalization {
+            let _ = writeln!(s, "| `{}` | {} | {}/{} |", g.column, g.shows, g.level, g.of);
+        }
+        s.push_str("\n| suppression rule | records |\n|---|---|\n");
+        let _ = writeln!(
+            s,
+            "| k-anonymity: classes below {} patients | {} |",
+            t.k_required, t.suppressed_k_anonymity
+        );
+        for rr in &t.rare {
+            for (level, n) in &rr.records_at {
+                let _ = writeln!(
+                    s,
+                    "| rare `{}` (< {} patients per area and period): released as {level} | {n} |",
+                    rr.column, rr.threshold
+                );
+            }
+        }
+        s.push_str("\n| risk | before | after |\n|---|---|---|\n");
+        let (b, a) = (&t.before, &t.after);
+        let rows = [
+            ("records", b.records.to_string(), a.records.to_string()),
+            ("classes", b.classes.to_string(), a.classes.to_string()),
+            (
+                "smallest class (patients)",
+                b.k.to_string(),
+                a.k.to_string(),
+            ),
+            (
+                "records in unique classes",
+                b.unique_records.to_string(),
+                a.unique_records.to_string(),
+            ),
+            (
+                "uniqueness",
+                format!("{:.4}", b.uniqueness),
+                format!("{:.4}", a.uniqueness),
+            ),
+            (
+                "records in classes below k",
+                b.records_below_k.to_string(),
+                a.records_below_k.to_string(),
+            ),
+        ];
+        for (name, x, y) in rows {
+            let _ = writeln!(s, "| {name} | {x} | {y} |");
+        }
+        let l = &t.information_loss;
+        let _ = writeln!(
+            s,
+            "\nInformation loss: precision {:.3}, suppression {:.4}, discernibility {:.4}, \
+             mean class size / k {:.2}, rare values changed {:.4}. Lattice: {} of {} nodes evaluated.\n",
+            l.precision,
+            l.suppression,
+            l.discernibility,
+            l.avg_class_size_over_k,
+            l.rare_values_changed,
+            t.search.0,
+            t.search.1
+        );
+        let dropped: Vec<String> = t
+            .dropped
+            .iter()
+            .map(|(c, k)| format!("`{c}` ({k})"))
+            .collect();
+        let _ = writeln!(s, "Dropped: {}.\n", dropped.join(", "));
+        for (p, rows) in &t.files {
+            let _ = writeln!(s, "- `{p}`: {rows} records");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// An audit's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Audit {
+    /// What was read.
+    pub snapshot: Snapshot,
+    /// Quasi-identifiers, as they are.
+    pub qi: Vec<String>,
+    /// Column naming the patient (None: each record is one).
+    pub patient: Option<String>,
+    /// k the classes are held against.
+    pub k: u32,
+    /// Patients.
+    pub patients: u64,
+    /// The risk.
+    pub risk: Risk,
+}
+
+/// Risk measures of `snap`'s files over `qi` (as they are), changing nothing.
+pub async fn audit(
+    lake: &Lake,
+    snap: Snapshot,
+    qi: &[String],
+    patient: Option<String>,
+    k: u32,
+    batch_rows: usize,
+) -> Result<Audit, ReleaseError> {
+    let ix = Index::new(
+        qi.iter().map(|c| Hierarchy::flat(c)).collect(),
+        vec![],
+        patient.clone(),
+    );
+    let ix = index(lake, &snap.source, &snap, ix, batch_rows).await?;
+    let risk = ix.risk(&vec![0; qi.len()], 0, k);
+    Ok(Audit {
+        patients: ix.patients(),
+        snapshot: snap,
+        qi: qi.to_vec(),
+        patient,
+        k,
+        risk,
+    })
+}

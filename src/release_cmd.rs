@@ -1,0 +1,89 @@
+//! `chitose release`: an anonymized data set from the lake (see
+//! `chitose_release`).
+
+use crate::lake_cmd::LakeLocation;
+use anyhow::{Context, Result};
+use chitose_release::run::{Options, ReleaseReport};
+use chitose_release::spec::{Contract, Spec};
+use chitose_schemas::catalog::SchemaStore;
+use chitose_sink::core::Schemas;
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `chitose release` arguments.
+#[derive(Args)]
+pub struct ReleaseArgs {
+    /// The release spec (TOML): k, tables, quasi-identifiers and their
+    /// hierarchies, rare-value rules, attributes (see docs/release.md).
+    #[arg(long)]
+    spec: PathBuf,
+    /// Release id: the folder under anonymized/ [default: the UTC time,
+    /// YYYYMMDDTHHMMSSZ].
+    #[arg(long)]
+    release_id: Option<String>,
+    /// Plan and print the report; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as JSON instead of Markdown.
+    #[arg(long)]
+    json: bool,
+    /// Records per output file.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows_per_file: usize,
+    /// Records per batch read (memory: about this many rows of one table).
+    #[arg(long, default_value_t = 8192)]
+    batch_rows: usize,
+    /// Logs as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+    #[command(flatten)]
+    at: LakeLocation,
+}
+
+/// Reads a spec and checks it against the lake tables' contract.
+pub fn load_spec(path: &Path, store: &SchemaStore, schemas: &Schemas) -> Result<Spec> {
+    let (spec, _) = load_checked(path, store, schemas)?;
+    Ok(spec)
+}
+
+fn load_checked(
+    path: &Path,
+    store: &SchemaStore,
+    schemas: &Schemas,
+) -> Result<(Spec, Vec<Contract>)> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
+    let spec = Spec::parse(&text, &name)?;
+    let contracts = spec.check(&name, |t| Contract::of(store, schemas, t))?;
+    Ok((spec, contracts))
+}
+
+/// Runs `chitose release`.
+pub fn run(a: ReleaseArgs) -> Result<ExitCode> {
+    crate::init_logs(a.log_json);
+    let (lake, store, schemas) = a.at.open()?;
+    let (spec, contracts) = load_checked(&a.spec, &store, &schemas)?;
+    let opts = Options {
+        release_id: a
+            .release_id
+            .unwrap_or_else(|| chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()),
+        rows_per_file: a.rows_per_file.max(1),
+        batch_rows: a.batch_rows.max(1),
+        dry_run: a.dry_run,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report: ReleaseReport = rt
+        .block_on(chitose_release::run::release(
+            &lake, &spec, &contracts, &opts,
+        ))
+        .with_context(|| format!("release {}", opts.release_id))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", chitose_release::run::markdown(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}

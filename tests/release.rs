@@ -1,0 +1,397 @@
+//! `chitose release` and `chitose lake audit` on a lake `chitose up`
+//! wrote, with one patient planted that nobody else resembles (a rare
+//! diagnosis in a small municipality). Every claim of the release report
+//! is checked again by DuckDB (tests/python/check_release.py), not by the
+//! code that made it.
+
+mod helpers;
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SPEC: &str = "release/specs/example.toml";
+
+fn chitose(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chitose"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn spec() -> String {
+    helpers::repo().join(SPEC).display().to_string()
+}
+
+/// A lake from `chitose up` in a fresh folder.
+fn lake(name: &str, events: &str, seed: &str) -> PathBuf {
+    let dir = helpers::scratch(name);
+    let up = chitose(
+        &dir,
+        &[
+            "up",
+            "--events",
+            events,
+            "--quiet",
+            "--seed",
+            seed,
+            "--ops-port",
+            "0",
+        ],
+    );
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    dir
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn python(args: &[&str]) -> Value {
+    let out = Command::new(helpers::python()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out)
+}
+
+/// DuckDB's facts about a release.
+fn check(dir: &Path, release: &str) -> Value {
+    let script = helpers::repo().join("tests/python/check_release.py");
+    python(&[
+        script.to_str().unwrap(),
+        dir.join("lake").to_str().unwrap(),
+        release,
+        &spec(),
+    ])
+}
+
+/// Every object of the lake with its size and modification time.
+fn listing(root: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path(), (m.len(), m.modified().unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn release(dir: &Path, id: &str) -> Value {
+    let out = chitose(
+        dir,
+        &["release", "--spec", &spec(), "--release-id", id, "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out)
+}
+
+/// The report's claims about one table against DuckDB's facts.
+fn reconcile(table: &Value, facts: &Value) {
+    let name = table["table"].as_str().unwrap();
+    let f = &facts[name];
+    assert_eq!(
+        f["classes_below_k"].as_array().unwrap().len(),
+        0,
+        "{name}: classes below k: {}",
+        f["classes_below_k"]
+    );
+    assert!(f["k"].as_u64().unwrap() >= table["k_required"].as_u64().unwrap());
+    assert_eq!(f["k"], table["k_achieved"], "{name}: k");
+    assert_eq!(f["records"], table["records_out"], "{name}: records out");
+    assert_eq!(f["records_in"], table["records_in"], "{name}: records in");
+    let suppressed = table["suppressed_k_anonymity"].as_u64().unwrap();
+    assert_eq!(
+        f["records_in"].as_u64().unwrap() - f["records"].as_u64().unwrap(),
+        suppressed,
+        "{name}: suppressed records reconcile"
+    );
+    let written: u64 = table["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(written, f["records"].as_u64().unwrap(), "{name}: files");
+    assert_eq!(table["after"]["unique_records"], 0, "{name}");
+    assert!(
+        table["before"]["unique_records"].as_u64().unwrap() > 0,
+        "{name}"
+    );
+    for r in table["rare"].as_array().unwrap() {
+        let c = r["column"].as_str().unwrap();
+        let rf = &f["rare"][c];
+        assert_eq!(
+            rf["below"].as_array().unwrap().len(),
+            0,
+            "{name}.{c}: values below the threshold: {}",
+            rf["below"]
+        );
+        assert_eq!(
+            rf["nulls"], r["suppressed"],
+            "{name}.{c}: suppressed values"
+        );
+        let mut total = 0;
+        for level in r["records_at"].as_array().unwrap() {
+            let (label, n) = (level[0].as_str().unwrap(), level[1].as_u64().unwrap());
+            assert_eq!(
+                rf["levels"][label].as_u64().unwrap_or(0),
+                n,
+                "{name}.{c}: records released as {label}"
+            );
+            total += n;
+        }
+        assert_eq!(total, f["records"].as_u64().unwrap(), "{name}.{c}");
+        assert!(
+            r["rolled_up"].as_u64().unwrap() + r["suppressed"].as_u64().unwrap() > 0,
+            "{name}.{c}: the data must have rare values for the rule to prove anything"
+        );
+    }
+    assert_eq!(
+        f["lake_overlap"], 0,
+        "{name}: a lake pseudonym was released"
+    );
+    let columns: Vec<&str> = f["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for link in [
+        "event_id",
+        "pseudonym_key_id",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "transformed_at",
+        "event_date",
+        "birth_year",
+        "linkage_basis",
+    ] {
+        assert!(!columns.contains(&link), "{name}: {link} released");
+    }
+}
+
+fn pseudonyms(facts: &Value, table: &str) -> BTreeSet<String> {
+    facts[table]["pseudonyms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_release_holds_k_reconciles_and_links_to_nothing() {
+    let dir = lake("release", "12000", "21");
+    let lake_dir = dir.join("lake");
+    let planted = python(&[
+        helpers::repo()
+            .join("tests/python/plant_patient.py")
+            .to_str()
+            .unwrap(),
+        lake_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(planted["residence_municipality_code"], "29449");
+    let verify = chitose(&dir, &["lake", "verify"]);
+    assert!(
+        verify.status.success(),
+        "the planted lake must stay consistent: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+
+    // Before: the planted patient is the only one of the municipality, and
+    // the stream zone is far from k-anonymous. The audit changes nothing.
+    let before = listing(&lake_dir);
+    let muni = json(&chitose(
+        &dir,
+        &[
+            "lake",
+            "audit",
+            "--table",
+            "diagnosis",
+            "--qi",
+            "residence_municipality_code",
+            "--json",
+        ],
+    ));
+    assert_eq!(muni["risk"]["unique_patients"], 1, "{muni}");
+    let audit = chitose(
+        &dir,
+        &[
+            "lake",
+            "audit",
+            "--table",
+            "diagnosis",
+            "--spec",
+            &spec(),
+            "--json",
+            "--check",
+        ],
+    );
+    assert_eq!(audit.status.code(), Some(1), "--check fails below k");
+    let audit = json(&audit);
+    assert_eq!(audit["risk"]["k"], 1);
+    assert_eq!(audit["k"], 5, "k from the spec");
+    assert!(
+        audit["risk"]["uniqueness"].as_f64().unwrap() > 0.1,
+        "{audit}"
+    );
+    assert_eq!(listing(&lake_dir), before, "lake audit changed the lake");
+
+    let r1 = release(&dir, "r1");
+    let r2 = release(&dir, "r2");
+    let (f1, f2) = (check(&dir, "r1"), check(&dir, "r2"));
+    for (report, facts) in [(&r1, &f1), (&r2, &f2)] {
+        for table in report["tables"].as_array().unwrap() {
+            reconcile(table, facts);
+        }
+    }
+    // The planted patient: the rare code and the small municipality never
+    // appear; the patient's record is suppressed or inside a class of ≥ k.
+    let values = &f1["diagnosis"]["values"];
+    let has = |col: &str, v: &str| values[col].as_array().unwrap().iter().any(|x| x == v);
+    assert!(!has("residence_municipality_code", "29449"));
+    assert!(!has("icd10_code", "A20.0") && !has("icd10_code", "A20"));
+
+    // Releases do not link: same patients, other pseudonyms.
+    for table in ["diagnosis", "prescription"] {
+        let (a, b) = (pseudonyms(&f1, table), pseudonyms(&f2, table));
+        assert_eq!(a.len(), b.len(), "{table}");
+        assert!(a.is_disjoint(&b), "{table}: releases share pseudonyms");
+    }
+    // Within a release the two tables do not link either (a key per table).
+    assert!(pseudonyms(&f1, "diagnosis").is_disjoint(&pseudonyms(&f1, "prescription")));
+
+    // The report, as Markdown too, and a complete release never overwritten.
+    let md = std::fs::read_to_string(lake_dir.join("anonymized/r1/release-report.md")).unwrap();
+    assert!(md.contains("k achieved"), "{md}");
+    let again = chitose(&dir, &["release", "--spec", &spec(), "--release-id", "r1"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("found a complete release r1"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // The released table audited: k holds, nobody unique.
+    let after = chitose(
+        &dir,
+        &[
+            "lake",
+            "audit",
+            "--table",
+            "diagnosis",
+            "--release",
+            "r1",
+            "--spec",
+            &spec(),
+            "--check",
+            "--json",
+        ],
+    );
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    let after = json(&after);
+    assert!(after["risk"]["k"].as_u64().unwrap() >= 5, "{after}");
+    assert_eq!(after["risk"]["unique_records"], 0);
+    assert_eq!(after["risk"]["records"], r1["tables"][0]["records_out"]);
+    assert!(chitose(&dir, &["lake", "verify"]).status.success());
+}
+
+#[test]
+fn a_killed_release_reruns_clean_under_its_id() {
+    let dir = lake("release-kill", "6000", "22");
+    let lake_dir = dir.join("lake");
+    let out_dir = lake_dir.join("anonymized/rk");
+    let args = [
+        "release",
+        "--spec",
+        &spec(),
+        "--release-id",
+        "rk",
+        "--lake",
+        lake_dir.to_str().unwrap(),
+        "--rows-per-file",
+        "10",
+        "--batch-rows",
+        "16",
+    ];
+    let mut child = helpers::chitose(&args, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !out_dir.join("diagnosis/part-00003.parquet").exists() {
+        assert!(std::time::Instant::now() < deadline, "{}", child.log());
+        assert!(child.0.try_wait().unwrap().is_none(), "{}", child.log());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+    assert!(
+        !out_dir.join("release-report.json").exists(),
+        "killed before it finished"
+    );
+    let left = listing(&out_dir).len();
+    assert!(left >= 3, "it left files behind: {left}");
+
+    let rerun = chitose(
+        &dir,
+        &["release", "--spec", &spec(), "--release-id", "rk", "--json"],
+    );
+    assert!(
+        rerun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&rerun.stderr)
+            .contains("an interrupted run of this release left objects"),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    let report = json(&rerun);
+    let facts = check(&dir, "rk");
+    for table in report["tables"].as_array().unwrap() {
+        reconcile(table, &facts);
+    }
+    // Nothing of the killed run is left: the folder holds the report and
+    // exactly the files it lists.
+    let files: BTreeSet<PathBuf> = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["files"].as_array().unwrap().clone())
+        .map(|f| lake_dir.join(f[0].as_str().unwrap()))
+        .collect();
+    let present: BTreeSet<PathBuf> = listing(&out_dir)
+        .into_keys()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert_eq!(present, files);
+}
