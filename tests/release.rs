@@ -395,3 +395,116 @@ fn a_killed_release_reruns_clean_under_its_id() {
         .collect();
     assert_eq!(present, files);
 }
+
+/// Copies every file under `local` to the lake, or (`upload` false) every
+/// object under `prefix` back into `local`.
+fn s3_copy(lake: &chitose_sink::lake::Lake, local: &Path, prefix: &str, upload: bool) {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        if upload {
+            for (path, _) in listing(local) {
+                let rel = path
+                    .strip_prefix(local)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                let body = std::fs::read(&path).unwrap();
+                lake.store.put(&lake.path(&rel), body.into()).await.unwrap();
+            }
+        } else {
+            let metas: Vec<_> = lake
+                .store
+                .list(Some(&lake.path(prefix)))
+                .try_collect()
+                .await
+                .unwrap();
+            assert!(!metas.is_empty(), "nothing under {prefix}");
+            for m in metas {
+                let rel = m.location.as_ref().to_owned();
+                let bytes = lake
+                    .store
+                    .get(&m.location)
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+                let to = local.join(rel);
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::write(to, bytes).unwrap();
+            }
+        }
+    });
+}
+
+#[test]
+fn a_release_on_s3_reads_the_ledger_and_writes_its_files_there() {
+    let dir = lake("release-s3", "5000", "23");
+    let endpoint = helpers::moto();
+    // The bucket's root, as a sink writing there would have it (ledger
+    // entries name objects from the bucket root).
+    let url = format!("s3://{}", helpers::create_bucket(&endpoint));
+    let options: BTreeMap<String, String> = [
+        ("aws_endpoint", endpoint.as_str()),
+        ("aws_allow_http", "true"),
+        ("aws_region", "us-east-1"),
+        ("aws_access_key_id", "test"),
+        ("aws_secret_access_key", "test"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let lake = chitose_sink::lake::Lake::open(&url, &options).unwrap();
+    s3_copy(&lake, &dir.join("lake"), "", true);
+    let flags: Vec<String> = options
+        .iter()
+        .take(3)
+        .flat_map(|(k, v)| ["--lake-option".to_owned(), format!("{k}={v}")])
+        .collect();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_chitose"))
+            .args(args)
+            .args(["--lake", &url])
+            .args(&flags)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["release", "--spec", &spec(), "--release-id", "s3", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&out);
+    // Nothing was written locally: the release lives on S3.
+    assert!(!dir.join("lake/anonymized").exists());
+    s3_copy(&lake, &dir.join("lake"), "anonymized/s3", false);
+    let facts = check(&dir, "s3");
+    for table in report["tables"].as_array().unwrap() {
+        reconcile(table, &facts);
+    }
+    let audit = run(&[
+        "lake",
+        "audit",
+        "--table",
+        "diagnosis",
+        "--release",
+        "s3",
+        "--spec",
+        &spec(),
+        "--check",
+    ]);
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+}

@@ -64,7 +64,11 @@ pub struct Index {
     /// Rare-value dictionaries, in spec order.
     pub rares: Vec<Dict>,
     patient: Option<String>,
-    patients: HashMap<String, u32>,
+    /// Pseudonym hash → patient id. A 64-bit collision would merge two
+    /// patients, which only makes classes look smaller (more suppression):
+    /// it can never let a small class through.
+    patients: HashMap<u64, u32>,
+    hasher: std::hash::RandomState,
     /// cell (qi ids, rare ids, patient id) → records.
     cells: HashMap<Box<[u32]>, u64>,
     rows: u64,
@@ -86,6 +90,7 @@ impl Index {
             rares: rares.into_iter().map(Dict::new).collect(),
             patient,
             patients: HashMap::new(),
+            hasher: std::hash::RandomState::new(),
             cells: HashMap::new(),
             rows: 0,
         }
@@ -120,7 +125,8 @@ impl Index {
         }
     }
 
-    /// Cells held (the index's memory is about 80 bytes a cell).
+    /// Cells held (the index's memory is about 60 bytes a cell, and twice
+    /// that while a plan is searched).
     pub fn cells(&self) -> usize {
         self.cells.len()
     }
@@ -177,13 +183,8 @@ impl Index {
             let patient = if self.patient.is_some() {
                 self.patient_of(batch, &at, row, &mut buf)?;
                 let n = self.patients.len() as u32;
-                match self.patients.get(buf.as_str()) {
-                    Some(id) => *id,
-                    None => {
-                        self.patients.insert(buf.clone(), n);
-                        n
-                    }
-                }
+                let h = std::hash::BuildHasher::hash_one(&self.hasher, buf.as_str());
+                *self.patients.entry(h).or_insert(n)
             } else {
                 self.rows as u32
             };
@@ -199,47 +200,74 @@ impl Index {
         Ok(())
     }
 
-    /// Classes at `levels` (one per quasi-identifier): class key → (distinct
-    /// patients, records).
-    fn classes(&self, levels: &[usize]) -> HashMap<Box<[u32]>, (u32, u64)> {
+    /// Class keys at `levels`: each quasi-identifier's label id, packed
+    /// into one number (mixed radix), so classes sort instead of hashing.
+    fn keys(&self, levels: &[usize]) -> Keys {
         let maps: Vec<Vec<u32>> = self
             .qis
             .iter()
             .zip(levels)
             .map(|(d, l)| d.level_ids(*l))
             .collect();
-        let q = self.qis.len();
-        let mut classes: HashMap<Box<[u32]>, (u32, u64)> = HashMap::new();
-        let mut pairs: HashSet<(Box<[u32]>, u32)> = HashSet::new();
-        let mut key = Vec::with_capacity(q);
-        for (cell, records) in &self.cells {
-            key.clear();
-            key.extend((0..q).map(|i| maps[i][cell[i] as usize]));
-            let patient = cell[cell.len() - 1];
-            let e = classes.entry(key.as_slice().into()).or_insert((0, 0));
-            e.1 += records;
-            if pairs.insert((key.as_slice().into(), patient)) {
-                e.0 += 1;
-            }
+        let mut mult = Vec::with_capacity(maps.len());
+        let mut m: u128 = 1;
+        for map in &maps {
+            mult.push(m);
+            let labels = map.iter().max().map_or(1, |x| u128::from(*x) + 1);
+            // 128 bits hold eight quasi-identifiers of 60 000 values each.
+            m = m.checked_mul(labels).expect("class keys fit in 128 bits");
         }
-        classes
+        Keys { maps, mult }
+    }
+
+    /// Classes at `levels`, sorted by key: (key, distinct patients,
+    /// records). Distinct patients come from sorting (class, patient) pairs
+    /// — 32 bytes a cell — rather than from a set.
+    fn classes(&self, keys: &Keys) -> Vec<(u128, u32, u64)> {
+        let mut pairs: Vec<(u128, u32, u64)> = self
+            .cells
+            .iter()
+            .map(|(cell, records)| (keys.of(cell), cell[cell.len() - 1], *records))
+            .collect();
+        pairs.sort_unstable_by_key(|(c, p, _)| (*c, *p));
+        let mut out: Vec<(u128, u32, u64)> = Vec::new();
+        let mut last_patient = None;
+        for (c, p, r) in pairs {
+            match out.last_mut() {
+                Some(x) if x.0 == c => {
+                    x.2 += r;
+                    if last_patient != Some(p) {
+                        x.1 += 1;
+                    }
+                }
+                _ => out.push((c, 1, r)),
+            }
+            last_patient = Some(p);
+        }
+        out
     }
 
     /// Risk measures of the table at `levels`, leaving out classes below
     /// `suppress_below` patients (0: none left out); `k` counts the classes
     /// and records below it.
     pub fn risk(&self, levels: &[usize], suppress_below: u32, k: u32) -> Risk {
-        let classes = self.classes(levels);
-        Risk::of(classes.values().filter(|(p, _)| *p >= suppress_below), k)
+        let classes = self.classes(&self.keys(levels));
+        Risk::of(
+            classes
+                .iter()
+                .map(|(_, p, r)| (*p, *r))
+                .filter(|(p, _)| *p >= suppress_below),
+            k,
+        )
     }
 
     /// Σ records² over the classes of at least `k` patients at `levels`
     /// (the discernibility metric without its suppression term).
     pub fn discernibility(&self, levels: &[usize], k: u32) -> u128 {
-        self.classes(levels)
-            .values()
-            .filter(|(p, _)| *p >= k)
-            .map(|(_, r)| u128::from(*r) * u128::from(*r))
+        self.classes(&self.keys(levels))
+            .iter()
+            .filter(|(_, p, _)| *p >= k)
+            .map(|(_, _, r)| u128::from(*r) * u128::from(*r))
             .sum()
     }
 
@@ -282,10 +310,10 @@ impl Index {
             }
             evaluated += 1;
             let suppressed: u64 = self
-                .classes(n)
-                .values()
-                .filter(|(p, _)| *p < k)
-                .map(|(_, r)| r)
+                .classes(&self.keys(n))
+                .iter()
+                .filter(|(_, p, _)| *p < k)
+                .map(|(_, _, r)| r)
                 .sum();
             fewest = fewest.min(suppressed);
             if suppressed <= budget && best.as_ref().is_none_or(|(_, s, _)| suppressed < *s) {
@@ -300,22 +328,17 @@ impl Index {
                 best: fewest,
             });
         };
-        let maps: Vec<Vec<u32>> = self
-            .qis
+        let keys = self.keys(&levels);
+        let kept: HashSet<u128> = self
+            .classes(&keys)
             .iter()
-            .zip(&levels)
-            .map(|(d, l)| d.level_ids(*l))
-            .collect();
-        let classes = self.classes(&levels);
-        let kept: HashSet<Box<[u32]>> = classes
-            .iter()
-            .filter(|(_, (p, _))| *p >= k)
-            .map(|(key, _)| key.clone())
+            .filter(|(_, p, _)| *p >= k)
+            .map(|(key, _, _)| *key)
             .collect();
         Ok(Plan {
             k,
             levels,
-            maps,
+            keys,
             kept,
             rare: Vec::new(),
             nodes: nodes.len(),
@@ -336,14 +359,16 @@ impl Index {
             // (area, period) → pending (value id, patient, records) of the
             // records the plan keeps.
             let mut groups: HashMap<(u32, u32), Vec<Pending>> = HashMap::new();
-            let mut key = Vec::with_capacity(q);
+            let maps = &plan.keys.maps;
             for (cell, records) in &self.cells {
-                key.clear();
-                key.extend((0..q).map(|i| plan.maps[i][cell[i] as usize]));
-                if !plan.kept.contains(key.as_slice()) {
+                if !plan.kept.contains(&plan.keys.of(cell)) {
                     continue;
                 }
-                groups.entry((key[*area], key[*period])).or_default().push((
+                let group = (
+                    maps[*area][cell[*area] as usize],
+                    maps[*period][cell[*period] as usize],
+                );
+                groups.entry(group).or_default().push((
                     cell[q + r],
                     cell[cell.len() - 1],
                     *records,
@@ -353,22 +378,37 @@ impl Index {
             let mut records_at = vec![0u64; top + 1];
             for ((a, p), mut pending) in groups {
                 for (level, map) in level_maps.iter().enumerate() {
-                    let mut patients: HashMap<u32, HashSet<u32>> = HashMap::new();
-                    for (v, patient, _) in &pending {
-                        patients
-                            .entry(map[*v as usize])
-                            .or_default()
-                            .insert(*patient);
+                    // Sorted by (label, patient): a label's distinct
+                    // patients are the patient changes within its run.
+                    pending.sort_unstable_by_key(|(v, patient, _)| (map[*v as usize], *patient));
+                    let mut released = vec![false; pending.len()];
+                    let mut start = 0;
+                    while start < pending.len() {
+                        let label = map[pending[start].0 as usize];
+                        let mut end = start;
+                        let mut patients = 0u32;
+                        let mut last = None;
+                        while end < pending.len() && map[pending[end].0 as usize] == label {
+                            if last != Some(pending[end].1) {
+                                patients += 1;
+                                last = Some(pending[end].1);
+                            }
+                            end += 1;
+                        }
+                        if patients >= *threshold {
+                            released[start..end].fill(true);
+                        }
+                        start = end;
                     }
+                    let mut i = 0;
                     pending.retain(|(v, _, records)| {
-                        let label = map[*v as usize];
-                        if patients[&label].len() as u32 >= *threshold {
+                        let r = released[i];
+                        i += 1;
+                        if r {
                             decided.insert((a, p, *v), level as u8);
                             records_at[level] += records;
-                            false
-                        } else {
-                            true
                         }
+                        !r
                     });
                 }
                 records_at[top] += pending.iter().map(|(_, _, r)| r).sum::<u64>();
@@ -425,13 +465,20 @@ impl Index {
             .map(|_| (StringBuilder::new(), StringBuilder::new()))
             .collect();
         let mut pseudonyms = StringBuilder::new();
-        let (mut buf, mut ids, mut class) = (String::new(), Vec::new(), Vec::with_capacity(q));
+        let level_names: Vec<Vec<String>> = self
+            .rares
+            .iter()
+            .map(|d| {
+                (0..d.hierarchy.levels())
+                    .map(|l| d.hierarchy.level_name(l))
+                    .collect()
+            })
+            .collect();
+        let (mut buf, mut ids) = (String::new(), Vec::new());
         let mut rekeyed = String::new();
         for row in 0..n {
             self.lookup(batch, &at, row, &mut buf, &mut ids)?;
-            class.clear();
-            class.extend((0..q).map(|i| plan.maps[i][ids[i] as usize]));
-            let kept = plan.kept.contains(class.as_slice());
+            let kept = plan.kept.contains(&plan.keys.of(&ids));
             keep.push(kept);
             if !kept {
                 continue;
@@ -443,14 +490,20 @@ impl Index {
                 let rp = &plan.rare[r];
                 let v = ids[q + r];
                 let d = &self.rares[r];
-                match rp.decided.get(&(class[rp.area], class[rp.period], v)) {
+                let names = &level_names[r];
+                let maps = &plan.keys.maps;
+                let (a, p) = (
+                    maps[rp.area][ids[rp.area] as usize],
+                    maps[rp.period][ids[rp.period] as usize],
+                );
+                match rp.decided.get(&(a, p, v)) {
                     Some(l) => {
                         values.append_option(d.label(v, *l as usize));
-                        levels.append_value(d.hierarchy.level_name(*l as usize));
+                        levels.append_value(&names[*l as usize]);
                     }
                     None => {
                         values.append_null();
-                        levels.append_value(d.hierarchy.level_name(d.hierarchy.levels() - 1));
+                        levels.append_value(&names[names.len() - 1]);
                     }
                 }
             }
@@ -480,6 +533,27 @@ impl Index {
             columns.push(a);
         }
         Ok(RecordBatch::try_new(out.schema.clone(), columns)?)
+    }
+}
+
+/// Packs the quasi-identifier label ids of a cell (or row) into its class
+/// key at a plan's levels.
+#[derive(Debug)]
+struct Keys {
+    /// Per quasi-identifier: value id → label id at its level.
+    maps: Vec<Vec<u32>>,
+    mult: Vec<u128>,
+}
+
+impl Keys {
+    /// The class key of `ids` (quasi-identifier value ids first).
+    fn of(&self, ids: &[u32]) -> u128 {
+        self.maps
+            .iter()
+            .zip(&self.mult)
+            .enumerate()
+            .map(|(i, (m, x))| u128::from(m[ids[i] as usize]) * x)
+            .sum()
     }
 }
 
@@ -571,8 +645,8 @@ pub struct Plan {
     pub k: u32,
     /// Level per quasi-identifier.
     pub levels: Vec<usize>,
-    maps: Vec<Vec<u32>>,
-    kept: HashSet<Box<[u32]>>,
+    keys: Keys,
+    kept: HashSet<u128>,
     /// Rare-value decisions, per rule.
     pub rare: Vec<RarePlan>,
     /// Generalization lattice size.
@@ -632,7 +706,7 @@ pub struct Risk {
 }
 
 impl Risk {
-    fn of<'a>(classes: impl Iterator<Item = &'a (u32, u64)>, k: u32) -> Risk {
+    fn of(classes: impl Iterator<Item = (u32, u64)>, k: u32) -> Risk {
         let mut r = Risk {
             k: u32::MAX,
             ..Risk::default()
@@ -642,12 +716,12 @@ impl Risk {
         for (patients, records) in classes {
             r.records += records;
             r.classes += 1;
-            r.k = r.k.min(*patients);
-            if *patients == 1 {
+            r.k = r.k.min(patients);
+            if patients == 1 {
                 r.unique_records += records;
                 r.unique_patients += 1;
             }
-            if *patients < k {
+            if patients < k {
                 r.records_below_k += records;
                 r.classes_below_k += 1;
             }

@@ -295,9 +295,18 @@ pub fn write_value(a: &ArrayRef, row: usize, buf: &mut String) -> bool {
         return false;
     }
     let _ = match a.data_type() {
-        DataType::Utf8 => write!(buf, "{}", a.as_string::<i32>().value(row)),
-        DataType::LargeUtf8 => write!(buf, "{}", a.as_string::<i64>().value(row)),
-        DataType::Utf8View => write!(buf, "{}", a.as_string_view().value(row)),
+        DataType::Utf8 => {
+            buf.push_str(a.as_string::<i32>().value(row));
+            Ok(())
+        }
+        DataType::LargeUtf8 => {
+            buf.push_str(a.as_string::<i64>().value(row));
+            Ok(())
+        }
+        DataType::Utf8View => {
+            buf.push_str(a.as_string_view().value(row));
+            Ok(())
+        }
         DataType::Int8 => write!(buf, "{}", a.as_primitive::<Int8Type>().value(row)),
         DataType::Int16 => write!(buf, "{}", a.as_primitive::<Int16Type>().value(row)),
         DataType::Int32 => write!(buf, "{}", a.as_primitive::<Int32Type>().value(row)),
