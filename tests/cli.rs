@@ -219,3 +219,28 @@ fn every_config_key_is_in_the_configuration_reference() {
         }
     }
 }
+
+#[test]
+fn release_refuses_a_spec_that_would_leak_before_reading_the_lake() {
+    let dir = helpers::scratch("release-spec");
+    let good = std::fs::read_to_string(helpers::repo().join("release/specs/example.toml")).unwrap();
+    let from = r#"attributes = ["is_primary", "is_suspected", "outcome"]"#;
+    assert!(good.contains(from));
+    let bad = good.replacen(from, r#"attributes = ["outcome", "source_offset"]"#, 1);
+    std::fs::write(dir.join("spec.toml"), bad).unwrap();
+    let out = chitose()
+        .args(["release", "--spec", "spec.toml", "--lake", "lake"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("release spec spec.toml: table diagnosis: attribute source_offset: expected a sensitive attribute (SA), found class OP"),
+        "{err}"
+    );
+    assert!(
+        !dir.join("lake/anonymized").exists(),
+        "nothing written for a refused spec"
+    );
+}
