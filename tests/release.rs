@@ -262,6 +262,25 @@ fn a_release_holds_k_reconciles_and_links_to_nothing() {
         audit["risk"]["uniqueness"].as_f64().unwrap() > 0.1,
         "{audit}"
     );
+    let typo = chitose(
+        &dir,
+        &[
+            "lake",
+            "audit",
+            "--table",
+            "diagnosis",
+            "--qi",
+            "sex,age_bnd",
+        ],
+    );
+    assert_eq!(typo.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&typo.stderr).contains(
+            "column age_bnd: expected a column of pseudonymized/diagnosis, found it in none of its"
+        ),
+        "{}",
+        String::from_utf8_lossy(&typo.stderr)
+    );
     assert_eq!(listing(&lake_dir), before, "lake audit changed the lake");
 
     let r1 = release(&dir, "r1");

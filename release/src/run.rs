@@ -63,6 +63,16 @@ pub enum ReleaseError {
     /// Nothing to read.
     #[error("{0}: expected committed data files, found none")]
     NoData(String),
+    /// A column no file has.
+    #[error("column {column}: expected a column of {read}, found it in none of its {files} files")]
+    NoColumn {
+        /// Column.
+        column: String,
+        /// What was read.
+        read: String,
+        /// Files read.
+        files: usize,
+    },
     /// A bad release id.
     #[error("release id {0:?}: expected letters, digits, '-', '_' or '.', not starting with '.'")]
     BadId(String),
@@ -265,8 +275,12 @@ async fn index(
     batch_rows: usize,
 ) -> Result<Index, ReleaseError> {
     let columns = ix.columns();
+    // A column absent from one file is an older schema version (read as
+    // null); absent from every file, it is a mistake.
+    let mut seen = std::collections::BTreeSet::new();
     for (path, size) in &snap.files {
         let mut s = read(lake, path, *size, Some(&columns), batch_rows).await?;
+        seen.extend(s.schema().fields().iter().map(|f| f.name().clone()));
         while let Some(b) = s.next().await {
             let b = b.map_err(|e| ReleaseError::Parquet {
                 path: path.to_string(),
@@ -277,6 +291,13 @@ async fn index(
                 source,
             })?;
         }
+    }
+    if let Some(missing) = columns.iter().find(|c| !seen.contains(*c)) {
+        return Err(ReleaseError::NoColumn {
+            column: missing.clone(),
+            read: snap.source.clone(),
+            files: snap.file_count,
+        });
     }
     Ok(ix)
 }
