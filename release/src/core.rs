@@ -889,7 +889,10 @@ mod tests {
             assert_eq!(nulls, *plan.rare[0].records_at.last().unwrap());
             rolled += plan.rare[0].records_at[1..].iter().sum::<u64>();
         }
-        assert!(rolled > 0, "the data must make the rare rule roll values up");
+        assert!(
+            rolled > 0,
+            "the data must make the rare rule roll values up"
+        );
     }
 
     #[test]
