@@ -121,8 +121,8 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
             check,
             json,
         } => {
-            let (qi, spec_k) = match &spec {
-                None => (qi, None),
+            let (qi, rare, spec_k) = match &spec {
+                None => (qi, vec![], None),
                 Some(path) => {
                     let spec = crate::release_cmd::load_spec(path, &store, &schemas)?;
                     let t = spec
@@ -135,8 +135,21 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
                                 path.display()
                             )
                         })?;
+                    let rare = t
+                        .rare
+                        .iter()
+                        .map(|r| {
+                            (
+                                r.column.clone(),
+                                r.area.clone(),
+                                r.period.clone(),
+                                r.threshold,
+                            )
+                        })
+                        .collect();
                     (
                         t.qi.iter().map(|q| q.column.clone()).collect(),
+                        rare,
                         Some(spec.k),
                     )
                 }
@@ -148,7 +161,7 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
                     None => chitose_release::run::snapshot(&lake, &table).await?,
                     Some(id) => chitose_release::run::released(&lake, id, &table).await?,
                 };
-                chitose_release::run::audit(&lake, snap, &qi, patient, k, 8192).await
+                chitose_release::run::audit(&lake, snap, &qi, &rare, patient, k, 8192).await
             })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&audit)?);
@@ -188,8 +201,15 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
                     .map(|(b, n)| format!("{b}: {n}"))
                     .collect();
                 println!("classes by patients         {}", sizes.join(", "));
+                for r in &audit.rare {
+                    println!(
+                        "rare {:<22} {} of {} (area, period, value) groups below {} patients, {} records",
+                        r.column, r.groups_below, r.groups, r.threshold, r.records_below
+                    );
+                }
             }
-            Ok(if check && audit.risk.k < k {
+            let rare_ok = audit.rare.iter().all(|r| r.groups_below == 0);
+            Ok(if check && (audit.risk.k < k || !rare_ok) {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS

@@ -143,6 +143,9 @@ fn reconcile(table: &Value, facts: &Value) {
         table["before"]["unique_records"].as_u64().unwrap() > 0,
         "{name}"
     );
+    for r in table["rare_before"].as_array().unwrap() {
+        assert!(r["groups_below"].as_u64().unwrap() > 0, "{name}: {r}");
+    }
     for r in table["rare"].as_array().unwrap() {
         let c = r["column"].as_str().unwrap();
         let rf = &f["rare"][c];
@@ -262,6 +265,10 @@ fn a_release_holds_k_reconciles_and_links_to_nothing() {
         audit["risk"]["uniqueness"].as_f64().unwrap() > 0.1,
         "{audit}"
     );
+    assert!(
+        audit["rare"][0]["groups_below"].as_u64().unwrap() > 0,
+        "{audit}"
+    );
     let typo = chitose(
         &dir,
         &[
@@ -341,6 +348,8 @@ fn a_release_holds_k_reconciles_and_links_to_nothing() {
     let after = json(&after);
     assert!(after["risk"]["k"].as_u64().unwrap() >= 5, "{after}");
     assert_eq!(after["risk"]["unique_records"], 0);
+    assert_eq!(after["rare"][0]["column"], "icd10_code");
+    assert_eq!(after["rare"][0]["groups_below"], 0, "{after}");
     assert_eq!(after["risk"]["records"], r1["tables"][0]["records_out"]);
     assert!(chitose(&dir, &["lake", "verify"]).status.success());
 }

@@ -261,6 +261,60 @@ impl Index {
         )
     }
 
+    /// Rare-value risk of rare rule `rule` with the quasi-identifiers at
+    /// `levels`: (area, period, value) groups as they are, and those with
+    /// fewer than `threshold` distinct patients (null values left out).
+    pub fn rare_risk(
+        &self,
+        rule: usize,
+        (area, period, threshold): (usize, usize, u32),
+        levels: &[usize],
+    ) -> RareRisk {
+        let keys = self.keys(levels);
+        let d = &self.rares[rule];
+        let values = d.level_ids(0);
+        let q = self.qis.len();
+        let mut rows: Vec<(u32, u32, u32, u32, u64)> = self
+            .cells
+            .iter()
+            .filter(|(cell, _)| d.label(cell[q + rule], 0).is_some())
+            .map(|(cell, records)| {
+                (
+                    keys.maps[area][cell[area] as usize],
+                    keys.maps[period][cell[period] as usize],
+                    values[cell[q + rule] as usize],
+                    cell[cell.len() - 1],
+                    *records,
+                )
+            })
+            .collect();
+        rows.sort_unstable_by_key(|r| (r.0, r.1, r.2, r.3));
+        let mut risk = RareRisk {
+            column: d.hierarchy.column.clone(),
+            threshold,
+            ..RareRisk::default()
+        };
+        let mut i = 0;
+        while i < rows.len() {
+            let group = (rows[i].0, rows[i].1, rows[i].2);
+            let (mut patients, mut records, mut last) = (0u32, 0u64, None);
+            while i < rows.len() && (rows[i].0, rows[i].1, rows[i].2) == group {
+                if last != Some(rows[i].3) {
+                    patients += 1;
+                    last = Some(rows[i].3);
+                }
+                records += rows[i].4;
+                i += 1;
+            }
+            risk.groups += 1;
+            if patients < threshold {
+                risk.groups_below += 1;
+                risk.records_below += records;
+            }
+        }
+        risk
+    }
+
     /// Σ records² over the classes of at least `k` patients at `levels`
     /// (the discernibility metric without its suppression term).
     pub fn discernibility(&self, levels: &[usize], k: u32) -> u128 {
@@ -680,6 +734,22 @@ pub fn precision_loss(levels: &[usize], tops: &[usize]) -> f64 {
         / levels.len() as f64
 }
 
+/// Rare-value risk of one sensitive column: how many (area, period, value)
+/// groups fewer than `threshold` patients share.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RareRisk {
+    /// The column.
+    pub column: String,
+    /// Patients a group needs.
+    pub threshold: u32,
+    /// (area, period, value) groups, null values left out.
+    pub groups: u64,
+    /// Groups below the threshold.
+    pub groups_below: u64,
+    /// Records in them.
+    pub records_below: u64,
+}
+
 /// Re-identification risk of a table over a set of quasi-identifiers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Risk {
@@ -869,6 +939,8 @@ mod tests {
             let classes = recount(&released, &["age", "sex", "muni", "month"]);
             assert!(classes.values().all(|p| p.len() >= 5), "seed {seed}");
             let after = ix.risk(&plan.levels, 5, 5);
+            let rare_before = ix.rare_risk(0, (2, 3, 3), &[0, 0, 0, 0]);
+            assert!(rare_before.groups_below > 0 && rare_before.records_below > 0);
             assert_eq!(after.records, released.num_rows() as u64);
             assert_eq!(after.classes, classes.len() as u64);
             assert!(after.k >= 5);

@@ -11,7 +11,7 @@
 //! again under the same id deletes what it left (written under a key that
 //! is gone) and starts over. A complete release is never overwritten.
 
-use crate::core::{CoreError, Index, Output, Plan, ReleaseKey, Risk, precision_loss};
+use crate::core::{CoreError, Index, Output, Plan, RareRisk, ReleaseKey, Risk, precision_loss};
 use crate::hierarchy::Hierarchy;
 use crate::spec::{Contract, Spec, TableSpec};
 use arrow_array::RecordBatch;
@@ -63,6 +63,18 @@ pub enum ReleaseError {
     /// Nothing to read.
     #[error("{0}: expected committed data files, found none")]
     NoData(String),
+    /// A count that must agree does not.
+    #[error("table {table}: expected {expected} {what}, found {found}")]
+    Count {
+        /// Table.
+        table: String,
+        /// What was counted.
+        what: &'static str,
+        /// Expected.
+        expected: u64,
+        /// Found.
+        found: u64,
+    },
     /// A column no file has.
     #[error("column {column}: expected a column of {read}, found it in none of its {files} files")]
     NoColumn {
@@ -361,6 +373,9 @@ pub struct TableReport {
     pub before: Risk,
     /// Risk over the released quasi-identifiers.
     pub after: Risk,
+    /// Per rare rule, (area, period, value) groups below its threshold as
+    /// the lake holds them (none are released: step 4 rolls them up).
+    pub rare_before: Vec<RareRisk>,
     /// Information loss.
     pub information_loss: Loss,
     /// Lattice nodes evaluated, of all.
@@ -501,6 +516,14 @@ async fn release_table(
     let ix = index(lake, table, &snap, ix, opts.batch_rows).await?;
     let index_s = clock.elapsed().as_secs_f64();
     tracing::info!(table, rows = ix.rows(), cells = ix.cells(), "indexed");
+    if ix.rows() != snap.rows {
+        return Err(ReleaseError::Count {
+            table: table.to_owned(),
+            what: "rows in the committed files (the ledger's count; run chitose lake verify)",
+            expected: snap.rows,
+            found: ix.rows(),
+        });
+    }
     let q = ix.qis.len();
     let before = ix.risk(&vec![0; q], 0, spec.k);
     let mut plan = ix.plan(spec.k, spec.max_suppression).map_err(core)?;
@@ -526,9 +549,12 @@ async fn release_table(
     };
     let written: u64 = files.iter().map(|(_, r)| r).sum();
     if !opts.dry_run && written != after.records {
-        return Err(core(CoreError::Unindexed {
-            column: format!("(wrote {written} records, planned {})", after.records),
-        }));
+        return Err(ReleaseError::Count {
+            table: table.to_owned(),
+            what: "records written",
+            expected: after.records,
+            found: written,
+        });
     }
     tracing::info!(
         table,
@@ -643,6 +669,14 @@ fn report_of(
 ) -> TableReport {
     let rows = ix.rows();
     let suppressed = rows - after.records;
+    let finest = vec![0; ix.qis.len()];
+    let pos = |c: &str| t.qi.iter().position(|x| x.column == c).expect("checked");
+    let rare_before = t
+        .rare
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ix.rare_risk(i, (pos(&r.area), pos(&r.period), r.threshold), &finest))
+        .collect();
     let generalization = ix
         .qis
         .iter()
@@ -707,6 +741,7 @@ fn report_of(
         rare,
         before,
         after,
+        rare_before,
         search: (plan.evaluated, plan.nodes),
         seconds,
         dropped: t.dropped(c),
@@ -794,6 +829,13 @@ pub fn markdown(r: &ReleaseReport) -> String {
         for (name, x, y) in rows {
             let _ = writeln!(s, "| {name} | {x} | {y} |");
         }
+        for r in &t.rare_before {
+            let _ = writeln!(
+                s,
+                "| `{}` (area, period, value) groups below {} patients | {} ({} records) | 0 |",
+                r.column, r.threshold, r.groups_below, r.records_below
+            );
+        }
         let l = &t.information_loss;
         let _ = writeln!(
             s,
@@ -836,25 +878,40 @@ pub struct Audit {
     pub patients: u64,
     /// The risk.
     pub risk: Risk,
+    /// Rare-value risk per rule of the spec (with `--spec`).
+    pub rare: Vec<RareRisk>,
 }
 
 /// Risk measures of `snap`'s files over `qi` (as they are), changing nothing.
+///
+/// `rare` rules are (column, area, period, threshold), area and period
+/// among `qi`: each column is counted as it is (a release's labels, or the
+/// lake's finest values).
 pub async fn audit(
     lake: &Lake,
     snap: Snapshot,
     qi: &[String],
+    rare: &[(String, String, String, u32)],
     patient: Option<String>,
     k: u32,
     batch_rows: usize,
 ) -> Result<Audit, ReleaseError> {
     let ix = Index::new(
         qi.iter().map(|c| Hierarchy::flat(c)).collect(),
-        vec![],
+        rare.iter().map(|(c, ..)| Hierarchy::flat(c)).collect(),
         patient.clone(),
     );
     let ix = index(lake, &snap.source, &snap, ix, batch_rows).await?;
-    let risk = ix.risk(&vec![0; qi.len()], 0, k);
+    let levels = vec![0; qi.len()];
+    let risk = ix.risk(&levels, 0, k);
+    let at = |c: &str| qi.iter().position(|q| q == c).unwrap_or(0);
+    let rare = rare
+        .iter()
+        .enumerate()
+        .map(|(i, (_, a, p, t))| ix.rare_risk(i, (at(a), at(p), *t), &levels))
+        .collect();
     Ok(Audit {
+        rare,
         patients: ix.patients(),
         snapshot: snap,
         qi: qi.to_vec(),
