@@ -292,6 +292,32 @@ fn a_release_holds_k_reconciles_and_links_to_nothing() {
 
     let r1 = release(&dir, "r1");
     let r2 = release(&dir, "r2");
+    // A dry run plans the same and writes nothing.
+    let dry = chitose(
+        &dir,
+        &[
+            "release",
+            "--spec",
+            &spec(),
+            "--release-id",
+            "dry",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert!(dry.status.success());
+    let dry = json(&dry);
+    assert!(!lake_dir.join("anonymized/dry").exists());
+    for (a, b) in dry["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(r1["tables"].as_array().unwrap())
+    {
+        assert_eq!(a["generalization"], b["generalization"]);
+        assert_eq!(a["records_out"], b["records_out"]);
+        assert_eq!(a["rare"], b["rare"]);
+    }
     let (f1, f2) = (check(&dir, "r1"), check(&dir, "r2"));
     for (report, facts) in [(&r1, &f1), (&r2, &f2)] {
         for table in report["tables"].as_array().unwrap() {
