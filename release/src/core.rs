@@ -7,14 +7,14 @@
 //! cells stay. Counts are of distinct patients: five diagnoses of one
 //! person are one person in a class, not five.
 
-use crate::hierarchy::{Dict, Hierarchy, Locator};
+use crate::hierarchy::{Dict, FxMap, FxSet, Hierarchy, Locator};
 use arrow_array::builder::StringBuilder;
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A core problem.
@@ -67,10 +67,10 @@ pub struct Index {
     /// Pseudonym hash → patient id. A 64-bit collision would merge two
     /// patients, which only makes classes look smaller (more suppression):
     /// it can never let a small class through.
-    patients: HashMap<u64, u32>,
+    patients: FxMap<u64, u32>,
     hasher: std::hash::RandomState,
     /// cell (qi ids, rare ids, patient id) → records.
-    cells: HashMap<Box<[u32]>, u64>,
+    cells: FxMap<Box<[u32]>, u64>,
     rows: u64,
 }
 
@@ -89,9 +89,9 @@ impl Index {
             qis: qis.into_iter().map(Dict::new).collect(),
             rares: rares.into_iter().map(Dict::new).collect(),
             patient,
-            patients: HashMap::new(),
+            patients: FxMap::default(),
             hasher: std::hash::RandomState::new(),
-            cells: HashMap::new(),
+            cells: FxMap::default(),
             rows: 0,
         }
     }
@@ -315,16 +315,6 @@ impl Index {
         risk
     }
 
-    /// Σ records² over the classes of at least `k` patients at `levels`
-    /// (the discernibility metric without its suppression term).
-    pub fn discernibility(&self, levels: &[usize], k: u32) -> u128 {
-        self.classes(&self.keys(levels))
-            .iter()
-            .filter(|(_, p, _)| *p >= k)
-            .map(|(_, _, r)| u128::from(*r) * u128::from(*r))
-            .sum()
-    }
-
     /// Finds the least general levels at which every class has at least
     /// `k` patients once classes below k are suppressed, suppressing at
     /// most `max_suppression` of the records. Ties in generalization go to
@@ -383,8 +373,8 @@ impl Index {
             });
         };
         let keys = self.keys(&levels);
-        let kept: HashSet<u128> = self
-            .classes(&keys)
+        let classes = self.classes(&keys);
+        let kept: FxSet<u128> = classes
             .iter()
             .filter(|(_, p, _)| *p >= k)
             .map(|(key, _, _)| *key)
@@ -394,6 +384,7 @@ impl Index {
             levels,
             keys,
             kept,
+            classes,
             rare: Vec::new(),
             nodes: nodes.len(),
             evaluated,
@@ -428,7 +419,7 @@ impl Index {
                     *records,
                 ));
             }
-            let mut decided = HashMap::new();
+            let mut decided = FxMap::default();
             let mut records_at = vec![0u64; top + 1];
             for ((a, p), mut pending) in groups {
                 for (level, map) in level_maps.iter().enumerate() {
@@ -590,6 +581,29 @@ impl Index {
     }
 }
 
+impl Plan {
+    /// Risk of what the plan releases (classes of at least k patients).
+    pub fn risk(&self) -> Risk {
+        Risk::of(
+            self.classes
+                .iter()
+                .map(|(_, p, r)| (*p, *r))
+                .filter(|(p, _)| *p >= self.k),
+            self.k,
+        )
+    }
+
+    /// Σ records² over the released classes (the discernibility metric
+    /// without its suppression term).
+    pub fn discernibility(&self) -> u128 {
+        self.classes
+            .iter()
+            .filter(|(_, p, _)| *p >= self.k)
+            .map(|(_, _, r)| u128::from(*r) * u128::from(*r))
+            .sum()
+    }
+}
+
 /// Packs the quasi-identifier label ids of a cell (or row) into its class
 /// key at a plan's levels.
 #[derive(Debug)]
@@ -700,7 +714,9 @@ pub struct Plan {
     /// Level per quasi-identifier.
     pub levels: Vec<usize>,
     keys: Keys,
-    kept: HashSet<u128>,
+    kept: FxSet<u128>,
+    /// The classes at `levels`: (key, patients, records).
+    classes: Vec<(u128, u32, u64)>,
     /// Rare-value decisions, per rule.
     pub rare: Vec<RarePlan>,
     /// Generalization lattice size.
@@ -715,7 +731,7 @@ pub struct RarePlan {
     area: usize,
     period: usize,
     /// (area label, period label, value id) → released level; absent: suppressed.
-    decided: HashMap<(u32, u32, u32), u8>,
+    decided: FxMap<(u32, u32, u32), u8>,
     /// Records released at each level (the last: suppressed).
     pub records_at: Vec<u64>,
 }
@@ -821,6 +837,7 @@ mod tests {
     use crate::spec::Period;
     use arrow_array::{Int32Array, StringArray};
     use rand::{Rng, SeedableRng};
+    use std::collections::HashSet;
 
     fn qis() -> Vec<Hierarchy> {
         vec![
@@ -938,7 +955,8 @@ mod tests {
             let released = arrow_select::concat::concat_batches(&out.schema, [&a, &c]).unwrap();
             let classes = recount(&released, &["age", "sex", "muni", "month"]);
             assert!(classes.values().all(|p| p.len() >= 5), "seed {seed}");
-            let after = ix.risk(&plan.levels, 5, 5);
+            let after = plan.risk();
+            assert_eq!(after, ix.risk(&plan.levels, 5, 5));
             let rare_before = ix.rare_risk(0, (2, 3, 3), &[0, 0, 0, 0]);
             assert!(rare_before.groups_below > 0 && rare_before.records_below > 0);
             assert_eq!(after.records, released.num_rows() as u64);

@@ -13,6 +13,55 @@ use arrow_schema::DataType;
 use std::collections::HashMap;
 use std::fmt::Write;
 
+/// A fast, unkeyed hash (FxHash's multiply-rotate) for the release's
+/// maps: their keys are lake values and ids, not attacker-chosen input,
+/// and hashing every row of a table twice is most of an index pass.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fx(u64);
+
+impl Fx {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        // The multiply leaves the low bits weak; hash tables use the high
+        // ones for their tags and the low ones for buckets.
+        self.0.rotate_left(26)
+    }
+}
+
+/// A HashMap with [`Fx`].
+pub type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fx>>;
+/// A HashSet with [`Fx`].
+pub type FxSet<K> = std::collections::HashSet<K, std::hash::BuildHasherDefault<Fx>>;
+
 /// What the top level of a quasi-identifier shows.
 pub const ANY: &str = "*";
 
@@ -193,7 +242,7 @@ pub struct Locator(Vec<Option<usize>>);
 pub struct Dict {
     /// The hierarchy.
     pub hierarchy: Hierarchy,
-    ids: HashMap<String, u32>,
+    ids: FxMap<String, u32>,
     /// `labels[id][level]`.
     labels: Vec<Vec<Option<String>>>,
 }
@@ -208,7 +257,7 @@ impl Dict {
     pub fn new(hierarchy: Hierarchy) -> Dict {
         Dict {
             hierarchy,
-            ids: HashMap::new(),
+            ids: FxMap::default(),
             labels: Vec::new(),
         }
     }
@@ -277,7 +326,7 @@ impl Dict {
     /// For each value id, the id of its label at `level` (equal labels,
     /// equal ids).
     pub fn level_ids(&self, level: usize) -> Vec<u32> {
-        let mut seen: HashMap<Option<&str>, u32> = HashMap::new();
+        let mut seen: FxMap<Option<&str>, u32> = FxMap::default();
         self.labels
             .iter()
             .map(|l| {

@@ -534,7 +534,7 @@ async fn release_table(
         .map(|r| (position(&r.area), position(&r.period), r.threshold))
         .collect();
     ix.plan_rare(&mut plan, &rules);
-    let after = ix.risk(&plan.levels, spec.k, spec.k);
+    let after = plan.risk();
     let attributes: Vec<(String, arrow_schema::DataType)> = t
         .attributes
         .iter()
@@ -711,7 +711,7 @@ fn report_of(
         .collect();
     let changed: u64 = rare.iter().map(|r| r.rolled_up + r.suppressed).sum();
     let tops: Vec<usize> = ix.qis.iter().map(|d| d.hierarchy.levels() - 1).collect();
-    let squares = ix.discernibility(&plan.levels, spec.k) as f64;
+    let squares = plan.discernibility() as f64;
     let n = rows.max(1) as f64;
     TableReport {
         table: t.name.clone(),
