@@ -123,6 +123,9 @@ fn reconcile(table: &Value, facts: &Value) {
     );
     assert!(f["k"].as_u64().unwrap() >= table["k_required"].as_u64().unwrap());
     assert_eq!(f["k"], table["k_achieved"], "{name}: k");
+    assert_eq!(table["read_back"]["records"], f["records"], "{name}");
+    assert_eq!(table["read_back"]["smallest_class"], f["k"], "{name}");
+    assert_eq!(table["read_back"]["rare_groups_below"], 0, "{name}");
     assert_eq!(f["records"], table["records_out"], "{name}: records out");
     assert_eq!(f["records_in"], table["records_in"], "{name}: records in");
     let suppressed = table["suppressed_k_anonymity"].as_u64().unwrap();

@@ -75,6 +75,14 @@ pub enum ReleaseError {
         /// Found.
         found: u64,
     },
+    /// The written files do not hold what the plan promised.
+    #[error("table {table}: the written files, read back: {message}")]
+    ReadBack {
+        /// Table.
+        table: String,
+        /// What was expected and found.
+        message: String,
+    },
     /// A column no file has.
     #[error("column {column}: expected a column of {read}, found it in none of its {files} files")]
     NoColumn {
@@ -386,6 +394,23 @@ pub struct TableReport {
     pub dropped: Vec<(String, String)>,
     /// Files written: path, rows.
     pub files: Vec<(String, u64)>,
+    /// The files read back after writing (None in a dry run).
+    pub read_back: Option<ReadBack>,
+}
+
+/// The written files, read back and counted again.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadBack {
+    /// Records in the files.
+    pub records: u64,
+    /// Smallest class.
+    pub smallest_class: u32,
+    /// What the smallest class counts: patients (pseudonym released) or
+    /// records (not released: a class of k records has at most k patients,
+    /// so this is the weaker check).
+    pub counted_in: &'static str,
+    /// Rare (area, period, value) groups below their threshold.
+    pub rare_groups_below: u64,
 }
 
 /// A quasi-identifier's level.
@@ -556,6 +581,47 @@ async fn release_table(
             found: written,
         });
     }
+    // Read the written files back and count again, with the audit's code
+    // path rather than the plan's: a release that does not hold is never
+    // given its report.
+    let read_back = if opts.dry_run {
+        None
+    } else {
+        let qi: Vec<String> = t.qi.iter().map(|q| q.column.clone()).collect();
+        let rare: Vec<(String, String, String, u32)> = t
+            .rare
+            .iter()
+            .map(|r| {
+                (
+                    r.column.clone(),
+                    r.area.clone(),
+                    r.period.clone(),
+                    r.threshold,
+                )
+            })
+            .collect();
+        let snap = released(lake, &opts.release_id, table).await?;
+        let patient = t.pseudonym.then(|| "pseudonym".to_owned());
+        let a = audit(lake, snap, &qi, &rare, patient, spec.k, opts.batch_rows).await?;
+        let below = a.rare.iter().map(|r| r.groups_below).sum::<u64>();
+        if a.risk.records != after.records || (a.risk.records > 0 && a.risk.k < spec.k) || below > 0
+        {
+            return Err(ReleaseError::ReadBack {
+                table: table.to_owned(),
+                message: format!(
+                    "expected {} records, every class ≥ {} and no rare group below its threshold; \
+                     found {} records, smallest class {}, {below} rare groups below",
+                    after.records, spec.k, a.risk.records, a.risk.k
+                ),
+            });
+        }
+        Some(ReadBack {
+            records: a.risk.records,
+            smallest_class: a.risk.k,
+            counted_in: if t.pseudonym { "patients" } else { "records" },
+            rare_groups_below: below,
+        })
+    };
     tracing::info!(
         table,
         records_in = ix.rows(),
@@ -569,9 +635,9 @@ async fn release_table(
         plan_s,
         clock.elapsed().as_secs_f64() - index_s - plan_s,
     );
-    Ok(report_of(
-        spec, t, c, snap, &ix, &plan, before, after, files, seconds,
-    ))
+    let mut report = report_of(spec, t, c, snap, &ix, &plan, before, after, files, seconds);
+    report.read_back = read_back;
+    Ok(report)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -746,6 +812,7 @@ fn report_of(
         seconds,
         dropped: t.dropped(c),
         files,
+        read_back: None,
     }
 }
 
@@ -855,6 +922,14 @@ pub fn markdown(r: &ReleaseReport) -> String {
             .map(|(c, k)| format!("`{c}` ({k})"))
             .collect();
         let _ = writeln!(s, "Dropped: {}.\n", dropped.join(", "));
+        if let Some(rb) = &t.read_back {
+            let _ = writeln!(
+                s,
+                "Read back from the written files: {} records, smallest class {} {}, \
+                 {} rare groups below their threshold.\n",
+                rb.records, rb.smallest_class, rb.counted_in, rb.rare_groups_below
+            );
+        }
         for (p, rows) in &t.files {
             let _ = writeln!(s, "- `{p}`: {rows} records");
         }
