@@ -135,23 +135,7 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
                                 path.display()
                             )
                         })?;
-                    let rare = t
-                        .rare
-                        .iter()
-                        .map(|r| {
-                            (
-                                r.column.clone(),
-                                r.area.clone(),
-                                r.period.clone(),
-                                r.threshold,
-                            )
-                        })
-                        .collect();
-                    (
-                        t.qi.iter().map(|q| q.column.clone()).collect(),
-                        rare,
-                        Some(spec.k),
-                    )
+                    (t.qi_columns(), t.rare_rules(), Some(spec.k))
                 }
             };
             let k = k.or(spec_k).unwrap_or(5);

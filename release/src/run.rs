@@ -587,19 +587,7 @@ async fn release_table(
     let read_back = if opts.dry_run {
         None
     } else {
-        let qi: Vec<String> = t.qi.iter().map(|q| q.column.clone()).collect();
-        let rare: Vec<(String, String, String, u32)> = t
-            .rare
-            .iter()
-            .map(|r| {
-                (
-                    r.column.clone(),
-                    r.area.clone(),
-                    r.period.clone(),
-                    r.threshold,
-                )
-            })
-            .collect();
+        let (qi, rare) = (t.qi_columns(), t.rare_rules());
         let snap = released(lake, &opts.release_id, table).await?;
         let patient = t.pseudonym.then(|| "pseudonym".to_owned());
         let a = audit(lake, snap, &qi, &rare, patient, spec.k, opts.batch_rows).await?;
