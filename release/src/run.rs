@@ -581,50 +581,51 @@ async fn release_table(
             found: written,
         });
     }
-    // Read the written files back and count again, with the audit's code
-    // path rather than the plan's: a release that does not hold is never
-    // given its report.
-    let read_back = if opts.dry_run {
-        None
-    } else {
-        let (qi, rare) = (t.qi_columns(), t.rare_rules());
-        let snap = released(lake, &opts.release_id, table).await?;
-        let patient = t.pseudonym.then(|| "pseudonym".to_owned());
-        let a = audit(lake, snap, &qi, &rare, patient, spec.k, opts.batch_rows).await?;
-        let below = a.rare.iter().map(|r| r.groups_below).sum::<u64>();
-        if a.risk.records != after.records || (a.risk.records > 0 && a.risk.k < spec.k) || below > 0
-        {
-            return Err(ReleaseError::ReadBack {
-                table: table.to_owned(),
-                message: format!(
-                    "expected {} records, every class ≥ {} and no rare group below its threshold; \
-                     found {} records, smallest class {}, {below} rare groups below",
-                    after.records, spec.k, a.risk.records, a.risk.k
-                ),
-            });
-        }
-        Some(ReadBack {
-            records: a.risk.records,
-            smallest_class: a.risk.k,
-            counted_in: if t.pseudonym { "patients" } else { "records" },
-            rare_groups_below: below,
-        })
-    };
-    tracing::info!(
-        table,
-        records_in = ix.rows(),
-        records_out = after.records,
-        k = after.k,
-        files = files.len(),
-        "released"
-    );
     let seconds = (
         index_s,
         plan_s,
         clock.elapsed().as_secs_f64() - index_s - plan_s,
     );
+    let records_in = ix.rows();
     let mut report = report_of(spec, t, c, snap, &ix, &plan, before, after, files, seconds);
-    report.read_back = read_back;
+    // The index is no longer needed: free it before the read-back builds
+    // its own.
+    drop((ix, plan, out));
+    // Read the written files back and count again, with the audit's code
+    // path rather than the plan's: a release that does not hold is never
+    // given its report.
+    if !opts.dry_run {
+        let (qi, rare) = (t.qi_columns(), t.rare_rules());
+        let snap = released(lake, &opts.release_id, table).await?;
+        let patient = t.pseudonym.then(|| "pseudonym".to_owned());
+        let a = audit(lake, snap, &qi, &rare, patient, spec.k, opts.batch_rows).await?;
+        let below = a.rare.iter().map(|r| r.groups_below).sum::<u64>();
+        let records = report.records_out;
+        if a.risk.records != records || (records > 0 && a.risk.k < spec.k) || below > 0 {
+            return Err(ReleaseError::ReadBack {
+                table: table.to_owned(),
+                message: format!(
+                    "expected {records} records, every class ≥ {} and no rare group below its threshold; \
+                     found {} records, smallest class {}, {below} rare groups below",
+                    spec.k, a.risk.records, a.risk.k
+                ),
+            });
+        }
+        report.read_back = Some(ReadBack {
+            records: a.risk.records,
+            smallest_class: a.risk.k,
+            counted_in: if t.pseudonym { "patients" } else { "records" },
+            rare_groups_below: below,
+        });
+    }
+    tracing::info!(
+        table,
+        records_in,
+        records_out = report.records_out,
+        k = report.k_achieved,
+        files = report.files.len(),
+        "released"
+    );
     Ok(report)
 }
 
