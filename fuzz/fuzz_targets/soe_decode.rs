@@ -1,7 +1,8 @@
 //! Any bytes as a Kafka message on a raw topic: unframing, decoding (fast
 //! path and old-version resolution) and rendering never panic, and a
 //! message that decodes re-encodes to a message that decodes to the same
-//! event.
+//! event — compared as bytes, since a double may be NaN, which is not equal
+//! to itself (`corpus/soe_decode/regression-nan-reference-low`).
 #![no_main]
 
 use chitose_schemas::RawCodec;
@@ -19,6 +20,8 @@ fuzz_target!(|data: &[u8]| {
         let mut msg = Vec::new();
         CODEC.encode_soe(&ev, &mut msg);
         let back = CODEC.decode(&msg).expect("a re-encoded event decodes");
-        assert_eq!(back, ev);
+        let mut again = Vec::new();
+        CODEC.encode_soe(&back, &mut again);
+        assert_eq!(again, msg);
     }
 });
