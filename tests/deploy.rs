@@ -91,11 +91,7 @@ fn python_facts(script: &str, file: &Path) -> serde_json::Value {
         .arg(file)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    helpers::assert_ok(&out);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

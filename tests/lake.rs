@@ -56,11 +56,7 @@ fn verify_passes_a_written_lake_and_names_every_kind_of_damage() {
         .current_dir(&dir)
         .output()
         .unwrap();
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    helpers::assert_ok(&up);
 
     // As written: consistent, and its counts agree with DuckDB's.
     let (code, report, _) = verify(&dir, &[]);

@@ -207,11 +207,7 @@ fn no_identifier_reaches_the_lake_the_pseudonymized_topics_the_logs_or_the_metri
         .arg(&dump)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    helpers::assert_ok(&out);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows: u64 = report
         .as_object()

@@ -41,17 +41,8 @@ fn lake(name: &str, events: &str, seed: &str) -> PathBuf {
             "0",
         ],
     );
-    ok(&up);
+    helpers::assert_ok(&up);
     dir
-}
-
-/// Asserts a run succeeded, showing its stderr if not.
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn json(out: &Output) -> Value {
@@ -108,7 +99,7 @@ fn release(dir: &Path, id: &str) -> Value {
         dir,
         &["release", "--spec", &spec(), "--release-id", id, "--json"],
     );
-    ok(&out);
+    helpers::assert_ok(&out);
     json(&out)
 }
 
@@ -413,7 +404,7 @@ fn a_release_holds_k_reconciles_and_links_to_nothing() {
             "--json",
         ],
     );
-    ok(&after);
+    helpers::assert_ok(&after);
     let after = json(&after);
     assert!(after["risk"]["k"].as_u64().unwrap() >= 5, "{after}");
     assert_eq!(after["risk"]["unique_records"], 0);
@@ -461,7 +452,7 @@ fn a_killed_release_reruns_clean_under_its_id() {
         &dir,
         &["release", "--spec", &spec(), "--release-id", "rk", "--json"],
     );
-    ok(&rerun);
+    helpers::assert_ok(&rerun);
     assert!(
         String::from_utf8_lossy(&rerun.stderr)
             .contains("an interrupted run of this release left objects"),
@@ -571,7 +562,7 @@ fn a_release_on_s3_reads_the_ledger_and_writes_its_files_there() {
             .unwrap()
     };
     let out = run(&["release", "--spec", &spec(), "--release-id", "s3", "--json"]);
-    ok(&out);
+    helpers::assert_ok(&out);
     let report = json(&out);
     // Nothing was written locally: the release lives on S3.
     assert!(!dir.join("lake/anonymized").exists());
@@ -591,5 +582,5 @@ fn a_release_on_s3_reads_the_ledger_and_writes_its_files_there() {
         &spec(),
         "--check",
     ]);
-    ok(&audit);
+    helpers::assert_ok(&audit);
 }

@@ -99,11 +99,7 @@ async fn topics_then_tail_a_raw_topic() {
 
     // Masked by default: no name, phone or key; payload values kept.
     let out = chitose(&["tail", &raw, "--bootstrap", &kafka]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    helpers::assert_ok(&out);
     let got = lines(&out);
     assert_eq!(got.len(), 31);
     let bad: Vec<_> = got.iter().filter(|l| l.get("error").is_some()).collect();

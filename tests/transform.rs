@@ -41,11 +41,7 @@ fn setup(name: &str, exactly_once: bool) -> Setup {
         .args(["transform", "keygen", "--dir", keys.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    helpers::assert_ok(&out);
     let key_text = std::fs::read_to_string(keys.join("pseudonym-2026a.key")).unwrap();
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains(key_text.trim()),

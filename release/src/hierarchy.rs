@@ -308,16 +308,6 @@ impl Dict {
         self.ids.get(key).copied()
     }
 
-    /// Distinct values seen.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Whether no value was seen.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
     /// The label of value `id` at `level`.
     pub fn label(&self, id: u32, level: usize) -> Option<&str> {
         self.labels[id as usize][level].as_deref()

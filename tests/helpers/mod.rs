@@ -397,6 +397,15 @@ pub fn chitose(args: &[&str], envs: &[(&str, &str)]) -> Child {
     Child(c.spawn().unwrap(), log)
 }
 
+/// Asserts a finished process succeeded, showing its stderr if not.
+pub fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
