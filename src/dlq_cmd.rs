@@ -4,7 +4,6 @@
 use crate::topic_read::{Start, assign, drain};
 use anyhow::{Context, Result};
 use chitose_runtime::dlq;
-use chitose_runtime::kafka::KafkaSettings;
 use clap::{Args, Subcommand};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -18,14 +17,8 @@ use std::process::ExitCode;
 pub struct DlqArgs {
     #[command(subcommand)]
     command: DlqCommand,
-    /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        global = true,
-        env = "CHITOSE_BOOTSTRAP",
-        default_value = "127.0.0.1:9092"
-    )]
-    bootstrap: String,
+    #[command(flatten)]
+    kafka: crate::kafka_args::KafkaArgs,
     /// The dead-letter topic.
     #[arg(long, global = true, default_value = "health.dlq")]
     topic: String,
@@ -54,12 +47,17 @@ enum DlqCommand {
         /// Print what would be replayed; send and commit nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Records go back only to `<raw-prefix>NN` topics (a hub's raw
+        /// topic): a DLQ record whose header names any other topic (a
+        /// pseudonymized topic the sink lands unchecked) is refused.
+        #[arg(long, default_value = "health.raw.")]
+        raw_prefix: String,
     },
 }
 
 /// Runs `chitose dlq …`.
 pub fn run(a: DlqArgs) -> Result<ExitCode> {
-    let kafka = KafkaSettings::at(&a.bootstrap);
+    let kafka = a.kafka.settings()?;
     match a.command {
         DlqCommand::List { limit } => {
             let mut cfg = kafka.consumer_config("chitose-dlq-list");
@@ -106,6 +104,7 @@ pub fn run(a: DlqArgs) -> Result<ExitCode> {
             class,
             stage,
             dry_run,
+            raw_prefix,
         } => {
             let c: BaseConsumer = kafka.consumer_config("chitose-dlq-replay").create()?;
             let ends = assign(&c, &a.topic, Start::Committed)?;
@@ -113,7 +112,7 @@ pub fn run(a: DlqArgs) -> Result<ExitCode> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let (mut replayed, mut passed) = (0u64, 0u64);
+            let (mut replayed, mut passed, mut refused) = (0u64, 0u64, 0u64);
             let mut next: BTreeMap<i32, i64> = BTreeMap::new();
             let mut pending = Vec::new();
             drain(
@@ -131,6 +130,15 @@ pub fn run(a: DlqArgs) -> Result<ExitCode> {
                         passed += 1;
                         return Ok(());
                     };
+                    if !is_raw_topic(source, &raw_prefix) {
+                        refused += 1;
+                        eprintln!(
+                            "refused {}/{}: expected a source topic {raw_prefix}NN, found another topic",
+                            m.partition(),
+                            m.offset()
+                        );
+                        return Ok(());
+                    }
                     replayed += 1;
                     if dry_run {
                         println!("would replay {}/{} to {source}", m.partition(), m.offset());
@@ -164,10 +172,42 @@ pub fn run(a: DlqArgs) -> Result<ExitCode> {
                 }
             }
             println!(
-                "{} {replayed} records, passed over {passed}",
+                "{} {replayed} records, passed over {passed}, refused {refused}",
                 if dry_run { "would replay" } else { "replayed" }
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(if refused > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+/// Whether `topic` is a hub's raw topic, `<raw_prefix>NN`: the only place a
+/// replay may write, since only the transform checks what it reads.
+fn is_raw_topic(topic: &str, raw_prefix: &str) -> bool {
+    topic
+        .strip_prefix(raw_prefix)
+        .is_some_and(|nn| nn.len() == 2 && nn.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_raw_topic;
+
+    #[test]
+    fn replay_goes_only_to_raw_topics() {
+        assert!(is_raw_topic("health.raw.27", "health.raw."));
+        for t in [
+            "health.pseudo.diagnosis",
+            "health.raw.27x",
+            "health.raw.",
+            "health.dlq",
+            "other.raw.27",
+            "health.raw.2",
+        ] {
+            assert!(!is_raw_topic(t, "health.raw."), "{t}");
         }
     }
 }

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 mod bench_cmd;
 mod dlq_cmd;
+mod kafka_args;
 mod lake_cmd;
 mod release_cmd;
 mod sink_cmd;
@@ -53,6 +54,10 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Verify and audit the lake.
     Lake(lake_cmd::LakeArgs),
+    /// chitose's version, the linked librdkafka's version and its built-in
+    /// features (ssl, sasl_scram, zstd…); exits 1 when one chitose needs is
+    /// missing.
+    Version,
     /// The Avro contract: list, show and check schemas.
     Schemas {
         #[command(subcommand)]
@@ -62,7 +67,10 @@ enum Command {
 
 /// `chitose ingest` flags; each overrides the config file and environment.
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct IngestArgs {
+    #[command(subcommand)]
+    command: Option<IngestCommand>,
     /// TOML config file (see docs/ingest.md); env: CHITOSE_INGEST__<KEY>.
     #[arg(long, env = "CHITOSE_INGEST_CONFIG")]
     config: Option<PathBuf>,
@@ -75,9 +83,8 @@ struct IngestArgs {
     /// This hub's prefecture (JIS X 0401).
     #[arg(long)]
     prefecture: Option<String>,
-    /// Kafka bootstrap servers.
-    #[arg(long)]
-    bootstrap: Option<String>,
+    #[command(flatten)]
+    kafka: crate::kafka_args::KafkaArgs,
     /// Watched directory (files source).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -105,6 +112,21 @@ struct IngestArgs {
     /// Logs as JSON lines.
     #[arg(long)]
     log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum IngestCommand {
+    /// Make a bearer token for a hub's HTTP clients and the hash that the
+    /// ingest instance of that prefecture stores (`http.token_sha256`).
+    /// The hash binds the token to the prefecture.
+    Token {
+        /// The hub's prefecture (JIS X 0401).
+        #[arg(long)]
+        prefecture: String,
+        /// Hash a token read from standard input instead of making one.
+        #[arg(long)]
+        stdin: bool,
+    },
 }
 
 /// Arguments of a subcommand that is not built yet (accepted, ignored).
@@ -158,6 +180,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail_cmd::run(args),
         Command::Lake(args) => lake_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Version => version(),
         Command::Schemas { command } => schemas(command),
     };
     match result {
@@ -176,14 +199,13 @@ pub(crate) fn load_config<T>(
     prefix: &str,
     flags: Vec<(&str, toml::Value)>,
     print: bool,
-    secrets: &[&str],
 ) -> Result<Option<T>>
 where
     T: serde::de::DeserializeOwned + serde::Serialize + Default,
 {
     let cfg: T = chitose_runtime::config::load(file, prefix, std::env::vars(), flags)?;
     if print {
-        print!("{}", chitose_runtime::config::print_redacted(&cfg, secrets));
+        print!("{}", chitose_runtime::config::print_redacted(&cfg));
         return Ok(None);
     }
     Ok(Some(cfg))
@@ -228,7 +250,27 @@ pub(crate) fn init_logs(json: bool) {
 }
 
 fn ingest(a: IngestArgs) -> Result<ExitCode> {
-    use chitose_ingest::config::{IngestConfig, SECRETS};
+    use chitose_ingest::config::IngestConfig;
+    if let Some(IngestCommand::Token { prefecture, stdin }) = a.command {
+        let token = if stdin {
+            let mut t = String::new();
+            std::io::stdin().read_line(&mut t)?;
+            t.trim_end_matches(['\n', '\r']).to_owned()
+        } else {
+            chitose_ingest::token::generate()
+        };
+        if token.len() < 32 {
+            bail!("ingest token: expected a token of at least 32 characters, found {}", token.len());
+        }
+        if !stdin {
+            println!("token        {token}");
+        }
+        println!(
+            "token_sha256 {}",
+            chitose_ingest::token::hash_hex(&prefecture, &token)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     use toml::Value as V;
     let mut flags: Vec<(&str, V)> = Vec::new();
     if let Some(v) = a.source {
@@ -237,9 +279,7 @@ fn ingest(a: IngestArgs) -> Result<ExitCode> {
     if let Some(v) = a.prefecture {
         flags.push(("prefecture", V::String(v)));
     }
-    if let Some(v) = a.bootstrap {
-        flags.push(("kafka.bootstrap_servers", V::String(v)));
-    }
+    flags.extend(a.kafka.flag()?);
     if let Some(v) = a.dir {
         flags.push(("files.dir", V::String(v.display().to_string())));
     }
@@ -270,18 +310,14 @@ fn ingest(a: IngestArgs) -> Result<ExitCode> {
     if let Some(v) = a.bad_share {
         flags.push(("simulate.generator.bad_share", V::Float(v)));
     }
-    let Some(cfg) = load_config::<IngestConfig>(
-        a.config.as_deref(),
-        "ingest",
-        flags,
-        a.print_config,
-        SECRETS,
-    )?
+    let Some(mut cfg) =
+        load_config::<IngestConfig>(a.config.as_deref(), "ingest", flags, a.print_config)?
     else {
         return Ok(ExitCode::SUCCESS);
     };
-    cfg.validate()?;
     init_logs(a.log_json);
+    cfg.validate()?;
+    kafka_args::prepare(&mut cfg.kafka)?;
     let summary = serve(|shutdown| chitose_ingest::service::run(cfg, shutdown))?;
     report(
         a.log_json,
@@ -291,6 +327,28 @@ fn ingest(a: IngestArgs) -> Result<ExitCode> {
         ),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn version() -> Result<ExitCode> {
+    use chitose_runtime::kafka::{REQUIRED_FEATURES, librdkafka_build};
+    let b = librdkafka_build()?;
+    println!("chitose {}", env!("CARGO_PKG_VERSION"));
+    println!("librdkafka {}", b.version);
+    println!("librdkafka builtin.features {}", b.features.join(","));
+    let missing: Vec<&str> = REQUIRED_FEATURES
+        .iter()
+        .filter(|f| !b.features.iter().any(|x| x == *f))
+        .copied()
+        .collect();
+    if missing.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "chitose: expected librdkafka with {}, found it built without {}",
+        REQUIRED_FEATURES.join(", "),
+        missing.join(", ")
+    );
+    Ok(ExitCode::from(1))
 }
 
 fn schemas(cmd: SchemasCommand) -> Result<ExitCode> {

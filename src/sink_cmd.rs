@@ -1,7 +1,7 @@
 //! `chitose sink`: land pseudonymized events as Parquet.
 
 use anyhow::Result;
-use chitose_sink::config::{SECRETS, SinkConfig};
+use chitose_sink::config::SinkConfig;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,9 +15,8 @@ pub struct SinkArgs {
     /// Print the effective configuration (secrets hidden) and exit.
     #[arg(long)]
     print_config: bool,
-    /// Kafka bootstrap servers.
-    #[arg(long)]
-    bootstrap: Option<String>,
+    #[command(flatten)]
+    kafka: crate::kafka_args::KafkaArgs,
     /// The lake: a folder or s3://bucket/prefix (gs://, az://).
     #[arg(long)]
     lake: Option<String>,
@@ -36,9 +35,7 @@ pub struct SinkArgs {
 pub fn run(a: SinkArgs) -> Result<ExitCode> {
     use toml::Value as V;
     let mut flags: Vec<(&str, V)> = Vec::new();
-    if let Some(v) = a.bootstrap {
-        flags.push(("kafka.bootstrap_servers", V::String(v)));
-    }
+    flags.extend(a.kafka.flag()?);
     if let Some(v) = a.lake {
         flags.push(("lake", V::String(v)));
     }
@@ -48,18 +45,14 @@ pub fn run(a: SinkArgs) -> Result<ExitCode> {
     if let Some(v) = a.ops_listen {
         flags.push(("ops_listen", V::String(v)));
     }
-    let Some(cfg) = crate::load_config::<SinkConfig>(
-        a.config.as_deref(),
-        "sink",
-        flags,
-        a.print_config,
-        SECRETS,
-    )?
+    let Some(mut cfg) =
+        crate::load_config::<SinkConfig>(a.config.as_deref(), "sink", flags, a.print_config)?
     else {
         return Ok(ExitCode::SUCCESS);
     };
-    cfg.validate()?;
     crate::init_logs(a.log_json);
+    cfg.validate()?;
+    crate::kafka_args::prepare(&mut cfg.kafka)?;
     let summary = crate::serve(|shutdown| chitose_sink::service::run(cfg, shutdown))?;
     crate::report(
         a.log_json,

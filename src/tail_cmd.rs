@@ -6,7 +6,6 @@
 
 use crate::topic_read::{Start, assign, drain};
 use anyhow::{Context, Result};
-use chitose_runtime::kafka::KafkaSettings;
 use chitose_schemas::catalog::SchemaStore;
 use chitose_schemas::registry::SchemaRegistry;
 use chitose_schemas::render::{MASK, Renderer};
@@ -25,9 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct TailArgs {
     /// Topic, e.g. health.raw.27, health.pseudo.lab_result, health.dlq.
     topic: String,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "CHITOSE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    bootstrap: String,
+    #[command(flatten)]
+    kafka: crate::kafka_args::KafkaArgs,
     /// Keep reading new records until Ctrl-C.
     #[arg(long, short = 'f')]
     follow: bool,
@@ -66,7 +64,7 @@ pub fn run(a: TailArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
 
-    let kafka = KafkaSettings::at(&a.bootstrap);
+    let kafka = a.kafka.settings()?;
     let mut cfg = kafka.consumer_config(&format!("chitose-tail-{}", std::process::id()));
     cfg.set("isolation.level", "read_committed");
     let c: BaseConsumer = cfg.create()?;

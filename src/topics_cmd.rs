@@ -3,7 +3,7 @@
 //! auto-create defaults (one partition, the broker's retention).
 
 use anyhow::{Context, Result, bail};
-use chitose_runtime::kafka::{Created, KafkaSettings, TopicSpec};
+use chitose_runtime::kafka::{Created, TopicSpec};
 use chitose_schemas::raw::EventType;
 use clap::{Args, Subcommand};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -18,14 +18,8 @@ const DAY_MS: u64 = 24 * 3600 * 1000;
 pub struct TopicsArgs {
     #[command(subcommand)]
     command: TopicsCommand,
-    /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        global = true,
-        env = "CHITOSE_BOOTSTRAP",
-        default_value = "127.0.0.1:9092"
-    )]
-    bootstrap: String,
+    #[command(flatten)]
+    kafka: crate::kafka_args::KafkaArgs,
     /// Topic name prefix: <prefix>.raw.NN, <prefix>.pseudo.<type>, <prefix>.dlq
     /// (the services' defaults use "health").
     #[arg(long, global = true, default_value = "health")]
@@ -120,7 +114,7 @@ pub(crate) fn layout(
 
 /// Runs `chitose topics …`.
 pub fn run(a: TopicsArgs) -> Result<ExitCode> {
-    let kafka = KafkaSettings::at(&a.bootstrap);
+    let kafka = a.kafka.settings()?;
     match a.command {
         TopicsCommand::Create {
             prefectures,
@@ -186,7 +180,7 @@ pub fn run(a: TopicsArgs) -> Result<ExitCode> {
                 .build()?;
             let outcome = rt
                 .block_on(kafka.create_topics(&specs))
-                .with_context(|| format!("creating topics on {}", a.bootstrap))?;
+                .with_context(|| format!("creating topics on {}", kafka.bootstrap_servers))?;
             let mut short = 0;
             for (name, what) in &outcome {
                 let want = specs
@@ -217,7 +211,7 @@ pub fn run(a: TopicsArgs) -> Result<ExitCode> {
             let c: BaseConsumer = kafka.consumer_config("chitose-topics-list").create()?;
             let md = c
                 .fetch_metadata(None, Duration::from_secs(10))
-                .with_context(|| format!("fetching metadata from {}", a.bootstrap))?;
+                .with_context(|| format!("fetching metadata from {}", kafka.bootstrap_servers))?;
             let mut topics: Vec<_> = md
                 .topics()
                 .iter()

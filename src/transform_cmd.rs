@@ -1,7 +1,7 @@
 //! `chitose transform`: run the worker, explain or check a policy, make keys.
 
 use anyhow::{Context, Result, bail};
-use chitose_transform::config::{SECRETS, TransformConfig};
+use chitose_transform::config::TransformConfig;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,9 +18,8 @@ pub struct TransformArgs {
     /// Print the effective configuration (secrets hidden) and exit.
     #[arg(long)]
     print_config: bool,
-    /// Kafka bootstrap servers.
-    #[arg(long)]
-    bootstrap: Option<String>,
+    #[command(flatten)]
+    kafka: crate::kafka_args::KafkaArgs,
     /// Shipped profile name or policy file.
     #[arg(long)]
     policy: Option<String>,
@@ -140,9 +139,7 @@ pub fn run(a: TransformArgs) -> Result<ExitCode> {
     }
     use toml::Value as V;
     let mut flags: Vec<(&str, V)> = Vec::new();
-    if let Some(v) = a.bootstrap {
-        flags.push(("kafka.bootstrap_servers", V::String(v)));
-    }
+    flags.extend(a.kafka.flag()?);
     if let Some(v) = a.policy {
         flags.push(("policy", V::String(v)));
     }
@@ -158,18 +155,18 @@ pub fn run(a: TransformArgs) -> Result<ExitCode> {
     if let Some(v) = a.ops_listen {
         flags.push(("ops_listen", V::String(v)));
     }
-    let Some(cfg) = crate::load_config::<TransformConfig>(
+    let Some(mut cfg) = crate::load_config::<TransformConfig>(
         a.config.as_deref(),
         "transform",
         flags,
         a.print_config,
-        SECRETS,
     )?
     else {
         return Ok(ExitCode::SUCCESS);
     };
     let log_json = a.log_json;
     crate::init_logs(log_json);
+    crate::kafka_args::prepare(&mut cfg.kafka)?;
     // Every start-up check (config, policy, keys) before touching Kafka.
     let transformer = chitose_transform::service::build(&cfg, std::env::vars())?;
     let summary =

@@ -14,7 +14,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "corpus-hub-token-0123456789";
+const TOKEN: &str = "corpus-hub-token-0123456789-0123456789";
 
 async fn post(url: &str, body: Vec<u8>) -> (u16, Value) {
     let r = reqwest::Client::new()
@@ -34,10 +34,11 @@ async fn every_bad_input_is_named_or_dead_lettered_and_the_counts_reconcile() {
     let port = helpers::free_port();
     let listen = format!("127.0.0.1:{port}");
     let s = |x: &str| x.to_owned();
+    let hashes = helpers::token_hashes("27", TOKEN);
     let mut p = helpers::Pipeline::start(
         "bad-input",
         &[s("--source"), s("http"), s("--listen"), listen.clone()],
-        &[("CHITOSE_INGEST__HTTP__TOKENS__27", TOKEN)],
+        &[("CHITOSE_INGEST__HTTP__TOKEN_SHA256", &hashes)],
         &[],
     );
     let url = format!("http://{listen}/v1/events");

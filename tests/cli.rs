@@ -154,19 +154,20 @@ fn ingest_config_errors_name_the_key_and_print_config_hides_secrets() {
             secret.to_str().unwrap(),
         ])
         .env(
-            "CHITOSE_INGEST__HTTP__TOKENS__27",
-            "super-secret-token-value",
+            "CHITOSE_INGEST__HTTP__TOKEN_SHA256",
+            "[\"5eb0a1c0ffee5eb0a1c0ffee5eb0a1c0ffee5eb0a1c0ffee5eb0a1c0ffee5eb0\"]",
         )
+        .env("CHITOSE_KAFKA_SSL_KEY_PASSWORD", "pem-pass-phrase")
         .output()
         .unwrap();
-    assert!(out.status.success());
+    helpers::assert_ok(&out);
     let printed = String::from_utf8(out.stdout).unwrap();
     assert!(printed.contains("source = \"http\""), "{printed}");
-    assert!(
-        !printed.contains("super-secret-token-value") && !printed.contains("hunter2"),
-        "{printed}"
-    );
-    assert!(printed.contains("27 = \"***\""), "{printed}");
+    for secret in ["5eb0a1c0ffee", "hunter2", "pem-pass-phrase"] {
+        assert!(!printed.contains(secret), "{secret} printed: {printed}");
+    }
+    assert!(printed.contains("token_sha256 = \"***\""), "{printed}");
+    assert!(printed.contains("\"sasl.password\" = \"***\""), "{printed}");
 }
 
 #[test]

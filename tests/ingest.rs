@@ -242,8 +242,9 @@ fn http_source_answers_202_only_after_ack_and_503_while_the_broker_is_down() {
     let broker = OwnBroker::start("http-broker");
     let topic = "health.raw.27";
     let (port, ops) = (free_port(), free_port());
-    let token = "token-for-osaka-0123456789";
-    let other = "token-for-kyoto-0123456789";
+    let token = "token-for-osaka-0123456789-0123456789";
+    let other = "token-for-kyoto-0123456789-0123456789";
+    let osaka_hash = helpers::token_hashes("27", token);
     let _child = chitose(
         &[
             "ingest",
@@ -259,8 +260,7 @@ fn http_source_answers_202_only_after_ack_and_503_while_the_broker_is_down() {
             &format!("127.0.0.1:{ops}"),
         ],
         &[
-            ("CHITOSE_INGEST__HTTP__TOKENS__27", token),
-            ("CHITOSE_INGEST__HTTP__TOKENS__26", other),
+            ("CHITOSE_INGEST__HTTP__TOKEN_SHA256", &osaka_hash),
             ("CHITOSE_INGEST__HTTP__ACK_DEADLINE_MS", "3000"),
             ("CHITOSE_INGEST__HTTP__MAX_BODY_BYTES", "2000000"),
         ],
@@ -309,11 +309,11 @@ fn http_source_answers_202_only_after_ack_and_503_while_the_broker_is_down() {
     assert_eq!((s, body["accepted"].as_u64()), (202, Some(100)), "{body}");
     acked.extend(ids(&ls[1000..1100]));
 
-    // Unknown token: 401. Kyoto's token cannot write Osaka's records.
+    // Unknown token: 401. Kyoto's token is refused by Osaka's instance,
+    // even with Kyoto's hash configured here by mistake.
     assert_eq!(post(&url, "nope", ndjson(&ls[1100..1101])).0, 401);
     let (s, body, _) = post(&url, other, ndjson(&ls[1100..1105]));
-    assert_eq!(s, 400, "{body}");
-    assert_eq!(body["errors"][0]["reason"], "semantic");
+    assert_eq!(s, 401, "{body}");
 
     // Mixed batch: valid records go in, bad ones are listed by index.
     let mut g = Generator::new(SimConfig {
@@ -570,7 +570,8 @@ fn fhir_bundles_arrive_through_post_and_as_files() {
     // POST /fhir
     let topic = format!("health.raw.27.fhir-http-{}", uuid::Uuid::new_v4().simple());
     let (port, ops) = (free_port(), free_port());
-    let token = "token-for-osaka-0123456789";
+    let token = "token-for-osaka-0123456789-0123456789";
+    let hashes = helpers::token_hashes("27", token);
     let _child = chitose(
         &[
             "ingest",
@@ -586,7 +587,7 @@ fn fhir_bundles_arrive_through_post_and_as_files() {
             &format!("127.0.0.1:{ops}"),
         ],
         &[
-            ("CHITOSE_INGEST__HTTP__TOKENS__27", token),
+            ("CHITOSE_INGEST__HTTP__TOKEN_SHA256", &hashes),
             ("CHITOSE_INGEST__TOPIC", &topic),
         ],
     );

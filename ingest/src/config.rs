@@ -4,7 +4,6 @@
 use crate::simulate::SimConfig;
 use chitose_runtime::kafka::KafkaSettings;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Which source feeds the hub's topic.
@@ -74,8 +73,46 @@ pub struct HttpConfig {
     /// How long a request waits for the broker's acknowledgements before
     /// answering 503.
     pub ack_deadline_ms: u64,
-    /// Bearer token per prefecture (secret: hidden by `--print-config`).
-    pub tokens: BTreeMap<String, String>,
+    /// Hashes of the bearer tokens this hub's clients may use
+    /// (`chitose ingest token --prefecture NN` makes a token and its hash;
+    /// the hash binds the token to the prefecture, so another hub's token
+    /// is refused here). The tokens themselves are never stored.
+    pub token_sha256: Vec<String>,
+    /// Files holding one such hash each (a mounted Secret).
+    pub token_sha256_files: Vec<PathBuf>,
+    /// HTTPS (and optionally client certificates).
+    pub tls: TlsConfig,
+    /// Plain HTTP on an address beyond loopback (only behind a
+    /// TLS-terminating proxy on the same host).
+    pub allow_plaintext: bool,
+    /// A request (headers, body, broker acknowledgement) that takes longer
+    /// is answered 503.
+    pub request_timeout_ms: u64,
+    /// A client that has not sent its headers (or finished its TLS
+    /// handshake) within this time is disconnected (slow-loris).
+    pub header_timeout_ms: u64,
+    /// Requests served at once; more are answered 503 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Records in one request; more are answered 413.
+    pub max_records_per_request: usize,
+    /// Errors listed in one answer (the count covers all).
+    pub max_errors_per_request: usize,
+}
+
+/// HTTPS settings of the HTTP source (rustls).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM; TLS is on when set.
+    pub cert_file: Option<PathBuf>,
+    /// Private key, PEM (mode 0600 or stricter).
+    pub key_file: Option<PathBuf>,
+    /// CA bundle, PEM: when set, every client must present a certificate
+    /// it signed (mTLS), in addition to its token.
+    pub client_ca_file: Option<PathBuf>,
+    /// SHA-256 (hex) of the client certificates this hub may use; empty =
+    /// any the CA signed.
+    pub client_cert_sha256: Vec<String>,
 }
 
 /// Simulate source settings.
@@ -125,7 +162,15 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 8 * 1024 * 1024,
             ack_deadline_ms: 10_000,
-            tokens: BTreeMap::new(),
+            token_sha256: Vec::new(),
+            token_sha256_files: Vec::new(),
+            tls: TlsConfig::default(),
+            allow_plaintext: false,
+            request_timeout_ms: 30_000,
+            header_timeout_ms: 10_000,
+            max_concurrent_requests: 64,
+            max_records_per_request: 10_000,
+            max_errors_per_request: 100,
         }
     }
 }
@@ -140,18 +185,83 @@ impl Default for SimulateConfig {
     }
 }
 
-/// Keys whose values `--print-config` hides.
-pub const SECRETS: &[&str] = &[
-    "http.tokens",
-    "sasl.password",
-    "ssl.key.password",
-    "ssl.keystore.password",
-];
-
 impl IngestConfig {
     /// The topic for this hub.
     pub fn topic_name(&self) -> String {
         self.topic.replace("{prefecture}", &self.prefecture)
+    }
+
+    fn validate_http(&self) -> Result<(), chitose_runtime::config::ConfigError> {
+        use chitose_runtime::config::ConfigError;
+        let h = &self.http;
+        if h.token_sha256.is_empty() && h.token_sha256_files.is_empty() {
+            return ConfigError::value(
+                "http.token_sha256",
+                "the hash of at least one bearer token (chitose ingest token --prefecture NN)",
+                "none",
+            );
+        }
+        for (i, t) in h.token_sha256.iter().enumerate() {
+            if !is_sha256_hex(t) {
+                return ConfigError::value(
+                    &format!("http.token_sha256[{i}]"),
+                    "64 hexadecimal digits (the token's hash, not the token)",
+                    format!("{} characters", t.len()),
+                );
+            }
+        }
+        for (i, t) in h.tls.client_cert_sha256.iter().enumerate() {
+            if !is_sha256_hex(&t.replace(':', "")) {
+                return ConfigError::value(
+                    &format!("http.tls.client_cert_sha256[{i}]"),
+                    "a SHA-256 certificate fingerprint (64 hexadecimal digits)",
+                    format!("{} characters", t.len()),
+                );
+            }
+        }
+        match (&h.tls.cert_file, &h.tls.key_file) {
+            (Some(_), None) | (None, Some(_)) => {
+                return ConfigError::value(
+                    "http.tls",
+                    "both cert_file and key_file, or neither",
+                    "only one of them",
+                );
+            }
+            (None, None) => {
+                if h.tls.client_ca_file.is_some() {
+                    return ConfigError::value(
+                        "http.tls.client_ca_file",
+                        "cert_file and key_file as well (client certificates need TLS)",
+                        "no server certificate",
+                    );
+                }
+                let loopback = h
+                    .listen
+                    .parse::<std::net::SocketAddr>()
+                    .map(|a| a.ip().is_loopback())
+                    .unwrap_or(false);
+                if !loopback && !h.allow_plaintext {
+                    return ConfigError::value(
+                        "http.tls.cert_file",
+                        "a certificate for an address beyond loopback \
+                         (or allow_plaintext = true behind a TLS proxy on this host)",
+                        format!("plain HTTP on {}", h.listen),
+                    );
+                }
+            }
+            (Some(_), Some(_)) => {}
+        }
+        for (key, v) in [
+            ("http.max_concurrent_requests", h.max_concurrent_requests),
+            ("http.max_records_per_request", h.max_records_per_request),
+            ("http.request_timeout_ms", h.request_timeout_ms as usize),
+            ("http.header_timeout_ms", h.header_timeout_ms as usize),
+        ] {
+            if v == 0 {
+                return ConfigError::value(key, "at least 1", "0");
+            }
+        }
+        Ok(())
     }
 
     /// Checks values serde cannot; the error names the key.
@@ -185,22 +295,7 @@ impl IngestConfig {
             );
         }
         if self.source == SourceKind::Http {
-            if self.http.tokens.is_empty() {
-                return bad(
-                    "http.tokens",
-                    "a bearer token per prefecture",
-                    "none".into(),
-                );
-            }
-            for (p, t) in &self.http.tokens {
-                if t.len() < 16 {
-                    return bad(
-                        &format!("http.tokens.{p}"),
-                        "a token of at least 16 characters",
-                        format!("{} characters", t.len()),
-                    );
-                }
-            }
+            self.validate_http()?;
         }
         if !(self.simulate.rate >= 0.0 && self.simulate.rate.is_finite()) {
             return bad(
@@ -211,4 +306,8 @@ impl IngestConfig {
         }
         Ok(())
     }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -1,9 +1,17 @@
 //! The HTTP source: `POST /v1/events` with NDJSON or a JSON array, and
 //! `POST /fhir` with a FHIR R4 Bundle (JP Core; see [`crate::fhir`]).
 //!
-//! - `Authorization: Bearer <token>`; each token belongs to one prefecture
-//!   and may only write that prefecture's records (401 without a known
-//!   token, and the edge rejects records of another prefecture).
+//! - HTTPS with rustls when `[http.tls]` names a certificate; with a client
+//!   CA, every client must also present a certificate it signed (mTLS),
+//!   optionally pinned by fingerprint. Plain HTTP is refused beyond
+//!   loopback unless `allow_plaintext` says a TLS proxy sits in front.
+//! - `Authorization: Bearer <token>`, checked before the body is read
+//!   (401 costs the server no body), against hashes bound to this
+//!   instance's prefecture ([`crate::token`]) in constant time; the edge
+//!   rejects records of another prefecture.
+//! - At most `max_concurrent_requests` at once (503 + `Retry-After`
+//!   beyond), `max_records_per_request` (413 beyond), a request deadline
+//!   (503), and a header/handshake deadline (the connection is dropped).
 //! - 202 `{accepted, rejected, errors}` only after the broker acknowledged
 //!   every accepted record. Rejected records are listed with their index,
 //!   reason and message (never a value); the valid ones are still sent.
@@ -13,66 +21,96 @@
 //!   Records of a failed request may already be in the topic, so a retry
 //!   can duplicate them: downstream deduplicates by `event_id`.
 
-use crate::config::HttpConfig;
+use crate::config::{HttpConfig, TlsConfig};
 use crate::edge::Edge;
 use crate::metrics::IngestMetrics;
 use crate::producer::RawProducer;
+use crate::token::TokenSet;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chitose_runtime::ops::Readiness;
+use chitose_runtime::shutdown::Shutdown;
 use chitose_schemas::codec::Timestamp;
 use chitose_schemas::json::JsonError;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Header naming the HTTP request a record came from.
 pub const HEADER_REQUEST: &str = "chitose-source-request";
 
 struct AppState {
     producer: RawProducer,
-    /// token → (prefecture, edge for that prefecture)
-    tokens: HashMap<String, (String, Edge)>,
+    prefecture: String,
+    edge: Edge,
+    tokens: TokenSet,
     metrics: IngestMetrics,
     ready: Readiness,
     ack_deadline: Duration,
+    request_timeout: Duration,
+    slots: Arc<Semaphore>,
+    max_records: usize,
+    max_errors: usize,
 }
 
-/// Builds the router for the HTTP source.
+/// Builds the router for the HTTP source of `prefecture`'s hub.
 pub fn router(
     cfg: &HttpConfig,
+    prefecture: &str,
+    tokens: TokenSet,
     producer: RawProducer,
     store: &chitose_schemas::catalog::SchemaStore,
     metrics: IngestMetrics,
     ready: Readiness,
 ) -> Router {
-    let tokens = cfg
-        .tokens
-        .iter()
-        .map(|(pref, tok)| {
-            (
-                tok.clone(),
-                (pref.clone(), Edge::new(store, Some(pref.clone()))),
-            )
-        })
-        .collect();
     let state = Arc::new(AppState {
         producer,
+        prefecture: prefecture.to_owned(),
+        edge: Edge::new(store, Some(prefecture.to_owned())),
         tokens,
         metrics,
         ready,
         ack_deadline: Duration::from_millis(cfg.ack_deadline_ms),
+        request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+        slots: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
+        max_records: cfg.max_records_per_request,
+        max_errors: cfg.max_errors_per_request,
     });
     Router::new()
         .route("/v1/events", post(events))
         .route("/fhir", post(fhir))
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// Runs before any handler, so before the body is read: the token, then a
+/// slot among the concurrent requests, then the request's deadline.
+async fn guard(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !token.is_some_and(|t| s.tokens.verify(t)) {
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "expected Authorization: Bearer <this hub's token>, found none that is known"}),
+        );
+    }
+    let Ok(_slot) = s.slots.clone().try_acquire_owned() else {
+        return unavailable("too many requests at once; retry later");
+    };
+    match tokio::time::timeout(s.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => unavailable("the request took longer than the deadline; retry it"),
+    }
 }
 
 fn answer(status: StatusCode, body: Value) -> Response {
@@ -130,9 +168,7 @@ async fn events(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes)
 /// `POST /fhir`: a FHIR R4 Bundle; each mapped entry is a record, indexed
 /// by its position in `entry`.
 async fn fhir(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(prefecture) = authorized(&s, &headers).map(|(p, _)| p.clone()) else {
-        return unauthorized();
-    };
+    let prefecture = s.prefecture.clone();
     handle(&s, &headers, || {
         crate::fhir::map_bundle(&body, &prefecture)
             .map(|entries| {
@@ -146,29 +182,13 @@ async fn fhir(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -
     .await
 }
 
-fn authorized<'a>(s: &'a AppState, headers: &HeaderMap) -> Option<&'a (String, Edge)> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    token.and_then(|t| s.tokens.get(t))
-}
-
-fn unauthorized() -> Response {
-    answer(
-        StatusCode::UNAUTHORIZED,
-        json!({"error": "expected Authorization: Bearer <this hub's token>, found none that is known"}),
-    )
-}
-
 async fn handle(
     s: &AppState,
     headers: &HeaderMap,
     parse: impl FnOnce() -> Result<Items, String>,
 ) -> Response {
-    let Some((prefecture, edge)) = authorized(s, headers) else {
-        return unauthorized();
-    };
+    let _ = headers;
+    let (prefecture, edge) = (&s.prefecture, &s.edge);
     if !s.ready.get() {
         return unavailable("the broker is unreachable; nothing was accepted");
     }
@@ -181,9 +201,20 @@ async fn handle(
             );
         }
     };
+    if recs.len() > s.max_records {
+        return answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"accepted": 0, "rejected": 0, "errors": [{"index": null, "error": format!(
+                "expected at most {} records in one request, found {}; split the request",
+                s.max_records,
+                recs.len()
+            )}]}),
+        );
+    }
     let now = Timestamp::now();
     let request_id = format!("{prefecture}-{}", now.0);
     let mut errors = Vec::new();
+    let mut rejected = 0usize;
     let mut acks = Vec::new();
     for (i, r) in recs.iter().enumerate() {
         s.metrics.read.inc();
@@ -208,8 +239,12 @@ async fn handle(
                     .rejected
                     .with_label_values(&[e.reason.as_str()])
                     .inc();
-                errors
-                    .push(json!({"index": i, "reason": e.reason.as_str(), "error": e.to_string()}));
+                rejected += 1;
+                if errors.len() < s.max_errors {
+                    errors.push(
+                        json!({"index": i, "reason": e.reason.as_str(), "error": e.to_string()}),
+                    );
+                }
             }
         }
     }
@@ -217,14 +252,14 @@ async fn handle(
     if accepted == 0 {
         return answer(
             StatusCode::BAD_REQUEST,
-            json!({"accepted": 0, "rejected": errors.len(), "errors": errors}),
+            json!({"accepted": 0, "rejected": rejected, "errors": errors}),
         );
     }
     let all = futures::future::join_all(acks);
     match tokio::time::timeout(s.ack_deadline, all).await {
         Ok(results) if results.iter().all(Result::is_ok) => answer(
             StatusCode::ACCEPTED,
-            json!({"accepted": accepted, "rejected": errors.len(), "errors": errors}),
+            json!({"accepted": accepted, "rejected": rejected, "errors": errors}),
         ),
         Ok(_) => {
             // A failed delivery can leave an idempotent producer unable to
@@ -238,4 +273,194 @@ async fn handle(
             unavailable("the broker did not acknowledge within the deadline; retry the request")
         }
     }
+}
+
+/// Why the HTTPS settings could not be used. Messages name the file and
+/// the problem, never key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{key} {path}: {message}")]
+    File {
+        /// Config key.
+        key: &'static str,
+        /// File.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The private key is readable by others.
+    #[error("http.tls.key_file: {0}")]
+    Permission(#[from] chitose_runtime::private::PermissionError),
+    /// rustls refused the certificate, key or CA.
+    #[error("http.tls: {0}")]
+    Rustls(String),
+}
+
+/// A rustls server configuration and the client certificate pins.
+pub struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    pins: Vec<[u8; 32]>,
+}
+
+impl Tls {
+    /// From `[http.tls]`; `None` when no certificate is configured.
+    pub fn from_config(cfg: &TlsConfig) -> Result<Option<Tls>, TlsError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) else {
+            return Ok(None);
+        };
+        let file_err = |key: &'static str, path: &std::path::Path, message: String| TlsError::File {
+            key,
+            path: path.display().to_string(),
+            message,
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|i| i.collect())
+            .map_err(|e| file_err("http.tls.cert_file", cert, format!("expected PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(file_err("http.tls.cert_file", cert, "expected PEM certificates, found none".into()));
+        }
+        chitose_runtime::private::check_secret_file(key)?;
+        let key_der = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| file_err("http.tls.key_file", key, format!("expected a PEM private key: {e}")))?;
+        // The ring provider, named explicitly: the workspace links both of
+        // rustls's providers (object_store brings aws-lc-rs), and rustls
+        // will not guess between them.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        let builder = match &cfg.client_ca_file {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+                    .and_then(|i| i.collect())
+                    .map_err(|e| file_err("http.tls.client_ca_file", ca, format!("expected PEM certificates: {e}")))?;
+                for c in cas {
+                    roots
+                        .add(c)
+                        .map_err(|e| file_err("http.tls.client_ca_file", ca, e.to_string()))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| TlsError::Rustls(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut server = builder
+            .with_single_cert(certs, key_der)
+            .map_err(|e| TlsError::Rustls(format!("certificate and key do not make a server identity: {e}")))?;
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let pins = cfg
+            .client_cert_sha256
+            .iter()
+            .map(|h| {
+                let h = h.replace(':', "");
+                let mut out = [0u8; 32];
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap_or(0);
+                }
+                out
+            })
+            .collect();
+        Ok(Some(Tls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            pins,
+        }))
+    }
+}
+
+/// Serves `app` on `listener` (over TLS when `tls` is set) until
+/// `shutdown`; requests under way are given `grace` to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<Tls>,
+    header_timeout: Duration,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let tls = tls.map(Arc::new);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let svc = TowerToHyperService::new(app.clone());
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let served = match tls {
+                None => {
+                    let conn = http.serve_connection(TokioIo::new(tcp), svc);
+                    watcher.watch(conn).await
+                }
+                Some(tls) => {
+                    let stream =
+                        match tokio::time::timeout(header_timeout, tls.acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                // A plaintext client, a wrong or missing
+                                // client certificate: the peer's problem.
+                                tracing::debug!(%peer, error = %e, "TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake too slow");
+                                return;
+                            }
+                        };
+                    if !tls.pins.is_empty() {
+                        let fingerprint = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| {
+                                use sha2::Digest;
+                                <[u8; 32]>::from(sha2::Sha256::digest(c.as_ref()))
+                            });
+                        if !fingerprint.is_some_and(|f| tls.pins.contains(&f)) {
+                            tracing::warn!(%peer, "client certificate is not one of this hub's");
+                            return;
+                        }
+                    }
+                    let conn = http.serve_connection(TokioIo::new(stream), svc);
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still under way after 30 s; closing them");
+    }
+    Ok(())
 }

@@ -25,3 +25,4 @@ pub mod producer;
 pub mod records;
 pub mod service;
 pub mod simulate;
+pub mod token;

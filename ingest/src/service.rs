@@ -37,6 +37,12 @@ pub enum ServiceError {
     /// The generator's config is invalid.
     #[error(transparent)]
     Simulate(#[from] crate::simulate::ConfigError),
+    /// The HTTPS settings cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::http::TlsError),
+    /// A token hash cannot be used.
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenError),
 }
 
 /// What a run did, for the caller's summary.
@@ -79,6 +85,19 @@ pub async fn run_with(
     shutdown: Shutdown,
 ) -> Result<RunSummary, ServiceError> {
     cfg.validate()?;
+    // TLS material and token hashes are read before anything binds: a bad
+    // file stops the start, it does not surface at the first request.
+    let (mut tls, mut tokens) = match cfg.source {
+        SourceKind::Http => (
+            crate::http::Tls::from_config(&cfg.http.tls)?,
+            Some(crate::token::TokenSet::load(
+                &cfg.prefecture,
+                &cfg.http.token_sha256,
+                &cfg.http.token_sha256_files,
+            )?),
+        ),
+        _ => (None, None),
+    };
     // Bind the source's port before /readyz can say ready, so "ready" means
     // a client can connect.
     let mut http_listener = match cfg.source {
@@ -149,6 +168,8 @@ pub async fn run_with(
         SourceKind::Http => {
             let app = crate::http::router(
                 &cfg.http,
+                &cfg.prefecture,
+                tokens.take().expect("loaded above for the http source"),
                 producer.clone(),
                 &store,
                 metrics.clone(),
@@ -157,15 +178,23 @@ pub async fn run_with(
             let listener = http_listener
                 .take()
                 .expect("bound above for the http source");
-            tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "http source listening");
-            let mut sd = shutdown.clone();
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { sd.wait().await })
-                .await
-                .map_err(|e| ServiceError::Listen {
-                    key: "http.listen",
-                    message: e.to_string(),
-                })?;
+            tracing::info!(
+                addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                tls = tls.is_some(),
+                "http source listening"
+            );
+            crate::http::serve(
+                listener,
+                app,
+                tls.take(),
+                Duration::from_millis(cfg.http.header_timeout_ms),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|e| ServiceError::Listen {
+                key: "http.listen",
+                message: e.to_string(),
+            })?;
         }
         SourceKind::Simulate => simulate(&cfg, &store, &producer, &metrics, shutdown).await?,
     }

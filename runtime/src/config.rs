@@ -67,7 +67,9 @@ fn merge(base: &mut Value, over: Value) {
     }
 }
 
-/// Sets a dotted key in a table, creating tables on the way.
+/// Sets a dotted key in a table, creating tables on the way; a table value
+/// is merged into a table already there (so a `[kafka]` table from
+/// `--kafka-config` layers over the service file's).
 pub fn set(root: &mut Value, dotted: &str, v: Value) {
     let mut cur = root;
     let parts: Vec<&str> = dotted.split('.').collect();
@@ -78,7 +80,13 @@ pub fn set(root: &mut Value, dotted: &str, v: Value) {
             .or_insert_with(|| Value::Table(Default::default()));
     }
     if let Some(t) = cur.as_table_mut() {
-        t.insert(parts[parts.len() - 1].to_string(), v);
+        let last = parts[parts.len() - 1];
+        match t.get_mut(last) {
+            Some(slot @ Value::Table(_)) if v.is_table() => merge(slot, v),
+            _ => {
+                t.insert(last.to_string(), v);
+            }
+        }
     }
 }
 
@@ -123,13 +131,13 @@ pub fn load<T: DeserializeOwned + Serialize + Default>(
         })?;
         let v: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
             origin: format!("config file {}", path.display()),
-            message: e.to_string(),
+            message: toml_message(&text, &e),
         })?;
         // Deserialize the file alone first, so an unknown key is reported
         // against the file, with its line.
         toml::from_str::<T>(&text).map_err(|e| ConfigError::Invalid {
             origin: format!("config file {}", path.display()),
-            message: e.to_string().trim_end().to_owned(),
+            message: toml_message(&text, &e),
         })?;
         merge(&mut root, Value::Table(v));
     }
@@ -150,11 +158,37 @@ pub fn load<T: DeserializeOwned + Serialize + Default>(
     })
 }
 
-/// Renders a config as TOML, with the values of `secret_keys` (dotted, or
-/// a bare name matching at any depth) replaced by `"***"`.
-pub fn print_redacted<T: Serialize>(cfg: &T, secret_keys: &[&str]) -> String {
+/// A TOML error as `line L column C: message`, without the quoted source
+/// line that `toml`'s own rendering shows: that line can hold a password.
+pub fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before.len() - start + 1;
+            // serde's messages quote the value ("invalid type: string
+            // \"…\""): on a secret key's line, say only where.
+            let this_line = text[start..].lines().next().unwrap_or("");
+            let key = this_line.split('=').next().unwrap_or("");
+            if crate::secret::is_secret_key(key) {
+                format!("line {line} column {column}: the value of {} is not valid (not shown: secret)", key.trim())
+            } else {
+                format!("line {line} column {column}: {message}")
+            }
+        }
+        None => message.to_owned(),
+    }
+}
+
+/// Renders a config as TOML with every secret value (a key that
+/// [`is_secret_key`](crate::secret::is_secret_key) names, at any depth)
+/// replaced by `"***"`. Keys ending in `_file`/`_files` hold paths, which
+/// are shown.
+pub fn print_redacted<T: Serialize>(cfg: &T) -> String {
     let mut v = Value::try_from(cfg).expect("configs serialize");
-    fn walk(v: &mut Value, path: &str, secrets: &[&str]) {
+    fn walk(v: &mut Value, path: &str) {
         if let Value::Table(t) = v {
             for (k, x) in t.iter_mut() {
                 let p = if path.is_empty() {
@@ -162,7 +196,10 @@ pub fn print_redacted<T: Serialize>(cfg: &T, secret_keys: &[&str]) -> String {
                 } else {
                     format!("{path}.{k}")
                 };
-                if secrets.iter().any(|s| *s == p || *s == k) {
+                if k.ends_with("_file") || k.ends_with("_files") {
+                    continue;
+                }
+                if crate::secret::is_secret_key(&p) {
                     *x = match x {
                         Value::Table(inner) => Value::Table(
                             inner
@@ -173,12 +210,12 @@ pub fn print_redacted<T: Serialize>(cfg: &T, secret_keys: &[&str]) -> String {
                         _ => Value::String("***".into()),
                     };
                 } else {
-                    walk(x, &p, secrets);
+                    walk(x, &p);
                 }
             }
         }
     }
-    walk(&mut v, "", secret_keys);
+    walk(&mut v, "");
     toml::to_string_pretty(&v).expect("TOML renders")
 }
 
@@ -255,8 +292,18 @@ mod tests {
     fn secrets_are_hidden() {
         let mut c = Cfg::default();
         c.tokens.insert("27".into(), "s3cr3t-token".into());
-        let out = print_redacted(&c, &["tokens"]);
+        let out = print_redacted(&c);
         assert!(!out.contains("s3cr3t"), "{out}");
         assert!(out.contains("27") && out.contains("***"), "{out}");
+    }
+
+    #[test]
+    fn a_toml_error_does_not_quote_the_line() {
+        let p = file("[inner]\nname = \"x\"\npassword = \"hunter2\" trailing\n");
+        let e = load::<Cfg>(Some(&p), "x", vec![], vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
     }
 }

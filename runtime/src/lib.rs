@@ -6,13 +6,16 @@
 //! shutdown ([`shutdown`]), layered configuration ([`config`]) and the
 //! `/metrics`, `/healthz`, `/readyz` endpoint ([`ops`]), the dead-letter
 //! contract ([`dlq`]), consumer lag gauges ([`lag`]) and CPU/RSS readings
-//! for benchmarks ([`procstat`]).
+//! for benchmarks ([`procstat`]), the one rule and type for secrets
+//! ([`secret`]) and owner-only files for personal data ([`private`]).
 
 pub mod config;
 pub mod dlq;
 pub mod kafka;
 pub mod lag;
 pub mod ops;
+pub mod private;
 pub mod procstat;
 pub mod registry;
+pub mod secret;
 pub mod shutdown;

@@ -84,16 +84,6 @@ impl Default for SinkConfig {
     }
 }
 
-/// Keys whose values `--print-config` hides.
-pub const SECRETS: &[&str] = &[
-    "sasl.password",
-    "ssl.key.password",
-    "aws_secret_access_key",
-    "aws_session_token",
-    "azure_storage_account_key",
-    "google_service_account_key",
-];
-
 impl SinkConfig {
     /// Checks values serde cannot; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -397,6 +397,28 @@ pub fn chitose(args: &[&str], envs: &[(&str, &str)]) -> Child {
     Child(c.spawn().unwrap(), log)
 }
 
+/// The value of `CHITOSE_INGEST__HTTP__TOKEN_SHA256` that lets `token`
+/// write to `prefecture`'s ingest (hashed by `chitose ingest token`).
+pub fn token_hashes(prefecture: &str, token: &str) -> String {
+    use std::io::Write;
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chitose"))
+        .args(["ingest", "token", "--prefecture", prefecture, "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(c.stdin.take().unwrap(), "{token}").unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert_ok(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let hash = text
+        .strip_prefix("token_sha256 ")
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("expected `token_sha256 <hash>`, found {text:?}"));
+    format!("[\"{hash}\"]")
+}
+
 /// Asserts a finished process succeeded, showing its stderr if not.
 pub fn assert_ok(out: &std::process::Output) {
     assert!(

@@ -64,9 +64,6 @@ impl Default for TransformConfig {
     }
 }
 
-/// Keys whose values `--print-config` hides.
-pub const SECRETS: &[&str] = &["sasl.password", "ssl.key.password", "ssl.keystore.password"];
-
 impl TransformConfig {
     /// Checks values serde cannot; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
