@@ -4,6 +4,7 @@
 use crate::topic_read::{Start, assign, drain};
 use anyhow::{Context, Result};
 use chitose_runtime::dlq;
+use chitose_runtime::kafka::ErrorMemory;
 use clap::{Args, Subcommand};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -63,7 +64,7 @@ pub fn run(a: DlqArgs) -> Result<ExitCode> {
             let mut cfg = kafka.consumer_config("chitose-dlq-list");
             // Reads from the start every time; nothing is committed.
             cfg.set("isolation.level", "read_committed");
-            let c: BaseConsumer = cfg.create()?;
+            let c: BaseConsumer<ErrorMemory> = cfg.create_with_context(ErrorMemory::default())?;
             let ends = assign(&c, &a.topic, Start::Beginning)?;
             let mut counts: BTreeMap<String, u64> = BTreeMap::new();
             let mut shown = 0;
@@ -106,7 +107,9 @@ pub fn run(a: DlqArgs) -> Result<ExitCode> {
             dry_run,
             raw_prefix,
         } => {
-            let c: BaseConsumer = kafka.consumer_config("chitose-dlq-replay").create()?;
+            let c: BaseConsumer<ErrorMemory> = kafka
+                .consumer_config("chitose-dlq-replay")
+                .create_with_context(ErrorMemory::default())?;
             let ends = assign(&c, &a.topic, Start::Committed)?;
             let producer: FutureProducer = kafka.producer_config().create()?;
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -52,11 +52,9 @@ impl KafkaArgs {
                 )
             })?;
             match file.get("kafka") {
-                Some(Value::Table(k)) => chitose_runtime::config::set(
-                    &mut t,
-                    "kafka",
-                    Value::Table(k.clone()),
-                ),
+                Some(Value::Table(k)) => {
+                    chitose_runtime::config::set(&mut t, "kafka", Value::Table(k.clone()))
+                }
                 Some(_) => bail!(
                     "--kafka-config {}: expected a [kafka] table, found another type",
                     path.display()

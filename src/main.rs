@@ -260,7 +260,10 @@ fn ingest(a: IngestArgs) -> Result<ExitCode> {
             chitose_ingest::token::generate()
         };
         if token.len() < 32 {
-            bail!("ingest token: expected a token of at least 32 characters, found {}", token.len());
+            bail!(
+                "ingest token: expected a token of at least 32 characters, found {}",
+                token.len()
+            );
         }
         if !stdin {
             println!("token        {token}");

@@ -6,6 +6,7 @@
 
 use crate::topic_read::{Start, assign, drain};
 use anyhow::{Context, Result};
+use chitose_runtime::kafka::ErrorMemory;
 use chitose_schemas::catalog::SchemaStore;
 use chitose_schemas::registry::SchemaRegistry;
 use chitose_schemas::render::{MASK, Renderer};
@@ -67,7 +68,7 @@ pub fn run(a: TailArgs) -> Result<ExitCode> {
     let kafka = a.kafka.settings()?;
     let mut cfg = kafka.consumer_config(&format!("chitose-tail-{}", std::process::id()));
     cfg.set("isolation.level", "read_committed");
-    let c: BaseConsumer = cfg.create()?;
+    let c: BaseConsumer<ErrorMemory> = cfg.create_with_context(ErrorMemory::default())?;
     let start = match a.last {
         Some(n) => Start::Last(n),
         None => Start::Beginning,

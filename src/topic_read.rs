@@ -2,7 +2,8 @@
 //! every partition, read to the end seen at the start (or on, with
 //! `follow`).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use chitose_runtime::kafka::ErrorMemory;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -22,10 +23,19 @@ pub enum Start {
 
 /// Assigns every partition of `topic` and returns the high watermarks seen
 /// now, for the partitions that have records to read.
-pub fn assign(c: &BaseConsumer, topic: &str, start: Start) -> Result<BTreeMap<i32, i64>> {
+pub fn assign(
+    c: &BaseConsumer<ErrorMemory>,
+    topic: &str,
+    start: Start,
+) -> Result<BTreeMap<i32, i64>> {
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("fetching metadata of {topic}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                c.context()
+                    .explain(format!("fetching metadata of {topic}: {e}"))
+            )
+        })?;
     let Some(t) = md
         .topics()
         .iter()
@@ -65,7 +75,7 @@ pub fn assign(c: &BaseConsumer, topic: &str, start: Start) -> Result<BTreeMap<i3
 /// [`assign`]; records arriving meanwhile are left for the next run. With
 /// `follow`, goes on reading until `stop` returns true.
 pub fn drain(
-    c: &BaseConsumer,
+    c: &BaseConsumer<ErrorMemory>,
     mut ends: BTreeMap<i32, i64>,
     follow: bool,
     stop: impl Fn() -> bool,

@@ -3,7 +3,7 @@
 //! auto-create defaults (one partition, the broker's retention).
 
 use anyhow::{Context, Result, bail};
-use chitose_runtime::kafka::{Created, TopicSpec};
+use chitose_runtime::kafka::{Created, ErrorMemory, TopicSpec};
 use chitose_schemas::raw::EventType;
 use clap::{Args, Subcommand};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -54,9 +54,11 @@ enum TopicsCommand {
         /// Days pseudonymized events are kept (the sink's catch-up window).
         #[arg(long, default_value_t = 3)]
         pseudo_retention_days: u64,
-        /// Days dead-lettered records are kept (time to fix and replay).
-        #[arg(long, default_value_t = 30)]
-        dlq_retention_days: u64,
+        /// Days dead-lettered records are kept (time to fix and replay);
+        /// the DLQ holds raw bytes, so never longer than the raw topics
+        /// (the default: the same).
+        #[arg(long)]
+        dlq_retention_days: Option<u64>,
         /// Extra topic config for every topic, KEY=VALUE (repeatable).
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
@@ -66,6 +68,23 @@ enum TopicsCommand {
     },
     /// Every <prefix>.* topic with its partitions and record count.
     List,
+    /// The Kafka ACLs of each role (one principal per hub's ingest, the
+    /// transform, the sink, DLQ operators, the topics job), as
+    /// `kafka-acls.sh` commands to run once against the cluster.
+    Acls {
+        /// Hub prefectures (JIS X 0401), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "25,26,27,28,29,30,31,36")]
+        prefectures: Vec<String>,
+        /// Principals are User:<principal-prefix><role>.
+        #[arg(long, default_value = "chitose-")]
+        principal_prefix: String,
+        /// The transform's consumer group (its transactional ids start with it).
+        #[arg(long, default_value = "chitose-transform")]
+        transform_group: String,
+        /// The sink's consumer group.
+        #[arg(long, default_value = "chitose-sink")]
+        sink_group: String,
+    },
 }
 
 /// The topic layout for `create`'s flags.
@@ -114,8 +133,23 @@ pub(crate) fn layout(
 
 /// Runs `chitose topics …`.
 pub fn run(a: TopicsArgs) -> Result<ExitCode> {
-    let kafka = a.kafka.settings()?;
     match a.command {
+        TopicsCommand::Acls {
+            prefectures,
+            principal_prefix,
+            transform_group,
+            sink_group,
+        } => {
+            let layout = chitose_runtime::acl::Layout {
+                prefix: a.prefix.clone(),
+                prefectures,
+                principal_prefix,
+                transform_group,
+                sink_group,
+            };
+            print!("{}", chitose_runtime::acl::kafka_acls_script(&layout));
+            Ok(ExitCode::SUCCESS)
+        }
         TopicsCommand::Create {
             prefectures,
             raw_partitions,
@@ -133,6 +167,13 @@ pub fn run(a: TopicsArgs) -> Result<ExitCode> {
                 if !valid {
                     bail!("--prefectures: expected JIS X 0401 codes (01–47), found {p:?}");
                 }
+            }
+            let dlq_retention_days = dlq_retention_days.unwrap_or(raw_retention_days);
+            if dlq_retention_days > raw_retention_days {
+                bail!(
+                    "--dlq-retention-days: expected at most the raw topics' {raw_retention_days} \
+                     (the DLQ holds raw bytes), found {dlq_retention_days}"
+                );
             }
             for (flag, n) in [
                 ("--raw-partitions", raw_partitions),
@@ -175,6 +216,7 @@ pub fn run(a: TopicsArgs) -> Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
+            let kafka = a.kafka.settings()?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -208,10 +250,18 @@ pub fn run(a: TopicsArgs) -> Result<ExitCode> {
             })
         }
         TopicsCommand::List => {
-            let c: BaseConsumer = kafka.consumer_config("chitose-topics-list").create()?;
+            let kafka = a.kafka.settings()?;
+            let c: BaseConsumer<ErrorMemory> = kafka
+                .consumer_config("chitose-topics-list")
+                .create_with_context(ErrorMemory::default())?;
             let md = c
                 .fetch_metadata(None, Duration::from_secs(10))
-                .with_context(|| format!("fetching metadata from {}", kafka.bootstrap_servers))?;
+                .map_err(|e| {
+                    anyhow::anyhow!(c.context().explain(format!(
+                        "fetching metadata from {}: {e}",
+                        kafka.bootstrap_servers
+                    )))
+                })?;
             let mut topics: Vec<_> = md
                 .topics()
                 .iter()

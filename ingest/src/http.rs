@@ -312,20 +312,36 @@ impl Tls {
         let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) else {
             return Ok(None);
         };
-        let file_err = |key: &'static str, path: &std::path::Path, message: String| TlsError::File {
-            key,
-            path: path.display().to_string(),
-            message,
-        };
+        let file_err =
+            |key: &'static str, path: &std::path::Path, message: String| TlsError::File {
+                key,
+                path: path.display().to_string(),
+                message,
+            };
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
             .and_then(|i| i.collect())
-            .map_err(|e| file_err("http.tls.cert_file", cert, format!("expected PEM certificates: {e}")))?;
+            .map_err(|e| {
+                file_err(
+                    "http.tls.cert_file",
+                    cert,
+                    format!("expected PEM certificates: {e}"),
+                )
+            })?;
         if certs.is_empty() {
-            return Err(file_err("http.tls.cert_file", cert, "expected PEM certificates, found none".into()));
+            return Err(file_err(
+                "http.tls.cert_file",
+                cert,
+                "expected PEM certificates, found none".into(),
+            ));
         }
         chitose_runtime::private::check_secret_file(key)?;
-        let key_der = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| file_err("http.tls.key_file", key, format!("expected a PEM private key: {e}")))?;
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+            file_err(
+                "http.tls.key_file",
+                key,
+                format!("expected a PEM private key: {e}"),
+            )
+        })?;
         // The ring provider, named explicitly: the workspace links both of
         // rustls's providers (object_store brings aws-lc-rs), and rustls
         // will not guess between them.
@@ -338,7 +354,13 @@ impl Tls {
                 let mut roots = rustls::RootCertStore::empty();
                 let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
                     .and_then(|i| i.collect())
-                    .map_err(|e| file_err("http.tls.client_ca_file", ca, format!("expected PEM certificates: {e}")))?;
+                    .map_err(|e| {
+                        file_err(
+                            "http.tls.client_ca_file",
+                            ca,
+                            format!("expected PEM certificates: {e}"),
+                        )
+                    })?;
                 for c in cas {
                     roots
                         .add(c)
@@ -354,9 +376,11 @@ impl Tls {
             }
             None => builder.with_no_client_auth(),
         };
-        let mut server = builder
-            .with_single_cert(certs, key_der)
-            .map_err(|e| TlsError::Rustls(format!("certificate and key do not make a server identity: {e}")))?;
+        let mut server = builder.with_single_cert(certs, key_der).map_err(|e| {
+            TlsError::Rustls(format!(
+                "certificate and key do not make a server identity: {e}"
+            ))
+        })?;
         server.alpn_protocols = vec![b"http/1.1".to_vec()];
         let pins = cfg
             .client_cert_sha256
@@ -417,20 +441,24 @@ pub async fn serve(
                     watcher.watch(conn).await
                 }
                 Some(tls) => {
-                    let stream =
-                        match tokio::time::timeout(header_timeout, tls.acceptor.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                // A plaintext client, a wrong or missing
-                                // client certificate: the peer's problem.
-                                tracing::debug!(%peer, error = %e, "TLS handshake refused");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake too slow");
-                                return;
-                            }
-                        };
+                    let stream = match tokio::time::timeout(
+                        header_timeout,
+                        tls.acceptor.accept(tcp),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            // A plaintext client, a wrong or missing
+                            // client certificate: the peer's problem.
+                            tracing::debug!(%peer, error = %e, "TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake too slow");
+                            return;
+                        }
+                    };
                     if !tls.pins.is_empty() {
                         let fingerprint = stream
                             .get_ref()

@@ -69,7 +69,12 @@ pub struct TokenSet {
 
 impl std::fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TokenSet({}, {} hashes)", self.prefecture, self.hashes.len())
+        write!(
+            f,
+            "TokenSet({}, {} hashes)",
+            self.prefecture,
+            self.hashes.len()
+        )
     }
 }
 
@@ -150,6 +155,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("my-secret"), "{e}");
-        assert!(e.contains("http.token_sha256[0]") && e.contains("15 characters"), "{e}");
+        assert!(
+            e.contains("http.token_sha256[0]") && e.contains("15 characters"),
+            "{e}"
+        );
     }
 }

@@ -173,7 +173,10 @@ pub fn toml_message(text: &str, e: &toml::de::Error) -> String {
             let this_line = text[start..].lines().next().unwrap_or("");
             let key = this_line.split('=').next().unwrap_or("");
             if crate::secret::is_secret_key(key) {
-                format!("line {line} column {column}: the value of {} is not valid (not shown: secret)", key.trim())
+                format!(
+                    "line {line} column {column}: the value of {} is not valid (not shown: secret)",
+                    key.trim()
+                )
             } else {
                 format!("line {line} column {column}: {message}")
             }

@@ -4,11 +4,11 @@
 //! (idempotence, acks=all, read_committed), so a stage cannot quietly run
 //! with weaker ones.
 
+use crate::secret::{Secret, is_secret_key, redact_message};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
-use crate::secret::{Secret, is_secret_key, redact_message};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -164,7 +164,11 @@ impl KafkaSettings {
             }
         }
         errors.extend(self.check());
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     /// [`Self::environment_table`] layered over these settings, then
@@ -206,7 +210,11 @@ impl KafkaSettings {
                 found: format!("{protocol:?}"),
             });
         }
-        for key in ["ssl.ca.location", "ssl.certificate.location", "ssl.key.location"] {
+        for key in [
+            "ssl.ca.location",
+            "ssl.certificate.location",
+            "ssl.key.location",
+        ] {
             // `probe` asks librdkafka to find the system's CA bundle.
             if let Some(p) = self.properties.get(key)
                 && p != "probe"
@@ -379,6 +387,33 @@ impl KafkaSettings {
     }
 }
 
+/// A client context that remembers the last connection error librdkafka
+/// reported (a refused TLS handshake, a failed SASL login), so a tool that
+/// gives up can say *why* instead of "all brokers down".
+#[derive(Debug, Clone, Default)]
+pub struct ErrorMemory(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl ErrorMemory {
+    /// `what` failed, with the last connection error if there was one.
+    pub fn explain(&self, what: impl std::fmt::Display) -> String {
+        match self.0.lock().ok().and_then(|g| g.clone()) {
+            Some(last) => format!("{what}; the last connection error: {last}"),
+            None => what.to_string(),
+        }
+    }
+}
+
+impl rdkafka::ClientContext for ErrorMemory {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "librdkafka error");
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(redact_message(reason));
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ErrorMemory {}
+
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
@@ -437,7 +472,11 @@ mod tests {
     fn the_build_has_tls_scram_and_zstd() {
         let b = librdkafka_build().unwrap();
         for f in REQUIRED_FEATURES {
-            assert!(b.features.iter().any(|x| x == f), "{f} missing from {:?}", b.features);
+            assert!(
+                b.features.iter().any(|x| x == f),
+                "{f} missing from {:?}",
+                b.features
+            );
         }
     }
 
@@ -449,11 +488,26 @@ mod tests {
         std::fs::write(&pw, "hunter2-from-file\n").unwrap();
         let mut k = KafkaSettings::default();
         k.apply_environment([
-            ("CHITOSE_KAFKA_SECURITY_PROTOCOL".to_owned(), "SASL_SSL".to_owned()),
-            ("CHITOSE_KAFKA_SASL_MECHANISM".to_owned(), "SCRAM-SHA-512".to_owned()),
-            ("CHITOSE_KAFKA_SASL_USERNAME".to_owned(), "chitose-transform".to_owned()),
-            ("CHITOSE_KAFKA_SASL_PASSWORD_FILE".to_owned(), pw.display().to_string()),
-            ("CHITOSE_TRANSFORM__KAFKA__X".to_owned(), "ignored".to_owned()),
+            (
+                "CHITOSE_KAFKA_SECURITY_PROTOCOL".to_owned(),
+                "SASL_SSL".to_owned(),
+            ),
+            (
+                "CHITOSE_KAFKA_SASL_MECHANISM".to_owned(),
+                "SCRAM-SHA-512".to_owned(),
+            ),
+            (
+                "CHITOSE_KAFKA_SASL_USERNAME".to_owned(),
+                "chitose-transform".to_owned(),
+            ),
+            (
+                "CHITOSE_KAFKA_SASL_PASSWORD_FILE".to_owned(),
+                pw.display().to_string(),
+            ),
+            (
+                "CHITOSE_TRANSFORM__KAFKA__X".to_owned(),
+                "ignored".to_owned(),
+            ),
         ])
         .unwrap();
         assert_eq!(k.properties["security.protocol"], "SASL_SSL");
@@ -468,11 +522,16 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let mut k = KafkaSettings::default();
-        k.properties.insert("ssl.ca.location".into(), "/nonexistent/ca.pem".into());
-        k.properties.insert("security.protocol".into(), "tls".into());
+        k.properties
+            .insert("ssl.ca.location".into(), "/nonexistent/ca.pem".into());
+        k.properties
+            .insert("security.protocol".into(), "tls".into());
         let errs = k
             .apply_environment([
-                ("CHITOSE_KAFKA_SASL_PASSWORD_FILE".to_owned(), "/nonexistent/pw".to_owned()),
+                (
+                    "CHITOSE_KAFKA_SASL_PASSWORD_FILE".to_owned(),
+                    "/nonexistent/pw".to_owned(),
+                ),
                 ("CHITOSE_KAFKA__BAD".to_owned(), "x".to_owned()),
             ])
             .unwrap_err();
@@ -486,9 +545,16 @@ mod tests {
                 "/nonexistent/pw".to_owned(),
             )])
             .unwrap_err();
-        let text = errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        let text = errs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
         assert_eq!(errs.len(), 3, "{text}");
-        assert!(text.contains("sasl.password") && text.contains("/nonexistent/pw"), "{text}");
+        assert!(
+            text.contains("sasl.password") && text.contains("/nonexistent/pw"),
+            "{text}"
+        );
         assert!(text.contains("security.protocol"), "{text}");
         assert!(text.contains("ssl.ca.location"), "{text}");
     }

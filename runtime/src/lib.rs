@@ -1,6 +1,7 @@
 //! # chitose-runtime: plumbing shared by the services
 //!
-//! The async shell around the pure cores: Kafka client setup with the
+//! The async shell around the pure cores: the Kafka ACLs of each role
+//! ([`acl`]), Kafka client setup with the
 //! settings the exactly-once design needs ([`kafka`]), the
 //! Confluent-compatible registry client ([`registry`]), and graceful
 //! shutdown ([`shutdown`]), layered configuration ([`config`]) and the
@@ -9,6 +10,7 @@
 //! for benchmarks ([`procstat`]), the one rule and type for secrets
 //! ([`secret`]) and owner-only files for personal data ([`private`]).
 
+pub mod acl;
 pub mod config;
 pub mod dlq;
 pub mod kafka;

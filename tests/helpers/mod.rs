@@ -540,7 +540,19 @@ impl Pipeline {
     /// transform and sink; `env` and `flags` (e.g. `--log-json`) go to every
     /// service.
     pub fn start(name: &str, source: &[String], env: &[(&str, &str)], flags: &[&str]) -> Pipeline {
-        let kafka = nisshi();
+        Self::start_on(&nisshi(), name, source, env, flags)
+    }
+
+    /// As [`Pipeline::start`], on the broker at `kafka`; `env` (e.g. the
+    /// `CHITOSE_KAFKA_*` TLS settings) also goes to `topics create`.
+    pub fn start_on(
+        kafka: &str,
+        name: &str,
+        source: &[String],
+        env: &[(&str, &str)],
+        flags: &[&str],
+    ) -> Pipeline {
+        let kafka = kafka.to_owned();
         let prefix = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let dir = scratch(name);
         let bin = env!("CARGO_BIN_EXE_chitose");
@@ -562,10 +574,10 @@ impl Pipeline {
                 "2",
             ])
             .args(["--dlq-partitions", "1"])
-            .stdout(std::process::Stdio::null())
-            .status()
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
+            .output()
             .unwrap();
-        assert!(st.success());
+        assert_ok(&st);
         for key in ["pseudonym-2026a", "date-2026a"] {
             let st = std::process::Command::new(bin)
                 .args(["transform", "keygen", "--id", key, "--dir"])
@@ -742,4 +754,176 @@ pub fn create_bucket(endpoint: &str) -> String {
     });
     assert!(status.is_success(), "create bucket: {status}");
     bucket
+}
+
+/// A binary installed by tests/infra (nisshi, stunnel), from the variable
+/// `tests/run` exports.
+pub fn tool(var: &str, how: &str) -> PathBuf {
+    PathBuf::from(service(var, how))
+}
+
+/// Certificates made for one test: a CA, a server certificate for
+/// 127.0.0.1/localhost, a client certificate, and an unrelated CA.
+/// Private keys are written 0600.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// SHA-256 of the client certificate's DER, hex.
+    pub client_sha256: String,
+    /// Another client certificate from the same CA (not pinned anywhere).
+    pub other_client_cert: PathBuf,
+    pub other_client_key: PathBuf,
+    /// A CA that signed none of these.
+    pub wrong_ca: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        std::fs::create_dir_all(dir).unwrap();
+        let ca_params = |name: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, name);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            p
+        };
+        let ca = CertifiedIssuer::self_signed(
+            ca_params("chitose test CA"),
+            KeyPair::generate().unwrap(),
+        )
+        .unwrap();
+        let wrong = CertifiedIssuer::self_signed(
+            ca_params("someone else's CA"),
+            KeyPair::generate().unwrap(),
+        )
+        .unwrap();
+        let leaf = |cn: &str, sans: Vec<String>| {
+            let mut p = CertificateParams::new(sans).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            let key = KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &*ca).unwrap();
+            (cert, key)
+        };
+        let (server, server_key) = leaf("127.0.0.1", vec!["127.0.0.1".into(), "localhost".into()]);
+        let (client, client_key) = leaf("chitose-test-client", vec!["chitose-test-client".into()]);
+        let (other, other_key) = leaf("another-client", vec!["another-client".into()]);
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            p
+        };
+        let client_sha256 = {
+            use sha2::Digest;
+            sha2::Sha256::digest(client.der().as_ref())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        Pki {
+            ca: write("ca.pem", &ca.pem()),
+            server_cert: write("server.pem", &server.pem()),
+            server_key: write("server.key", &server_key.serialize_pem()),
+            client_cert: write("client.pem", &client.pem()),
+            client_key: write("client.key", &client_key.serialize_pem()),
+            client_sha256,
+            other_client_cert: write("other-client.pem", &other.pem()),
+            other_client_key: write("other-client.key", &other_key.serialize_pem()),
+            wrong_ca: write("wrong-ca.pem", &wrong.pem()),
+        }
+    }
+}
+
+/// nisshi behind stunnel: clients reach only the TLS port, which nisshi
+/// advertises, so every connection (bootstrap and broker) is TLS; with
+/// `mtls`, stunnel requires a client certificate signed by the CA.
+pub struct TlsBroker {
+    pub bootstrap: String,
+    pub dir: PathBuf,
+    procs: Vec<Child>,
+}
+
+impl TlsBroker {
+    pub fn start(name: &str, pki: &Pki, mtls: bool) -> TlsBroker {
+        let dir = scratch(name);
+        let (inner, outer) = (free_port(), free_port());
+        let nisshi = std::process::Command::new(tool(
+            "CHITOSE_TEST_NISSHI_BIN",
+            "tests/infra/nisshi.sh install",
+        ))
+        .args(["broker", "--listener-url"])
+        .arg(format!("tcp://127.0.0.1:{inner}"))
+        .arg("--advertised-listener-url")
+        .arg(format!("tcp://127.0.0.1:{outer}"))
+        .args(["--storage-engine", "memory://nisshi/"])
+        .args(["--group-initial-rebalance-delay", "100ms"])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("nisshi.log")).unwrap())
+        .spawn()
+        .unwrap();
+        let nisshi = Child(nisshi, dir.join("nisshi.log"));
+        let verify = if mtls {
+            format!(
+                "CAfile = {}\nverifyChain = yes\nrequireCert = yes\n",
+                pki.ca.display()
+            )
+        } else {
+            String::new()
+        };
+        let conf = dir.join("stunnel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "foreground = yes\npid =\ndebug = notice\n[kafka]\naccept = 127.0.0.1:{outer}\n\
+                 connect = 127.0.0.1:{inner}\ncert = {}\nkey = {}\n{verify}",
+                pki.server_cert.display(),
+                pki.server_key.display()
+            ),
+        )
+        .unwrap();
+        let stunnel = std::process::Command::new(tool(
+            "CHITOSE_TEST_STUNNEL",
+            "tests/infra/stunnel.sh install",
+        ))
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stunnel.log")).unwrap())
+        .spawn()
+        .unwrap();
+        let stunnel = Child(stunnel, dir.join("stunnel.log"));
+        for port in [inner, outer] {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "port {port} not open: {} {}",
+                    nisshi.log(),
+                    stunnel.log()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        TlsBroker {
+            bootstrap: format!("127.0.0.1:{outer}"),
+            dir,
+            procs: vec![nisshi, stunnel],
+        }
+    }
+
+    /// What stunnel logged (connections, refused handshakes).
+    pub fn stunnel_log(&self) -> String {
+        self.procs[1].log()
+    }
 }
