@@ -168,6 +168,9 @@ enum SchemasCommand {
 }
 
 fn main() -> ExitCode {
+    // Before anything is created: lakes, rejects, checkpoints and keys are
+    // the owner's alone.
+    chitose_runtime::private::owner_only_umask();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up_cmd::run(args),

@@ -37,6 +37,16 @@ pub struct ReleaseArgs {
     /// Logs as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Where releases are written (`anonymized/<release_id>/…` under it): a
+    /// folder or bucket of the anonymized zone, separate from the
+    /// pseudonymized lake [default: the lake itself]. Its credentials come
+    /// from `CHITOSE_RELEASE_AWS_*` (`_GOOGLE_*`, `_AZURE_*`), which take
+    /// the place of the `AWS_*` the lake uses.
+    #[arg(long, env = "CHITOSE_RELEASE_LAKE")]
+    release_lake: Option<String>,
+    /// object_store option KEY=VALUE for --release-lake; repeatable.
+    #[arg(long = "release-lake-option", value_name = "KEY=VALUE")]
+    release_lake_options: Vec<String>,
     #[command(flatten)]
     at: LakeLocation,
 }
@@ -64,6 +74,10 @@ pub fn run(a: ReleaseArgs) -> Result<ExitCode> {
     crate::init_logs(a.log_json);
     let (lake, store, schemas) = a.at.open()?;
     let (spec, contracts) = load_checked(&a.spec, &store, &schemas)?;
+    let out = match &a.release_lake {
+        None => None,
+        Some(url) => Some(open_release_lake(url, &a.release_lake_options)?),
+    };
     let opts = Options {
         release_id: a
             .release_id
@@ -77,7 +91,11 @@ pub fn run(a: ReleaseArgs) -> Result<ExitCode> {
         .build()?;
     let report: ReleaseReport = rt
         .block_on(chitose_release::run::release(
-            &lake, &spec, &contracts, &opts,
+            &lake,
+            out.as_ref().unwrap_or(&lake),
+            &spec,
+            &contracts,
+            &opts,
         ))
         .with_context(|| format!("release {}", opts.release_id))?;
     if a.json {
@@ -86,4 +104,28 @@ pub fn run(a: ReleaseArgs) -> Result<ExitCode> {
         print!("{}", chitose_release::run::markdown(&report));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The anonymized zone's root: `CHITOSE_RELEASE_AWS_*` (and GOOGLE_,
+/// AZURE_) become its object_store options and take precedence over the
+/// `AWS_*` the pseudonymized lake uses, so the two zones can have
+/// different principals (give the whole set: a key id, its secret, and a
+/// session token if there is one).
+fn open_release_lake(url: &str, flags: &[String]) -> Result<chitose_sink::lake::Lake> {
+    let mut options: std::collections::BTreeMap<String, String> = std::env::vars()
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix("CHITOSE_RELEASE_")?;
+            ["AWS_", "GOOGLE_", "AZURE_"]
+                .iter()
+                .any(|p| rest.starts_with(p))
+                .then(|| (rest.to_ascii_lowercase(), v))
+        })
+        .collect();
+    for o in flags {
+        let (k, v) = o.split_once('=').with_context(|| {
+            "--release-lake-option: expected KEY=VALUE, found no '='".to_owned()
+        })?;
+        options.insert(k.to_owned(), v.to_owned());
+    }
+    chitose_sink::lake::Lake::open(url, &options).with_context(|| format!("--release-lake {url}"))
 }

@@ -21,6 +21,22 @@ pub enum Start {
     Last(i64),
 }
 
+/// `what` failed: the error, with the connection error behind it (a
+/// refused certificate, a failed login) when librdkafka reported one.
+pub fn why(c: &BaseConsumer<ErrorMemory>, what: String) -> anyhow::Error {
+    // librdkafka queues its logs and errors for the client: serve the
+    // queue until it is empty so the context hears them (each poll hands
+    // back at most one error event).
+    for _ in 0..50 {
+        match c.poll(Duration::from_millis(100)) {
+            None => break,
+            Some(Err(e)) => c.context().note(&e.to_string()),
+            Some(Ok(_)) => {}
+        }
+    }
+    anyhow::anyhow!(c.context().explain(what))
+}
+
 /// Assigns every partition of `topic` and returns the high watermarks seen
 /// now, for the partitions that have records to read.
 pub fn assign(
@@ -30,12 +46,7 @@ pub fn assign(
 ) -> Result<BTreeMap<i32, i64>> {
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| {
-            anyhow::anyhow!(
-                c.context()
-                    .explain(format!("fetching metadata of {topic}: {e}"))
-            )
-        })?;
+        .map_err(|e| why(c, format!("fetching metadata of {topic}: {e}")))?;
     let Some(t) = md
         .topics()
         .iter()

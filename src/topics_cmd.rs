@@ -257,10 +257,10 @@ pub fn run(a: TopicsArgs) -> Result<ExitCode> {
             let md = c
                 .fetch_metadata(None, Duration::from_secs(10))
                 .map_err(|e| {
-                    anyhow::anyhow!(c.context().explain(format!(
-                        "fetching metadata from {}: {e}",
-                        kafka.bootstrap_servers
-                    )))
+                    crate::topic_read::why(
+                        &c,
+                        format!("fetching metadata from {}: {e}", kafka.bootstrap_servers),
+                    )
                 })?;
             let mut topics: Vec<_> = md
                 .topics()

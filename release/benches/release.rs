@@ -305,7 +305,7 @@ fn main() {
                 dry_run: false,
             };
             report = Some(
-                rt.block_on(release(&lake, &spec, &contracts, &opts))
+                rt.block_on(release(&lake, &lake, &spec, &contracts, &opts))
                     .unwrap(),
             );
         },

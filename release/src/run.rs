@@ -457,27 +457,28 @@ pub struct Loss {
     pub rare_values_changed: f64,
 }
 
-/// Runs a release. With `dry_run`, plans and reports without writing.
+/// Runs a release: reads the pseudonymized tables from `lake`, writes the
+/// release under `anonymized/<release_id>/` of `out` — the same lake, or
+/// another root (bucket) with credentials of its own, so the zone analysts
+/// read never shares a principal with the pseudonymized one. With
+/// `dry_run`, plans and reports without writing.
 pub async fn release(
     lake: &Lake,
+    out: &Lake,
     spec: &Spec,
     contracts: &[Contract],
     opts: &Options,
 ) -> Result<ReleaseReport, ReleaseError> {
     check_id(&opts.release_id)?;
     let root = format!("anonymized/{}", opts.release_id);
-    let report_json = lake.path(&format!("{root}/release-report.json"));
+    let report_json = out.path(&format!("{root}/release-report.json"));
     if !opts.dry_run {
-        match lake.store.head(&report_json).await {
+        match out.store.head(&report_json).await {
             Ok(_) => return Err(ReleaseError::Exists(opts.release_id.clone())),
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let left: Vec<_> = lake
-            .store
-            .list(Some(&lake.path(&root)))
-            .try_collect()
-            .await?;
+        let left: Vec<_> = out.store.list(Some(&out.path(&root))).try_collect().await?;
         if !left.is_empty() {
             tracing::warn!(
                 release = %opts.release_id,
@@ -485,19 +486,19 @@ pub async fn release(
                 "an interrupted run of this release left objects; deleting them and starting over"
             );
             for m in left {
-                lake.delete(&m.location).await?;
+                out.delete(&m.location).await?;
             }
         }
     }
     let mut tables = Vec::new();
     for (t, c) in spec.tables.iter().zip(contracts) {
         let key = (t.pseudonym && !opts.dry_run).then(ReleaseKey::fresh);
-        tables.push(release_table(lake, spec, t, c, key, &root, opts).await?);
+        tables.push(release_table(lake, out, spec, t, c, key, &root, opts).await?);
     }
     let report = ReleaseReport {
         release_id: opts.release_id.clone(),
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        output: lake.path(&root).to_string(),
+        output: out.path(&root).to_string(),
         key: "pseudonyms re-keyed with a fresh random 256-bit HMAC-SHA256 key per table and release, held in memory only and never written".into(),
         dry_run: opts.dry_run,
         spec: spec.clone(),
@@ -505,22 +506,24 @@ pub async fn release(
     };
     if !opts.dry_run {
         let md = markdown(&report);
-        lake.store
+        out.store
             .put(
-                &lake.path(&format!("{root}/release-report.md")),
+                &out.path(&format!("{root}/release-report.md")),
                 PutPayload::from(Bytes::from(md)),
             )
             .await?;
         let json = serde_json::to_vec_pretty(&report).expect("serializable");
-        lake.store
+        out.store
             .put(&report_json, PutPayload::from(Bytes::from(json)))
             .await?;
     }
     Ok(report)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn release_table(
     lake: &Lake,
+    dest: &Lake,
     spec: &Spec,
     t: &TableSpec,
     c: &Contract,
@@ -570,7 +573,7 @@ async fn release_table(
     let files = if opts.dry_run {
         Vec::new()
     } else {
-        write(lake, table, &snap, &ix, &plan, &out, root, opts).await?
+        write(lake, dest, table, &snap, &ix, &plan, &out, root, opts).await?
     };
     let written: u64 = files.iter().map(|(_, r)| r).sum();
     if !opts.dry_run && written != after.records {
@@ -596,9 +599,9 @@ async fn release_table(
     // given its report.
     if !opts.dry_run {
         let (qi, rare) = (t.qi_columns(), t.rare_rules());
-        let snap = released(lake, &opts.release_id, table).await?;
+        let snap = released(dest, &opts.release_id, table).await?;
         let patient = t.pseudonym.then(|| "pseudonym".to_owned());
-        let a = audit(lake, snap, &qi, &rare, patient, spec.k, opts.batch_rows).await?;
+        let a = audit(dest, snap, &qi, &rare, patient, spec.k, opts.batch_rows).await?;
         let below = a.rare.iter().map(|r| r.groups_below).sum::<u64>();
         let records = report.records_out;
         if a.risk.records != records || (records > 0 && a.risk.k < spec.k) || below > 0 {
@@ -632,6 +635,7 @@ async fn release_table(
 #[allow(clippy::too_many_arguments)]
 async fn write(
     lake: &Lake,
+    dest: &Lake,
     table: &str,
     snap: &Snapshot,
     ix: &Index,
@@ -648,9 +652,9 @@ async fn write(
         message: e.to_string(),
     };
     let open = |n: usize| -> Result<(Path, FileWriter), ReleaseError> {
-        let p = lake.path(&format!("{root}/{table}/part-{n:05}.parquet"));
+        let p = dest.path(&format!("{root}/{table}/part-{n:05}.parquet"));
         let w = FileWriter::create(
-            lake.store.clone(),
+            dest.store.clone(),
             p.clone(),
             out.schema.clone(),
             properties(row_group, "chitose-release"),

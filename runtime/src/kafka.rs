@@ -387,28 +387,67 @@ impl KafkaSettings {
     }
 }
 
-/// A client context that remembers the last connection error librdkafka
+/// A client context that remembers the connection errors librdkafka
 /// reported (a refused TLS handshake, a failed SASL login), so a tool that
 /// gives up can say *why* instead of "all brokers down".
 #[derive(Debug, Clone, Default)]
-pub struct ErrorMemory(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+pub struct ErrorMemory(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
 
 impl ErrorMemory {
-    /// `what` failed, with the last connection error if there was one.
+    /// `what` failed, with the connection errors behind it, if any: the
+    /// specific ones, not the "brokers are down" that follows them.
     pub fn explain(&self, what: impl std::fmt::Display) -> String {
-        match self.0.lock().ok().and_then(|g| g.clone()) {
-            Some(last) => format!("{what}; the last connection error: {last}"),
-            None => what.to_string(),
+        let seen = self.0.lock().map(|g| g.clone()).unwrap_or_default();
+        let specific: Vec<&String> = seen
+            .iter()
+            .filter(|m| !m.contains("brokers are down"))
+            .collect();
+        let shown: Vec<&String> = if specific.is_empty() {
+            seen.iter().rev().take(1).collect()
+        } else {
+            specific
+        };
+        if shown.is_empty() {
+            return what.to_string();
+        }
+        let list: Vec<&str> = shown.iter().map(|s| s.as_str()).collect();
+        format!("{what}; connection errors: {}", list.join("; "))
+    }
+
+    /// Remembers a connection error seen elsewhere (a polled error event).
+    pub fn note(&self, what: &str) {
+        self.remember(what);
+    }
+
+    fn remember(&self, what: &str) {
+        let what = redact_message(what);
+        if let Ok(mut g) = self.0.lock()
+            && !g.contains(&what)
+            && g.len() < 8
+        {
+            g.push(what);
         }
     }
 }
 
 impl rdkafka::ClientContext for ErrorMemory {
+    // Connection failures (TLS handshakes, SASL logins) reach the log
+    // callback from librdkafka's own threads; the error callback only when
+    // the client is polled, which a metadata request does not do.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+                tracing::debug!(fac, "librdkafka: {log_message}");
+                self.remember(log_message);
+            }
+            _ => tracing::trace!(fac, "librdkafka: {log_message}"),
+        }
+    }
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         tracing::debug!(%error, reason, "librdkafka error");
-        if let Ok(mut g) = self.0.lock() {
-            *g = Some(redact_message(reason));
-        }
+        self.remember(reason);
     }
 }
 

@@ -866,7 +866,7 @@ impl TlsBroker {
         .arg(format!("tcp://127.0.0.1:{inner}"))
         .arg("--advertised-listener-url")
         .arg(format!("tcp://127.0.0.1:{outer}"))
-        .args(["--storage-engine", "memory://nisshi/"])
+        .args(["--storage-engine", "sqlite://nisshi.db"])
         .args(["--group-initial-rebalance-delay", "100ms"])
         .current_dir(&dir)
         .stdout(std::process::Stdio::null())

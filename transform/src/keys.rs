@@ -161,6 +161,13 @@ impl KeyRing {
                 if p.extension().is_some_and(|x| x == "key")
                     && let Some(id) = p.file_stem().and_then(|s| s.to_str())
                 {
+                    // A key others can read is as good as published.
+                    chitose_runtime::private::check_secret_file(&p).map_err(|e| {
+                        KeyError::Read {
+                            path: p.display().to_string(),
+                            message: e.to_string(),
+                        }
+                    })?;
                     let bytes = std::fs::read(&p).map_err(|e| KeyError::Read {
                         path: p.display().to_string(),
                         message: e.to_string(),
@@ -322,6 +329,20 @@ mod tests {
             ..cfg()
         };
         let env = vec![("CHITOSE_KEY_D1".to_owned(), "cd".repeat(32))];
+        // A key file others can read is refused, naming the file.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let open = std::fs::Permissions::from_mode(0o644);
+            std::fs::set_permissions(dir.join("k1.key"), open).unwrap();
+            let e = KeyRing::load(&c, env.clone(), true)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("k1.key") && e.contains("chmod 600"), "{e}");
+            for f in ["k1.key", "old.key"] {
+                let owner = std::fs::Permissions::from_mode(0o600);
+                std::fs::set_permissions(dir.join(f), owner).unwrap();
+            }
+        }
         let ring = KeyRing::load(&c, env, true).unwrap();
         assert_eq!(ring.ids().collect::<Vec<_>>(), ["d1", "k1", "old"]);
         // Hex was decoded: the MAC equals one keyed with the 32 bytes.
