@@ -68,7 +68,24 @@ fn render_k8s(edit: impl Fn(&Path)) -> (bool, String, std::path::PathBuf) {
         std::fs::write(ex.join(format!("keys/{key}.key")), "ab".repeat(32)).unwrap();
     }
     std::fs::copy(ex.join("lake.env.example"), ex.join("lake.env")).unwrap();
-    std::fs::copy(ex.join("hub-tokens.env.example"), ex.join("hub-tokens.env")).unwrap();
+    // Throwaway stand-ins for the files an operator makes (the overlay's
+    // comment lists them).
+    let put = |rel: &str, text: &str| {
+        let p = ex.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    put("hub-token/token.sha256", &"ab".repeat(32));
+    put("tls/ingest/tls.crt", "cert");
+    put("tls/ingest/tls.key", "key");
+    for role in ["ingest-27", "transform", "sink", "topics-admin"] {
+        for f in ["ca.crt", "tls.crt", "tls.key"] {
+            put(&format!("tls/kafka-{role}/{f}"), f);
+        }
+    }
+    for f in ["admin.properties", "ca.crt", "admin.pem"] {
+        put(&format!("tls/kafka-admin/{f}"), f);
+    }
     edit(&k8s);
     let out = Command::new(helpers::venv_tool("kubectl"))
         .args(["kustomize"])
@@ -133,11 +150,13 @@ print(json.dumps({"kinds": kinds, "nonroot": nonroot, "readonly": readonly, "ext
     let count = |k: &str| facts["kinds"][k].as_array().map_or(0, |a| a.len());
     assert_eq!(count("Deployment"), 2, "{facts}");
     assert_eq!(count("StatefulSet"), 1, "{facts}");
+    assert_eq!(count("Job"), 2, "{facts}");
     assert_eq!(count("PodDisruptionBudget"), 3, "{facts}");
     assert_eq!(count("HorizontalPodAutoscaler"), 3, "{facts}");
-    assert_eq!(count("Secret"), 3, "{facts}");
+    assert_eq!(count("NetworkPolicy"), 6, "{facts}");
+    assert_eq!(count("Secret"), 9, "{facts}");
     // Every Secret a workload names exists under its generated name.
-    assert_eq!(facts["secret_refs"], 3, "{facts}");
+    assert_eq!(facts["secret_refs"], 9, "{facts}");
     assert_eq!(facts["dangling"], serde_json::json!([]), "{facts}");
     assert_eq!(facts["nonroot"], true);
     assert_eq!(facts["readonly"], true);
@@ -239,7 +258,11 @@ fn shipped_configs_load_without_unknown_keys() {
             .args([stage, "--print-config", "--config"])
             .arg(&file));
         assert!(ok, "{stage}: {out}");
-        assert!(out.contains("kafka:9092"), "{stage}: {out}");
+        assert!(out.contains("kafka:9093"), "{stage}: {out}");
+        assert!(
+            out.contains("\"security.protocol\" = \"ssl\""),
+            "{stage}: {out}"
+        );
     }
     // A typo in one is refused with its name.
     let bad = helpers::scratch("bad-config").join("sink.toml");
@@ -346,6 +369,220 @@ fn dashboard_is_sane_and_uses_only_exported_metrics() {
             used.iter()
                 .any(|m| m.starts_with(&format!("chitose_{stage}_"))),
             "{stage}"
+        );
+    }
+}
+
+/// Parses `kafka-acls.sh` lines into principal → {"Op Resource pattern name"}.
+fn acl_table(script: &str) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let mut out: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for line in script.lines().filter(|l| l.starts_with("acl ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let arg = |flag: &str| {
+            words
+                .iter()
+                .position(|w| *w == flag)
+                .map(|i| words[i + 1].trim_matches('\'').to_owned())
+        };
+        let principal = arg("--allow-principal").unwrap();
+        let op = arg("--operation").unwrap();
+        let (kind, name) = [
+            ("--topic", "Topic"),
+            ("--group", "Group"),
+            ("--transactional-id", "TransactionalId"),
+        ]
+        .iter()
+        .find_map(|(f, k)| arg(f).map(|n| (*k, n)))
+        .unwrap();
+        let pattern = arg("--resource-pattern-type").unwrap();
+        out.entry(principal)
+            .or_default()
+            .insert(format!("{op} {kind} {pattern} {name}"));
+    }
+    out
+}
+
+#[test]
+fn every_workload_has_its_own_kafka_principal_with_exactly_its_acls() {
+    // The shipped script is what the tool generates today.
+    let script_path = helpers::repo().join("deploy/k8s/base/acls/kafka-acls.sh");
+    let shipped = std::fs::read_to_string(&script_path).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_chitose"))
+        .args(["topics", "acls"])
+        .output()
+        .unwrap();
+    helpers::assert_ok(&out);
+    assert!(
+        out.stdout == shipped.as_bytes(),
+        "deploy/k8s/base/acls/kafka-acls.sh is stale: chitose topics acls > it"
+    );
+    // What each role needs, written out by hand from the data flow (not
+    // from the code that generates the script).
+    let set = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let mut want: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for p in ["25", "26", "27", "28", "29", "30", "31", "36"] {
+        want.insert(
+            format!("User:chitose-ingest-{p}"),
+            set(&[
+                &format!("Write Topic literal health.raw.{p}"),
+                &format!("Describe Topic literal health.raw.{p}"),
+            ]),
+        );
+    }
+    want.insert(
+        "User:chitose-transform".into(),
+        set(&[
+            "Read Topic prefixed health.raw.",
+            "Describe Topic prefixed health.raw.",
+            "Read Group literal chitose-transform",
+            "Write Topic prefixed health.pseudo.",
+            "Describe Topic prefixed health.pseudo.",
+            "Write Topic literal health.dlq",
+            "Describe Topic literal health.dlq",
+            "Write TransactionalId prefixed chitose-transform-",
+            "Describe TransactionalId prefixed chitose-transform-",
+        ]),
+    );
+    want.insert(
+        "User:chitose-sink".into(),
+        set(&[
+            "Read Topic prefixed health.pseudo.",
+            "Describe Topic prefixed health.pseudo.",
+            "Read Group literal chitose-sink",
+        ]),
+    );
+    want.insert(
+        "User:chitose-dlq-operator".into(),
+        set(&[
+            "Read Topic literal health.dlq",
+            "Describe Topic literal health.dlq",
+            "Read Group literal chitose-dlq-list",
+            "Read Group literal chitose-dlq-replay",
+            "Write Topic prefixed health.raw.",
+            "Describe Topic prefixed health.raw.",
+        ]),
+    );
+    want.insert(
+        "User:chitose-topics-admin".into(),
+        set(&[
+            "Create Topic prefixed health.",
+            "Describe Topic prefixed health.",
+        ]),
+    );
+    assert_eq!(acl_table(&shipped), want);
+
+    // Kubernetes: each workload mounts one Kafka identity, its role's.
+    let (ok, err, rendered) = render_k8s(|_| {});
+    assert!(ok, "{err}");
+    let py = r#"
+import sys, yaml, json, re
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+out = {}
+for d in docs:
+    if d["kind"] not in ("Deployment", "StatefulSet", "Job"): continue
+    vols = d["spec"]["template"]["spec"].get("volumes", [])
+    kafka = sorted(re.sub(r"-[a-z0-9]{10}$", "", v["secret"]["secretName"]) for v in vols if "secret" in v and v["secret"]["secretName"].startswith("chitose-kafka-"))
+    modes = sorted({v["secret"].get("defaultMode") for v in vols if "secret" in v})
+    out[d["metadata"]["name"]] = {"kafka": kafka, "modes": modes}
+pols = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+print(json.dumps({"workloads": out, "policies": pols}))
+"#;
+    let facts = python_facts(py, &rendered);
+    let w = &facts["workloads"];
+    for (workload, secret) in [
+        ("chitose-ingest-27", "chitose-kafka-ingest-27"),
+        ("chitose-transform", "chitose-kafka-transform"),
+        ("chitose-sink", "chitose-kafka-sink"),
+        ("chitose-topics", "chitose-kafka-topics-admin"),
+        ("chitose-kafka-acls", "chitose-kafka-admin"),
+    ] {
+        assert_eq!(
+            w[workload]["kafka"],
+            serde_json::json!([secret]),
+            "{workload}: {facts}"
+        );
+        // Secrets are mounted owner-read-only (0400 = 256).
+        assert_eq!(
+            w[workload]["modes"],
+            serde_json::json!([256]),
+            "{workload}: {facts}"
+        );
+        let principal = format!("User:{}", secret.trim_start_matches("chitose-kafka-"));
+        let principal = principal.replace("User:", "User:chitose-");
+        assert!(
+            workload == "chitose-kafka-acls" || want.contains_key(&principal),
+            "{workload} runs as {principal}, which has no ACLs"
+        );
+    }
+    // Default deny, then only what the data flow needs.
+    let p = &facts["policies"];
+    assert_eq!(
+        p["chitose-default-deny"]["podSelector"],
+        serde_json::json!({})
+    );
+    assert_eq!(
+        p["chitose-default-deny"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    assert_eq!(
+        p["chitose-hubs-to-ingest"]["ingress"][0]["ports"],
+        serde_json::json!([{"protocol": "TCP", "port": 8443}])
+    );
+    assert_eq!(
+        p["chitose-to-kafka"]["egress"][0]["ports"],
+        serde_json::json!([{"protocol": "TCP", "port": 9093}])
+    );
+
+    // Compose: the broker speaks only TLS with client certificates and an
+    // authorizer; each chitose service presents its role's certificate.
+    let compose = helpers::repo().join("deploy/compose/docker-compose.yml");
+    let py = r#"
+import sys, yaml, json
+c = yaml.safe_load(open(sys.argv[1]))
+s = c["services"]
+certs = {}
+for name, svc in s.items():
+    for sec in svc.get("secrets", []):
+        if isinstance(sec, dict) and sec.get("target") == "/var/run/chitose/kafka-tls/tls.crt":
+            certs[name] = sec["source"]
+env = s["kafka"]["environment"]
+print(json.dumps({"certs": certs, "listeners": env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"], "auth": env["KAFKA_SSL_CLIENT_AUTH"], "authorizer": env.get("KAFKA_AUTHORIZER_CLASS_NAME", ""), "everyone": env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"], "secrets": sorted(c["secrets"])}))
+"#;
+    let facts = python_facts(py, &compose);
+    assert_eq!(
+        facts["certs"],
+        serde_json::json!({
+            "topics": "chitose-topics-admin.crt",
+            "ingest": "chitose-ingest-27.crt",
+            "hub-sim": "chitose-ingest-28.crt",
+            "transform": "chitose-transform.crt",
+            "sink": "chitose-sink.crt",
+        })
+    );
+    for cert in facts["certs"].as_object().unwrap().values() {
+        let principal = format!("User:{}", cert.as_str().unwrap().trim_end_matches(".crt"));
+        assert!(want.contains_key(&principal), "{principal} has no ACLs");
+    }
+    assert!(
+        !facts["listeners"].as_str().unwrap().contains("PLAINTEXT"),
+        "{facts}"
+    );
+    assert_eq!(facts["auth"], "required");
+    assert_eq!(facts["everyone"], "false");
+    assert!(
+        facts["authorizer"]
+            .as_str()
+            .unwrap()
+            .ends_with("StandardAuthorizer")
+    );
+    // Every secret compose names is one make-secrets.sh makes.
+    let maker =
+        std::fs::read_to_string(helpers::repo().join("deploy/compose/make-secrets.sh")).unwrap();
+    for name in facts["secrets"].as_array().unwrap() {
+        let stem = name.as_str().unwrap().split('.').next().unwrap();
+        assert!(
+            maker.contains(stem) || stem.starts_with("chitose-"),
+            "{name} is not made by make-secrets.sh"
         );
     }
 }
