@@ -574,6 +574,14 @@ impl FilesSource {
                 .join(format!("{name}.{}", Timestamp::now().0));
         }
         std::fs::rename(path, &done).map_err(io(path))?;
+        // The hub wrote the file with its own mode; kept here it holds
+        // patients' records, so only chitose's user may read it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&done, std::fs::Permissions::from_mode(0o600))
+                .map_err(io(&done))?;
+        }
         if rejects_len == 0 {
             let _ = std::fs::remove_file(&rejects_path);
         }
