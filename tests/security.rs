@@ -125,9 +125,16 @@ fn every_service_and_tool_speaks_tls_with_client_certificates_and_a_wrong_ca_is_
     {
         use std::os::unix::fs::PermissionsExt;
         let mut seen = 0;
-        let mut stack = vec![p.lake.clone(), hub.join("done"), hub.join(".chitose"), p.dir.join("keys")];
+        let mut stack = vec![
+            p.lake.clone(),
+            hub.join("done"),
+            hub.join(".chitose"),
+            p.dir.join("keys"),
+        ];
         while let Some(d) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else { continue };
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
             let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode & 0o077, 0, "{} is {mode:o}", d.display());
             for e in entries.flatten() {
@@ -579,13 +586,24 @@ fn unsafe_settings_are_refused_at_start_up() {
 /// nisshi with its own TLS listener and SCRAM authentication: the user is
 /// made while authentication is off (nisshi keeps users in its storage),
 /// then the broker restarts with `--authentication` and a certificate.
-fn sasl_ssl_broker(dir: &Path, pki: &Pki, user: &str, password: &str) -> (Vec<helpers::Child>, String) {
+fn sasl_ssl_broker(
+    dir: &Path,
+    pki: &Pki,
+    user: &str,
+    password: &str,
+) -> (Vec<helpers::Child>, String) {
     let bin = helpers::tool("CHITOSE_TEST_NISSHI_BIN", "tests/infra/nisshi.sh install");
     let port = free_port();
     let listen = format!("tcp://127.0.0.1:{port}");
     let start = |extra: &[&str], log: &str| {
         let c = Command::new(&bin)
-            .args(["broker", "--listener-url", &listen, "--advertised-listener-url", &listen])
+            .args([
+                "broker",
+                "--listener-url",
+                &listen,
+                "--advertised-listener-url",
+                &listen,
+            ])
             .args(["--storage-engine", "sqlite://nisshi.db"])
             .args(["--group-initial-rebalance-delay", "100ms"])
             .args(extra)
@@ -639,8 +657,22 @@ fn scram_over_tls_logs_in_with_a_password_from_a_file_and_a_wrong_one_is_named()
     // for consumers and admin clients, so the services' producers are
     // proven over TLS with client certificates above; docs/security.md.)
     let out = bin()
-        .args(["topics", "create", "--prefix", "sasl", "--prefectures", "27"])
-        .args(["--raw-partitions", "1", "--pseudo-partitions", "1", "--dlq-partitions", "1"])
+        .args([
+            "topics",
+            "create",
+            "--prefix",
+            "sasl",
+            "--prefectures",
+            "27",
+        ])
+        .args([
+            "--raw-partitions",
+            "1",
+            "--pseudo-partitions",
+            "1",
+            "--dlq-partitions",
+            "1",
+        ])
         .args(["--bootstrap", &bootstrap])
         .envs(env)
         .output()
@@ -649,13 +681,23 @@ fn scram_over_tls_logs_in_with_a_password_from_a_file_and_a_wrong_one_is_named()
     let created = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(created.contains("sasl.raw.27"), "{created}");
     let out = bin()
-        .args(["topics", "list", "--prefix", "sasl", "--bootstrap", &bootstrap])
+        .args([
+            "topics",
+            "list",
+            "--prefix",
+            "sasl",
+            "--bootstrap",
+            &bootstrap,
+        ])
         .envs(env)
         .output()
         .unwrap();
     assert_ok(&out);
     let listed = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(listed.contains("sasl.raw.27") && listed.contains("sasl.dlq"), "{listed}");
+    assert!(
+        listed.contains("sasl.raw.27") && listed.contains("sasl.dlq"),
+        "{listed}"
+    );
     let out = bin()
         .args(["tail", "sasl.raw.27", "--bootstrap", &bootstrap])
         .envs(env)
