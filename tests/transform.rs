@@ -49,7 +49,7 @@ fn setup(name: &str, exactly_once: bool) -> Setup {
     );
     let s = Setup {
         bootstrap: bootstrap.clone(),
-        raw: format!("health.raw.t{id}"),
+        raw: format!("t{id}.raw.27"),
         prefix: format!("health.pseudo.t{id}."),
         dlq: format!("health.dlq.t{id}"),
         config: dir.join("transform.toml"),
@@ -57,7 +57,7 @@ fn setup(name: &str, exactly_once: bool) -> Setup {
     std::fs::write(
         &s.config,
         format!(
-            r#"input_pattern = '^health\.raw\.t{id}$'
+            r#"input_pattern = '^t{id}\.raw\.27$'
 output_prefix = "{}"
 dlq_topic = "{}"
 group_id = "transform-{id}"
@@ -386,6 +386,21 @@ fn dead_letters_are_listed_and_replayed_and_metrics_reconcile() {
     // Replay the decode failures: they go back to the raw topic with a
     // replayed_from header, fail again (nothing was fixed) and return to the
     // DLQ; a second replay finds nothing new to replay.
+    // A replay goes only to raw topics of the expected prefix: with the
+    // default `health.raw.` these records (from `t….raw.27`) are refused.
+    let (ok, out, _) = chitose_out(&[
+        "dlq",
+        "replay",
+        "--bootstrap",
+        &s.bootstrap,
+        "--topic",
+        &s.dlq,
+        "--class",
+        "decode",
+        "--dry-run",
+    ]);
+    assert!(!ok && out.contains("refused 20"), "{out}");
+    let raw_prefix = s.raw.trim_end_matches("27");
     let (ok, out, err) = chitose_out(&[
         "dlq",
         "replay",
@@ -395,6 +410,8 @@ fn dead_letters_are_listed_and_replayed_and_metrics_reconcile() {
         &s.dlq,
         "--class",
         "decode",
+        "--raw-prefix",
+        raw_prefix,
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("replayed 20 records"), "{out}");
@@ -420,6 +437,8 @@ fn dead_letters_are_listed_and_replayed_and_metrics_reconcile() {
         &s.dlq,
         "--class",
         "decode",
+        "--raw-prefix",
+        raw_prefix,
     ]);
     assert!(ok);
     // Only the 20 that came back after the first replay's cursor.
