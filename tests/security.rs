@@ -466,6 +466,28 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
         .unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(helpers::topic_size(&kafka, &topic), 40);
+    // Every refusal is counted by reason, for the operator's alert.
+    let m = reqwest::get(format!("http://127.0.0.1:{ops}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused = |reason: &str| -> f64 {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("chitose_ingest_http_refused_total")
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    assert_eq!(refused("unauthorized"), 3.0, "{m}");
+    assert_eq!(refused("too_many_records"), 1.0, "{m}");
+    assert_eq!(refused("busy"), 1.0, "{m}");
+    assert_eq!(refused("timeout"), 1.0, "{m}");
+    assert!(refused("tls_handshake") >= 2.0, "{m}");
+    assert!(refused("client_certificate") >= 1.0, "{m}");
     // No token value in the log.
     assert!(!svc.log().contains(token) && !svc.log().contains(kyoto));
 }

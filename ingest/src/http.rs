@@ -99,17 +99,22 @@ async fn guard(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Resp
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if !token.is_some_and(|t| s.tokens.verify(t)) {
+        s.metrics.refuse("unauthorized");
         return answer(
             StatusCode::UNAUTHORIZED,
             json!({"error": "expected Authorization: Bearer <this hub's token>, found none that is known"}),
         );
     }
     let Ok(_slot) = s.slots.clone().try_acquire_owned() else {
+        s.metrics.refuse("busy");
         return unavailable("too many requests at once; retry later");
     };
     match tokio::time::timeout(s.request_timeout, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => unavailable("the request took longer than the deadline; retry it"),
+        Err(_) => {
+            s.metrics.refuse("timeout");
+            unavailable("the request took longer than the deadline; retry it")
+        }
     }
 }
 
@@ -202,6 +207,7 @@ async fn handle(
         }
     };
     if recs.len() > s.max_records {
+        s.metrics.refuse("too_many_records");
         return answer(
             StatusCode::PAYLOAD_TOO_LARGE,
             json!({"accepted": 0, "rejected": 0, "errors": [{"index": null, "error": format!(
@@ -408,6 +414,7 @@ pub async fn serve(
     app: Router,
     tls: Option<Tls>,
     header_timeout: Duration,
+    metrics: IngestMetrics,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -431,6 +438,7 @@ pub async fn serve(
         let svc = TowerToHyperService::new(app.clone());
         let tls = tls.clone();
         let watcher = graceful.watcher();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
@@ -452,10 +460,12 @@ pub async fn serve(
                             // A plaintext client, a wrong or missing
                             // client certificate: the peer's problem.
                             tracing::debug!(%peer, error = %e, "TLS handshake refused");
+                            metrics.refuse("tls_handshake");
                             return;
                         }
                         Err(_) => {
                             tracing::debug!(%peer, "TLS handshake too slow");
+                            metrics.refuse("tls_handshake");
                             return;
                         }
                     };
@@ -471,6 +481,7 @@ pub async fn serve(
                             });
                         if !fingerprint.is_some_and(|f| tls.pins.contains(&f)) {
                             tracing::warn!(%peer, "client certificate is not one of this hub's");
+                            metrics.refuse("client_certificate");
                             return;
                         }
                     }

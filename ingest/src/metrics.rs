@@ -24,7 +24,23 @@ pub struct IngestMetrics {
     pub delivery_failures: IntCounter,
     /// 1 when the broker answered the last metadata request.
     pub broker_up: IntGauge,
+    /// HTTP requests and connections refused before any record was read,
+    /// by reason ([`HTTP_REFUSALS`]).
+    pub http_refused: IntCounterVec,
 }
+
+/// Why the HTTP source refused a request or connection before reading a
+/// record: a wrong or missing token, no free slot, the request deadline,
+/// too many records, a failed TLS handshake (plaintext, a wrong or missing
+/// client certificate), a client certificate not pinned for this hub.
+pub const HTTP_REFUSALS: &[&str] = &[
+    "unauthorized",
+    "busy",
+    "timeout",
+    "too_many_records",
+    "tls_handshake",
+    "client_certificate",
+];
 
 impl IngestMetrics {
     /// Registers the families with constant labels for this hub and source.
@@ -102,6 +118,21 @@ impl IngestMetrics {
             "chitose_ingest_broker_up",
             "1 when the broker answered the last metadata request.",
         );
+        let http_refused = IntCounterVec::new(
+            Opts::new(
+                "chitose_ingest_http_refused_total",
+                "HTTP requests and connections refused before any record was read, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(http_refused.clone()))
+            .expect("unique metric");
+        // Every reason exists at zero, so rate() and alerts see 0, not "no data".
+        for r in HTTP_REFUSALS {
+            http_refused.with_label_values(&[r]);
+        }
         IngestMetrics {
             registry,
             read,
@@ -112,6 +143,13 @@ impl IngestMetrics {
             produced_bytes,
             delivery_failures,
             broker_up,
+            http_refused,
         }
+    }
+
+    /// Counts one refusal of the HTTP source.
+    pub fn refuse(&self, reason: &'static str) {
+        debug_assert!(HTTP_REFUSALS.contains(&reason));
+        self.http_refused.with_label_values(&[reason]).inc();
     }
 }

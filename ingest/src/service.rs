@@ -188,6 +188,7 @@ pub async fn run_with(
                 app,
                 tls.take(),
                 Duration::from_millis(cfg.http.header_timeout_ms),
+                metrics.clone(),
                 shutdown.clone(),
             )
             .await
