@@ -318,6 +318,10 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
         helpers::token_hashes("26", kyoto).trim_matches(['[', ']'])
     );
     let (port, ops) = (free_port(), free_port());
+    // The files the server reads; renewed in place later.
+    let (served_cert, served_key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::copy(&pki.server_cert, &served_cert).unwrap();
+    std::fs::copy(&pki.server_key, &served_key).unwrap();
     let cfg = dir.join("ingest.toml");
     std::fs::write(
         &cfg,
@@ -326,9 +330,9 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
              [http]\nlisten = \"127.0.0.1:{port}\"\ntoken_sha256 = {hashes}\n\
              max_concurrent_requests = 1\nrequest_timeout_ms = 4000\nmax_records_per_request = 50\n\
              [http.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n\
-             client_cert_sha256 = [\"{}\"]\n",
-            pki.server_cert.display(),
-            pki.server_key.display(),
+             client_cert_sha256 = [\"{}\"]\nreload_interval_ms = 300\n",
+            served_cert.display(),
+            served_key.display(),
             pki.ca.display(),
             pki.client_sha256
         ),
@@ -488,6 +492,52 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
     assert_eq!(refused("timeout"), 1.0, "{m}");
     assert!(refused("tls_handshake") >= 2.0, "{m}");
     assert!(refused("client_certificate") >= 1.0, "{m}");
+    // A renewed certificate replaces the old one in place (as cert-manager
+    // does): new connections get it, without a restart.
+    let peer_sha256 = |c: reqwest::Client| {
+        let url = url.clone();
+        async move {
+            let r = c
+                .post(&url)
+                .bearer_auth(token)
+                .body(ndjson(1, 9))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            let info = r.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
+            use sha2::Digest;
+            sha2::Sha256::digest(info.peer_certificate().unwrap())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        }
+    };
+    let with_info = || {
+        let mut pem = std::fs::read(&pki.client_cert).unwrap();
+        pem.extend(std::fs::read(&pki.client_key).unwrap());
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap(),
+            )
+            .identity(reqwest::Identity::from_pem(&pem).unwrap())
+            .tls_info(true)
+            .build()
+            .unwrap()
+    };
+    assert_ne!(peer_sha256(with_info()).await, pki.renewed_server_sha256);
+    for (from, to) in [
+        (&pki.renewed_server_key, &served_key),
+        (&pki.renewed_server_cert, &served_cert),
+    ] {
+        let tmp = to.with_extension("new");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(peer_sha256(with_info()).await, pki.renewed_server_sha256);
     // No token value in the log.
     assert!(!svc.log().contains(token) && !svc.log().contains(kyoto));
 }

@@ -100,7 +100,7 @@ pub struct HttpConfig {
 }
 
 /// HTTPS settings of the HTTP source (rustls).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Certificate chain, PEM; TLS is on when set.
@@ -113,6 +113,9 @@ pub struct TlsConfig {
     /// SHA-256 (hex) of the client certificates this hub may use; empty =
     /// any the CA signed.
     pub client_cert_sha256: Vec<String>,
+    /// How often the certificate and key files are looked at for a change
+    /// (a rotated certificate is served to new connections); 0 = never.
+    pub reload_interval_ms: u64,
 }
 
 /// Simulate source settings.
@@ -171,6 +174,18 @@ impl Default for HttpConfig {
             max_concurrent_requests: 64,
             max_records_per_request: 10_000,
             max_errors_per_request: 100,
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            client_cert_sha256: Vec::new(),
+            reload_interval_ms: 10_000,
         }
     }
 }

@@ -21,10 +21,11 @@
 //!   Records of a failed request may already be in the topic, so a retry
 //!   can duplicate them: downstream deduplicates by `event_id`.
 
-use crate::config::{HttpConfig, TlsConfig};
+use crate::config::HttpConfig;
 use crate::edge::Edge;
 use crate::metrics::IngestMetrics;
 use crate::producer::RawProducer;
+use crate::tls::Tls;
 use crate::token::TokenSet;
 use axum::Router;
 use axum::body::Bytes;
@@ -281,132 +282,6 @@ async fn handle(
     }
 }
 
-/// Why the HTTPS settings could not be used. Messages name the file and
-/// the problem, never key material.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    /// A PEM file could not be read or holds nothing usable.
-    #[error("{key} {path}: {message}")]
-    File {
-        /// Config key.
-        key: &'static str,
-        /// File.
-        path: String,
-        /// What was wrong.
-        message: String,
-    },
-    /// The private key is readable by others.
-    #[error("http.tls.key_file: {0}")]
-    Permission(#[from] chitose_runtime::private::PermissionError),
-    /// rustls refused the certificate, key or CA.
-    #[error("http.tls: {0}")]
-    Rustls(String),
-}
-
-/// A rustls server configuration and the client certificate pins.
-pub struct Tls {
-    acceptor: tokio_rustls::TlsAcceptor,
-    pins: Vec<[u8; 32]>,
-}
-
-impl Tls {
-    /// From `[http.tls]`; `None` when no certificate is configured.
-    pub fn from_config(cfg: &TlsConfig) -> Result<Option<Tls>, TlsError> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) else {
-            return Ok(None);
-        };
-        let file_err =
-            |key: &'static str, path: &std::path::Path, message: String| TlsError::File {
-                key,
-                path: path.display().to_string(),
-                message,
-            };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .and_then(|i| i.collect())
-            .map_err(|e| {
-                file_err(
-                    "http.tls.cert_file",
-                    cert,
-                    format!("expected PEM certificates: {e}"),
-                )
-            })?;
-        if certs.is_empty() {
-            return Err(file_err(
-                "http.tls.cert_file",
-                cert,
-                "expected PEM certificates, found none".into(),
-            ));
-        }
-        chitose_runtime::private::check_secret_file(key)?;
-        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-            file_err(
-                "http.tls.key_file",
-                key,
-                format!("expected a PEM private key: {e}"),
-            )
-        })?;
-        // The ring provider, named explicitly: the workspace links both of
-        // rustls's providers (object_store brings aws-lc-rs), and rustls
-        // will not guess between them.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Rustls(e.to_string()))?;
-        let builder = match &cfg.client_ca_file {
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
-                    .and_then(|i| i.collect())
-                    .map_err(|e| {
-                        file_err(
-                            "http.tls.client_ca_file",
-                            ca,
-                            format!("expected PEM certificates: {e}"),
-                        )
-                    })?;
-                for c in cas {
-                    roots
-                        .add(c)
-                        .map_err(|e| file_err("http.tls.client_ca_file", ca, e.to_string()))?;
-                }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider,
-                )
-                .build()
-                .map_err(|e| TlsError::Rustls(e.to_string()))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let mut server = builder.with_single_cert(certs, key_der).map_err(|e| {
-            TlsError::Rustls(format!(
-                "certificate and key do not make a server identity: {e}"
-            ))
-        })?;
-        server.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let pins = cfg
-            .client_cert_sha256
-            .iter()
-            .map(|h| {
-                let h = h.replace(':', "");
-                let mut out = [0u8; 32];
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap_or(0);
-                }
-                out
-            })
-            .collect();
-        Ok(Some(Tls {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
-            pins,
-        }))
-    }
-}
-
 /// Serves `app` on `listener` (over TLS when `tls` is set) until
 /// `shutdown`; requests under way are given `grace` to finish.
 pub async fn serve(
@@ -451,7 +326,7 @@ pub async fn serve(
                 Some(tls) => {
                     let stream = match tokio::time::timeout(
                         header_timeout,
-                        tls.acceptor.accept(tcp),
+                        tls.acceptor().accept(tcp),
                     )
                     .await
                     {
@@ -469,7 +344,7 @@ pub async fn serve(
                             return;
                         }
                     };
-                    if !tls.pins.is_empty() {
+                    if !tls.pins().is_empty() {
                         let fingerprint = stream
                             .get_ref()
                             .1
@@ -479,7 +354,7 @@ pub async fn serve(
                                 use sha2::Digest;
                                 <[u8; 32]>::from(sha2::Sha256::digest(c.as_ref()))
                             });
-                        if !fingerprint.is_some_and(|f| tls.pins.contains(&f)) {
+                        if !fingerprint.is_some_and(|f| tls.pins().contains(&f)) {
                             tracing::warn!(%peer, "client certificate is not one of this hub's");
                             metrics.refuse("client_certificate");
                             return;

@@ -25,4 +25,5 @@ pub mod producer;
 pub mod records;
 pub mod service;
 pub mod simulate;
+pub mod tls;
 pub mod token;

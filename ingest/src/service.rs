@@ -39,7 +39,7 @@ pub enum ServiceError {
     Simulate(#[from] crate::simulate::ConfigError),
     /// The HTTPS settings cannot be used.
     #[error(transparent)]
-    Tls(#[from] crate::http::TlsError),
+    Tls(#[from] crate::tls::TlsError),
     /// A token hash cannot be used.
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
@@ -89,7 +89,7 @@ pub async fn run_with(
     // file stops the start, it does not surface at the first request.
     let (mut tls, mut tokens) = match cfg.source {
         SourceKind::Http => (
-            crate::http::Tls::from_config(&cfg.http.tls)?,
+            crate::tls::Tls::from_config(&cfg.http.tls)?,
             Some(crate::token::TokenSet::load(
                 &cfg.prefecture,
                 &cfg.http.token_sha256,

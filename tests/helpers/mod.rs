@@ -778,6 +778,11 @@ pub struct Pki {
     pub other_client_key: PathBuf,
     /// A CA that signed none of these.
     pub wrong_ca: PathBuf,
+    /// A second server certificate and key (a renewal), and the SHA-256
+    /// of that certificate's DER.
+    pub renewed_server_cert: PathBuf,
+    pub renewed_server_key: PathBuf,
+    pub renewed_server_sha256: String,
 }
 
 impl Pki {
@@ -814,6 +819,8 @@ impl Pki {
         let (server, server_key) = leaf("127.0.0.1", vec!["127.0.0.1".into(), "localhost".into()]);
         let (client, client_key) = leaf("chitose-test-client", vec!["chitose-test-client".into()]);
         let (other, other_key) = leaf("another-client", vec!["another-client".into()]);
+        let (renewed, renewed_key) =
+            leaf("127.0.0.1", vec!["127.0.0.1".into(), "localhost".into()]);
         let write = |name: &str, text: &str| {
             let p = dir.join(name);
             std::fs::write(&p, text).unwrap();
@@ -824,13 +831,14 @@ impl Pki {
             }
             p
         };
-        let client_sha256 = {
+        let sha256 = |der: &[u8]| -> String {
             use sha2::Digest;
-            sha2::Sha256::digest(client.der().as_ref())
+            sha2::Sha256::digest(der)
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect()
         };
+        let client_sha256 = sha256(client.der().as_ref());
         Pki {
             ca: write("ca.pem", &ca.pem()),
             server_cert: write("server.pem", &server.pem()),
@@ -841,6 +849,9 @@ impl Pki {
             other_client_cert: write("other-client.pem", &other.pem()),
             other_client_key: write("other-client.key", &other_key.serialize_pem()),
             wrong_ca: write("wrong-ca.pem", &wrong.pem()),
+            renewed_server_cert: write("renewed-server.pem", &renewed.pem()),
+            renewed_server_key: write("renewed-server.key", &renewed_key.serialize_pem()),
+            renewed_server_sha256: sha256(renewed.der().as_ref()),
         }
     }
 }
