@@ -8,7 +8,6 @@
 
 use anyhow::{Context, Result, bail};
 use chitose_ingest::simulate::{Generator, SimConfig, Verdict};
-use chitose_runtime::kafka::KafkaSettings;
 use chitose_runtime::procstat::{cpu_seconds_of, peak_rss_bytes};
 use chitose_schemas::catalog::SchemaStore;
 use clap::Args;
@@ -23,9 +22,10 @@ use std::time::{Duration, Instant};
 /// `chitose bench` flags.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// A real Kafka-compatible broker (bench/run starts nisshi).
-    #[arg(long, env = "CHITOSE_BOOTSTRAP")]
-    bootstrap: String,
+    /// A real Kafka-compatible broker (bench/run starts nisshi), and how to
+    /// reach it (TLS, SASL: the same settings as every command).
+    #[command(flatten)]
+    kafka: crate::kafka_args::KafkaArgs,
     /// Events the simulated hub sends.
     #[arg(long, default_value_t = 100_000)]
     events: u64,
@@ -76,7 +76,10 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let prefix = format!("bench{id}");
     let work = a.work.join(&prefix);
     std::fs::create_dir_all(&work)?;
-    let kafka = KafkaSettings::at(&a.bootstrap);
+    let kafka = a.kafka.settings()?;
+    // The services get the same connection arguments (and inherit the
+    // CHITOSE_KAFKA_* environment).
+    let conn = a.kafka.child_args();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -176,6 +179,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let spawn = |name: &'static str, args: Vec<String>, env: Vec<(&str, String)>| -> Result<Proc> {
         let child = Command::new(&exe)
             .args(args)
+            .args(&conn)
             .envs(env)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -190,7 +194,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             vec![
                 s("transform"),
                 s("--bootstrap"),
-                a.bootstrap.clone(),
+                kafka.bootstrap_servers.clone(),
                 s("--keys-dir"),
                 work.join("keys").display().to_string(),
                 s("--ops-listen"),
@@ -214,7 +218,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             vec![
                 s("sink"),
                 s("--bootstrap"),
-                a.bootstrap.clone(),
+                kafka.bootstrap_servers.clone(),
                 s("--lake"),
                 work.join("lake").display().to_string(),
                 s("--ops-listen"),
@@ -250,7 +254,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
                 s("--seed"),
                 s("2026"),
                 s("--bootstrap"),
-                a.bootstrap.clone(),
+                kafka.bootstrap_servers.clone(),
                 s("--ops-listen"),
                 ops[0].clone(),
             ],
@@ -314,7 +318,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         vec![
             s("sink"),
             s("--bootstrap"),
-            a.bootstrap.clone(),
+            kafka.bootstrap_servers.clone(),
             s("--lake"),
             work.join("lake-catchup").display().to_string(),
             s("--ops-listen"),
@@ -362,7 +366,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         let out = Command::new(py)
             .arg(script)
             .args([
-                &a.bootstrap,
+                &kafka.bootstrap_servers,
                 &format!("{prefix}.pseudo."),
                 &(landed as u64).to_string(),
             ])

@@ -98,6 +98,21 @@ impl KafkaArgs {
         Ok((!t.is_empty()).then_some(("kafka", Value::Table(t))))
     }
 
+    /// These arguments but `--bootstrap`, for a child `chitose` process
+    /// (which inherits the `CHITOSE_KAFKA_*` environment by itself).
+    pub fn child_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(f) = &self.kafka_config {
+            out.push("--kafka-config".to_owned());
+            out.push(f.display().to_string());
+        }
+        for p in &self.properties {
+            out.push("-X".to_owned());
+            out.push(p.clone());
+        }
+        out
+    }
+
     /// Settings for a tool: defaults with these arguments and the
     /// environment over them, secret files read, checked by librdkafka.
     pub fn settings(&self) -> Result<KafkaSettings> {

@@ -26,6 +26,7 @@ fn help_lists_every_subcommand() {
         "release",
         "schemas",
         "bench",
+        "version",
     ];
     for sub in built {
         assert!(
