@@ -275,7 +275,7 @@ fn every_service_and_tool_speaks_tls_with_client_certificates_and_a_wrong_ca_is_
 }
 
 /// An HTTPS client trusting the test CA, with `identity` as its client
-/// certificate.
+/// certificate; responses carry the server's certificate (`TlsInfo`).
 fn https_client(pki: &Pki, identity: Option<(&Path, &Path)>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
@@ -283,13 +283,24 @@ fn https_client(pki: &Pki, identity: Option<(&Path, &Path)>) -> reqwest::Client 
         .add_root_certificate(
             reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap(),
         )
-        .timeout(Duration::from_secs(60));
+        .timeout(Duration::from_secs(60))
+        .tls_info(true);
     if let Some((cert, key)) = identity {
         let mut pem = std::fs::read(cert).unwrap();
         pem.extend(std::fs::read(key).unwrap());
         b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
     }
     b.build().unwrap()
+}
+
+/// POSTs `body` with `token`; the answer (or why there was none).
+async fn post(
+    c: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> reqwest::Result<reqwest::Response> {
+    c.post(url).bearer_auth(token).body(body).send().await
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -361,13 +372,7 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
     let body = ndjson(20, 3);
 
     // The hub's certificate and token: 202.
-    let r = client
-        .post(&url)
-        .bearer_auth(token)
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post(&client, &url, token, body.clone()).await.unwrap();
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
 
     // Plain HTTP to the HTTPS port gets no answer.
@@ -384,23 +389,12 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
         https_client(&pki, None),
         https_client(&pki, Some((&pki.other_client_cert, &pki.other_client_key))),
     ] {
-        let r = c
-            .post(&url)
-            .bearer_auth(token)
-            .body(body.clone())
-            .send()
-            .await;
+        let r = post(&c, &url, token, body.clone()).await;
         assert!(r.is_err(), "answered without this hub's certificate: {r:?}");
     }
     // A wrong token and Kyoto's token: 401.
     for t in ["nope", kyoto] {
-        let r = client
-            .post(&url)
-            .bearer_auth(t)
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = post(&client, &url, t, body.clone()).await.unwrap();
         assert_eq!(r.status(), 401);
     }
 
@@ -409,7 +403,7 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
     let pid = svc.0.id();
     let before = rss_kib(pid);
     let big = vec![b'x'; 50 << 20];
-    let r = client.post(&url).bearer_auth("nope").body(big).send().await;
+    let r = post(&client, &url, "nope", big).await;
     if let Ok(r) = &r {
         assert_eq!(r.status(), 401);
     }
@@ -420,13 +414,7 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
     );
 
     // Over the record cap: 413.
-    let r = client
-        .post(&url)
-        .bearer_auth(token)
-        .body(ndjson(60, 4))
-        .send()
-        .await
-        .unwrap();
+    let r = post(&client, &url, token, ndjson(60, 4)).await.unwrap();
     assert_eq!(r.status(), 413);
 
     // One slot: a request whose body never ends holds it; the next one is
@@ -446,13 +434,7 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
         })
     };
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let r = client
-        .post(&url)
-        .bearer_auth(token)
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post(&client, &url, token, body.clone()).await.unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     let started = Instant::now();
@@ -461,13 +443,7 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
     assert!(started.elapsed() < Duration::from_secs(10));
     drop(tx);
     // The slot is free again.
-    let r = client
-        .post(&url)
-        .bearer_auth(token)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = post(&client, &url, token, body).await.unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(helpers::topic_size(&kafka, &topic), 40);
     // Every refusal is counted by reason, for the operator's alert.
@@ -497,13 +473,7 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
     let peer_sha256 = |c: reqwest::Client| {
         let url = url.clone();
         async move {
-            let r = c
-                .post(&url)
-                .bearer_auth(token)
-                .body(ndjson(1, 9))
-                .send()
-                .await
-                .unwrap();
+            let r = post(&c, &url, token, ndjson(1, 9)).await.unwrap();
             assert_eq!(r.status(), 202);
             let info = r.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
             use sha2::Digest;
@@ -513,20 +483,7 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
                 .collect::<String>()
         }
     };
-    let with_info = || {
-        let mut pem = std::fs::read(&pki.client_cert).unwrap();
-        pem.extend(std::fs::read(&pki.client_key).unwrap());
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap(),
-            )
-            .identity(reqwest::Identity::from_pem(&pem).unwrap())
-            .tls_info(true)
-            .build()
-            .unwrap()
-    };
+    let with_info = || https_client(&pki, Some((&pki.client_cert, &pki.client_key)));
     assert_ne!(peer_sha256(with_info()).await, pki.renewed_server_sha256);
     for (from, to) in [
         (&pki.renewed_server_key, &served_key),

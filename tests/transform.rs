@@ -386,33 +386,26 @@ fn dead_letters_are_listed_and_replayed_and_metrics_reconcile() {
     // Replay the decode failures: they go back to the raw topic with a
     // replayed_from header, fail again (nothing was fixed) and return to the
     // DLQ; a second replay finds nothing new to replay.
+    let replay = |extra: &[&str]| {
+        let mut args = vec![
+            "dlq",
+            "replay",
+            "--bootstrap",
+            &s.bootstrap,
+            "--topic",
+            &s.dlq,
+            "--class",
+            "decode",
+        ];
+        args.extend_from_slice(extra);
+        chitose_out(&args)
+    };
     // A replay goes only to raw topics of the expected prefix: with the
     // default `health.raw.` these records (from `t….raw.27`) are refused.
-    let (ok, out, _) = chitose_out(&[
-        "dlq",
-        "replay",
-        "--bootstrap",
-        &s.bootstrap,
-        "--topic",
-        &s.dlq,
-        "--class",
-        "decode",
-        "--dry-run",
-    ]);
+    let (ok, out, _) = replay(&["--dry-run"]);
     assert!(!ok && out.contains("refused 20"), "{out}");
     let raw_prefix = s.raw.trim_end_matches("27");
-    let (ok, out, err) = chitose_out(&[
-        "dlq",
-        "replay",
-        "--bootstrap",
-        &s.bootstrap,
-        "--topic",
-        &s.dlq,
-        "--class",
-        "decode",
-        "--raw-prefix",
-        raw_prefix,
-    ]);
+    let (ok, out, err) = replay(&["--raw-prefix", raw_prefix]);
     assert!(ok, "{err}");
     assert!(out.contains("replayed 20 records"), "{out}");
     let replayed: Vec<_> = helpers::read_topic_bytes(&s.bootstrap, &s.raw)
@@ -428,18 +421,7 @@ fn dead_letters_are_listed_and_replayed_and_metrics_reconcile() {
     wait_until("replays dead-lettered again", 60, || {
         helpers::read_topic_bytes(&s.bootstrap, &s.dlq).len() == n - good + 20
     });
-    let (ok, out, _) = chitose_out(&[
-        "dlq",
-        "replay",
-        "--bootstrap",
-        &s.bootstrap,
-        "--topic",
-        &s.dlq,
-        "--class",
-        "decode",
-        "--raw-prefix",
-        raw_prefix,
-    ]);
+    let (ok, out, _) = replay(&["--raw-prefix", raw_prefix]);
     assert!(ok);
     // Only the 20 that came back after the first replay's cursor.
     assert!(out.contains("replayed 20 records"), "{out}");
