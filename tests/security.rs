@@ -303,11 +303,13 @@ async fn post(
     c.post(url).bearer_auth(token).body(body).send().await
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// The process's peak resident set (VmHWM): a body buffered and freed
+/// again still shows here.
+fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap()
@@ -399,19 +401,29 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
     }
 
     // 50 MiB without a valid token: refused before the body is read, so
-    // the process does not grow by the body's size.
+    // the process's peak memory does not move.
     let pid = svc.0.id();
-    let before = rss_kib(pid);
-    let big = vec![b'x'; 50 << 20];
-    let r = post(&client, &url, "nope", big).await;
+    let before = peak_rss_kib(pid);
+    let r = post(&client, &url, "nope", vec![b'x'; 50 << 20]).await;
     if let Ok(r) = &r {
         assert_eq!(r.status(), 401);
     }
-    let grown = rss_kib(pid).saturating_sub(before);
+    let grown = peak_rss_kib(pid).saturating_sub(before);
+    eprintln!("unauthenticated 50 MiB body: peak RSS {before} KiB before, grew by {grown} KiB");
     assert!(
         grown < 4 * 1024,
         "grew by {grown} KiB on an unauthenticated 50 MiB body"
     );
+    // The measure can see a buffered body: with a valid token the same
+    // body is read up to the 8 MiB limit (413), and the peak shows it.
+    let before = peak_rss_kib(pid);
+    let r = post(&client, &url, token, vec![b'x'; 50 << 20]).await;
+    if let Ok(r) = &r {
+        assert_eq!(r.status(), 413);
+    }
+    let grown = peak_rss_kib(pid).saturating_sub(before);
+    eprintln!("authenticated 50 MiB body: peak RSS grew by {grown} KiB");
+    assert!(grown > 4 * 1024, "the control grew by only {grown} KiB");
 
     // Over the record cap: 413.
     let r = post(&client, &url, token, ndjson(60, 4)).await.unwrap();
