@@ -21,6 +21,8 @@ const SECRET_FRAGMENTS: &[&str] = &[
     "private",
     "sas_key",
     "account_key",
+    "master_key",
+    "storage_access_key",
     "service_account_key",
     "key.pem",
     "jaas",
@@ -31,7 +33,10 @@ const SECRET_FRAGMENTS: &[&str] = &[
 /// a secret whose value must never be printed.
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    SECRET_FRAGMENTS.iter().any(|f| k.contains(f))
+    // object_store's bare Azure alias `access_key` (the AWS key *id* is not
+    // a secret; its secret is `aws_secret_access_key`).
+    let last = k.rsplit('.').next().unwrap_or(&k);
+    last == "access_key" || SECRET_FRAGMENTS.iter().any(|f| k.contains(f))
 }
 
 /// A secret value: its `Debug` and `Display` say `***`, it serializes as
@@ -137,6 +142,10 @@ mod tests {
             "aws_session_token",
             "azure_storage_sas_key",
             "azure_storage_account_key",
+            "azure_storage_access_key",
+            "azure_storage_master_key",
+            "lake_options.access_key",
+            "azure_storage_sas_token",
             "google_service_account_key",
             "http.token_sha256",
             "sasl.jaas.config",
