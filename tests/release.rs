@@ -478,6 +478,61 @@ fn a_killed_release_reruns_clean_under_its_id() {
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
         .collect();
     assert_eq!(present, files);
+
+    // The anonymized zone in a root of its own (another bucket in
+    // production): the release lands there and nowhere in the lake.
+    let zone = dir.join("releases");
+    let other = chitose(
+        &dir,
+        &[
+            "release",
+            "--spec",
+            &spec(),
+            "--release-id",
+            "rz",
+            "--json",
+            "--release-lake",
+            zone.to_str().unwrap(),
+        ],
+    );
+    helpers::assert_ok(&other);
+    let zoned = json(&other);
+    assert!(zone.join("anonymized/rz/release-report.json").exists());
+    assert!(
+        !lake_dir.join("anonymized/rz").exists(),
+        "written into the lake"
+    );
+    let written: Vec<PathBuf> = zoned["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["files"].as_array().unwrap().clone())
+        .map(|f| zone.join(f[0].as_str().unwrap()))
+        .collect();
+    assert!(
+        !written.is_empty() && written.iter().all(|p| p.exists()),
+        "{written:?}"
+    );
+    // The same plan over the same snapshot, under a fresh key.
+    let out_of = |r: &Value| -> Vec<u64> {
+        r["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["records_out"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(out_of(&zoned), out_of(&report));
+    // Made by chitose, so its user's alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(zone.join("anonymized/rz"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
 }
 
 /// Copies every file under `local` to the lake, or (`upload` false) every
