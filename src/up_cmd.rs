@@ -26,9 +26,14 @@ pub struct UpArgs {
     /// Events to generate over all hubs, then stop.
     #[arg(long, default_value_t = 100_000)]
     events: u64,
-    /// A real Kafka (HOST:PORT) instead of the embedded broker.
+    /// A real Kafka (HOST:PORT) instead of the embedded broker (also
+    /// `--bootstrap` / CHITOSE_BOOTSTRAP); reached with the Kafka
+    /// connection settings (TLS, SASL), which the embedded broker
+    /// (plaintext, loopback) does not use.
     #[arg(long)]
     broker: Option<String>,
+    #[command(flatten)]
+    kafka: crate::kafka_args::KafkaArgs,
     /// The lake: a folder, or s3://bucket/prefix (object_store options from
     /// the environment).
     #[arg(long, default_value = "./lake")]
@@ -93,15 +98,21 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
 async fn up(a: UpArgs) -> Result<ExitCode> {
     let started = Instant::now();
     // The embedded broker lives as long as this function.
-    let mock = match &a.broker {
+    // `--bootstrap` (the shared Kafka flag) means the same as `--broker`.
+    let external = a.broker.clone().or_else(|| a.kafka.bootstrap.clone());
+    let mock = match &external {
         Some(_) => None,
         None => {
             Some(rdkafka::mocking::MockCluster::new(1).context("starting the embedded broker")?)
         }
     };
-    let bootstrap = match (&a.broker, &mock) {
-        (Some(b), _) => b.clone(),
-        (None, Some(m)) => m.bootstrap_servers(),
+    let kafka = match (&external, &mock) {
+        (Some(b), _) => {
+            let mut k = a.kafka.settings()?;
+            k.bootstrap_servers = b.clone();
+            k
+        }
+        (None, Some(m)) => chitose_runtime::kafka::KafkaSettings::at(m.bootstrap_servers()),
         _ => unreachable!("one of them"),
     };
     if let Some(m) = &mock {
@@ -130,7 +141,7 @@ async fn up(a: UpArgs) -> Result<ExitCode> {
             topic_partitions: 3,
             ..Default::default()
         };
-        cfg.kafka.bootstrap_servers = bootstrap.clone();
+        cfg.kafka = kafka.clone();
         cfg.simulate.events = a.events / 8 + u64::from((i as u64) < a.events % 8);
         cfg.simulate.generator.hub = Some((*h).into());
         cfg.simulate.generator.seed = a.seed + i as u64;
@@ -148,7 +159,7 @@ async fn up(a: UpArgs) -> Result<ExitCode> {
         ops_listen: ops_addr(a.ops_port, 0),
         ..Default::default()
     };
-    tcfg.kafka.bootstrap_servers = bootstrap.clone();
+    tcfg.kafka = kafka.clone();
     tcfg.keys.dir = Some(a.keys_dir.clone());
     tcfg.output_partitions = 3;
     let transformer = chitose_transform::service::build(&tcfg, std::env::vars())?;
@@ -166,7 +177,7 @@ async fn up(a: UpArgs) -> Result<ExitCode> {
         roll_age_ms: 5_000,
         ..Default::default()
     };
-    scfg.kafka.bootstrap_servers = bootstrap.clone();
+    scfg.kafka = kafka.clone();
     let sm = SinkMetrics::new();
     let sink = tokio::spawn(chitose_sink::service::run_with(
         scfg,

@@ -240,6 +240,38 @@ fn every_service_and_tool_speaks_tls_with_client_certificates_and_a_wrong_ca_is_
         .unwrap();
     assert!(!out.status.success());
 
+    // `chitose up` against a real TLS broker takes the same settings.
+    let out = bin()
+        .args([
+            "up",
+            "--broker",
+            &broker.bootstrap,
+            "--events",
+            "400",
+            "--quiet",
+        ])
+        .args(["--ops-port", "0", "--seed", "5"])
+        .arg("--lake")
+        .arg(dir.join("up-lake"))
+        .arg("--keys-dir")
+        .arg(dir.join("up-keys"))
+        .envs(env)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    let count = |label: &str| -> u64 {
+        summary
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {label} line: {summary}"))
+    };
+    let (transformed, landed) = (count("transformed"), count("landed"));
+    assert!(landed > 300 && landed == transformed, "{summary}");
+
     // A service with the wrong CA names the certificate problem in its log
     // and never says ready.
     let ops = free_port();
