@@ -193,14 +193,7 @@ impl Tls {
         let pins = cfg
             .client_cert_sha256
             .iter()
-            .map(|h| {
-                let h = h.replace(':', "");
-                let mut out = [0u8; 32];
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap_or(0);
-                }
-                out
-            })
+            .filter_map(|h| crate::token::hex32(&h.replace(':', "")))
             .collect();
         Ok(Some(Tls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),

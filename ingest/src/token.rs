@@ -78,20 +78,24 @@ impl std::fmt::Debug for TokenSet {
     }
 }
 
-fn parse_hex(origin: &str, s: &str) -> Result<[u8; 32], TokenError> {
-    let s = s.trim();
-    let bad = || TokenError::NotAHash {
-        origin: origin.to_owned(),
-        len: s.chars().count(),
-    };
+/// 64 hex digits (a SHA-256) as bytes; None for anything else.
+pub(crate) fn hex32(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
+        return None;
     }
     let mut out = [0u8; 32];
     for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
     }
-    Ok(out)
+    Some(out)
+}
+
+fn parse_hex(origin: &str, s: &str) -> Result<[u8; 32], TokenError> {
+    let s = s.trim();
+    hex32(s).ok_or_else(|| TokenError::NotAHash {
+        origin: origin.to_owned(),
+        len: s.chars().count(),
+    })
 }
 
 impl TokenSet {

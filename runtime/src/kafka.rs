@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// Connection settings, shared by every service and tool (`[kafka]` in a
 /// config file; `CHITOSE_KAFKA_<PROPERTY>` and `CHITOSE_KAFKA_<PROPERTY>_FILE`
-/// in the environment; see [`KafkaSettings::apply_environment`]).
+/// in the environment; see [`KafkaSettings::environment_table`]).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSettings {
@@ -169,27 +169,6 @@ impl KafkaSettings {
         } else {
             Err(errors)
         }
-    }
-
-    /// [`Self::environment_table`] layered over these settings, then
-    /// [`Self::prepare`]: for callers without a config file.
-    pub fn apply_environment(
-        &mut self,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(), Vec<KafkaConfigError>> {
-        let t = Self::environment_table(env)?;
-        for (k, v) in t {
-            let entries = v.as_table().cloned().unwrap_or_default();
-            for (name, value) in entries {
-                let value = value.as_str().unwrap_or_default().to_owned();
-                if k == "properties" {
-                    self.properties.insert(name, value);
-                } else {
-                    self.property_files.insert(name, PathBuf::from(value));
-                }
-            }
-        }
-        self.prepare()
     }
 
     /// Problems librdkafka or a file check finds in these settings.
@@ -506,6 +485,29 @@ pub fn librdkafka_build() -> Result<LibrdkafkaBuild, rdkafka::error::KafkaError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl KafkaSettings {
+        /// What the binary does with the environment, without a file:
+        /// [`KafkaSettings::environment_table`] over these settings, then
+        /// [`KafkaSettings::prepare`].
+        fn apply_environment(
+            &mut self,
+            env: impl IntoIterator<Item = (String, String)>,
+        ) -> Result<(), Vec<KafkaConfigError>> {
+            let t = Self::environment_table(env)?;
+            for (k, v) in t {
+                for (name, value) in v.as_table().cloned().unwrap_or_default() {
+                    let value = value.as_str().unwrap_or_default().to_owned();
+                    if k == "properties" {
+                        self.properties.insert(name, value);
+                    } else {
+                        self.property_files.insert(name, PathBuf::from(value));
+                    }
+                }
+            }
+            self.prepare()
+        }
+    }
 
     #[test]
     fn the_build_has_tls_scram_and_zstd() {
