@@ -697,7 +697,10 @@ fn files_source_pauses_while_the_broker_is_down_and_loses_nothing() {
     let broker = OwnBroker::start("files-broker-down");
     let dir = helpers::scratch("files-down");
     let topic = "health.raw.27";
-    let ls = lines(61, 40_000, 0.0);
+    // Enough lines that the source is still sending when the broker stops
+    // (40 000 were sometimes all sent before the stop took effect).
+    let n = 120_000;
+    let ls = lines(61, n, 0.0);
     write_ndjson(&dir.join("export.ndjson"), &ls);
     let cfg = helpers::scratch("files-down-cfg").join("ingest.toml");
     std::fs::write(
@@ -745,7 +748,7 @@ fn files_source_pauses_while_the_broker_is_down_and_loses_nothing() {
     let ids: HashSet<String> = records.iter().map(|r| r.event.event_id.clone()).collect();
     assert_eq!(
         (records.len(), ids.len()),
-        (40_000, 40_000),
+        (n, n),
         "every line exactly once across the outage"
     );
 }

@@ -62,7 +62,10 @@ fn services_expose_checked_metrics_and_json_logs() {
             && helpers::metric_sum(i, "chitose_ingest_events_rejected_total") > 0.0
             && helpers::metric_sum(t, "chitose_transform_records_total") > 0.0
             && helpers::metric_sum(k, "chitose_sink_rows_total") > 0.0
-            && k.contains("chitose_sink_consumer_lag_records{")
+            && k.lines().any(|l| {
+                l.starts_with("chitose_sink_consumer_lag_records{")
+                    && !l.contains("partition=\"-1\"")
+            })
         {
             break vec![i.clone(), t.clone(), k.clone()];
         }

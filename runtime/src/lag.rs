@@ -4,7 +4,11 @@
 //! minus the consumer's position, per assigned
 //! partition. Seconds: how old the last record read from a partition that
 //! still has lag is — how far behind the stage runs. Labels are topic and
-//! partition only.
+//! partition only. Until a partition is assigned (and whenever none is),
+//! each gauge holds one zero series labelled `topic="none",
+//! partition="-1"` (librdkafka's own mark for "no partition"), so the
+//! dashboard, the alerts and the autoscalers see 0 from start-up instead
+//! of "no data".
 
 use prometheus::{IntGaugeVec, Opts, Registry};
 use rdkafka::ClientContext;
@@ -45,10 +49,18 @@ impl LagGauges {
         registry
             .register(Box::new(seconds.clone()))
             .expect("unique");
-        LagGauges {
+        let g = LagGauges {
             records,
             seconds,
             last_ts: Default::default(),
+        };
+        g.none_assigned();
+        g
+    }
+
+    fn none_assigned(&self) {
+        for v in [&self.records, &self.seconds] {
+            v.with_label_values(&[NONE.0, NONE.1]).set(0);
         }
     }
 
@@ -71,6 +83,7 @@ impl LagGauges {
         self.records.reset();
         self.seconds.reset();
         let last_ts = self.last_ts.lock().expect("not poisoned");
+        let mut assigned = false;
         for (topic, t) in &stats.topics {
             for (p, s) in &t.partitions {
                 // -1 is librdkafka's internal unassigned partition; only
@@ -101,8 +114,39 @@ impl LagGauges {
                         .map_or(0, |ts| ((now_ms - ts) / 1000).max(0))
                 };
                 self.seconds.with_label_values(&[topic, &label]).set(secs);
+                assigned = true;
             }
         }
+        if !assigned {
+            self.none_assigned();
+        }
+    }
+}
+
+/// Labels of the zero series shown while no partition is assigned.
+const NONE: (&str, &str) = ("none", "-1");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_gauges_exist_from_start_up() {
+        let registry = Registry::new();
+        let _g = LagGauges::new("transform", &registry);
+        let names: Vec<String> = registry
+            .gather()
+            .iter()
+            .filter(|f| !f.get_metric().is_empty())
+            .map(|f| f.name().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "chitose_transform_consumer_lag_records",
+                "chitose_transform_consumer_lag_seconds"
+            ]
+        );
     }
 }
 
