@@ -163,15 +163,13 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     drop(consumer);
 
     // 2. The pipeline: transform and sink running, then the hub sends.
-    for key in ["pseudonym-2026a", "date-2026a"] {
-        let st = Command::new(&exe)
-            .args(["transform", "keygen", "--id", key, "--dir"])
-            .arg(work.join("keys"))
-            .stdout(Stdio::null())
-            .status()?;
-        if !st.success() {
-            bail!("keygen failed");
-        }
+    let st = Command::new(&exe)
+        .args(["transform", "keygen", "--dir"])
+        .arg(work.join("keys"))
+        .stdout(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("keygen failed");
     }
     let ops: Vec<String> = (0..3)
         .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))

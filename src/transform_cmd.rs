@@ -47,11 +47,13 @@ enum TransformCommand {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Write a fresh random 32-byte key to `<dir>/<id>.key` (mode 0600).
+    /// Write fresh random 32-byte keys to `<dir>/<id>.key` (mode 0600):
+    /// without --id, each key the default configuration needs (pseudonym,
+    /// date shift, event id) that the folder does not have yet.
     Keygen {
         /// Key id (the file name; written with every pseudonym).
-        #[arg(long, default_value = "pseudonym-2026a")]
-        id: String,
+        #[arg(long)]
+        id: Option<String>,
         /// Folder.
         #[arg(long, default_value = "keys")]
         dir: PathBuf,
@@ -115,24 +117,41 @@ pub fn run(a: TransformArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Some(TransformCommand::Keygen { id, dir }) => {
-            if id.is_empty()
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                bail!("--id: expected letters, digits, - or _, found {id:?}");
+            let defaults = chitose_transform::keys::KeysConfig::default();
+            let ids: Vec<String> = match &id {
+                Some(id) => vec![id.clone()],
+                None => defaults
+                    .needed(true)
+                    .into_iter()
+                    .map(|(_, id)| id.to_owned())
+                    .collect(),
+            };
+            for id in &ids {
+                if id.is_empty()
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    bail!("--id: expected letters, digits, - or _, found {id:?}");
+                }
             }
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let path = dir.join(format!("{id}.key"));
-            if path.exists() {
-                bail!(
-                    "{}: exists; a key is never overwritten (pseudonyms depend on it)",
-                    path.display()
-                );
+            for id in &ids {
+                let path = dir.join(format!("{id}.key"));
+                if path.exists() {
+                    if id.as_str() == ids[0] && ids.len() == 1 {
+                        bail!(
+                            "{}: exists; a key is never overwritten (pseudonyms depend on it)",
+                            path.display()
+                        );
+                    }
+                    println!("kept {} (exists; never overwritten)", path.display());
+                    continue;
+                }
+                write_secret(&path, &chitose_transform::keys::generate_hex())?;
+                // The path only: key material is never printed.
+                println!("wrote {}", path.display());
             }
-            write_secret(&path, &chitose_transform::keys::generate_hex())?;
-            // The path only: key material is never printed.
-            println!("wrote {}", path.display());
             return Ok(ExitCode::SUCCESS);
         }
         None => {}

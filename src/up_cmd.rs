@@ -41,6 +41,12 @@ pub struct UpArgs {
     /// Pseudonym and date-shift keys; a demo key is generated when empty.
     #[arg(long, default_value = ".chitose/keys")]
     keys_dir: PathBuf,
+    /// De-identification profile (a shipped one: pseudonymized,
+    /// pseudonymized-shifted; or a policy file). Look at both side by side
+    /// with two lakes: `up --lake lake-a` and `up --policy
+    /// pseudonymized-shifted --lake lake-b`.
+    #[arg(long, default_value = "pseudonymized")]
+    policy: String,
     /// Generator seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -61,19 +67,20 @@ fn ops_addr(base: u16, n: u16) -> String {
     format!("127.0.0.1:{port}")
 }
 
+/// Makes each key the default configuration needs that `dir` lacks (a
+/// demo folder from an older release gets its event-id key too). Returns
+/// whether any was made.
 fn ensure_demo_keys(dir: &std::path::Path) -> Result<bool> {
-    let key = dir.join("pseudonym-2026a.key");
-    if key.exists() {
-        return Ok(false);
-    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for id in ["pseudonym-2026a", "date-2026a"] {
-        crate::transform_cmd::write_secret(
-            &dir.join(format!("{id}.key")),
-            &chitose_transform::keys::generate_hex(),
-        )?;
+    let mut made = false;
+    for (_, id) in chitose_transform::keys::KeysConfig::default().needed(true) {
+        let path = dir.join(format!("{id}.key"));
+        if !path.exists() {
+            crate::transform_cmd::write_secret(&path, &chitose_transform::keys::generate_hex())?;
+            made = true;
+        }
     }
-    Ok(true)
+    Ok(made)
 }
 
 /// Runs `chitose up`.
@@ -161,6 +168,7 @@ async fn up(a: UpArgs) -> Result<ExitCode> {
     };
     tcfg.kafka = kafka.clone();
     tcfg.keys.dir = Some(a.keys_dir.clone());
+    tcfg.policy = a.policy.clone();
     tcfg.output_partitions = 3;
     let transformer = chitose_transform::service::build(&tcfg, std::env::vars())?;
     let tm = TransformMetrics::new();
@@ -231,7 +239,7 @@ async fn up(a: UpArgs) -> Result<ExitCode> {
                     .map_or(0, |c| c.get())
             })
             .sum();
-        let dlq: u64 = ["decode", "validation", "policy"]
+        let dlq: u64 = chitose_transform::core::DLQ_CLASSES
             .iter()
             .map(|r| {
                 tm.dlq

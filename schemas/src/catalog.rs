@@ -25,24 +25,48 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../avro/pseudo/encounter.v1.avsc"),
     ),
     (
+        "pseudo/encounter.v2.avsc",
+        include_str!("../avro/pseudo/encounter.v2.avsc"),
+    ),
+    (
         "pseudo/diagnosis.v1.avsc",
         include_str!("../avro/pseudo/diagnosis.v1.avsc"),
+    ),
+    (
+        "pseudo/diagnosis.v2.avsc",
+        include_str!("../avro/pseudo/diagnosis.v2.avsc"),
     ),
     (
         "pseudo/lab_result.v1.avsc",
         include_str!("../avro/pseudo/lab_result.v1.avsc"),
     ),
     (
+        "pseudo/lab_result.v2.avsc",
+        include_str!("../avro/pseudo/lab_result.v2.avsc"),
+    ),
+    (
         "pseudo/prescription.v1.avsc",
         include_str!("../avro/pseudo/prescription.v1.avsc"),
+    ),
+    (
+        "pseudo/prescription.v2.avsc",
+        include_str!("../avro/pseudo/prescription.v2.avsc"),
     ),
     (
         "pseudo/checkup.v1.avsc",
         include_str!("../avro/pseudo/checkup.v1.avsc"),
     ),
     (
+        "pseudo/checkup.v2.avsc",
+        include_str!("../avro/pseudo/checkup.v2.avsc"),
+    ),
+    (
         "pseudo/vaccination.v1.avsc",
         include_str!("../avro/pseudo/vaccination.v1.avsc"),
+    ),
+    (
+        "pseudo/vaccination.v2.avsc",
+        include_str!("../avro/pseudo/vaccination.v2.avsc"),
     ),
 ];
 

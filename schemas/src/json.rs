@@ -67,11 +67,16 @@ pub enum RejectReason {
     Semantic,
     /// A source record (e.g. a FHIR resource) with no mapping to an event.
     Unmappable,
+    /// A control character in a string (they forge linkage keys and hide
+    /// text from people reading it).
+    ControlCharacter,
+    /// A number that is not finite (NaN, ±infinity).
+    NotFinite,
 }
 
 impl RejectReason {
     /// Every reason (metric label values).
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 15] = [
         RejectReason::Malformed,
         RejectReason::TooLarge,
         RejectReason::WrongType,
@@ -85,6 +90,8 @@ impl RejectReason {
         RejectReason::MyNumber,
         RejectReason::Semantic,
         RejectReason::Unmappable,
+        RejectReason::ControlCharacter,
+        RejectReason::NotFinite,
     ];
 
     /// The label value.
@@ -103,6 +110,8 @@ impl RejectReason {
             RejectReason::MyNumber => "my_number",
             RejectReason::Semantic => "semantic",
             RejectReason::Unmappable => "unmappable",
+            RejectReason::ControlCharacter => "control_character",
+            RejectReason::NotFinite => "not_finite",
         }
     }
 }
@@ -555,33 +564,56 @@ fn write<'v>(
 }
 
 fn check_string(s: &str, rule: &StrRule, path: &[&str]) -> Result<(), JsonError> {
-    // The My Number scan comes first: it is the one rejection that must
-    // never be reported as something milder.
+    check_string_rules(s, rule.pattern.as_ref(), rule.max_chars)
+        .map_err(|(expected, found, reason)| err(path, expected, found, reason))
+}
+
+/// Whether `c` is a control character a string field may not hold: C0
+/// (tab, line feed and carriage return aside, which free text has), DEL
+/// and C1.
+pub fn is_forbidden_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+}
+
+/// The contract's rules for one string field, in the order that matters:
+/// the My Number scan first (the one rejection that must never be reported
+/// as something milder), control characters, length, pattern. Returns
+/// (expected, found, reason); never the value. Shared by the JSON edge and
+/// the transform, which re-checks what any producer wrote to a raw topic.
+pub fn check_string_rules(
+    s: &str,
+    pattern: Option<&(String, Regex)>,
+    max_chars: usize,
+) -> Result<(), (String, String, RejectReason)> {
     if mynumber::contains_my_number(s) {
-        return Err(err(
-            path,
-            "no My Number (個人番号); it must never enter the pipeline",
-            "a 12-digit number with a valid My Number check digit",
+        return Err((
+            "no My Number (個人番号); it must never enter the pipeline".into(),
+            "a 12-digit number with a valid My Number check digit".into(),
             RejectReason::MyNumber,
         ));
     }
+    if s.chars().any(is_forbidden_control) {
+        return Err((
+            "a string without control characters".into(),
+            "a control character".into(),
+            RejectReason::ControlCharacter,
+        ));
+    }
     // bytes >= chars, so only count chars when the byte length could exceed.
-    if s.len() > rule.max_chars {
+    if s.len() > max_chars {
         let n = s.chars().count();
-        if n > rule.max_chars {
-            return Err(err(
-                path,
-                format!("at most {} characters", rule.max_chars),
+        if n > max_chars {
+            return Err((
+                format!("at most {max_chars} characters"),
                 format!("{n} characters"),
                 RejectReason::TooLong,
             ));
         }
     }
-    if let Some((src, re)) = &rule.pattern
+    if let Some((src, re)) = pattern
         && !re.is_match(s)
     {
-        return Err(err(
-            path,
+        return Err((
             format!("a code matching {src}"),
             format!(
                 "a string of {} characters that does not match",

@@ -44,11 +44,13 @@ pub fn complete(first11: &[u8; 11]) -> String {
     s
 }
 
+/// Whether a character may sit between the digit groups of a printed My
+/// Number: anything that is neither a letter nor a digit (a space, any dash,
+/// a dot, a slash, an underscore, a bracket, a symbol). Hubs and people
+/// print numbers with every separator there is; a fixed list missed
+/// `1234.5678.9012` and `1234/5678/9012`.
 fn is_sep(c: char) -> bool {
-    matches!(
-        c,
-        ' ' | '-' | '\u{2010}' | '\u{2212}' | '\u{30FC}' | '\u{3000}'
-    )
+    !c.is_alphanumeric()
 }
 
 /// True when `s` holds a My Number anywhere.
@@ -59,54 +61,127 @@ pub fn contains_my_number(s: &str) -> bool {
         return false;
     }
     if s.is_ascii() {
-        scan(s.chars())
+        scan(&s.chars().collect::<Vec<_>>())
     } else {
-        scan(s.nfkc())
+        scan(&s.nfkc().collect::<Vec<_>>())
     }
 }
 
-fn scan(chars: impl Iterator<Item = char>) -> bool {
-    let c: Vec<char> = chars.collect();
+/// The character ranges of the UUIDs in `c` (`8-4-4-4-12` hexadecimal,
+/// not inside a longer hexadecimal run): record ids whose digit groups are
+/// 12 or 4-4-4 digits by chance, not written My Numbers.
+fn uuid_spans(c: &[char]) -> Vec<(usize, usize)> {
+    const SHAPE: [usize; 5] = [8, 4, 4, 4, 12];
+    let mut spans = Vec::new();
+    if c.len() < 36 {
+        return spans;
+    }
+    for start in 0..=c.len() - 36 {
+        if start > 0 && (c[start - 1].is_ascii_hexdigit() || c[start - 1] == '-') {
+            continue;
+        }
+        let mut i = start;
+        let ok = SHAPE.iter().enumerate().all(|(k, &len)| {
+            let group = c[i..i + len].iter().all(char::is_ascii_hexdigit);
+            i += len;
+            let dash = k == 4 || c[i] == '-';
+            if k < 4 {
+                i += 1;
+            }
+            group && dash
+        });
+        if ok && c.get(i).is_none_or(|x| !x.is_ascii_hexdigit() && *x != '-') {
+            spans.push((start, i));
+        }
+    }
+    spans
+}
+
+/// One maximal run of ASCII digits: where it starts and how long it is.
+#[derive(Clone, Copy)]
+struct Group {
+    start: usize,
+    len: usize,
+}
+
+fn scan(c: &[char]) -> bool {
     let n = c.len();
-    // A digit group that touches an ASCII letter (directly, or through a
-    // hyphen as in a UUID's last group) is part of an identifier token, not
-    // a written My Number: "…-a13e-123456789018" is someone's UUID.
-    let joins = |x: char| x.is_ascii_alphabetic() || x == '_';
+    // Digit groups, chained when one to three separator characters stand
+    // between them. Letters break a chain but do not excuse a number: a My
+    // Number glued to a code (`ID123456789018`) is still one. The only
+    // exemption is a UUID's last group, which is 12 digits by chance.
+    let mut chain: Vec<Group> = Vec::with_capacity(8);
     let mut i = 0;
     while i < n {
-        if !c[i].is_ascii_digit() || (i > 0 && c[i - 1].is_ascii_digit()) {
+        if !c[i].is_ascii_digit() {
             i += 1;
             continue;
         }
         let start = i;
-        let mut runs: Vec<usize> = Vec::with_capacity(4);
-        let mut digits = String::with_capacity(16);
-        let mut run = 0;
-        let mut j = i;
-        while j < n {
-            if c[j].is_ascii_digit() {
-                digits.push(c[j]);
-                run += 1;
-                j += 1;
-            } else if is_sep(c[j]) && j + 1 < n && c[j + 1].is_ascii_digit() {
-                runs.push(run);
-                run = 0;
-                j += 1;
-            } else {
-                break;
-            }
+        while i < n && c[i].is_ascii_digit() {
+            i += 1;
         }
-        runs.push(run);
-        let left = start > 0
-            && (joins(c[start - 1])
-                || (c[start - 1] == '-' && start > 1 && c[start - 2].is_ascii_alphanumeric()));
-        let right = j < n
-            && (joins(c[j]) || (c[j] == '-' && j + 1 < n && c[j + 1].is_ascii_alphanumeric()));
-        let shaped = runs.as_slice() == [12] || runs.as_slice() == [4, 4, 4];
-        if shaped && !left && !right && is_valid(&digits) {
+        let joined = chain.last().is_some_and(|e| {
+            let gap = &c[e.start + e.len..start];
+            (1..=3).contains(&gap.len()) && gap.iter().all(|&x| is_sep(x))
+        });
+        if !joined {
+            if hit(c, &chain) {
+                return true;
+            }
+            chain.clear();
+        }
+        chain.push(Group {
+            start,
+            len: i - start,
+        });
+    }
+    hit(c, &chain)
+}
+
+/// Whether a finished chain holds a My Number: a group of 12 digits, or
+/// three groups of 4 printed with one separator (`1234 5678 9012`) that is
+/// not also the separator to a neighbouring group (`1234.5678.9012.1` is a
+/// version, `03-1234-5678, 1234 5678 9012` still holds one).
+fn hit(c: &[char], chain: &[Group]) -> bool {
+    let digits = |groups: &[Group]| -> String {
+        groups
+            .iter()
+            .flat_map(|g| c[g.start..g.start + g.len].iter())
+            .collect()
+    };
+    let gap = |a: &Group, b: &Group| &c[a.start + a.len..b.start];
+    let uuids = if chain.iter().any(|g| g.len == 12 || g.len == 4) {
+        uuid_spans(c)
+    } else {
+        Vec::new()
+    };
+    let in_uuid = |g: &Group| uuids.iter().any(|(a, b)| g.start >= *a && g.start < *b);
+    for (k, g) in chain.iter().enumerate() {
+        if in_uuid(g) {
+            continue;
+        }
+        if g.len == 12 && is_valid(&digits(&chain[k..=k])) {
             return true;
         }
-        i = j.max(i + 1);
+        let Some(three) = chain.get(k..k + 3) else {
+            continue;
+        };
+        if !three.iter().all(|g| g.len == 4 && !in_uuid(g)) {
+            continue;
+        }
+        let sep = gap(&three[0], &three[1]);
+        if gap(&three[1], &three[2]) != sep {
+            continue;
+        }
+        let before = k.checked_sub(1).map(|p| gap(&chain[p], &three[0]));
+        let after = chain.get(k + 3).map(|nx| gap(&three[2], nx));
+        if before == Some(sep) || after == Some(sep) {
+            continue;
+        }
+        if is_valid(&digits(three)) {
+            return true;
+        }
     }
     false
 }
@@ -147,6 +222,17 @@ mod tests {
             format!("ﾏｲﾅﾝﾊﾞｰ：{n}"),
             format!("ID:{n}"),
             format!("({n})"),
+            // Separators and neighbours a fixed list used to miss.
+            format!("{}.{}.{}", &n[..4], &n[4..8], &n[8..]),
+            format!("{}/{}/{}", &n[..4], &n[4..8], &n[8..]),
+            format!("{}\u{2013}{}\u{2013}{}", &n[..4], &n[4..8], &n[8..]),
+            format!("{}_{}_{}", &n[..4], &n[4..8], &n[8..]),
+            format!("{} - {} - {}", &n[..4], &n[4..8], &n[8..]),
+            format!("P{n}"),
+            format!("ABC{n}XYZ"),
+            format!("id_{n}"),
+            format!("tel 06-1234-5678, {n}"),
+            format!("fhir-Observation-{n}"),
         ] {
             assert!(
                 contains_my_number(&s),
@@ -160,15 +246,17 @@ mod tests {
     fn leaves_codes_and_phone_numbers_alone() {
         let n = sample();
         for s in [
-            "3D046000001906202".to_string(), // JLAC10
-            "2171022F1020".to_string(),      // YJ
+            format!("9A979E6D-A13E-4376-1198-{n}"), // upper-case UUID
+            "d4a1b2cd-1234-5678-9018-abcdef012345".to_string(), // 4-4-4 digits inside a UUID
+            format!("{}.{}.{}.1", &n[..4], &n[4..8], &n[8..]), // four groups: a version, not a number
+            "3D046000001906202".to_string(),                   // JLAC10
+            "2171022F1020".to_string(),                        // YJ
             "090-1234-5678".to_string(),
             "2024-01-15 1234".to_string(),
             format!("{n}0"), // 13 digits
             format!("1{}", &n[..11]),
             "123456789017".to_string(),             // wrong check digit
             format!("9a979e6d-a13e-4376-1198-{n}"), // a UUID's last group
-            format!("P{n}"),
         ] {
             assert!(!contains_my_number(&s), "false positive on {s}");
         }

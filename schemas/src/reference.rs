@@ -3,7 +3,7 @@
 //! Shipped inside the binary and validated when loaded, so a worker with a
 //! broken table refuses to start instead of enriching wrongly.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Why a table did not load.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +151,17 @@ pub struct Reference {
     thresholds: Vec<Threshold>,
     yj: HashMap<String, YjCategory>,
     age_bands: Vec<(String, u32, Option<u32>)>,
+    vocabularies: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// How a value is compared with a vocabulary: NFKC (full-width and
+/// half-width forms alike), spaces removed, `µ` (micro sign) as `μ`.
+pub fn vocabulary_form(s: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    s.nfkc()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| if c == '\u{b5}' { 'μ' } else { c })
+        .collect()
 }
 
 /// Splits one CSV line; double quotes protect commas.
@@ -259,6 +270,7 @@ impl Reference {
         const T: &str = include_str!("../reference/checkup_thresholds.csv");
         const Y: &str = include_str!("../reference/yj_categories.csv");
         const A: &str = include_str!("../reference/age_bands.csv");
+        const V: &str = include_str!("../reference/vocabularies.csv");
 
         let mut prefectures = Vec::new();
         for (line, c) in rows("prefectures.csv", P, "code,name_ja,name_en,kansai_union")? {
@@ -473,7 +485,21 @@ impl Reference {
             ));
         }
 
+        let mut vocabularies: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (line, c) in rows("vocabularies.csv", V, "list,value")? {
+            let v = vocabulary_form(&c[1]);
+            if v.is_empty() || !vocabularies.entry(c[0].clone()).or_default().insert(v) {
+                return Err(bad(
+                    "vocabularies.csv",
+                    line,
+                    "a value not empty and not listed twice",
+                    &c[1],
+                ));
+            }
+        }
+
         Ok(Reference {
+            vocabularies,
             prefectures,
             municipalities,
             chapters,
@@ -540,6 +566,21 @@ impl Reference {
     /// The therapeutic category of a YJ code.
     pub fn yj_category(&self, yj_code: &str) -> Option<&YjCategory> {
         self.yj.get(yj_code.get(..3)?)
+    }
+
+    /// The names of the vocabularies (free-text fields kept only when a
+    /// value is one of a list's).
+    pub fn vocabulary_names(&self) -> impl Iterator<Item = &str> {
+        self.vocabularies.keys().map(String::as_str)
+    }
+
+    /// The listed value equal to `value` (in [`vocabulary_form`]), if any.
+    pub fn vocabulary_value<'a>(&'a self, list: &str, value: &str) -> Option<&'a str> {
+        let set = self.vocabularies.get(list)?;
+        if let Some(v) = set.get(value) {
+            return Some(v.as_str());
+        }
+        set.get(&vocabulary_form(value)).map(String::as_str)
     }
 
     /// The 5-year band of an age, top-coded at 90+.

@@ -144,15 +144,15 @@ fn partition_keys_coordinates_and_split_follow_the_columns() {
 #[test]
 fn a_version_that_changes_a_column_type_is_refused_and_one_that_adds_a_column_is_not() {
     let v1: serde_json::Value =
-        serde_json::from_str(include_str!("../../schemas/avro/pseudo/encounter.v1.avsc")).unwrap();
+        serde_json::from_str(include_str!("../../schemas/avro/pseudo/encounter.v2.avsc")).unwrap();
     let mut v2 = v1.clone();
-    v2["chitose.version"] = 2.into();
+    v2["chitose.version"] = 12.into();
     v2["fields"]
         .as_array_mut()
         .unwrap()
         .push(serde_json::json!({"name": "x", "type": ["null", "string"], "default": null}));
     let mut v3 = v2.clone();
-    v3["chitose.version"] = 3.into();
+    v3["chitose.version"] = 13.into();
     for f in v3["fields"].as_array_mut().unwrap() {
         if f["name"] == "age_band" {
             f["type"] = "int".into();
@@ -166,7 +166,7 @@ fn a_version_that_changes_a_column_type_is_refused_and_one_that_adds_a_column_is
     let err = schemas.check(e3.fingerprint, 0).unwrap_err().to_string();
     assert!(
         err.contains(
-            "chitose.pseudo.Encounter v3) is incompatible with the table: column age_band is"
+            "chitose.pseudo.Encounter v13) is incompatible with the table: column age_band is"
         ),
         "{err}"
     );

@@ -40,6 +40,11 @@ pub enum TransformError {
     /// Readable, but fails the contract's semantic checks.
     #[error("validation: {0}")]
     Validation(JsonError),
+    /// A field breaks the contract's rules (a My Number, a control
+    /// character, too long, not the code's pattern, not a finite number):
+    /// a producer wrote to the raw topic without passing ingest.
+    #[error("contract: {0}")]
+    Contract(JsonError),
     /// The policy cannot be applied to this record.
     #[error("policy: {table}.{column}: expected {expected}, found {found}")]
     Policy {
@@ -54,12 +59,26 @@ pub enum TransformError {
     },
 }
 
+/// Every DLQ class the transform writes (metric label values).
+pub const DLQ_CLASSES: &[&str] = &[
+    "decode",
+    "validation",
+    "policy",
+    "my_number",
+    "control_character",
+    "too_long",
+    "invalid_code",
+    "not_finite",
+];
+
 impl TransformError {
-    /// Stable, low-cardinality class for metrics and DLQ headers.
+    /// Stable, low-cardinality class for metrics and DLQ headers: one of
+    /// [`DLQ_CLASSES`].
     pub fn class(&self) -> &'static str {
         match self {
             TransformError::Decode(_) => "decode",
             TransformError::Validation(_) => "validation",
+            TransformError::Contract(e) => e.reason.as_str(),
             TransformError::Policy { .. } => "policy",
         }
     }
@@ -73,6 +92,7 @@ pub struct Scratch {
     /// The pseudonym (also the output key).
     pub pseudonym: String,
     linkage: String,
+    event_id: String,
     ids: std::cell::RefCell<IdCache>,
 }
 
@@ -106,6 +126,7 @@ pub struct Transformer {
     plans: Vec<TablePlan>,
     policy: Policy,
     keys: KeyRing,
+    contract: crate::contract::Contract,
     reference: Reference,
     municipalities: HashMap<String, String>,
     postal: HashMap<String, Vec<(String, String)>>,
@@ -138,8 +159,10 @@ impl Transformer {
         store: SchemaStore,
         reference: Reference,
     ) -> Result<Self, PolicyError> {
-        let plans = crate::plan::compile(&policy, &raw_leaves(&store), &store)?;
-        if policy.max_shift_days > 0 && keys.mac_date(b"").is_none() {
+        let leaves = raw_leaves(&store);
+        let plans = crate::plan::compile(&policy, &leaves, &store)?;
+        let contract = crate::contract::Contract::new(&leaves);
+        if policy.max_shift_days > 0 && keys.date_id().is_none() {
             return Err(PolicyError::File {
                 file: policy.source.clone(),
                 message:
@@ -185,6 +208,7 @@ impl Transformer {
             plans,
             policy,
             keys,
+            contract,
             reference,
             municipalities,
             postal,
@@ -233,10 +257,11 @@ impl Transformer {
         now: Timestamp,
         s: &mut Scratch,
     ) -> Result<Outcome, TransformError> {
+        self.contract.check(ev).map_err(TransformError::Contract)?;
         let basis = pseudonym::linkage_key(ev, &self.policy.linkage, &mut s.linkage);
         pseudonym::pseudonym(&self.keys, &s.linkage, &mut s.pseudonym);
-        let shift =
-            pseudonym::date_shift_days(&self.keys, &s.pseudonym, self.policy.max_shift_days);
+        pseudonym::event_id(&self.keys, ev, &mut s.event_id);
+        let shift = pseudonym::date_shift_days(&self.keys, &s.linkage, self.policy.max_shift_days);
         let plan = &self.plans[EventType::ALL
             .iter()
             .position(|t| *t == ev.event_type)
@@ -247,6 +272,7 @@ impl Transformer {
             t: self,
             table: ev.event_type.symbol(),
             pseudonym: &s.pseudonym,
+            event_id: &s.event_id,
             basis,
             shift,
             event_day: jst_day(ev.occurred_at.0),
@@ -313,6 +339,7 @@ struct Ctx<'a> {
     t: &'a Transformer,
     table: &'static str,
     pseudonym: &'a str,
+    event_id: &'a str,
     basis: Basis,
     shift: i32,
     event_day: i32,
@@ -373,15 +400,19 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// The age reached in the calendar year of the event as written (the
+    /// shifted date where the profile shifts): event year − birth year. An
+    /// age that steps on the birthday tells, next to exact dates, the
+    /// birthday to within days and, in a shifted profile, the shift; one
+    /// that steps on 1 January tells neither.
     fn age(&self, birth: i32) -> u32 {
-        let (Some(b), Some(e)) = (Date(birth).to_naive(), Date(self.event_day).to_naive()) else {
+        let (Some(b), Some(e)) = (
+            Date(birth).to_naive(),
+            Date(self.event_day + self.shift).to_naive(),
+        ) else {
             return 0;
         };
-        let mut age = e.year() - b.year();
-        if (e.month(), e.day()) < (b.month(), b.day()) {
-            age -= 1;
-        }
-        age.max(0) as u32
+        (e.year() - b.year()).max(0) as u32
     }
 
     fn residence(&self) -> (Option<&'a str>, Option<&'a str>) {
@@ -415,6 +446,11 @@ impl<'a> Ctx<'a> {
             Source::Added(name) => match *name {
                 "pseudonym" => Val::Str(self.pseudonym),
                 "pseudonym_key_id" => Val::Str(self.t.keys.current_id()),
+                "event_id_key_id" => Val::Str(self.t.keys.event_id_key()),
+                "date_shift_key_id" => match self.t.keys.date_id() {
+                    Some(id) if self.t.policy.max_shift_days > 0 => Val::Str(id),
+                    _ => Val::Null,
+                },
                 "linkage_basis" => Val::Str(self.basis.name()),
                 "policy_profile" => Val::Str(&self.t.policy.profile),
                 "policy_version" => Val::Str(&self.t.policy.version),
@@ -423,6 +459,15 @@ impl<'a> Ctx<'a> {
                 "source_offset" => Val::Long(self.src.offset),
                 "transformed_at" => Val::TsMillis(self.now.0),
                 other => unreachable!("unknown added column {other}"),
+            },
+            Source::EventIdHash => Val::Str(self.event_id),
+            Source::Vocabulary(get, list) => match get(ev) {
+                Val::Str(text) => self
+                    .t
+                    .reference
+                    .vocabulary_value(list, text)
+                    .map_or(Val::Null, Val::Str),
+                _ => Val::Null,
             },
             Source::Keep(get, code) => {
                 let v = get(ev);
@@ -668,6 +713,25 @@ fn identifiers(ev: &RawEvent, c: &mut IdCache) {
     add("address", p.address_line.as_deref(), 4);
     if let Some(i) = &p.insurance {
         add("insured number", Some(&i.insured_number), 6);
+        add("insured symbol", i.insured_symbol.as_deref(), 4);
+        add("insurer number", Some(&i.insurer_number), 6);
+    }
+    // The hub's own ids of the event (DI in the raw schema): a kept value
+    // that quotes one joins the zone back to the hub's records.
+    add("event id", Some(&ev.event_id), 6);
+    let ids: [Option<&str>; 2] = match &ev.payload {
+        Payload::Encounter(e) => [
+            Some(e.encounter_id.as_str()),
+            e.attending_physician_id.as_deref(),
+        ],
+        Payload::LabResult(l) => [l.specimen_id.as_deref(), None],
+        Payload::Prescription(r) => [r.prescription_id.as_deref(), r.prescriber_id.as_deref()],
+        Payload::Checkup(c) => [c.checkup_id.as_deref(), None],
+        Payload::Vaccination(v) => [v.lot_number.as_deref(), v.performer_id.as_deref()],
+        Payload::Diagnosis(_) => [None, None],
+    };
+    for id in ids {
+        add("record id", id, 5);
     }
 }
 
@@ -711,11 +775,13 @@ pub fn fixed_key_transformer(profile: &str) -> Transformer {
         std::collections::BTreeMap::from([
             ("fixed-test-key".to_owned(), vec![5u8; 32]),
             ("fixed-date-key".to_owned(), vec![6u8; 32]),
+            ("fixed-event-key".to_owned(), vec![7u8; 32]),
         ]),
         &KeysConfig {
             dir: None,
             current: "fixed-test-key".into(),
             date_shift: "fixed-date-key".into(),
+            event_id: "fixed-event-key".into(),
         },
         true,
     )

@@ -10,6 +10,9 @@ use std::fmt::Write;
 fn describe(op: &Op, policy: &Policy, section: &str, field: &str) -> String {
     match op {
         Op::Keep => "kept as is".into(),
+        Op::KeepFreeText => "RISK: free text kept as typed; names and numbers the identifier check does not know reach the zone".into(),
+        Op::Vocabulary { list } => format!("kept only when it is a value of the reference vocabulary {list} (in its spelling), else null"),
+        Op::Hash => "keyed hash (HMAC-SHA256 under the event-id key, with hub and facility); duplicates keep one value, the hub's id cannot be joined back".into(),
         Op::Drop => "dropped".into(),
         Op::DropFreeText => "dropped: free text, where identifiers hide".into(),
         Op::Pseudonym => {
@@ -48,7 +51,8 @@ fn describe(op: &Op, policy: &Policy, section: &str, field: &str) -> String {
             format!("{shift}; {}; the exact time is dropped", outs.join(", "))
         }
         Op::Age { top_code } => format!(
-            "birth year, age at the event and 5-year band; top-coded at {top_code}+ (band {top_code}+, birth year null); the date is dropped"
+            "birth year, the age reached in the event's calendar year (event year − birth year{}) and its 5-year band, so no birthday is told; top-coded at {top_code}+ (band {top_code}+, birth year null); the date is dropped",
+            if policy.max_shift_days > 0 { ", on the shifted date" } else { "" }
         ),
         Op::Residence { level } => match level {
             GeoLevel::Municipality => "residence municipality and prefecture (from the municipality code, else a postal prefix naming one municipality); then dropped".into(),
@@ -164,6 +168,17 @@ pub fn explain(policy: &Policy, plans: &[TablePlan], raw: &[Leaf]) -> String {
                         s,
                         "| (derived) | SA | 特定健診 judgement of {} against the reference thresholds: normal, guidance (保健指導), referral (受診勧奨) or unknown | {} |",
                         fields.join(", "),
+                        sl.name
+                    );
+                }
+                Source::Null if ADDED.iter().any(|(n, _)| *n == sl.name) => {
+                    let what = ADDED
+                        .iter()
+                        .find(|(n, _)| *n == sl.name)
+                        .map_or("", |(_, w)| *w);
+                    let _ = writeln!(
+                        s,
+                        "| (added) | OP | dropped by this profile ([added]): {what} | {} (null) |",
                         sl.name
                     );
                 }

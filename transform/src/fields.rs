@@ -232,6 +232,35 @@ pub struct Leaf {
     pub doc: String,
     /// `chitose.pattern`, where the schema gives one.
     pub pattern: Option<String>,
+    /// `chitose.max_length`, where the schema gives one.
+    pub max_length: Option<usize>,
+    /// An enum (its symbols are the schema's, never free text).
+    pub is_enum: bool,
+}
+
+impl Leaf {
+    /// A string the hub types freely: not an enum, no code pattern. Names,
+    /// phone numbers and My Numbers hide in such fields, so keeping one
+    /// takes an explicit `keep_free_text` in a policy.
+    pub fn is_free_text(&self) -> bool {
+        self.kind == Kind::Str && !self.is_enum && self.pattern.is_none()
+    }
+}
+
+fn max_length_of(f: &apache_avro::schema::RecordField) -> Option<usize> {
+    f.custom_attributes
+        .get("chitose.max_length")
+        .and_then(|v| v.as_u64())
+        .map(|n| n as usize)
+}
+
+fn is_enum(s: &apache_avro::Schema) -> bool {
+    use apache_avro::Schema as S;
+    match s {
+        S::Enum(_) | S::Ref { .. } => true,
+        S::Union(u) => u.variants().iter().any(is_enum),
+        _ => false,
+    }
 }
 
 fn pattern_of(f: &apache_avro::schema::RecordField) -> Option<String> {
@@ -279,6 +308,8 @@ pub fn record_leaves(schema: &apache_avro::Schema) -> Vec<Leaf> {
                 nullable,
                 doc: f.doc.clone().unwrap_or_default(),
                 pattern: pattern_of(f),
+                max_length: max_length_of(f),
+                is_enum: is_enum(&f.schema),
             })
         })
         .collect()
@@ -324,6 +355,8 @@ pub fn raw_leaves(schema: &apache_avro::Schema) -> Vec<Leaf> {
                     nullable,
                     doc: f.doc.clone().unwrap_or_default(),
                     pattern: pattern_of(f),
+                    max_length: max_length_of(f),
+                    is_enum: is_enum(&fs) || is_enum(&inner),
                 });
             }
         }
@@ -352,6 +385,8 @@ pub fn raw_leaves(schema: &apache_avro::Schema) -> Vec<Leaf> {
                         nullable,
                         doc: f.doc.clone().unwrap_or_default(),
                         pattern: pattern_of(f),
+                        max_length: max_length_of(f),
+                        is_enum: is_enum(&resolve(&f.schema)),
                     });
                 }
             }

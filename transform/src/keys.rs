@@ -20,6 +20,9 @@ pub struct KeysConfig {
     pub current: String,
     /// Key id of the date-shift key (profiles with `date_shift.max_days` > 0).
     pub date_shift: String,
+    /// Key id of the event-id key: the hub's event id leaves the transform
+    /// only as an HMAC under it.
+    pub event_id: String,
 }
 
 impl Default for KeysConfig {
@@ -28,7 +31,21 @@ impl Default for KeysConfig {
             dir: Some(PathBuf::from("./keys")),
             current: "pseudonym-2026a".into(),
             date_shift: "date-2026a".into(),
+            event_id: "event-2026a".into(),
         }
+    }
+}
+
+impl KeysConfig {
+    /// The key ids a transform needs: (role, id). The date key only when a
+    /// profile shifts dates.
+    pub fn needed(&self, date_key: bool) -> Vec<(&'static str, &str)> {
+        let mut v = vec![("current", self.current.as_str())];
+        if date_key {
+            v.push(("date_shift", self.date_shift.as_str()));
+        }
+        v.push(("event_id", self.event_id.as_str()));
+        v
     }
 }
 
@@ -58,6 +75,23 @@ pub enum KeyError {
         /// Its length.
         len: usize,
     },
+    /// Two roles share one key, or two ids hold the same bytes: whoever
+    /// holds one could then compute the other's values.
+    #[error(
+        "keys.{role}: expected key {id:?} to differ from key {other:?} ({other_role}), found the same {what}; create a separate key with `chitose transform keygen`"
+    )]
+    Shared {
+        /// Role of the key.
+        role: &'static str,
+        /// Its id.
+        id: String,
+        /// The other key's role.
+        other_role: &'static str,
+        /// The other key's id.
+        other: String,
+        /// `id` or `bytes`.
+        what: &'static str,
+    },
     /// A key file cannot be read.
     #[error("key file {path}: {message}")]
     Read {
@@ -73,7 +107,8 @@ pub enum KeyError {
 pub struct KeyRing {
     keys: BTreeMap<String, Hmac<Sha256>>,
     current: String,
-    date_shift: Option<Hmac<Sha256>>,
+    date_shift: Option<(String, Hmac<Sha256>)>,
+    event_id: (String, Hmac<Sha256>),
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -177,7 +212,7 @@ impl KeyRing {
             }
         }
         let env: BTreeMap<String, String> = env.into_iter().collect();
-        for id in [&cfg.current, &cfg.date_shift] {
+        for id in [&cfg.current, &cfg.date_shift, &cfg.event_id] {
             if let Some(v) = env.get(&format!("CHITOSE_KEY_{}", env_name(id))) {
                 raw.insert(id.clone(), key_bytes(v.as_bytes()));
             }
@@ -218,14 +253,53 @@ impl KeyRing {
             return Err(missing("current", &cfg.current));
         }
         let date_shift = match keys.get(&cfg.date_shift) {
-            Some(k) => Some(k.clone()),
+            Some(k) => Some((cfg.date_shift.clone(), k.clone())),
             None if need_date_key => return Err(missing("date_shift", &cfg.date_shift)),
             None => None,
         };
+        let Some(event_key) = keys.get(&cfg.event_id) else {
+            return Err(missing("event_id", &cfg.event_id));
+        };
+        let event_id = (cfg.event_id.clone(), event_key.clone());
+        // Separate keys, separate bytes: the date key must not be one that
+        // made pseudonyms (now or before a rotation), and the event-id key
+        // neither; otherwise one leaked key undoes two protections.
+        let roles = cfg.needed(date_shift.is_some());
+        for (i, (role, id)) in roles.iter().enumerate() {
+            for (other_role, other) in &roles[..i] {
+                if id == other {
+                    return Err(KeyError::Shared {
+                        role,
+                        id: (*id).to_owned(),
+                        other_role,
+                        other: (*other).to_owned(),
+                        what: "id",
+                    });
+                }
+            }
+            if *role == "current" {
+                continue;
+            }
+            let mine = &raw[*id];
+            if let Some((other, _)) = raw.iter().find(|(o, b)| o.as_str() != *id && *b == mine) {
+                let other_role = roles
+                    .iter()
+                    .find(|(_, r)| *r == other.as_str())
+                    .map_or("a pseudonym key", |(r, _)| r);
+                return Err(KeyError::Shared {
+                    role,
+                    id: (*id).to_owned(),
+                    other_role,
+                    other: other.clone(),
+                    what: "bytes",
+                });
+            }
+        }
         Ok(KeyRing {
             keys,
             current: cfg.current.clone(),
             date_shift,
+            event_id,
         })
     }
 
@@ -255,10 +329,31 @@ impl KeyRing {
     }
 
     /// HMAC under the date-shift key, when loaded.
-    pub fn mac_date(&self, data: &[u8]) -> Option<[u8; 32]> {
-        let mut m = self.date_shift.as_ref()?.clone();
-        m.update(data);
+    pub fn mac_date(&self, parts: &[&[u8]]) -> Option<[u8; 32]> {
+        let mut m = self.date_shift.as_ref()?.1.clone();
+        for p in parts {
+            m.update(p);
+        }
         Some(m.finalize().into_bytes().into())
+    }
+
+    /// Id of the date-shift key, when loaded.
+    pub fn date_id(&self) -> Option<&str> {
+        self.date_shift.as_ref().map(|(id, _)| id.as_str())
+    }
+
+    /// HMAC under the event-id key.
+    pub fn mac_event(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut m = self.event_id.1.clone();
+        for p in parts {
+            m.update(p);
+        }
+        m.finalize().into_bytes().into()
+    }
+
+    /// Id of the event-id key.
+    pub fn event_id_key(&self) -> &str {
+        &self.event_id.0
     }
 }
 
@@ -279,6 +374,7 @@ mod tests {
             dir: None,
             current: "k1".into(),
             date_shift: "d1".into(),
+            event_id: "e1".into(),
         }
     }
 
@@ -302,7 +398,10 @@ mod tests {
             e.to_string(),
             "key \"k1\": expected at least 32 bytes, found 31"
         );
-        let ok = BTreeMap::from([("k1".to_owned(), vec![7u8; 32])]);
+        let ok = BTreeMap::from([
+            ("k1".to_owned(), vec![7u8; 32]),
+            ("e1".to_owned(), vec![8u8; 32]),
+        ]);
         let e = KeyRing::from_bytes(ok.clone(), &cfg(), true).unwrap_err();
         assert!(
             matches!(
@@ -319,6 +418,59 @@ mod tests {
     }
 
     #[test]
+    fn each_role_has_its_own_key_and_bytes() {
+        let k = |b: u8| vec![b; 32];
+        // The date key may not be the pseudonym key, under its id or as a copy.
+        let same_id = KeysConfig {
+            date_shift: "k1".into(),
+            ..cfg()
+        };
+        let e = KeyRing::from_bytes(
+            BTreeMap::from([("k1".into(), k(1)), ("e1".into(), k(2))]),
+            &same_id,
+            true,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                KeyError::Shared {
+                    role: "date_shift",
+                    what: "id",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        for (ids, role) in [
+            // date key = current key's bytes
+            ([("k1", 1), ("d1", 1), ("e1", 3)], "date_shift"),
+            // date key = an older pseudonym key's bytes
+            ([("old", 2), ("d1", 2), ("e1", 3)], "date_shift"),
+            // event key = current key's bytes
+            ([("k1", 1), ("d1", 2), ("e1", 1)], "event_id"),
+        ] {
+            let mut raw: BTreeMap<String, Vec<u8>> =
+                ids.iter().map(|(i, b)| ((*i).to_owned(), k(*b))).collect();
+            raw.entry("k1".into()).or_insert(k(9));
+            let e = KeyRing::from_bytes(raw, &cfg(), true).unwrap_err();
+            assert!(
+                matches!(&e, KeyError::Shared { role: r, what: "bytes", .. } if *r == role),
+                "{e}"
+            );
+            assert!(!e.to_string().contains("0101"), "{e}");
+        }
+        let ok = BTreeMap::from([
+            ("k1".into(), k(1)),
+            ("d1".into(), k(2)),
+            ("e1".into(), k(3)),
+        ]);
+        let ring = KeyRing::from_bytes(ok, &cfg(), true).unwrap();
+        assert_eq!(ring.date_id(), Some("d1"));
+        assert_eq!(ring.event_id_key(), "e1");
+    }
+
+    #[test]
     fn key_files_and_env_load_hex_base64_and_raw() {
         let dir = std::env::temp_dir().join(format!("chitose-keys-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -328,7 +480,10 @@ mod tests {
             dir: Some(dir.clone()),
             ..cfg()
         };
-        let env = vec![("CHITOSE_KEY_D1".to_owned(), "cd".repeat(32))];
+        let env = vec![
+            ("CHITOSE_KEY_D1".to_owned(), "cd".repeat(32)),
+            ("CHITOSE_KEY_E1".to_owned(), "ef".repeat(32)),
+        ];
         // A key file others can read is refused, naming the file.
         {
             use std::os::unix::fs::PermissionsExt;
@@ -344,10 +499,10 @@ mod tests {
             std::fs::set_permissions(dir.join("k1.key"), owner).unwrap();
         }
         let ring = KeyRing::load(&c, env, true).unwrap();
-        assert_eq!(ring.ids().collect::<Vec<_>>(), ["d1", "k1", "old"]);
+        assert_eq!(ring.ids().collect::<Vec<_>>(), ["d1", "e1", "k1", "old"]);
         // Hex was decoded: the MAC equals one keyed with the 32 bytes.
         let direct = KeyRing::from_bytes(
-            BTreeMap::from([("k1".into(), vec![0xab; 32])]),
+            BTreeMap::from([("k1".into(), vec![0xab; 32]), ("e1".into(), vec![1; 32])]),
             &cfg(),
             false,
         )

@@ -10,6 +10,7 @@
 //! - [`service`]: the Kafka shell (transactions, DLQ, metrics).
 
 pub mod config;
+pub mod contract;
 pub mod core;
 pub mod explain;
 pub mod fields;

@@ -74,7 +74,7 @@ impl TransformMetrics {
         );
         // Every known series exists from the start, at zero: rate() and
         // the alerts see 0, not "no data".
-        for r in ["decode", "validation", "policy"] {
+        for r in crate::core::DLQ_CLASSES {
             dlq.with_label_values(&[r]);
         }
         dropped.with_label_values(&["empty"]);

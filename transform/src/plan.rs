@@ -18,6 +18,11 @@ pub const ADDED: &[(&str, &str)] = &[
         "HMAC-SHA256 of the linkage key under the current key, base32",
     ),
     ("pseudonym_key_id", "id of the key that made the pseudonym"),
+    ("event_id_key_id", "id of the key that hashed event_id"),
+    (
+        "date_shift_key_id",
+        "id of the key that shifted the dates (null when not shifted)",
+    ),
     ("linkage_basis", "which linkage basis made the pseudonym"),
     ("policy_profile", "this profile's name"),
     ("policy_version", "this profile's version"),
@@ -51,6 +56,10 @@ pub enum Source {
     Null,
     /// A column the transform adds (see [`ADDED`]).
     Added(&'static str),
+    /// A free-text field kept only as a value of the named vocabulary.
+    Vocabulary(Get, String),
+    /// The event id, keyed-hashed.
+    EventIdHash,
     /// A field copied. With a code pattern (upper-case letters and digits
     /// only), a value of that shape is a code, not text that could carry an
     /// identifier: the identifier check passes it (long numeric codes
@@ -168,7 +177,11 @@ fn outputs(op: &Op, leaf: &Leaf, get: Get) -> Vec<(String, Kind, bool, Source)> 
         .filter(|p| !p.contains("a-z"))
         .and_then(|p| regex::Regex::new(p).ok());
     match op {
-        Op::Keep => vec![(last, leaf.kind, n, Source::Keep(get, code))],
+        Op::Keep | Op::KeepFreeText => vec![(last, leaf.kind, n, Source::Keep(get, code))],
+        Op::Vocabulary { list } => {
+            vec![(last, leaf.kind, true, Source::Vocabulary(get, list.clone()))]
+        }
+        Op::Hash => vec![(last, Kind::Str, false, Source::EventIdHash)],
         Op::Drop | Op::DropFreeText | Op::Pseudonym => vec![],
         Op::Numeric { bottom, top } => {
             vec![(last, leaf.kind, n, Source::Numeric(get, *bottom, *top))]
@@ -383,6 +396,10 @@ pub fn compile(
             }
         }
         for (col, _) in ADDED {
+            let kept = policy.added.iter().any(|(c, keep)| c == col && *keep);
+            if !kept {
+                continue;
+            }
             produced.insert(
                 (*col).to_owned(),
                 Produced {
@@ -392,7 +409,7 @@ pub fn compile(
                         "transformed_at" => Kind::TsMillis,
                         _ => Kind::Str,
                     },
-                    nullable: false,
+                    nullable: *col == "date_shift_key_id",
                     source: Source::Added(col),
                     from: "the transform".into(),
                     line: 0,

@@ -83,8 +83,18 @@ pub enum GeoLevel {
 /// What happens to one field.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// Copied as it is.
+    /// Copied as it is (codes, enums, numbers; free text is refused).
     Keep,
+    /// Free text copied as it is: an explicit, reviewed risk.
+    KeepFreeText,
+    /// Free text kept only when it is a value of a reference vocabulary
+    /// (written in the list's spelling), else null.
+    Vocabulary {
+        /// Name of the list in `vocabularies.csv`.
+        list: String,
+    },
+    /// The hub's event id as a keyed hash (HMAC under the event-id key).
+    Hash,
     /// Not written.
     Drop,
     /// Free text: not written, because identifiers hide in it.
@@ -137,6 +147,9 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::Keep => "keep",
+            Op::KeepFreeText => "keep_free_text",
+            Op::Vocabulary { .. } => "vocabulary",
+            Op::Hash => "hash",
             Op::Drop => "drop",
             Op::DropFreeText => "drop_free_text",
             Op::Pseudonym => "pseudonym",
@@ -158,6 +171,9 @@ impl Op {
         match self {
             Op::Keep | Op::Drop | Op::Pseudonym => true,
             Op::DropFreeText
+            | Op::KeepFreeText
+            | Op::Vocabulary { .. }
+            | Op::Hash
             | Op::Prefecture
             | Op::Facility
             | Op::Residence { .. }
@@ -172,7 +188,7 @@ impl Op {
     }
 }
 
-const OP_NAMES: &str = "keep, drop, drop_free_text, pseudonym, prefecture, facility, date, age, \
+const OP_NAMES: &str = "keep, keep_free_text, vocabulary, hash, drop, drop_free_text, pseudonym, prefecture, facility, date, age, \
                         residence, icd10, numeric, drug_class, jlac10, length_of_stay";
 
 /// Linkage bases, most specific first (DESIGN.md).
@@ -246,6 +262,8 @@ pub struct Policy {
     pub max_shift_days: u32,
     /// One rule per raw leaf, in schema order.
     pub rules: Vec<Rule>,
+    /// The columns the transform adds, each kept or dropped: (column, kept).
+    pub added: Vec<(String, bool)>,
     /// File name or profile, for later error messages.
     pub source: String,
 }
@@ -258,6 +276,7 @@ struct FileForm {
     description: String,
     pseudonym: PseudonymForm,
     date_shift: DateShiftForm,
+    added: BTreeMap<Spanned<String>, Spanned<String>>,
     envelope: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     patient: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     encounter: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
@@ -447,6 +466,26 @@ impl Policy {
                     ),
                 ));
             }
+            if leaf.section == "envelope"
+                && leaf.name == "event_id"
+                && !matches!(op, Op::Hash | Op::Drop)
+            {
+                // The hub's record id (a FHIR resource id, a hospital's
+                // record number) joins the zone back to the hub's export.
+                return Err(at(
+                    value.span().start,
+                    format!(
+                        "{where_}: the hub's own record id joins the zone back to its export; expected hash or drop, found op {}",
+                        op.name()
+                    ),
+                ));
+            }
+            if op == Op::Hash && !(leaf.section == "envelope" && leaf.name == "event_id") {
+                return Err(at(
+                    value.span().start,
+                    format!("{where_}: op hash applies to [envelope] event_id only"),
+                ));
+            }
             if leaf.doc.starts_with("DI")
                 && !matches!(
                     op,
@@ -463,12 +502,58 @@ impl Policy {
                     ),
                 ));
             }
+            if op == Op::Keep && leaf.is_free_text() {
+                return Err(at(
+                    value.span().start,
+                    format!(
+                        "{where_}: free text (no code pattern in the raw schema), where names and numbers hide; expected drop_free_text, vocabulary, or keep_free_text to keep it as a stated risk, found op keep"
+                    ),
+                ));
+            }
             rules.push(Rule {
                 section: leaf.section.clone(),
                 field: leaf.name.clone(),
                 op,
                 line,
             });
+        }
+        let mut added = Vec::new();
+        for key in form.added.keys() {
+            if !crate::plan::ADDED.iter().any(|(c, _)| c == key.get_ref()) {
+                return Err(at(
+                    key.span().start,
+                    format!(
+                        "[added] {}: expected a column the transform adds ({}), found an unknown column",
+                        key.get_ref(),
+                        crate::plan::ADDED
+                            .iter()
+                            .map(|(c, _)| *c)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        for (col, _) in crate::plan::ADDED {
+            let Some((_, v)) = form.added.iter().find(|(k, _)| k.get_ref() == col) else {
+                return Err(PolicyError::File {
+                    file: file.to_owned(),
+                    message: format!(
+                        "[added] {col}: expected keep or drop for this column the transform adds, found none"
+                    ),
+                });
+            };
+            let keep = match v.get_ref().as_str() {
+                "keep" => true,
+                "drop" => false,
+                other => {
+                    return Err(at(
+                        v.span().start,
+                        format!("[added] {col}: expected keep or drop, found {other:?}"),
+                    ));
+                }
+            };
+            added.push(((*col).to_owned(), keep));
         }
         let residence: Vec<&Op> = rules
             .iter()
@@ -490,6 +575,7 @@ impl Policy {
             linkage,
             max_shift_days: *form.date_shift.max_days.get_ref(),
             rules,
+            added,
             source: file.to_owned(),
         })
     }
@@ -515,8 +601,9 @@ fn parse_op(v: &toml::Value) -> Result<Op, String> {
         "residence" => &["level"],
         "icd10" => &["finest"],
         "numeric" => &["bottom", "top"],
-        "keep" | "drop" | "drop_free_text" | "pseudonym" | "prefecture" | "facility"
-        | "drug_class" | "jlac10" | "length_of_stay" => &[],
+        "vocabulary" => &["list"],
+        "keep" | "keep_free_text" | "hash" | "drop" | "drop_free_text" | "pseudonym"
+        | "prefecture" | "facility" | "drug_class" | "jlac10" | "length_of_stay" => &[],
         other => return Err(format!("expected one of {OP_NAMES}, found op {other:?}")),
     };
     if let Some(t) = params {
@@ -557,6 +644,21 @@ fn parse_op(v: &toml::Value) -> Result<Op, String> {
     };
     Ok(match name {
         "keep" => Op::Keep,
+        "keep_free_text" => Op::KeepFreeText,
+        "hash" => Op::Hash,
+        "vocabulary" => {
+            let list = str_param("list", "")?;
+            let known: Vec<String> = chitose_schemas::reference::Reference::load()
+                .map(|r| r.vocabulary_names().map(str::to_owned).collect())
+                .unwrap_or_default();
+            if !known.contains(&list) {
+                return Err(format!(
+                    "op vocabulary: list: expected one of {}, found {list:?}",
+                    known.join(", ")
+                ));
+            }
+            Op::Vocabulary { list }
+        }
         "drop" => Op::Drop,
         "drop_free_text" => Op::DropFreeText,
         "pseudonym" => Op::Pseudonym,

@@ -11,9 +11,6 @@ use crate::policy::Basis;
 use chitose_schemas::raw::{RawEvent, Sex};
 use unicode_normalization::UnicodeNormalization;
 
-/// Separator between key parts; never in normalized text.
-const SEP: char = '\u{1f}';
-
 fn is_noise(c: char) -> bool {
     c.is_whitespace()
         || matches!(
@@ -77,47 +74,58 @@ pub fn normalize_kana(s: &str, out: &mut String) {
     });
 }
 
-/// Builds the linkage key of the first applicable basis into `out`.
+/// Appends one part of a linkage key: its byte length, a colon, the part,
+/// normalized by `norm`. Length-prefixed, so no input can move a boundary
+/// (with a separator, `"A␟B" + "C"` and `"A" + "B␟C"` were one key).
+/// Returns whether the part was non-empty.
+fn part(out: &mut String, norm: impl FnOnce(&mut String)) -> bool {
+    let at = out.len();
+    norm(out);
+    let len = out.len() - at;
+    let mut digits = len.to_string();
+    digits.push(':');
+    out.insert_str(at, &digits);
+    len > 0
+}
+
+/// Builds the linkage key of the first applicable basis into `out`:
+/// `v2/<basis>` then the basis's parts, each length-prefixed.
 pub fn linkage_key(ev: &RawEvent, bases: &[Basis], out: &mut String) -> Basis {
     for &b in bases {
         out.clear();
+        out.push_str("v2/");
         out.push_str(b.name());
-        out.push(SEP);
+        out.push('/');
         let applies = match b {
+            // The insurance tuple names a person only with its 枝番: without
+            // the branch number it names a family (every dependant of one
+            // insured person), so the basis falls through.
             Basis::Insurance => match &ev.patient.insurance {
                 Some(i) => {
-                    let start = out.len();
-                    normalize_id(&i.insurer_number, out);
-                    let insurer_ok = out.len() > start;
-                    out.push(SEP);
-                    normalize_id(i.insured_symbol.as_deref().unwrap_or(""), out);
-                    out.push(SEP);
-                    let start = out.len();
-                    normalize_id(&i.insured_number, out);
-                    let number_ok = out.len() > start;
-                    out.push(SEP);
-                    normalize_id(i.insured_branch.as_deref().unwrap_or(""), out);
-                    insurer_ok && number_ok
+                    let insurer_ok = part(out, |o| normalize_id(&i.insurer_number, o));
+                    part(out, |o| {
+                        normalize_id(i.insured_symbol.as_deref().unwrap_or(""), o)
+                    });
+                    let number_ok = part(out, |o| normalize_id(&i.insured_number, o));
+                    let branch_ok = part(out, |o| {
+                        normalize_id(i.insured_branch.as_deref().unwrap_or(""), o)
+                    });
+                    insurer_ok && number_ok && branch_ok
                 }
                 None => false,
             },
             Basis::KanaBirthSex => match &ev.patient.name_kana {
                 Some(k) if ev.patient.sex != Sex::Unknown => {
-                    let start = out.len();
-                    normalize_kana(k, out);
-                    let kana_ok = out.len() > start;
-                    out.push(SEP);
-                    out.push_str(&ev.patient.birth_date.0.to_string());
-                    out.push(SEP);
-                    out.push_str(ev.patient.sex.symbol());
+                    let kana_ok = part(out, |o| normalize_kana(k, o));
+                    part(out, |o| o.push_str(&ev.patient.birth_date.0.to_string()));
+                    part(out, |o| o.push_str(ev.patient.sex.symbol()));
                     kana_ok
                 }
                 _ => false,
             },
             Basis::HubLocal => {
-                normalize_id(&ev.facility_code, out);
-                out.push(SEP);
-                normalize_id(&ev.patient.local_patient_id, out);
+                part(out, |o| normalize_id(&ev.facility_code, o));
+                part(out, |o| normalize_id(&ev.patient.local_patient_id, o));
                 true
             }
         };
@@ -127,6 +135,16 @@ pub fn linkage_key(ev: &RawEvent, bases: &[Basis], out: &mut String) -> Basis {
     }
     // Policies must end with hub_local (checked at load), which always applies.
     unreachable!("hub_local is the last basis of every policy")
+}
+
+/// Whether the record had an insurance tuple that could not be used because
+/// its 枝番 is missing (counted, so a hub that never sends it is noticed).
+pub fn insurance_without_branch(ev: &RawEvent) -> bool {
+    ev.patient.insurance.as_ref().is_some_and(|i| {
+        let mut b = String::new();
+        normalize_id(i.insured_branch.as_deref().unwrap_or(""), &mut b);
+        b.is_empty()
+    })
 }
 
 const B32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
@@ -153,18 +171,51 @@ pub fn pseudonym(keys: &KeyRing, linkage_key: &str, out: &mut String) {
     base32(&keys.mac_current(&[linkage_key.as_bytes()]), out);
 }
 
-/// offset = HMAC(K_date, pseudonym) mod (2R+1) − R days: one per patient,
-/// the same for every record of that patient.
-pub fn date_shift_days(keys: &KeyRing, pseudonym: &str, max_days: u32) -> i32 {
+/// Domain tag of the date shift's HMAC input.
+const DATE_SHIFT_TAG: &[u8] = b"chitose/date-shift/v1\0";
+/// Domain tag of the event id's HMAC input.
+const EVENT_ID_TAG: &[u8] = b"chitose/event-id/v1\0";
+
+/// offset = HMAC(K_date, tag ‖ linkage key) mod (2R+1) − R days: one per
+/// patient, the same for every record of that patient. The input is the
+/// secret linkage key, not the pseudonym: the pseudonym is in every row, so
+/// a leaked date key alone would otherwise undo every shift; and rotating
+/// the pseudonym key leaves the offsets as they were.
+pub fn date_shift_days(keys: &KeyRing, linkage_key: &str, max_days: u32) -> i32 {
     if max_days == 0 {
         return 0;
     }
     let mac = keys
-        .mac_date(pseudonym.as_bytes())
+        .mac_date(&[DATE_SHIFT_TAG, linkage_key.as_bytes()])
         .expect("date key checked at load when the profile shifts");
     let v = u64::from_be_bytes(mac[..8].try_into().expect("8 bytes"));
     let span = 2 * u64::from(max_days) + 1;
     (v % span) as i32 - max_days as i32
+}
+
+/// The event id as it leaves the transform: base32 of 160 bits of
+/// HMAC(K_event, tag ‖ hub prefecture ‖ facility ‖ event id), parts
+/// length-prefixed. A retry of one record gets the same value, so
+/// duplicates can still be found; the hub's own id (a FHIR resource id, a
+/// hospital's record number) cannot be joined back without the key.
+pub fn event_id(keys: &KeyRing, ev: &RawEvent, out: &mut String) {
+    out.clear();
+    let lp = |s: &str| (s.len() as u32).to_be_bytes();
+    let (a, b, c) = (
+        lp(&ev.hub_prefecture),
+        lp(&ev.facility_code),
+        lp(&ev.event_id),
+    );
+    let mac = keys.mac_event(&[
+        EVENT_ID_TAG,
+        &a,
+        ev.hub_prefecture.as_bytes(),
+        &b,
+        ev.facility_code.as_bytes(),
+        &c,
+        ev.event_id.as_bytes(),
+    ]);
+    base32(&mac[..20], out);
 }
 
 #[cfg(test)]
@@ -203,6 +254,18 @@ mod tests {
                 assert_eq!(n, fast, "U+{cp:04X} changes under NFKC");
             }
         }
+    }
+
+    #[test]
+    fn linkage_parts_cannot_move_their_boundaries() {
+        let mut a = String::new();
+        let mut b = String::new();
+        part(&mut a, |o| o.push_str("AB"));
+        part(&mut a, |o| o.push('C'));
+        part(&mut b, |o| o.push('A'));
+        part(&mut b, |o| o.push_str("BC"));
+        assert_eq!(a, "2:AB1:C");
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -21,11 +21,13 @@ fn keys(current: &str) -> KeyRing {
         dir: None,
         current: current.into(),
         date_shift: "date".into(),
+        event_id: "event".into(),
     };
     let raw = BTreeMap::from([
         ("k1".to_owned(), vec![1u8; 32]),
         ("k2".to_owned(), vec![2u8; 48]),
         ("date".to_owned(), vec![3u8; 32]),
+        ("event".to_owned(), vec![4u8; 32]),
     ]);
     KeyRing::from_bytes(raw, &cfg, true).unwrap()
 }
@@ -78,11 +80,12 @@ fn coords(offset: i64) -> Coords<'static> {
 fn read(t: EventType, bytes: &[u8]) -> BTreeMap<String, Value> {
     let entry = store()
         .iter()
-        .find(|e| {
+        .filter(|e| {
             e.full_name.starts_with("chitose.pseudo.")
                 && e.text
                     .contains(&format!("\"chitose.event_type\": \"{}\"", t.symbol()))
         })
+        .max_by_key(|e| e.version)
         .unwrap();
     assert_eq!(&bytes[..2], &[0xC3, 0x01]);
     assert_eq!(
@@ -116,7 +119,22 @@ fn output_reads_with_the_table_schema_and_carries_policy_and_coordinates() {
             .unwrap();
         seen.insert(o.event_type);
         let r = read(o.event_type, &sc.value);
-        assert_eq!(s(&r["event_id"]), Some(ev.event_id.as_str()));
+        // The hub's id leaves only as a keyed hash, the same for a retry.
+        let hashed = s(&r["event_id"]).unwrap().to_owned();
+        assert_eq!(hashed.len(), 32);
+        assert_ne!(hashed, ev.event_id);
+        assert!(!hashed.contains(&ev.event_id));
+        assert_eq!(s(&r["event_id_key_id"]), Some("event"));
+        assert_eq!(
+            r["date_shift_key_id"],
+            Value::Union(0, Box::new(Value::Null))
+        );
+        t.transform(&encode(ev), coords(i as i64 + 1), NOW, &mut sc)
+            .unwrap();
+        assert_eq!(
+            s(&read(o.event_type, &sc.value)["event_id"]),
+            Some(hashed.as_str())
+        );
         assert_eq!(s(&r["pseudonym"]), Some(sc.pseudonym.as_str()));
         assert_eq!(sc.pseudonym.len(), 52);
         assert_eq!(s(&r["pseudonym_key_id"]), Some("k1"));
@@ -269,12 +287,16 @@ fn identifiers_typed_differently_by_two_hubs_still_link() {
     let mut other = ev.clone();
     let ins = other.patient.insurance.as_mut().unwrap();
     // Full-width digits, spaces and hyphens, as another hub's system types them.
-    ins.insurer_number = ins
-        .insurer_number
-        .chars()
-        .map(|c| char::from_u32(c as u32 - '0' as u32 + '０' as u32).unwrap())
-        .collect();
-    ins.insured_number = format!(" {}-", ins.insured_number);
+    ins.insured_number = format!(
+        " {}-",
+        ins.insured_number
+            .chars()
+            .map(|c| match c {
+                '0'..='9' => char::from_u32(c as u32 - '0' as u32 + '０' as u32).unwrap(),
+                c => c,
+            })
+            .collect::<String>()
+    );
     other.patient.local_patient_id = "OTHER-HUB-1".into();
     other.facility_code = format!("{}1{}", other.hub_prefecture, "7654321");
     t.transform(&encode(&other), coords(1), NOW, &mut sc)
@@ -357,11 +379,100 @@ fn bad_records_fail_with_their_class_and_no_value_in_the_message() {
     let e = t
         .transform(&encode(&ev), coords(0), NOW, &mut sc)
         .unwrap_err();
-    assert!(matches!(e, TransformError::Policy { .. }));
-    assert_eq!(
-        e.to_string(),
-        "policy: diagnosis.icd10_code: expected an ICD-10 code in a chapter of the reference table, found a string of 5 characters"
+    assert!(matches!(e, TransformError::Contract(_)));
+    assert_eq!(e.class(), "invalid_code");
+    assert!(
+        e.to_string()
+            .starts_with("contract: payload.icd10_code: expected a code matching"),
+        "{e}"
     );
+    // A category the reference does not know passes the pattern, not the policy.
+    let Payload::Diagnosis(d) = &mut ev.payload else {
+        panic!()
+    };
+    let reference = Reference::load().unwrap();
+    d.icd10_code = ('A'..='Z')
+        .flat_map(|l| (0..100).map(move |n| format!("{l}{n:02}")))
+        .find(|c| reference.icd10_chapter(c).is_none())
+        .expect("a category outside every chapter");
+    let e = t
+        .transform(&encode(&ev), coords(0), NOW, &mut sc)
+        .unwrap_err();
+    assert_eq!(e.class(), "policy", "{e}");
+}
+
+#[test]
+fn a_producer_that_bypasses_ingest_is_held_to_the_contract() {
+    // Valid Avro straight onto a raw topic: what ingest would have refused,
+    // the transform refuses too, each with its class.
+    let t = transformer("pseudonymized", "k1");
+    let mut sc = Scratch::default();
+    let evs = events(12, 400);
+    let of = |ty: EventType| evs.iter().find(|e| e.event_type == ty).unwrap().clone();
+    let mn = chitose_schemas::mynumber::complete(&[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]);
+    let cases: Vec<(RawEvent, &str, &str)> = vec![
+        {
+            let mut ev = of(EventType::Prescription);
+            let Payload::Prescription(p) = &mut ev.payload else {
+                panic!()
+            };
+            p.drug_name = Some(format!("錠 {}.{}.{}", &mn[..4], &mn[4..8], &mn[8..]));
+            (ev, "my_number", "payload.drug_name")
+        },
+        {
+            let mut ev = of(EventType::LabResult);
+            let Payload::LabResult(l) = &mut ev.payload else {
+                panic!()
+            };
+            l.value_numeric = Some(f64::NAN);
+            (ev, "not_finite", "payload.value_numeric")
+        },
+        {
+            let mut ev = of(EventType::Checkup);
+            let Payload::Checkup(c) = &mut ev.payload else {
+                panic!()
+            };
+            c.height_cm = Some(f64::INFINITY);
+            (ev, "not_finite", "payload.height_cm")
+        },
+        {
+            let mut ev = of(EventType::Diagnosis);
+            let Payload::Diagnosis(d) = &mut ev.payload else {
+                panic!()
+            };
+            d.icd10_code = "E11.9ABCDEF".into();
+            (ev, "invalid_code", "payload.icd10_code")
+        },
+        {
+            let mut ev = of(EventType::LabResult);
+            let Payload::LabResult(l) = &mut ev.payload else {
+                panic!()
+            };
+            l.unit = Some("x".repeat(33));
+            (ev, "too_long", "payload.unit")
+        },
+        {
+            let mut ev = of(EventType::Encounter);
+            ev.patient.name_kana = Some("ヤマダ\u{1f}タロウ".into());
+            (ev, "control_character", "patient.name_kana")
+        },
+        {
+            let mut ev = of(EventType::Vaccination);
+            ev.event_id = format!("id{mn}");
+            (ev, "my_number", "event_id")
+        },
+    ];
+    for (ev, class, path) in cases {
+        let e = t
+            .transform(&encode(&ev), coords(0), NOW, &mut sc)
+            .unwrap_err();
+        assert_eq!(e.class(), class, "{e}");
+        assert!(
+            e.to_string().starts_with(&format!("contract: {path}:")),
+            "{e}"
+        );
+        assert!(!e.to_string().contains(&mn[..4]), "{e}");
+    }
 }
 
 /// Every direct identifier of an event, in the forms a leak could take.
@@ -538,7 +649,10 @@ mod leak {
                     Err(e) => {
                         refused += 1;
                         prop_assert!(i < n_adv, "a plain generated event was refused: {e}");
-                        prop_assert_eq!(e.class(), "policy");
+                        prop_assert!(
+                            ["policy", "invalid_code", "too_long", "my_number"].contains(&e.class()),
+                            "{}", e
+                        );
                         // The refusal names the kind of identifier, not its value.
                         for f in identifier_forms(&ev) {
                             prop_assert!(!e.to_string().contains(&f));
@@ -553,7 +667,29 @@ mod leak {
 
 #[test]
 fn an_identifier_in_a_kept_field_is_refused_and_in_a_dropped_one_vanishes() {
-    let t = transformer("pseudonymized", "k1");
+    // The shipped profiles keep no free text; a profile that does (a stated
+    // risk) still has every record's own identifiers checked.
+    let shipped = policy_text("pseudonymized");
+    let text = shipped.replace(
+        "test_name = \"drop_free_text\"",
+        "test_name = \"keep_free_text\"",
+    );
+    assert_ne!(text, shipped);
+    let policy = Policy::parse("keeps-free-text.toml", &text, &raw_leaves(store())).unwrap();
+    let t = Transformer::new(
+        policy,
+        keys("k1"),
+        store().clone(),
+        Reference::load().unwrap(),
+    )
+    .unwrap();
+    let keep = policy_text("pseudonymized")
+        .replace("test_name = \"drop_free_text\"", "test_name = \"keep\"");
+    let e = Policy::parse("keep.toml", &keep, &raw_leaves(store())).unwrap_err();
+    assert!(
+        e.to_string().contains("[lab_result] test_name: free text"),
+        "{e}"
+    );
     let mut sc = Scratch::default();
     let base = events(9, 400)
         .into_iter()
@@ -592,6 +728,15 @@ fn an_identifier_in_a_kept_field_is_refused_and_in_a_dropped_one_vanishes() {
     ));
     t.transform(&encode(&ev), coords(0), NOW, &mut sc).unwrap();
     leak_scan(&ev, &sc.value, &sc.pseudonym);
+}
+
+fn policy_text(name: &str) -> String {
+    chitose_transform::policy::SHIPPED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap()
+        .1
+        .to_owned()
 }
 
 fn leak_scan(ev: &RawEvent, out: &[u8], pseudonym: &str) {

@@ -60,16 +60,51 @@ fn a_missing_field_is_named() {
 
 #[test]
 fn an_unknown_operation_is_named_with_its_line() {
-    let text = shipped().replace("unit = \"keep\"", "unit = \"hash\"");
+    let text = shipped().replace("route = \"keep\"", "route = \"hush\"");
     let e = load(&text).unwrap_err().to_string();
-    let line = line_of(&text, "unit = \"hash\"");
+    let line = line_of(&text, "route = \"hush\"");
     assert!(
         e.starts_with(&format!(
-            "test.toml:{line}: [lab_result] unit: expected one of keep, drop"
+            "test.toml:{line}: [prescription] route: expected one of keep, keep_free_text"
         )),
         "{e}"
     );
-    assert!(e.ends_with("found op \"hash\""), "{e}");
+    assert!(e.ends_with("found op \"hush\""), "{e}");
+    // A keyed hash is for the event id only; the event id is never kept.
+    let text = shipped().replace("route = \"keep\"", "route = \"hash\"");
+    let e = load(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("[prescription] route: op hash applies to [envelope] event_id only"),
+        "{e}"
+    );
+    let text = shipped().replacen("event_id = \"hash\"", "event_id = \"keep\"", 1);
+    let e = load(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("[envelope] event_id: the hub's own record id joins the zone back"),
+        "{e}"
+    );
+    // Every added column is declared; an unknown one is named.
+    let text = shipped().replace("transformed_at = \"keep\"\n", "");
+    let e = load(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("[added] transformed_at: expected keep or drop"),
+        "{e}"
+    );
+    let text = shipped().replace("transformed_at = \"keep\"", "transformed_at = \"day\"");
+    let e = load(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("[added] transformed_at: expected keep or drop, found \"day\""),
+        "{e}"
+    );
+    // A vocabulary must exist.
+    let text = shipped().replace("list = \"units\"", "list = \"unitz\"");
+    let e = load(&text).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "op vocabulary: list: expected one of qualitative_results, units, found \"unitz\""
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -84,7 +119,7 @@ fn an_unknown_parameter_and_a_wrong_type_are_refused() {
         "{e}"
     );
     let text = shipped().replace(
-        "test_name = \"keep\"",
+        "test_name = \"drop_free_text\"",
         "test_name = { op = \"numeric\", top = 5 }",
     );
     let e = load(&text).unwrap_err().to_string();
