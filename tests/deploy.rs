@@ -64,8 +64,12 @@ fn render_k8s(edit: impl Fn(&Path)) -> (bool, String, std::path::PathBuf) {
     assert!(status.success());
     let k8s = dir.join("k8s");
     let ex = k8s.join("overlays/example");
-    for key in ["pseudonym-2026a", "date-2026a"] {
-        std::fs::write(ex.join(format!("keys/{key}.key")), "ab".repeat(32)).unwrap();
+    for (key, byte) in [
+        ("pseudonym-2026a", "ab"),
+        ("date-2026a", "cd"),
+        ("event-2026a", "ef"),
+    ] {
+        std::fs::write(ex.join(format!("keys/{key}.key")), byte.repeat(32)).unwrap();
     }
     std::fs::copy(ex.join("lake.env.example"), ex.join("lake.env")).unwrap();
     // Throwaway stand-ins for the files an operator makes (the overlay's

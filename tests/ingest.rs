@@ -149,6 +149,26 @@ fn files_source_is_exactly_once_through_kill_9() {
         .collect();
     assert_eq!(rej_lines.len(), bad_lines.len(), "every rejected line once");
     assert_eq!(rej_lines.iter().copied().collect::<HashSet<_>>(), bad_lines);
+    // Kept for the hub's operator, but without what was refused: no My
+    // Number (the generator's bad lines hold some), owner-only modes.
+    assert!(
+        rejects.contains("\"reason\":\"my_number\""),
+        "the bad lines include My Numbers"
+    );
+    assert!(
+        !chitose_schemas::mynumber::contains_my_number(&rejects),
+        "a My Number was written to rejects/"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join("rejects")), 0o700);
+        assert_eq!(mode(&dir.join("done")), 0o700);
+        assert_eq!(
+            mode(&dir.join("rejects/export-001.ndjson.rejects.ndjson")),
+            0o600
+        );
+    }
     assert_eq!(
         records.len() + rej_lines.len(),
         ls.len(),

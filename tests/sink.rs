@@ -320,12 +320,13 @@ fn on_s3_the_lake_lands_once_and_the_ledger_fences_a_second_writer() {
     check_lake(&helpers::read_lake(&url, Some(&endpoint)), &ids);
 }
 
-/// `encounter.v2.avsc`: v1 plus a nullable column; `v3` changes a type.
+/// `encounter.v12.avsc`: the shipped (latest) encounter plus a nullable
+/// column; `v13` changes a type.
 fn evolved_schemas(dir: &Path) -> (u64, u64) {
     let v1: serde_json::Value =
-        serde_json::from_str(include_str!("../schemas/avro/pseudo/encounter.v1.avsc")).unwrap();
+        serde_json::from_str(include_str!("../schemas/avro/pseudo/encounter.v2.avsc")).unwrap();
     let mut v2 = v1.clone();
-    v2["chitose.version"] = 2.into();
+    v2["chitose.version"] = 12.into();
     v2["fields"]
         .as_array_mut()
         .unwrap()
@@ -334,7 +335,7 @@ fn evolved_schemas(dir: &Path) -> (u64, u64) {
             "doc": "SA: in person or online (added in v2)."
         }));
     let mut v3 = v2.clone();
-    v3["chitose.version"] = 3.into();
+    v3["chitose.version"] = 13.into();
     for f in v3["fields"].as_array_mut().unwrap() {
         if f["name"] == "age_at_event" {
             f["type"] = "string".into();
@@ -343,7 +344,7 @@ fn evolved_schemas(dir: &Path) -> (u64, u64) {
     std::fs::create_dir_all(dir).unwrap();
     let mut store = chitose_schemas::catalog::SchemaStore::default();
     let mut fps = Vec::new();
-    for (v, s) in [(2, &v2), (3, &v3)] {
+    for (v, s) in [(12, &v2), (13, &v3)] {
         let text = serde_json::to_string_pretty(s).unwrap();
         std::fs::write(dir.join(format!("encounter.v{v}.avsc")), &text).unwrap();
         fps.push(
@@ -381,7 +382,7 @@ fn reencode(v1_msg: &[u8], fingerprint: u64, version: u32, dir: &Path) -> Vec<u8
             _ => {}
         }
     }
-    if version == 3 {
+    if version == 13 {
         for (n, v) in fields.iter_mut() {
             if n == "age_at_event" {
                 *v = Value::String("40".into());
@@ -424,11 +425,11 @@ fn a_compatible_version_adds_columns_and_an_incompatible_one_pauses_its_partitio
         .unwrap();
     };
     for m in &v1_msgs[..50] {
-        send(reencode(m, fp2, 2, &dir));
+        send(reencode(m, fp2, 12, &dir));
     }
     let v3_offset = (v1_msgs.len() + 50) as i64;
     for m in &v1_msgs[..5] {
-        send(reencode(m, fp3, 3, &dir));
+        send(reencode(m, fp3, 13, &dir));
     }
     let child = run(&s, "a", &s.ops);
     let n: usize = ids.values().map(Vec::len).sum();

@@ -139,11 +139,15 @@ fn outputs(s: &Setup) -> Vec<(String, i32, i64, Fields)> {
     let store = SchemaStore::embedded();
     let mut out = Vec::new();
     for t in TYPES {
-        let entry = store
-            .iter()
-            .find(|e| e.text.contains(&format!("\"chitose.event_type\": \"{t}\"")))
-            .unwrap();
         for r in helpers::read_topic_bytes(&s.bootstrap, &format!("{}{t}", s.prefix)) {
+            // The writer's schema, by the fingerprint in the SOE header.
+            let fp = u64::from_le_bytes(r.value[2..10].try_into().unwrap());
+            let entry = store.by_fingerprint(fp).expect("a shipped pseudo schema");
+            assert!(
+                entry
+                    .text
+                    .contains(&format!("\"chitose.event_type\": \"{t}\""))
+            );
             let mut body = &r.value[10..];
             let Value::Record(fields) =
                 apache_avro::from_avro_datum(&entry.schema, &mut body, None).unwrap()

@@ -60,6 +60,11 @@ pub struct FilesConfig {
     pub exit_when_idle: bool,
     /// CSV header mapping; CSV files are read only when it maps columns.
     pub csv: crate::records::CsvConfig,
+    /// Days a finished file (`done/`) and a rejects file (`rejects/`) are
+    /// kept before they are deleted; 0 keeps them forever. They hold
+    /// patients' records: keep them only as long as a hub may ask for a
+    /// re-send.
+    pub retention_days: u32,
 }
 
 /// HTTP source settings.
@@ -155,6 +160,7 @@ impl Default for FilesConfig {
             checkpoint_every_lines: 1_000,
             exit_when_idle: false,
             csv: Default::default(),
+            retention_days: 30,
         }
     }
 }

@@ -13,7 +13,10 @@
 //!    again. Lines after the checkpoint that are not there are sent.
 //!
 //! Finished files move to `done/`; rejected lines go to
-//! `rejects/<file>.rejects.ndjson` with line number, reason and message.
+//! `rejects/<file>.rejects.ndjson` with line number, reason and message,
+//! the offending value masked and any My Number withheld
+//! ([`crate::rejects`]). Both folders are 0700, their files 0600, and kept
+//! `files.retention_days` (30 by default).
 //! Hubs should write a file under another name (e.g. `.tmp`) and rename it
 //! when complete: only `*.ndjson` and `*.jsonl` files are read.
 
@@ -157,6 +160,14 @@ impl FilesSource {
         for d in ["done", "rejects", ".chitose"] {
             let p = cfg.dir.join(d);
             std::fs::create_dir_all(&p).map_err(io(&p))?;
+            // Patients' records (done/) and what the hub got wrong
+            // (rejects/): only chitose's user may list or read them.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io(&p))?;
+            }
         }
         let csv = CsvMapping::new(&cfg.csv).map_err(|found| FilesError::Checkpoint {
             path: PathBuf::from("files.csv"),
@@ -216,7 +227,26 @@ impl FilesSource {
         let mut total = 0;
         let mut backoff = Duration::from_millis(500);
         self.clean_stale_checkpoints()?;
+        let mut pruned_at: Option<Instant> = None;
         loop {
+            if pruned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                for d in ["done", "rejects"] {
+                    let p = self.cfg.dir.join(d);
+                    match crate::rejects::prune(&p, self.cfg.retention_days) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            folder = d,
+                            files = n,
+                            days = self.cfg.retention_days,
+                            "deleted files past retention"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(folder = d, error = %e, "retention: could not prune")
+                        }
+                    }
+                }
+                pruned_at = Some(Instant::now());
+            }
             let files = self.pending_files()?;
             if files.is_empty() && self.cfg.exit_when_idle {
                 return Ok(total);
@@ -412,12 +442,11 @@ impl FilesSource {
             tracing::info!(file = %name, lines = already.len(), "found lines already in the topic; not sending them again");
         }
 
-        let mut rejects = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&rejects_path)
-            .map_err(io(&rejects_path))?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut rejects = opts.open(&rejects_path).map_err(io(&rejects_path))?;
         // Rejects of lines after the checkpoint are written again below.
         rejects
             .set_len(ckpt.rejects_len)
@@ -527,7 +556,7 @@ impl FilesSource {
                         "line": ln,
                         "reason": e.reason.as_str(),
                         "error": e.to_string(),
-                        "record": String::from_utf8_lossy(&line),
+                        "record": crate::rejects::masked_record(&line, &e),
                     });
                     let mut text = serde_json::to_vec(&entry).expect("serializes");
                     text.push(b'\n');

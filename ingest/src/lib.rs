@@ -23,6 +23,7 @@ pub mod http;
 pub mod metrics;
 pub mod producer;
 pub mod records;
+pub mod rejects;
 pub mod service;
 pub mod simulate;
 pub mod tls;

@@ -111,6 +111,8 @@ fn scan(c: &[char]) -> bool {
     // Number glued to a code (`ID123456789018`) is still one. The only
     // exemption is a UUID's last group, which is 12 digits by chance.
     let mut chain: Vec<Group> = Vec::with_capacity(8);
+    // UUID spans are found once per string, and only if a candidate needs them.
+    let mut uuids: Option<Vec<(usize, usize)>> = None;
     let mut i = 0;
     while i < n {
         if !c[i].is_ascii_digit() {
@@ -126,7 +128,7 @@ fn scan(c: &[char]) -> bool {
             (1..=3).contains(&gap.len()) && gap.iter().all(|&x| is_sep(x))
         });
         if !joined {
-            if hit(c, &chain) {
+            if hit(c, &chain, &mut uuids) {
                 return true;
             }
             chain.clear();
@@ -136,14 +138,14 @@ fn scan(c: &[char]) -> bool {
             len: i - start,
         });
     }
-    hit(c, &chain)
+    hit(c, &chain, &mut uuids)
 }
 
 /// Whether a finished chain holds a My Number: a group of 12 digits, or
 /// three groups of 4 printed with one separator (`1234 5678 9012`) that is
 /// not also the separator to a neighbouring group (`1234.5678.9012.1` is a
 /// version, `03-1234-5678, 1234 5678 9012` still holds one).
-fn hit(c: &[char], chain: &[Group]) -> bool {
+fn hit(c: &[char], chain: &[Group], uuids: &mut Option<Vec<(usize, usize)>>) -> bool {
     let digits = |groups: &[Group]| -> String {
         groups
             .iter()
@@ -151,11 +153,10 @@ fn hit(c: &[char], chain: &[Group]) -> bool {
             .collect()
     };
     let gap = |a: &Group, b: &Group| &c[a.start + a.len..b.start];
-    let uuids = if chain.iter().any(|g| g.len == 12 || g.len == 4) {
-        uuid_spans(c)
-    } else {
-        Vec::new()
-    };
+    if !chain.iter().any(|g| g.len == 12 || g.len == 4) {
+        return false;
+    }
+    let uuids = uuids.get_or_insert_with(|| uuid_spans(c));
     let in_uuid = |g: &Group| uuids.iter().any(|(a, b)| g.start >= *a && g.start < *b);
     for (k, g) in chain.iter().enumerate() {
         if in_uuid(g) {

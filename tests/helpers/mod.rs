@@ -437,6 +437,26 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The event id as the lake holds it: the keyed hash made with the event-id
+/// key in `keys_dir` (a pipeline's `keygen` folder), from a JSON-form line.
+pub fn lake_event_id(keys_dir: &Path, line: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+    let cfg = chitose_transform::keys::KeysConfig {
+        dir: Some(keys_dir.to_owned()),
+        ..Default::default()
+    };
+    let keys = chitose_transform::keys::KeyRing::load(&cfg, Vec::new(), false).unwrap();
+    let mut out = String::new();
+    chitose_transform::pseudonym::event_id_of(
+        &keys,
+        v["hub_prefecture"].as_str().unwrap(),
+        v["facility_code"].as_str().unwrap(),
+        v["event_id"].as_str().unwrap(),
+        &mut out,
+    );
+    out
+}
+
 /// Pseudonymized records as the transform writes them: `n` generated events
 /// through the pure transform (test key), produced to `<prefix><event_type>`.
 /// Returns the event ids per table.
@@ -482,9 +502,12 @@ pub fn produce_pseudo(
             };
             let o = t.transform(&raw, c, now, &mut s).unwrap();
             let topic = format!("{prefix}{}", o.event_type.symbol());
+            // The lake holds the keyed hash of the event id.
+            let mut hashed = String::new();
+            chitose_transform::pseudonym::event_id(t.keys(), &ev, &mut hashed);
             ids.entry(o.event_type.symbol().to_owned())
                 .or_default()
-                .push(ev.event_id.clone());
+                .push(hashed);
             fs.push(
                 p.send_result(
                     FutureRecord::to(&topic)
@@ -578,15 +601,15 @@ impl Pipeline {
             .output()
             .unwrap();
         assert_ok(&st);
-        for key in ["pseudonym-2026a", "date-2026a"] {
-            let st = std::process::Command::new(bin)
-                .args(["transform", "keygen", "--id", key, "--dir"])
-                .arg(dir.join("keys"))
-                .stdout(std::process::Stdio::null())
-                .status()
-                .unwrap();
-            assert!(st.success());
-        }
+        // Every key the default configuration needs (pseudonym, date
+        // shift, event id).
+        let st = std::process::Command::new(bin)
+            .args(["transform", "keygen", "--dir"])
+            .arg(dir.join("keys"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
         let ops: [String; 3] = std::array::from_fn(|_| format!("127.0.0.1:{}", free_port()));
         let lake = dir.join("lake");
         let spawn = |service: &str, args: Vec<String>, vars: Vec<(String, String)>| {

@@ -199,21 +199,28 @@ pub fn date_shift_days(keys: &KeyRing, linkage_key: &str, max_days: u32) -> i32 
 /// duplicates can still be found; the hub's own id (a FHIR resource id, a
 /// hospital's record number) cannot be joined back without the key.
 pub fn event_id(keys: &KeyRing, ev: &RawEvent, out: &mut String) {
+    event_id_of(
+        keys,
+        &ev.hub_prefecture,
+        &ev.facility_code,
+        &ev.event_id,
+        out,
+    );
+}
+
+/// [`event_id`] from its parts (for tools and tests that hold the key).
+pub fn event_id_of(keys: &KeyRing, hub: &str, facility: &str, id: &str, out: &mut String) {
     out.clear();
     let lp = |s: &str| (s.len() as u32).to_be_bytes();
-    let (a, b, c) = (
-        lp(&ev.hub_prefecture),
-        lp(&ev.facility_code),
-        lp(&ev.event_id),
-    );
+    let (a, b, c) = (lp(hub), lp(facility), lp(id));
     let mac = keys.mac_event(&[
         EVENT_ID_TAG,
         &a,
-        ev.hub_prefecture.as_bytes(),
+        hub.as_bytes(),
         &b,
-        ev.facility_code.as_bytes(),
+        facility.as_bytes(),
         &c,
-        ev.event_id.as_bytes(),
+        id.as_bytes(),
     ]);
     base32(&mac[..20], out);
 }
