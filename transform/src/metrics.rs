@@ -41,7 +41,7 @@ impl TransformMetrics {
         );
         let dlq = counter(
             "chitose_transform_dlq_total",
-            "Records sent to the DLQ, by error class (decode, validation, policy).",
+            "Records sent to the DLQ, by error class (decode, validation, policy, and the contract's reasons: my_number, control_character, too_long, invalid_code, not_finite).",
             &["reason"],
         );
         let dropped = counter(
