@@ -205,8 +205,10 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn kill_9_ten_times_during_one_run_lands_every_event_exactly_once() {
+    // With a client's retry of every 20th event (the same event id from
+    // another raw record): each lands once, across every restart.
     let s = setup("sink-kill", None, "roll_rows = 700");
-    let ids = helpers::produce_pseudo(&s.bootstrap, &s.prefix, 30_000, 62, 3);
+    let ids = helpers::produce_pseudo_with_retries(&s.bootstrap, &s.prefix, 30_000, 62, 3, 20);
     let n: usize = ids.values().map(Vec::len).sum();
     let mut child = run(&s, "a", "127.0.0.1:0");
     let mut rng = 0x9e3779b97f4a7c15u64;

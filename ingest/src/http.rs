@@ -19,7 +19,8 @@
 //! - 503 with `Retry-After` when the broker is unreachable or does not
 //!   acknowledge within the deadline: the client retries the whole request.
 //!   Records of a failed request may already be in the topic, so a retry
-//!   can duplicate them: downstream deduplicates by `event_id`.
+//!   can duplicate them: the sink drops a copy whose `event_id` it saw
+//!   within its de-duplication window.
 
 use crate::config::HttpConfig;
 use crate::edge::Edge;

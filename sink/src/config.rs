@@ -53,6 +53,11 @@ pub struct SinkConfig {
     pub registry_url: Option<String>,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub ops_listen: String,
+    /// A record whose event id appeared at most this many offsets earlier
+    /// in its partition is a duplicate (an HTTP client's retry) and is not
+    /// landed; 0 lands every copy. ~50 bytes of memory per record and
+    /// partition; a restart re-reads this many records.
+    pub dedupe_window_records: i64,
     /// Kafka connection.
     pub kafka: KafkaSettings,
 }
@@ -79,6 +84,7 @@ impl Default for SinkConfig {
             schemas_dir: None,
             registry_url: None,
             ops_listen: "127.0.0.1:9466".into(),
+            dedupe_window_records: 50_000,
             kafka: KafkaSettings::default(),
         }
     }
@@ -100,6 +106,13 @@ impl SinkConfig {
                     format!("{c:?}"),
                 );
             }
+        }
+        if self.dedupe_window_records < 0 {
+            return bad(
+                "dedupe_window_records",
+                "0 (off) or a positive number of records",
+                self.dedupe_window_records.to_string(),
+            );
         }
         if !self.input_pattern.starts_with('^') {
             return bad(

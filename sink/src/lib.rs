@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod core;
+pub mod dedupe;
 pub mod lake;
 pub mod metrics;
 pub mod service;

@@ -54,7 +54,7 @@ impl SinkMetrics {
         );
         let skipped = counter(
             "chitose_sink_skipped_rows_total",
-            "Rows not landed on purpose: replay (a transform replay, same source coordinates) or landed (already in a committed file).",
+            "Rows not landed on purpose: replay (a transform replay, same source coordinates), landed (already in a committed file) or duplicate_event_id (a client's retry: the same event id within the de-duplication window).",
             &["table", "reason"],
         );
         let flush = Histogram::with_opts(
@@ -131,7 +131,7 @@ fn tables() -> impl Iterator<Item = &'static str> {
 }
 
 /// Label values of `chitose_sink_skipped_rows_total{reason}`.
-pub const SKIP_REASONS: [&str; 2] = ["replay", "landed"];
+pub const SKIP_REASONS: [&str; 3] = ["replay", "landed", "duplicate_event_id"];
 
 /// Label values of `chitose_sink_paused_partitions{reason}`.
 pub const PAUSE_REASONS: [&str; 4] = [

@@ -8,8 +8,10 @@
 //! seeks to `next_offset`; Kafka's committed offsets are only advisory.
 //!
 //! Rows are skipped when the offset lies in a committed file of the same
-//! lake partition (re-read after a crash) or when their source coordinates
-//! are at or below the watermark (a transform replay). Files roll by rows,
+//! lake partition (re-read after a crash), when their source coordinates
+//! are at or below the watermark (a transform replay), or when their event
+//! id appeared within the last `dedupe_window_records` offsets of the
+//! partition (a client's retry; [`crate::dedupe`]). Files roll by rows,
 //! bytes and age; each close is one commit.
 
 use crate::config::SinkConfig;
@@ -129,6 +131,10 @@ struct Part {
     open: BTreeMap<String, OpenFile>,
     paused: Option<String>,
     last_commit: Instant,
+    /// Event ids of the last `dedupe_window_records` offsets.
+    window: crate::dedupe::Window,
+    /// The next offset the window expects (offsets feed it in order).
+    window_next: i64,
 }
 
 /// The sink.
@@ -221,7 +227,10 @@ impl Sink {
             }
             self.lake.delete(&intent).await?;
         }
-        let start = claim.next_offset;
+        // Read back the window before next_offset (event ids only), so a
+        // restarted sink drops the same duplicates one run would have.
+        let window = crate::dedupe::Window::new(self.cfg.dedupe_window_records);
+        let start = window.rebuild_from(claim.next_offset, low);
         self.parts.insert(
             (topic.to_owned(), partition),
             Part {
@@ -238,6 +247,8 @@ impl Sink {
                 open: BTreeMap::new(),
                 paused: None,
                 last_commit: Instant::now(),
+                window,
+                window_next: start,
             },
         );
         Ok(start)
@@ -311,6 +322,16 @@ impl Sink {
             return Ok(None);
         }
         let position = p.position;
+        // Records before the position are the window being read back.
+        let p = self.parts.get_mut(key).expect("checked");
+        for m in msgs.iter().filter(|m| m.offset() < position) {
+            if m.offset() >= p.window_next
+                && let Some(id) = m.payload().and_then(crate::dedupe::event_id_of)
+            {
+                p.window.see(m.offset(), id);
+                p.window_next = m.offset() + 1;
+            }
+        }
         let input: Vec<(i64, &[u8])> = msgs
             .iter()
             .filter(|m| m.offset() >= position)
@@ -384,11 +405,24 @@ impl Sink {
             }
         };
         let coords = core::source_coordinates(chunk);
+        let ids = chunk.batch.column_by_name("event_id").and_then(|c| {
+            c.as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .cloned()
+        });
         let p = self.parts.get_mut(key).expect("caller checked");
         let mut keep = vec![true; keys.len()];
-        let (mut replays, mut landed) = (0u64, 0u64);
+        let (mut replays, mut landed, mut duplicates) = (0u64, 0u64, 0u64);
         for i in 0..keys.len() {
             let o = chunk.offsets[i];
+            // Every row enters the window, whatever happens to it below.
+            let duplicate = match &ids {
+                Some(ids) if o >= p.window_next && !arrow_array::Array::is_null(ids, i) => {
+                    p.window_next = o + 1;
+                    p.window.see(o, ids.value(i))
+                }
+                _ => false,
+            };
             let already = p
                 .landed
                 .iter()
@@ -409,7 +443,16 @@ impl Sink {
             if already {
                 keep[i] = false;
                 landed += 1;
+            } else if duplicate {
+                keep[i] = false;
+                duplicates += 1;
             }
+        }
+        if duplicates > 0 {
+            self.metrics
+                .skipped
+                .with_label_values(&[&p.table, "duplicate_event_id"])
+                .inc_by(duplicates);
         }
         if replays > 0 {
             self.metrics
@@ -423,7 +466,7 @@ impl Sink {
                 .with_label_values(&[&p.table, "landed"])
                 .inc_by(landed);
         }
-        self.summary.skipped += replays + landed;
+        self.summary.skipped += replays + landed + duplicates;
         for (pkey, batch, offsets) in core::split(chunk, &keys, &keep) {
             // A new schema version starts a new file.
             let p = self.parts.get_mut(key).expect("caller checked");

@@ -467,6 +467,21 @@ pub fn produce_pseudo(
     seed: u64,
     partitions: i32,
 ) -> HashMap<String, Vec<String>> {
+    produce_pseudo_with_retries(bootstrap, prefix, n, seed, partitions, 0)
+}
+
+/// As [`produce_pseudo`], and every `retry_every`-th event (0: none) a
+/// second time, as a client's retry reaches the pipeline: the same event,
+/// another raw record (other source coordinates), a few records later.
+/// The ids returned are each event's once.
+pub fn produce_pseudo_with_retries(
+    bootstrap: &str,
+    prefix: &str,
+    n: usize,
+    seed: u64,
+    partitions: i32,
+    retry_every: usize,
+) -> HashMap<String, Vec<String>> {
     use chitose_transform::core::{Coords, Scratch};
     let t = chitose_transform::core::fixed_key_transformer("pseudonymized");
     let codec = RawCodec::new(SchemaStore::embedded());
@@ -491,8 +506,33 @@ pub fn produce_pseudo(
     let now = chitose_schemas::codec::Timestamp::now();
     rt.block_on(async {
         let mut fs = Vec::with_capacity(n);
+        let mut retries: Vec<(usize, chitose_schemas::raw::RawEvent)> = Vec::new();
         for i in 0..n {
             let ev = g.next_event();
+            if retry_every > 0 && i % retry_every == 3 {
+                retries.push((i + 7, ev.clone()));
+            }
+            // Due retries: transformed again from a raw record of their own.
+            while retries.first().is_some_and(|(at, _)| *at <= i) {
+                let (at, again) = retries.remove(0);
+                let mut raw = Vec::new();
+                codec.encode_soe(&again, &mut raw);
+                let c = Coords {
+                    topic: "health.raw.test",
+                    partition: 1,
+                    offset: at as i64,
+                };
+                let o = t.transform(&raw, c, now, &mut s).unwrap();
+                let topic = format!("{prefix}{}", o.event_type.symbol());
+                fs.push(
+                    p.send_result(
+                        FutureRecord::to(&topic)
+                            .key(s.pseudonym.as_bytes())
+                            .payload(&s.value),
+                    )
+                    .unwrap(),
+                );
+            }
             let mut raw = Vec::new();
             codec.encode_soe(&ev, &mut raw);
             let c = Coords {

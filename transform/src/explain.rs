@@ -94,8 +94,10 @@ pub fn explain(policy: &Policy, plans: &[TablePlan], raw: &[Leaf]) -> String {
     let _ = writeln!(s, "{}\n", policy.description);
     let _ = writeln!(
         s,
-        "Pseudonym: HMAC-SHA256 of the first linkage basis present ({}), base32; \
-         the key id is written with it. Date shift: {}.\n",
+        "Pseudonym: HMAC-SHA256 of the first linkage basis present ({}), base32, over \
+         length-prefixed normalized parts (insurance only with its 枝番); the key id is \
+         written with it. Event id: HMAC-SHA256 under the event-id key, never the hub's id. \
+         Date shift: {}.\n",
         policy
             .linkage
             .iter()
@@ -106,7 +108,7 @@ pub fn explain(policy: &Policy, plans: &[TablePlan], raw: &[Leaf]) -> String {
             "none".to_owned()
         } else {
             format!(
-                "one offset per patient in ±{} days, from HMAC(date key, pseudonym)",
+                "one offset per patient in ±{} days, from HMAC(date key, linkage key); ages on the shifted date",
                 policy.max_shift_days
             )
         }

@@ -229,3 +229,108 @@ fn explain_lists_every_field_of_every_table_from_the_policy() {
         "{md}"
     );
 }
+
+/// docs/privacy.md's table says, per profile, what happens to the columns
+/// an attacker cares about; the compiled profiles must do exactly that.
+#[test]
+fn the_privacy_page_agrees_with_the_shipped_profiles() {
+    use chitose_transform::policy::{GeoLevel, IcdLevel, Op};
+    let page = include_str!("../../docs/privacy.md");
+    let store = SchemaStore::embedded();
+    let raw = raw_leaves(&store);
+    let header = "| column | pseudonymized | pseudonymized-shifted |";
+    let at = page.find(header).expect("the table");
+    let rows: Vec<Vec<String>> = page[at..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_owned())
+                .collect()
+        })
+        .collect();
+    assert!(rows.len() >= 12, "{rows:?}");
+    for (i, profile) in ["pseudonymized", "pseudonymized-shifted"]
+        .iter()
+        .enumerate()
+    {
+        let p = Policy::load(profile, &raw).unwrap();
+        let op = |field: &str| {
+            &p.rules
+                .iter()
+                .find(|r| r.field == field)
+                .unwrap_or_else(|| panic!("{field}"))
+                .op
+        };
+        for row in &rows {
+            let (column, says) = (row[0].as_str(), row[i + 1].as_str());
+            let first = column.split(',').next().unwrap().trim().trim_matches('`');
+            let ok = match (first, says) {
+                ("event_id", "keyed hash") => *op("event_id") == Op::Hash,
+                (c, "kept" | "dropped") => {
+                    let kept = p
+                        .added
+                        .iter()
+                        .find(|(n, _)| n == c)
+                        .unwrap_or_else(|| panic!("{c}"))
+                        .1;
+                    kept == (says == "kept")
+                }
+                ("event_date", "exact") => {
+                    matches!(op("occurred_at"), Op::Date { .. }) && p.max_shift_days == 0
+                }
+                ("event_date", s) if s.starts_with("shifted ±") => {
+                    matches!(op("occurred_at"), Op::Date { shift: true, .. })
+                        && s == format!("shifted ±{} days", p.max_shift_days)
+                }
+                ("age_at_event", "calendar year") => matches!(op("birth_date"), Op::Age { .. }),
+                ("residence", "municipality") => {
+                    *op("postal_code")
+                        == Op::Residence {
+                            level: GeoLevel::Municipality,
+                        }
+                }
+                ("residence", "prefecture") => {
+                    *op("postal_code")
+                        == Op::Residence {
+                            level: GeoLevel::Prefecture,
+                        }
+                }
+                ("icd10", "full code") => {
+                    *op("icd10_code")
+                        == Op::Icd10 {
+                            finest: IcdLevel::Code,
+                        }
+                }
+                ("icd10", "3 characters") => {
+                    *op("icd10_code")
+                        == Op::Icd10 {
+                            finest: IcdLevel::Category,
+                        }
+                }
+                (c, "free text, dropped") => *op(c) == Op::DropFreeText,
+                (c, s) if s.starts_with("vocabulary ") => {
+                    *op(c)
+                        == Op::Vocabulary {
+                            list: s["vocabulary ".len()..].to_owned(),
+                        }
+                }
+                (c, s) => panic!("docs/privacy.md: {c}: unknown statement {s:?}"),
+            };
+            assert!(
+                ok,
+                "docs/privacy.md says {column} is {says:?} in {profile}, the profile does otherwise"
+            );
+        }
+        // And the explanation shows a risk wherever free text is kept.
+        let plans = chitose_transform::plan::compile(&p, &raw, &store).unwrap();
+        let md = chitose_transform::explain::explain(&p, &plans, &raw);
+        assert_eq!(
+            md.contains("RISK"),
+            p.rules.iter().any(|r| r.op == Op::KeepFreeText),
+            "{profile}"
+        );
+    }
+}
