@@ -81,8 +81,14 @@ bootstrap_servers = "{bootstrap}"
     s
 }
 
+/// My Number written into records that bypass ingest (digits of π).
+const BYPASS_MY_NUMBER: &str = "3141.5926.5352";
+
 /// Produces `n` raw events (every 50th a garbage record, every 97th from
-/// the future) and returns how many are good.
+/// the future, every 61st valid Avro that breaks the contract as a producer
+/// bypassing ingest would write it: a My Number in a drug name, NaN, an
+/// over-long ICD-10 suffix, a control character) and returns how many are
+/// good.
 fn produce(s: &Setup, n: usize) -> usize {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let settings = KafkaSettings::at(&s.bootstrap);
@@ -104,8 +110,18 @@ fn produce(s: &Setup, n: usize) -> usize {
             if i % 50 == 7 {
                 bytes = b"\xC3\x01not an avro record".to_vec();
             } else {
+                use chitose_schemas::raw::Payload;
                 if i % 97 == 5 {
                     ev.occurred_at = Timestamp(Timestamp::now().0 + 86_400_000);
+                } else if i % 61 == 13 {
+                    match &mut ev.payload {
+                        Payload::Prescription(p) => {
+                            p.drug_name = Some(format!("錠 {BYPASS_MY_NUMBER}"));
+                        }
+                        Payload::LabResult(l) => l.value_numeric = Some(f64::NAN),
+                        Payload::Diagnosis(d) => d.icd10_code = "E11.9ABCDE".into(),
+                        _ => ev.patient.name_kana = Some("ヤマダ\u{1f}タロウ".into()),
+                    }
                 } else {
                     good += 1;
                 }
@@ -270,7 +286,17 @@ fn kill_9_run(exactly_once: bool) {
         .map(|r| {
             assert_eq!(r.headers["chitose.dlq.stage"], "transform");
             assert!(
-                ["decode", "validation"].contains(&r.headers["chitose.dlq.error_class"].as_str())
+                [
+                    "decode",
+                    "validation",
+                    "my_number",
+                    "not_finite",
+                    "invalid_code",
+                    "control_character"
+                ]
+                .contains(&r.headers["chitose.dlq.error_class"].as_str()),
+                "{:?}",
+                r.headers
             );
             (
                 r.headers["chitose.dlq.source_partition"].clone(),
@@ -279,6 +305,27 @@ fn kill_9_run(exactly_once: bool) {
         })
         .collect();
     assert_eq!(dlq_coords.len(), n - good, "every bad record dead-lettered");
+    // Each kind of contract breach was among them, and none reached a
+    // pseudonymized topic.
+    let classes: HashSet<&str> = dlq
+        .iter()
+        .map(|r| r.headers["chitose.dlq.error_class"].as_str())
+        .collect();
+    for c in [
+        "my_number",
+        "not_finite",
+        "invalid_code",
+        "control_character",
+    ] {
+        assert!(classes.contains(c), "{c} not seen: {classes:?}");
+    }
+    for t in TYPES {
+        for r in helpers::read_topic_bytes(&s.bootstrap, &format!("{}{t}", s.prefix)) {
+            let text = String::from_utf8_lossy(&r.value);
+            assert!(!text.contains(BYPASS_MY_NUMBER) && !text.contains("E11.9ABCDE"));
+            assert!(!text.contains("ヤマダ\u{1f}タロウ"));
+        }
+    }
     eprintln!(
         "{} mode: {kills} kills, {} outputs for {good} good records ({dups} replays), {} DLQ records for {} bad",
         if exactly_once {

@@ -113,6 +113,10 @@ pub struct Outcome {
     pub event_type: EventType,
     /// Basis of the pseudonym.
     pub basis: Basis,
+    /// The record had an insurance tuple without its 枝番, so the insurance
+    /// basis could not be used (counted: a hub that never sends it links
+    /// its patients more weakly).
+    pub insurance_without_branch: bool,
 }
 
 struct Icd {
@@ -304,6 +308,9 @@ impl Transformer {
         Ok(Outcome {
             event_type: ev.event_type,
             basis,
+            insurance_without_branch: basis != Basis::Insurance
+                && self.policy.linkage.contains(&Basis::Insurance)
+                && pseudonym::insurance_without_branch(ev),
         })
     }
 }

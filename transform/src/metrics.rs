@@ -21,6 +21,8 @@ pub struct TransformMetrics {
     pub batch: Histogram,
     /// Transactions aborted (and retried), by cause.
     pub aborts: IntCounterVec,
+    /// Records whose linkage fell through a basis, by reason.
+    pub linkage_fallback: IntCounterVec,
     /// Lag gauges.
     pub lag: LagGauges,
 }
@@ -81,8 +83,15 @@ impl TransformMetrics {
         for c in ABORT_CAUSES {
             aborts.with_label_values(&[c]);
         }
+        let linkage_fallback = counter(
+            "chitose_transform_linkage_fallback_total",
+            "Records whose pseudonym could not use a linkage basis they had inputs for, by reason (insurance_without_branch: an insurance tuple without its 枝番 names a family, not a person).",
+            &["reason"],
+        );
+        linkage_fallback.with_label_values(&["insurance_without_branch"]);
         let lag = LagGauges::new("transform", &registry);
         TransformMetrics {
+            linkage_fallback,
             registry,
             processed,
             dlq,

@@ -183,6 +183,7 @@ pub async fn run_with(
 
 struct Pending {
     written: BTreeMap<&'static str, u64>,
+    no_branch: u64,
     dlq: BTreeMap<&'static str, u64>,
     empty: u64,
     oldest_ts: Option<i64>,
@@ -251,6 +252,12 @@ fn worker(
                 for (class, n) in &p.dlq {
                     metrics.dlq.with_label_values(&[class]).inc_by(*n);
                     summary.dlq += n;
+                }
+                if p.no_branch > 0 {
+                    metrics
+                        .linkage_fallback
+                        .with_label_values(&["insurance_without_branch"])
+                        .inc_by(p.no_branch);
                 }
                 if p.empty > 0 {
                     metrics
@@ -379,6 +386,7 @@ fn process(
     }
     let mut p = Pending {
         written: BTreeMap::new(),
+        no_branch: 0,
         dlq: BTreeMap::new(),
         empty: 0,
         oldest_ts: None,
@@ -414,6 +422,7 @@ fn process(
                         .payload(s.value.as_slice()),
                 )?;
                 *p.written.entry(o.event_type.symbol()).or_default() += 1;
+                p.no_branch += u64::from(o.insurance_without_branch);
             }
             Err(e) => {
                 let message = e.to_string();
