@@ -97,6 +97,86 @@ fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// The generator as Osaka's hub (27) sends.
+fn osaka_hub(seed: u64, patients: usize, bad_share: f64) -> Generator {
+    Generator::new(SimConfig {
+        seed,
+        patients,
+        bad_share,
+        prefectures: vec!["27".into()],
+        hub: Some("27".into()),
+        ..SimConfig::default()
+    })
+    .unwrap()
+}
+
+/// The lake as analysts read it (pyarrow, DuckDB), every row dumped to
+/// `dir/lake-dump.jsonl`; returns the dump and the row count.
+fn dump_lake(dir: &Path, lake: &Path) -> (std::path::PathBuf, u64) {
+    let dump = dir.join("lake-dump.jsonl");
+    let out = Command::new(helpers::python())
+        .arg(helpers::repo().join("tests/python/read_lake.py"))
+        .arg(lake)
+        .arg("--dump")
+        .arg(&dump)
+        .output()
+        .unwrap();
+    helpers::assert_ok(&out);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: u64 = report
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|t| t["duckdb_rows"].as_u64().unwrap())
+        .sum();
+    (dump, rows)
+}
+
+/// Every place downstream of the transform a needle must not be: each
+/// lake row (decoded) and file (bytes), each record of the pseudonymized
+/// topics (value, key, header names and values), each service's log and
+/// metrics. Returns the hits (where, needle) and the topic records read.
+fn scan_downstream(
+    p: &helpers::Pipeline,
+    dump: &Path,
+    scrapes: &[String],
+    needles: &[String],
+) -> (Vec<(String, String)>, u64) {
+    let ac = AhoCorasick::new(needles).unwrap();
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut scan = |what: String, hay: &[u8]| {
+        for h in hits(&ac, needles, hay) {
+            found.push((what.clone(), h));
+        }
+    };
+    scan("lake rows".into(), &std::fs::read(dump).unwrap());
+    let mut lake_files = Vec::new();
+    files(&p.lake, &mut lake_files);
+    for f in &lake_files {
+        scan(f.display().to_string(), &std::fs::read(f).unwrap());
+    }
+    let mut records = 0u64;
+    for t in chitose_schemas::raw::EventType::ALL {
+        let topic = format!("{}.pseudo.{}", p.prefix, t.symbol());
+        for r in helpers::read_topic_bytes(&p.kafka, &topic) {
+            records += 1;
+            scan(format!("{topic} record"), &r.value);
+            scan(format!("{topic} key"), &r.key.unwrap_or_default());
+            for (k, v) in &r.headers {
+                scan(format!("{topic} header {k}"), k.as_bytes());
+                scan(format!("{topic} header {k}"), v.as_bytes());
+            }
+        }
+    }
+    for name in ["ingest", "transform", "sink"] {
+        scan(format!("{name} log"), &p.log(name));
+    }
+    for (name, text) in ["ingest", "transform", "sink"].iter().zip(scrapes) {
+        scan(format!("{name} metrics"), text.as_bytes());
+    }
+    (found, records)
+}
+
 #[test]
 fn no_identifier_reaches_the_lake_the_pseudonymized_topics_the_logs_or_the_metrics() {
     let dir = helpers::scratch("pii-hub");
@@ -109,15 +189,7 @@ fn no_identifier_reaches_the_lake_the_pseudonymized_topics_the_logs_or_the_metri
     let to_avro = JsonToAvro::new(raw.schema.clone()).unwrap();
     let shown = Renderer::new(store.clone(), true);
     let masked = Renderer::new(store, false);
-    let mut g = Generator::new(SimConfig {
-        seed: 77,
-        patients: 800,
-        bad_share: 0.05,
-        prefectures: vec!["27".into()],
-        hub: Some("27".into()),
-        ..SimConfig::default()
-    })
-    .unwrap();
+    let mut g = osaka_hub(77, 800, 0.05);
     let mut identifiers = BTreeSet::new();
     let mut body = Vec::new();
     let (mut good, mut echoed, mut my_numbers) = (0u64, 0u64, 0u64);
@@ -196,66 +268,15 @@ fn no_identifier_reaches_the_lake_the_pseudonymized_topics_the_logs_or_the_metri
         );
     };
     p.stop();
-    let (kafka, prefix, lake) = (p.kafka.clone(), p.prefix.clone(), p.lake.clone());
-
     let needles: Vec<String> = identifiers.into_iter().collect();
-    let ac = AhoCorasick::new(&needles).unwrap();
-    let mut found: Vec<(String, String)> = Vec::new();
-    let mut scan = |what: String, hay: &[u8]| {
-        for h in hits(&ac, &needles, hay) {
-            found.push((what.clone(), h));
-        }
-    };
-
-    // The lake: every value of every row (decoded), and every file's bytes.
-    let dump = dir.join("lake-dump.jsonl");
-    let out = Command::new(helpers::python())
-        .arg(helpers::repo().join("tests/python/read_lake.py"))
-        .arg(&lake)
-        .arg("--dump")
-        .arg(&dump)
-        .output()
-        .unwrap();
-    helpers::assert_ok(&out);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows: u64 = report
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|t| t["duckdb_rows"].as_u64().unwrap())
-        .sum();
+    let (dump, rows) = dump_lake(&dir, &p.lake);
     assert_eq!(
         rows,
         good + echoed,
         "every clean record landed, and the echoed ones with their test name dropped"
     );
-    scan("lake rows".into(), &std::fs::read(&dump).unwrap());
-    let mut lake_files = Vec::new();
-    files(&lake, &mut lake_files);
-    for f in &lake_files {
-        scan(f.display().to_string(), &std::fs::read(f).unwrap());
-    }
-    // Every record of the pseudonymized topics: key, value, headers.
-    let mut records = 0;
-    for t in chitose_schemas::raw::EventType::ALL {
-        let topic = format!("{prefix}.pseudo.{}", t.symbol());
-        for r in helpers::read_topic_bytes(&kafka, &topic) {
-            records += 1;
-            scan(format!("{topic} record"), &r.value);
-            scan(format!("{topic} key"), &r.key.unwrap_or_default());
-            for (k, v) in &r.headers {
-                scan(format!("{topic} header {k}"), v.as_bytes());
-            }
-        }
-    }
-    assert!(records as u64 >= good);
-    // Every log line of every service (debug level), every metric.
-    for name in ["ingest", "transform", "sink"] {
-        scan(format!("{name} log"), &p.log(name));
-    }
-    for (name, text) in ["ingest", "transform", "sink"].iter().zip(&scrapes) {
-        scan(format!("{name} metrics"), text.as_bytes());
-    }
+    let (found, records) = scan_downstream(&p, &dump, &scrapes, &needles);
+    assert!(records >= good);
     assert!(
         found.is_empty(),
         "{} identifier(s) found, e.g. {:?}",
@@ -264,8 +285,9 @@ fn no_identifier_reaches_the_lake_the_pseudonymized_topics_the_logs_or_the_metri
     );
 
     // Positive control: the scanner finds the identifiers where they may be.
+    let ac = AhoCorasick::new(&needles).unwrap();
     let mut control = 0;
-    for r in helpers::read_topic_bytes(&kafka, &format!("{prefix}.raw.27")) {
+    for r in helpers::read_topic_bytes(&p.kafka, &format!("{}.raw.27", p.prefix)) {
         control += hits(&ac, &needles, &r.value).len();
     }
     assert!(
@@ -544,15 +566,7 @@ fn send_corpus(hub: &Path) -> Sent {
         sent.lines.push(serde_json::to_vec(&v).unwrap());
     }
     // Simulated hub traffic beside the corpus.
-    let mut g = Generator::new(SimConfig {
-        seed: 515,
-        patients: 300,
-        bad_share: 0.02,
-        prefectures: vec!["27".into()],
-        hub: Some("27".into()),
-        ..SimConfig::default()
-    })
-    .unwrap();
+    let mut g = osaka_hub(515, 300, 0.02);
     for _ in 0..600 {
         let line = g.next_line();
         if let Verdict::Good { event_id } = &line.verdict {
@@ -669,7 +683,6 @@ fn attack_profile(profile: &str) {
         );
     };
     p.stop();
-    let (kafka, prefix, lake) = (p.kafka.clone(), p.prefix.clone(), p.lake.clone());
     let read = |t: &str, m: &str| helpers::metric_sum(t, m) as u64;
     let (accepted, rejected) = (
         read(&scrapes[0], "chitose_ingest_events_accepted_total"),
@@ -681,22 +694,7 @@ fn attack_profile(profile: &str) {
     );
 
     // 1. Nothing lost: every record is landed, rejected or dead-lettered.
-    let dump = dir.join("lake-dump.jsonl");
-    let out = Command::new(helpers::python())
-        .arg(helpers::repo().join("tests/python/read_lake.py"))
-        .arg(&lake)
-        .arg("--dump")
-        .arg(&dump)
-        .output()
-        .unwrap();
-    helpers::assert_ok(&out);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows: u64 = report
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|t| t["duckdb_rows"].as_u64().unwrap())
-        .sum();
+    let (dump, rows) = dump_lake(&dir, &p.lake);
     assert_eq!(rows, transformed, "landed = transformed");
     assert_eq!(
         accepted,
@@ -723,39 +721,8 @@ fn attack_profile(profile: &str) {
     //    pseudonymized topics (values, keys, headers), logs, metrics; and no
     //    My Number in rejects/.
     let needles: Vec<String> = sent.needles.iter().cloned().collect();
-    let ac = AhoCorasick::new(&needles).unwrap();
-    let mut found: Vec<(String, String)> = Vec::new();
-    let mut scan = |what: String, hay: &[u8]| {
-        for h in hits(&ac, &needles, hay) {
-            found.push((what.clone(), h));
-        }
-    };
-    scan("lake rows".into(), &std::fs::read(&dump).unwrap());
-    let mut lake_files = Vec::new();
-    files(&lake, &mut lake_files);
-    for f in &lake_files {
-        scan(f.display().to_string(), &std::fs::read(f).unwrap());
-    }
-    let mut records = 0u64;
-    for t in chitose_schemas::raw::EventType::ALL {
-        let topic = format!("{prefix}.pseudo.{}", t.symbol());
-        for r in helpers::read_topic_bytes(&kafka, &topic) {
-            records += 1;
-            scan(format!("{topic} record"), &r.value);
-            scan(format!("{topic} key"), &r.key.unwrap_or_default());
-            for (k, v) in &r.headers {
-                scan(format!("{topic} header {k}"), k.as_bytes());
-                scan(format!("{topic} header {k}"), v.as_bytes());
-            }
-        }
-    }
+    let (found, records) = scan_downstream(&p, &dump, &scrapes, &needles);
     assert_eq!(records, transformed, "every transformed record scanned");
-    for name in ["ingest", "transform", "sink"] {
-        scan(format!("{name} log"), &p.log(name));
-    }
-    for (name, text) in ["ingest", "transform", "sink"].iter().zip(&scrapes) {
-        scan(format!("{name} metrics"), text.as_bytes());
-    }
     assert!(
         found.is_empty(),
         "{profile}: {} needle(s) found downstream, e.g. {:?}",
@@ -778,8 +745,9 @@ fn attack_profile(profile: &str) {
         assert!(!rejects.contains(mn.as_str()));
     }
     // Positive control: the scanner finds the needles on the raw topic.
+    let ac = AhoCorasick::new(&needles).unwrap();
     let mut control = BTreeSet::new();
-    for r in helpers::read_topic_bytes(&kafka, &format!("{prefix}.raw.27")) {
+    for r in helpers::read_topic_bytes(&p.kafka, &format!("{}.raw.27", p.prefix)) {
         control.extend(hits(&ac, &needles, &r.value));
     }
     assert!(
@@ -794,7 +762,7 @@ fn attack_profile(profile: &str) {
     std::fs::write(&truth_path, serde_json::to_vec(&truth).unwrap()).unwrap();
     let out = Command::new(helpers::python())
         .arg(helpers::repo().join("tests/python/attacks.py"))
-        .arg(&lake)
+        .arg(&p.lake)
         .arg(&truth_path)
         .output()
         .unwrap();

@@ -504,6 +504,28 @@ pub fn produce_pseudo_with_retries(
     let mut ids: HashMap<String, Vec<String>> = HashMap::new();
     let mut s = Scratch::default();
     let now = chitose_schemas::codec::Timestamp::now();
+    // One raw event through the pure transform, produced to its table's
+    // topic, from the given raw coordinates.
+    let send =
+        |ev: &chitose_schemas::raw::RawEvent, partition: i32, offset: i64, s: &mut Scratch| {
+            let mut raw = Vec::new();
+            codec.encode_soe(ev, &mut raw);
+            let c = Coords {
+                topic: "health.raw.test",
+                partition,
+                offset,
+            };
+            let o = t.transform(&raw, c, now, s).unwrap();
+            let topic = format!("{prefix}{}", o.event_type.symbol());
+            let f = p
+                .send_result(
+                    FutureRecord::to(&topic)
+                        .key(s.pseudonym.as_bytes())
+                        .payload(&s.value),
+                )
+                .unwrap();
+            (o.event_type, f)
+        };
     rt.block_on(async {
         let mut fs = Vec::with_capacity(n);
         let mut retries: Vec<(usize, chitose_schemas::raw::RawEvent)> = Vec::new();
@@ -515,47 +537,16 @@ pub fn produce_pseudo_with_retries(
             // Due retries: transformed again from a raw record of their own.
             while retries.first().is_some_and(|(at, _)| *at <= i) {
                 let (at, again) = retries.remove(0);
-                let mut raw = Vec::new();
-                codec.encode_soe(&again, &mut raw);
-                let c = Coords {
-                    topic: "health.raw.test",
-                    partition: 1,
-                    offset: at as i64,
-                };
-                let o = t.transform(&raw, c, now, &mut s).unwrap();
-                let topic = format!("{prefix}{}", o.event_type.symbol());
-                fs.push(
-                    p.send_result(
-                        FutureRecord::to(&topic)
-                            .key(s.pseudonym.as_bytes())
-                            .payload(&s.value),
-                    )
-                    .unwrap(),
-                );
+                fs.push(send(&again, 1, at as i64, &mut s).1);
             }
-            let mut raw = Vec::new();
-            codec.encode_soe(&ev, &mut raw);
-            let c = Coords {
-                topic: "health.raw.test",
-                partition: 0,
-                offset: i as i64,
-            };
-            let o = t.transform(&raw, c, now, &mut s).unwrap();
-            let topic = format!("{prefix}{}", o.event_type.symbol());
+            let (event_type, f) = send(&ev, 0, i as i64, &mut s);
+            fs.push(f);
             // The lake holds the keyed hash of the event id.
             let mut hashed = String::new();
             chitose_transform::pseudonym::event_id(t.keys(), &ev, &mut hashed);
-            ids.entry(o.event_type.symbol().to_owned())
+            ids.entry(event_type.symbol().to_owned())
                 .or_default()
                 .push(hashed);
-            fs.push(
-                p.send_result(
-                    FutureRecord::to(&topic)
-                        .key(s.pseudonym.as_bytes())
-                        .payload(&s.value),
-                )
-                .unwrap(),
-            );
             if fs.len() >= 5_000 {
                 for f in fs.drain(..) {
                     f.await.unwrap().unwrap();
