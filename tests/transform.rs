@@ -406,15 +406,20 @@ fn dead_letters_are_listed_and_replayed_and_metrics_reconcile() {
         "{text}"
     );
     let bad = (n - good) as f64;
+    // Every class the transform writes adds up to the bad records (decode,
+    // validation, and the contract's classes for the bypassing producer).
     assert_eq!(
-        metric(&text, "chitose_transform_dlq_total", "reason=\"decode\"")
-            + metric(
+        chitose_transform::core::DLQ_CLASSES
+            .iter()
+            .map(|c| metric(
                 &text,
                 "chitose_transform_dlq_total",
-                "reason=\"validation\""
-            ),
+                &format!("reason=\"{c}\"")
+            ))
+            .sum::<f64>(),
         bad
     );
+    assert!(metric(&text, "chitose_transform_dlq_total", "reason=\"my_number\"") > 0.0);
 
     let (ok, list, err) = chitose_out(&[
         "dlq",
