@@ -55,16 +55,37 @@ fn is_sep(c: char) -> bool {
 
 /// True when `s` holds a My Number anywhere.
 pub fn contains_my_number(s: &str) -> bool {
+    if s.is_ascii() {
+        // The hot path (codes, ids, numbers): bytes counted without decoding,
+        // and short strings scanned from a stack buffer, not a Vec.
+        if s.bytes().filter(u8::is_ascii_digit).count() < 12 || is_uuid(s.as_bytes()) {
+            return false;
+        }
+        let mut buf = ['\0'; 128];
+        if s.len() <= buf.len() {
+            for (d, b) in buf.iter_mut().zip(s.bytes()) {
+                *d = char::from(b);
+            }
+            return scan(&buf[..s.len()]);
+        }
+        return scan(&s.chars().collect::<Vec<_>>());
+    }
     // Cheap exit: fewer than 12 digit-like characters cannot hold one.
-    let digitish = s.chars().filter(|c| c.is_numeric()).count();
-    if digitish < 12 {
+    if s.chars().filter(|c| c.is_numeric()).count() < 12 {
         return false;
     }
-    if s.is_ascii() {
-        scan(&s.chars().collect::<Vec<_>>())
-    } else {
-        scan(&s.nfkc().collect::<Vec<_>>())
-    }
+    scan(&s.nfkc().collect::<Vec<_>>())
+}
+
+/// Whether `b` is exactly one UUID (`8-4-4-4-12` hexadecimal): the usual
+/// event id, whose digit groups are exempt (see [`uuid_spans`]), so it is
+/// answered without a scan.
+fn is_uuid(b: &[u8]) -> bool {
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 /// The character ranges of the UUIDs in `c` (`8-4-4-4-12` hexadecimal,

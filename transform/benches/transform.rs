@@ -138,7 +138,10 @@ fn main() {
     p.flush(Duration::from_secs(60)).unwrap();
     let transformer = chitose_transform::service::build(
         &cfg,
-        vec![("CHITOSE_KEY_PSEUDONYM_2026A".into(), "ab".repeat(32))],
+        vec![
+            ("CHITOSE_KEY_PSEUDONYM_2026A".into(), "ab".repeat(32)),
+            ("CHITOSE_KEY_EVENT_2026A".into(), "cd".repeat(32)),
+        ],
     )
     .unwrap();
     results.push(measure(
