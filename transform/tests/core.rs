@@ -742,3 +742,39 @@ fn policy_text(name: &str) -> String {
 fn leak_scan(ev: &RawEvent, out: &[u8], pseudonym: &str) {
     leak::scan(ev, out, pseudonym)
 }
+
+#[test]
+fn an_insurance_tuple_without_its_branch_names_no_one() {
+    // Two members of one family share insurer, symbol and number; only the
+    // 枝番 tells them apart. Without it the insurance basis is not used.
+    let t = transformer("pseudonymized", "k1");
+    let mut sc = Scratch::default();
+    let base = events(21, 200)
+        .into_iter()
+        .find(|e| e.patient.insurance.is_some() && e.patient.name_kana.is_some())
+        .unwrap();
+    let mut parent = base.clone();
+    let mut child = base.clone();
+    child.patient.name_kana = Some("ヤマダ　ハナ".into());
+    child.patient.birth_date = chitose_schemas::codec::Date(base.patient.birth_date.0 + 9_000);
+    child.patient.local_patient_id = "CHILD-1".into();
+    let mut pseudonyms = Vec::new();
+    for ev in [&mut parent, &mut child] {
+        ev.patient.insurance.as_mut().unwrap().insured_branch = None;
+        let o = t.transform(&encode(ev), coords(0), NOW, &mut sc).unwrap();
+        assert_eq!(o.basis.name(), "kana_birth_sex");
+        assert!(o.insurance_without_branch);
+        pseudonyms.push(sc.pseudonym.clone());
+    }
+    assert_ne!(pseudonyms[0], pseudonyms[1], "a family is not one person");
+    // With their branch numbers, each is linked by insurance, apart.
+    let mut with = Vec::new();
+    for (ev, branch) in [(&mut parent, "00"), (&mut child, "02")] {
+        ev.patient.insurance.as_mut().unwrap().insured_branch = Some(branch.into());
+        let o = t.transform(&encode(ev), coords(0), NOW, &mut sc).unwrap();
+        assert_eq!(o.basis.name(), "insurance");
+        assert!(!o.insurance_without_branch);
+        with.push(sc.pseudonym.clone());
+    }
+    assert_ne!(with[0], with[1]);
+}
