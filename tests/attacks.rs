@@ -97,6 +97,29 @@ fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// Scrapes ingest, transform and sink every second until `done` holds for
+/// their metrics (then returns them), failing after `secs`.
+fn drained(
+    p: &helpers::Pipeline,
+    secs: u64,
+    done: impl Fn(&str, &str, &str) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        if let [Some(i), Some(t), Some(k)] = &p.scrape()[..]
+            && done(i, t, k)
+        {
+            return vec![i.clone(), t.clone(), k.clone()];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pipeline did not drain: {}",
+            p.dir.display()
+        );
+    }
+}
+
 /// The generator as Osaka's hub (27) sends.
 fn osaka_hub(seed: u64, patients: usize, bad_share: f64) -> Generator {
     Generator::new(SimConfig {
@@ -252,21 +275,10 @@ fn no_identifier_reaches_the_lake_the_pseudonymized_topics_the_logs_or_the_metri
         &[("RUST_LOG", "debug,rdkafka=info")],
         &[],
     );
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let scrapes: Vec<String> = loop {
-        std::thread::sleep(Duration::from_secs(1));
-        if let [Some(i), Some(t), Some(k)] = &p.scrape()[..]
-            && helpers::metric_sum(k, "chitose_sink_rows_total") as u64 >= good + echoed
+    let scrapes = drained(&p, 180, |_, t, k| {
+        helpers::metric_sum(k, "chitose_sink_rows_total") as u64 >= good + echoed
             && helpers::metric_sum(t, "chitose_transform_records_total") as u64 >= good + echoed
-        {
-            break vec![i.clone(), t.clone(), k.clone()];
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pipeline did not drain: {}",
-            p.dir.display()
-        );
-    };
+    });
     p.stop();
     let needles: Vec<String> = identifiers.into_iter().collect();
     let (dump, rows) = dump_lake(&dir, &p.lake);
@@ -658,30 +670,18 @@ fn attack_profile(profile: &str) {
     );
     // Drained: every file done, every accepted record transformed or
     // dead-lettered, every transformed one landed.
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let scrapes: Vec<String> = loop {
-        std::thread::sleep(Duration::from_secs(1));
+    let scrapes = drained(&p, 240, |i, t, k| {
         let pending = std::fs::read_dir(&hub)
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| e.path().is_file())
             .count();
-        if let [Some(i), Some(t), Some(k)] = &p.scrape()[..] {
-            let accepted = helpers::metric_sum(i, "chitose_ingest_events_accepted_total") as u64;
-            let transformed = helpers::metric_sum(t, "chitose_transform_records_total") as u64;
-            let dlq = helpers::metric_sum(t, "chitose_transform_dlq_total") as u64;
-            let rows = helpers::metric_sum(k, "chitose_sink_rows_total") as u64;
-            if pending == 0 && accepted > 0 && transformed + dlq >= accepted && rows >= transformed
-            {
-                break vec![i.clone(), t.clone(), k.clone()];
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pipeline did not drain: {}",
-            p.dir.display()
-        );
-    };
+        let accepted = helpers::metric_sum(i, "chitose_ingest_events_accepted_total") as u64;
+        let transformed = helpers::metric_sum(t, "chitose_transform_records_total") as u64;
+        let dlq = helpers::metric_sum(t, "chitose_transform_dlq_total") as u64;
+        let rows = helpers::metric_sum(k, "chitose_sink_rows_total") as u64;
+        pending == 0 && accepted > 0 && transformed + dlq >= accepted && rows >= transformed
+    });
     p.stop();
     let read = |t: &str, m: &str| helpers::metric_sum(t, m) as u64;
     let (accepted, rejected) = (
