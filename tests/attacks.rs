@@ -515,8 +515,9 @@ fn meaningful(n: &str) -> bool {
 struct Sent {
     /// JSON lines in the hub's folder (corpus, plants, generated).
     lines: Vec<Vec<u8>>,
-    /// Lines of corpus people that are clean: (person, real day, streamed).
-    clean: Vec<(usize, String, chrono::NaiveDate, bool)>,
+    /// Lines of corpus people that are clean: (person, line index, real
+    /// day, streamed).
+    clean: Vec<(usize, usize, chrono::NaiveDate, bool)>,
     bundles: Vec<(usize, String)>,
     /// Every needle: identity forms, plants, the hub's record ids.
     needles: BTreeSet<String>,
@@ -561,7 +562,8 @@ fn send_corpus(hub: &Path) -> Sent {
             let id = format!("OSK-{}-{k:04}-visit", p.key);
             sent.needles.insert(id.clone());
             let v = event(p, TYPES[(k + i) % 6], &id, at, k);
-            sent.clean.push((i, id, at.date_naive(), streamed));
+            sent.clean
+                .push((i, sent.lines.len(), at.date_naive(), streamed));
             sent.lines.push(serde_json::to_vec(&v).unwrap());
         }
         let (text, ids) = bundle(p);
@@ -604,13 +606,10 @@ fn send_corpus(hub: &Path) -> Sent {
 /// with what the attacks' evaluation needs.
 fn truth(sent: &Sent, keys: &Path) -> BTreeMap<String, Value> {
     let (people, _) = corpus();
+    let keys = helpers::keys_in(keys);
     let mut t = BTreeMap::new();
-    for (i, id, day, streamed) in &sent.clean {
-        let line = sent
-            .lines
-            .iter()
-            .find(|l| serde_json::from_slice::<Value>(l).unwrap()["event_id"] == id.as_str());
-        let lake_id = helpers::lake_event_id(keys, line.unwrap());
+    for (i, line, day, streamed) in &sent.clean {
+        let lake_id = helpers::lake_event_id(&keys, &sent.lines[*line]);
         t.insert(
             lake_id,
             serde_json::json!({"person": people[*i].key, "real_date": day.to_string(),
@@ -640,7 +639,7 @@ fn truth(sent: &Sent, keys: &Path) -> BTreeMap<String, Value> {
         }
         let tz = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
         t.insert(
-            helpers::lake_event_id(keys, l),
+            helpers::lake_event_id(&keys, l),
             serde_json::json!({"person": format!("gen-{local}"), "birth_date": birth,
                 "real_date": at.with_timezone(&tz).date_naive().to_string()}),
         );

@@ -165,6 +165,7 @@ fn kill_9_rounds_and_a_broker_restart_lose_and_duplicate_nothing() {
         .status()
         .unwrap();
     assert!(st.success());
+    let keys = helpers::keys_in(&dir.join("keys"));
     let st = Command::new(env!("CARGO_BIN_EXE_chitose"))
         .args(["topics", "create", "--bootstrap", &broker.bootstrap])
         .args([
@@ -224,7 +225,7 @@ fn kill_9_rounds_and_a_broker_restart_lose_and_duplicate_nothing() {
                 match &line.verdict {
                     Verdict::Good { .. } => {
                         // The lake holds the keyed hash of the hub's id.
-                        sent.insert(helpers::lake_event_id(&dir.join("keys"), &line.bytes));
+                        sent.insert(helpers::lake_event_id(&keys, &line.bytes));
                     }
                     Verdict::Bad(_) => bad += 1,
                 }

@@ -437,18 +437,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The event id as the lake holds it: the keyed hash made with the event-id
-/// key in `keys_dir` (a pipeline's `keygen` folder), from a JSON-form line.
-pub fn lake_event_id(keys_dir: &Path, line: &[u8]) -> String {
-    let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+/// The keys in `keys_dir` (a pipeline's `keygen` folder).
+pub fn keys_in(keys_dir: &Path) -> chitose_transform::keys::KeyRing {
     let cfg = chitose_transform::keys::KeysConfig {
         dir: Some(keys_dir.to_owned()),
         ..Default::default()
     };
-    let keys = chitose_transform::keys::KeyRing::load(&cfg, Vec::new(), false).unwrap();
+    chitose_transform::keys::KeyRing::load(&cfg, Vec::new(), false).unwrap()
+}
+
+/// The event id as the lake holds it: the keyed hash made with the event-id
+/// key of `keys`, from a JSON-form line.
+pub fn lake_event_id(keys: &chitose_transform::keys::KeyRing, line: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(line).unwrap();
     let mut out = String::new();
     chitose_transform::pseudonym::event_id_of(
-        &keys,
+        keys,
         v["hub_prefecture"].as_str().unwrap(),
         v["facility_code"].as_str().unwrap(),
         v["event_id"].as_str().unwrap(),

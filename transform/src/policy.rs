@@ -581,6 +581,16 @@ impl Policy {
     }
 }
 
+/// The reference vocabularies' names, loaded once for every policy.
+fn vocabulary_names() -> &'static [String] {
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        chitose_schemas::reference::Reference::load()
+            .map(|r| r.vocabulary_names().map(str::to_owned).collect())
+            .unwrap_or_default()
+    })
+}
+
 fn parse_op(v: &toml::Value) -> Result<Op, String> {
     let (name, params) = match v {
         toml::Value::String(s) => (s.as_str(), None),
@@ -648,9 +658,7 @@ fn parse_op(v: &toml::Value) -> Result<Op, String> {
         "hash" => Op::Hash,
         "vocabulary" => {
             let list = str_param("list", "")?;
-            let known: Vec<String> = chitose_schemas::reference::Reference::load()
-                .map(|r| r.vocabulary_names().map(str::to_owned).collect())
-                .unwrap_or_default();
+            let known = vocabulary_names();
             if !known.contains(&list) {
                 return Err(format!(
                     "op vocabulary: list: expected one of {}, found {list:?}",

@@ -82,9 +82,18 @@ fn part(out: &mut String, norm: impl FnOnce(&mut String)) -> bool {
     let at = out.len();
     norm(out);
     let len = out.len() - at;
-    let mut digits = len.to_string();
-    digits.push(':');
-    out.insert_str(at, &digits);
+    // The prefix is written in place (no allocation on the hot path).
+    let mut buf = [b':'; 21];
+    let (mut i, mut n) = (20, len);
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.insert_str(at, std::str::from_utf8(&buf[i..]).expect("ASCII digits"));
     len > 0
 }
 
@@ -273,6 +282,10 @@ mod tests {
         part(&mut b, |o| o.push_str("BC"));
         assert_eq!(a, "2:AB1:C");
         assert_ne!(a, b);
+        let mut long = String::from("x/");
+        part(&mut long, |o| o.push_str("ABCDEFGHIJKL"));
+        part(&mut long, |o| o.push_str(""));
+        assert_eq!(long, "x/12:ABCDEFGHIJKL0:");
     }
 
     #[test]
