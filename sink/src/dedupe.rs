@@ -158,6 +158,24 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_pseudo_schema_starts_with_the_event_id() {
+        // event_id_of reads the first field: the schemas must keep it there.
+        let store = chitose_schemas::catalog::SchemaStore::embedded();
+        let mut n = 0;
+        for e in store
+            .iter()
+            .filter(|e| e.full_name.starts_with("chitose.pseudo."))
+        {
+            let v: serde_json::Value = serde_json::from_str(&e.text).unwrap();
+            let first = &v["fields"][0];
+            assert_eq!(first["name"], "event_id", "{} v{}", e.full_name, e.version);
+            assert_eq!(first["type"], "string", "{} v{}", e.full_name, e.version);
+            n += 1;
+        }
+        assert_eq!(n, 12);
+    }
+
+    #[test]
     fn zero_turns_it_off_and_ids_read_from_bytes() {
         let mut w = Window::new(0);
         assert!(!w.see(0, "a") && !w.see(1, "a"));
