@@ -21,6 +21,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../avro/raw/raw_event.v2.avsc"),
     ),
     (
+        "raw/raw_event.v3.avsc",
+        include_str!("../avro/raw/raw_event.v3.avsc"),
+    ),
+    (
         "pseudo/encounter.v1.avsc",
         include_str!("../avro/pseudo/encounter.v1.avsc"),
     ),
@@ -35,6 +39,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "pseudo/diagnosis.v2.avsc",
         include_str!("../avro/pseudo/diagnosis.v2.avsc"),
+    ),
+    (
+        "pseudo/diagnosis.v3.avsc",
+        include_str!("../avro/pseudo/diagnosis.v3.avsc"),
     ),
     (
         "pseudo/lab_result.v1.avsc",
@@ -53,6 +61,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../avro/pseudo/prescription.v2.avsc"),
     ),
     (
+        "pseudo/prescription.v3.avsc",
+        include_str!("../avro/pseudo/prescription.v3.avsc"),
+    ),
+    (
         "pseudo/checkup.v1.avsc",
         include_str!("../avro/pseudo/checkup.v1.avsc"),
     ),
@@ -67,6 +79,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "pseudo/vaccination.v2.avsc",
         include_str!("../avro/pseudo/vaccination.v2.avsc"),
+    ),
+    (
+        "pseudo/allergy.v1.avsc",
+        include_str!("../avro/pseudo/allergy.v1.avsc"),
     ),
 ];
 

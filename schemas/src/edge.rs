@@ -22,6 +22,23 @@ fn reject(path: &str, expected: &str, found: &str) -> JsonError {
     }
 }
 
+/// The kind of facility a 10-digit medical institution code names, from its
+/// third digit, the fee table (点数表番号) of the 診療報酬 rules: 1 医科,
+/// 3 歯科, 4 調剤 (pharmacies), 6 訪問看護 (visiting-nurse stations). No
+/// other digit is issued.
+pub fn facility_kind(code: &str) -> Option<&'static str> {
+    if code.len() != 10 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match code.as_bytes()[2] {
+        b'1' => Some("medical"),
+        b'3' => Some("dental"),
+        b'4' => Some("pharmacy"),
+        b'6' => Some("visiting_nursing"),
+        _ => None,
+    }
+}
+
 /// Checks one converted event. `hub_prefecture` is the prefecture the
 /// sender is allowed to write; `now` the receive time.
 pub fn check(ev: &RawEvent, hub_prefecture: Option<&str>, now: Timestamp) -> Result<(), JsonError> {
@@ -41,6 +58,13 @@ pub fn check(ev: &RawEvent, hub_prefecture: Option<&str>, now: Timestamp) -> Res
             "facility_code",
             "a facility code starting with the hub's prefecture",
             "a code from another prefecture",
+        ));
+    }
+    if facility_kind(&ev.facility_code).is_none() {
+        return Err(reject(
+            "facility_code",
+            "a medical institution code whose third digit is a fee table (1 医科, 3 歯科, 4 調剤, 6 訪問看護)",
+            "another digit",
         ));
     }
     let latest = now.0 + FUTURE_TOLERANCE_MS;
@@ -89,6 +113,16 @@ pub fn check(ev: &RawEvent, hub_prefecture: Option<&str>, now: Timestamp) -> Res
             }
         }
         Payload::Diagnosis(d) => {
+            if d.icd10_code.is_none()
+                && d.medis_disease_code.is_none()
+                && d.medis_disease_number.is_none()
+            {
+                return Err(reject(
+                    "payload.icd10_code",
+                    "an ICD-10 code, a MEDIS exchange code or a MEDIS management number",
+                    "none of them",
+                ));
+            }
             if d.onset_date
                 .is_some_and(|o| o < birth || today.is_some_and(|t| o > t))
             {
@@ -109,11 +143,36 @@ pub fn check(ev: &RawEvent, hub_prefecture: Option<&str>, now: Timestamp) -> Res
             }
         }
         Payload::Prescription(p) => {
+            if p.yj_code.is_none() && p.hot_code.is_none() && p.generic_name_code.is_none() {
+                return Err(reject(
+                    "payload.yj_code",
+                    "a YJ, HOT or generic-name code",
+                    "none of them",
+                ));
+            }
             if p.days_supply.is_some_and(|d| !(1..=365).contains(&d)) {
                 return Err(reject(
                     "payload.days_supply",
                     "1 to 365 days",
                     "a count outside it",
+                ));
+            }
+        }
+        Payload::Allergy(a) => {
+            if a.substance_code.is_none() && a.substance_name.is_none() {
+                return Err(reject(
+                    "payload.substance_code",
+                    "an allergen code or name",
+                    "neither",
+                ));
+            }
+            if a.onset_date
+                .is_some_and(|o| o < birth || today.is_some_and(|t| o > t))
+            {
+                return Err(reject(
+                    "payload.onset_date",
+                    "a date between the birth date and today",
+                    "a date outside it",
                 ));
             }
         }

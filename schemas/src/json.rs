@@ -354,21 +354,7 @@ impl JsonToAvro {
                 RejectReason::Malformed,
             ));
         }
-        let value: Value = serde_json::from_slice(input).map_err(|e| {
-            // serde_json's syntax errors carry a category and a position,
-            // not the input text.
-            err(
-                &[],
-                "a JSON object",
-                format!(
-                    "invalid JSON ({:?}) at line {} column {}",
-                    e.classify(),
-                    e.line(),
-                    e.column()
-                ),
-                RejectReason::Malformed,
-            )
-        })?;
+        let value = parse_strict(input)?;
         self.convert_value(&value, out)
     }
 
@@ -690,5 +676,110 @@ fn expected_for(n: &Node) -> String {
         Node::Record(r) => format!("an object ({})", r.name),
         Node::Union { .. } => "a payload object".into(),
         _ => "a value".into(),
+    }
+}
+
+/// Parses JSON into a [`Value`], refusing what serde_json would let
+/// through quietly: an object with a key given twice (serde_json keeps the
+/// last, so two systems could read two different records from one line).
+/// A leading UTF-8 byte-order mark is skipped. Errors carry a position,
+/// never the input.
+pub fn parse_strict(input: &[u8]) -> Result<Value, JsonError> {
+    let input = input.strip_prefix("\u{feff}".as_bytes()).unwrap_or(input);
+    let mut de = serde_json::Deserializer::from_slice(input);
+    let parsed = serde::Deserialize::deserialize(&mut de).and_then(|StrictValue(v)| {
+        de.end()?;
+        Ok(v)
+    });
+    parsed.map_err(|e| {
+        let (expected, found) = if e.to_string().starts_with(DUPLICATE) {
+            (
+                "JSON objects with each key once".to_owned(),
+                format!(
+                    "a key given twice at line {} column {}",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        } else {
+            // serde_json's syntax errors carry a category and a position,
+            // not the input text.
+            (
+                "a JSON object".to_owned(),
+                format!(
+                    "invalid JSON ({:?}) at line {} column {}",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
+            )
+        };
+        err(&[], expected, found, RejectReason::Malformed)
+    })
+}
+
+const DUPLICATE: &str = "duplicated key";
+
+/// A [`Value`] whose objects may not repeat a key.
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::Deserialize::deserialize(d).map(|StrictValue(v)| v)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if out.contains_key(&k) {
+                return Err(serde::de::Error::custom(DUPLICATE));
+            }
+            let StrictValue(v) = map.next_value()?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
     }
 }

@@ -1,6 +1,6 @@
 //! Rust types of the raw zone: `chitose.raw.RawEvent`, current version.
 //!
-//! Field order here is the field order of `avro/raw/raw_event.v2.avsc`;
+//! Field order here is the field order of `avro/raw/raw_event.v3.avsc`;
 //! `tests/contract.rs` encodes generated events with these types and decodes
 //! them with apache-avro and the `.avsc`, so a mismatch fails the build's tests.
 //! `Serialize` gives the documented JSON form (docs/json-form.md).
@@ -10,7 +10,7 @@ use crate::{avro_enum, avro_record};
 use serde::Serialize;
 
 avro_enum! {
-    /// The six event types of the first set.
+    /// The event types: the six of the first set, and allergy (v3).
     pub enum EventType {
         /// 受診・入院
         Encounter = "encounter",
@@ -24,6 +24,8 @@ avro_enum! {
         Checkup = "checkup",
         /// 予防接種
         Vaccination = "vaccination",
+        /// アレルギー・不耐性反応 (v3)
+        Allergy = "allergy",
     }
 }
 
@@ -200,10 +202,12 @@ avro_record! {
 avro_record! {
     /// A diagnosis.
     pub struct Diagnosis {
-        /// ICD-10 code.
-        pub icd10_code: String,
+        /// ICD-10 code; null when only MEDIS codes it (v3).
+        pub icd10_code: Option<String>,
         /// MEDIS exchange code.
         pub medis_disease_code: Option<String>,
+        /// MEDIS management number (病名管理番号, v3).
+        pub medis_disease_number: Option<String>,
         /// Disease name as sent.
         pub disease_name: Option<String>,
         /// 主病名
@@ -250,8 +254,12 @@ avro_record! {
     pub struct Prescription {
         /// Prescription id.
         pub prescription_id: Option<String>,
-        /// YJ code, 12 characters.
-        pub yj_code: String,
+        /// YJ code, 12 characters; null when only HOT or a generic-name code is sent (v3).
+        pub yj_code: Option<String>,
+        /// MEDIS HOT code, 9 or 13 digits (v3).
+        pub hot_code: Option<String>,
+        /// 一般名処方マスタ code (v3).
+        pub generic_name_code: Option<String>,
         /// Drug name.
         pub drug_name: Option<String>,
         /// Daily dose.
@@ -339,6 +347,104 @@ avro_record! {
     }
 }
 
+avro_enum! {
+    /// Code system of an allergen.
+    pub enum AllergenSystem {
+        /// JFAGY food allergen list.
+        JfagyFood = "jfagy_food",
+        /// JFAGY medication allergen list.
+        JfagyMedication = "jfagy_medication",
+        /// JFAGY non-food, non-medication list.
+        JfagyOther = "jfagy_other",
+        /// YJ code.
+        Yj = "yj",
+        /// HOT code.
+        Hot = "hot",
+        /// Anything else.
+        Other = "other",
+    }
+}
+
+avro_enum! {
+    /// Category of an allergy.
+    pub enum AllergyCategory {
+        /// 食物
+        Food = "food",
+        /// 薬剤
+        Medication = "medication",
+        /// 環境
+        Environment = "environment",
+        /// 生物
+        Biologic = "biologic",
+    }
+}
+
+avro_enum! {
+    /// Criticality of an allergy.
+    pub enum AllergyCriticality {
+        /// Low.
+        Low = "low",
+        /// High.
+        High = "high",
+        /// Unable to assess.
+        UnableToAssess = "unable_to_assess",
+    }
+}
+
+avro_enum! {
+    /// Clinical status of an allergy.
+    pub enum AllergyStatus {
+        /// Active.
+        Active = "active",
+        /// Inactive.
+        Inactive = "inactive",
+        /// Resolved.
+        Resolved = "resolved",
+    }
+}
+
+avro_enum! {
+    /// Severity of a reaction.
+    pub enum ReactionSeverity {
+        /// Mild.
+        Mild = "mild",
+        /// Moderate.
+        Moderate = "moderate",
+        /// Severe.
+        Severe = "severe",
+    }
+}
+
+avro_record! {
+    /// An allergy or intolerance (v3).
+    pub struct Allergy {
+        /// Record id.
+        pub allergy_id: Option<String>,
+        /// Code system of the allergen.
+        pub substance_system: AllergenSystem,
+        /// Allergen code.
+        pub substance_code: Option<String>,
+        /// Allergen as written.
+        pub substance_name: Option<String>,
+        /// Category.
+        pub category: Option<AllergyCategory>,
+        /// Criticality.
+        pub criticality: Option<AllergyCriticality>,
+        /// Clinical status.
+        pub clinical_status: AllergyStatus,
+        /// Confirmed.
+        pub is_confirmed: bool,
+        /// Onset.
+        pub onset_date: Option<Date>,
+        /// Worst reaction's severity.
+        pub reaction_severity: Option<ReactionSeverity>,
+        /// Reaction as written.
+        pub reaction: Option<String>,
+        /// Free text.
+        pub comment: Option<String>,
+    }
+}
+
 /// The payload union; branch order is the schema's, and matches [`EventType`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -355,6 +461,8 @@ pub enum Payload {
     Checkup(Checkup),
     /// Branch 5.
     Vaccination(Vaccination),
+    /// Branch 6 (v3).
+    Allergy(Allergy),
 }
 
 impl Payload {
@@ -367,6 +475,7 @@ impl Payload {
             Payload::Prescription(_) => EventType::Prescription,
             Payload::Checkup(_) => EventType::Checkup,
             Payload::Vaccination(_) => EventType::Vaccination,
+            Payload::Allergy(_) => EventType::Allergy,
         }
     }
 
@@ -379,6 +488,7 @@ impl Payload {
             Payload::Prescription(p) => p.comment.as_deref(),
             Payload::Checkup(p) => p.comment.as_deref(),
             Payload::Vaccination(p) => p.comment.as_deref(),
+            Payload::Allergy(p) => p.comment.as_deref(),
         }
     }
 }
@@ -397,6 +507,7 @@ impl AvroCodec for Payload {
             Payload::Prescription(p) => p.encode(out),
             Payload::Checkup(p) => p.encode(out),
             Payload::Vaccination(p) => p.encode(out),
+            Payload::Allergy(p) => p.encode(out),
         }
     }
 
@@ -409,6 +520,7 @@ impl AvroCodec for Payload {
                 EventType::Prescription => Payload::Prescription(AvroCodec::decode(r, field)?),
                 EventType::Checkup => Payload::Checkup(AvroCodec::decode(r, field)?),
                 EventType::Vaccination => Payload::Vaccination(AvroCodec::decode(r, field)?),
+                EventType::Allergy => Payload::Allergy(AvroCodec::decode(r, field)?),
             },
         )
     }

@@ -533,19 +533,18 @@ impl<'a> Ctx<'a> {
                 if code.len() != 10 || !code.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(self.err(col, "a 10-digit medical institution code", &shape(code)));
                 }
-                // The third digit is the fee-schedule table: 1 医科, 3 歯科, 4 調剤.
-                Val::Str(match code.as_bytes()[2] {
-                    b'1' => "medical",
-                    b'3' => "dental",
-                    b'4' => "pharmacy",
-                    _ => {
+                // The third digit is the fee table; one function decides at
+                // the edge and here.
+                match chitose_schemas::edge::facility_kind(code) {
+                    Some(kind) => Val::Str(kind),
+                    None => {
                         return Err(self.err(
                             col,
-                            "a medical institution code whose third digit is 1, 3 or 4",
+                            "a medical institution code whose third digit is 1, 3, 4 or 6",
                             "another digit",
                         ));
                     }
-                })
+                }
             }
             Source::Date(get, shift, trunc) => {
                 let day = match get(ev) {
@@ -590,7 +589,10 @@ impl<'a> Ctx<'a> {
             Source::ResidencePrefecture => self.residence().1.map_or(Val::Null, Val::Str),
             Source::Icd10(get, column, finest) => {
                 let v = get(ev);
-                let raw = v.as_str().unwrap_or("");
+                let Some(raw) = v.as_str() else {
+                    // A MEDIS-only diagnosis: no ICD-10 column to fill.
+                    return Ok(Val::Null);
+                };
                 let mut norm = String::with_capacity(8);
                 pseudonym::normalize_id(raw, &mut norm);
                 let cat = norm.get(..3).unwrap_or("");
@@ -735,6 +737,7 @@ fn identifiers(ev: &RawEvent, c: &mut IdCache) {
         Payload::Prescription(r) => [r.prescription_id.as_deref(), r.prescriber_id.as_deref()],
         Payload::Checkup(c) => [c.checkup_id.as_deref(), None],
         Payload::Vaccination(v) => [v.lot_number.as_deref(), v.performer_id.as_deref()],
+        Payload::Allergy(a) => [a.allergy_id.as_deref(), None],
         Payload::Diagnosis(_) => [None, None],
     };
     for id in ids {

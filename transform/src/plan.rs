@@ -280,8 +280,11 @@ fn outputs(op: &Op, leaf: &Leaf, get: Get) -> Vec<(String, Kind, bool, Source)> 
         .into_iter()
         .map(|(col, c, level)| {
             // Columns finer than the profile keeps are null; blocks can be
-            // missing from the reference table, so they are nullable.
-            let nullable = level < *finest || matches!(c, IcdColumn::Block | IcdColumn::BlockName);
+            // missing from the reference table, so they are nullable; and
+            // every column is when the code itself may be (contract v3:
+            // MEDIS-only diagnoses).
+            let nullable =
+                n || level < *finest || matches!(c, IcdColumn::Block | IcdColumn::BlockName);
             (
                 col.to_owned(),
                 Kind::Str,

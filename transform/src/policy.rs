@@ -285,6 +285,11 @@ struct FileForm {
     prescription: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     checkup: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     vaccination: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    /// Added in contract v3; a policy written before it is told which
+    /// allergy fields it leaves uncovered rather than that the table is
+    /// unknown.
+    #[serde(default)]
+    allergy: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -384,6 +389,7 @@ impl Policy {
             ("prescription", &form.prescription),
             ("checkup", &form.checkup),
             ("vaccination", &form.vaccination),
+            ("allergy", &form.allergy),
         ];
         // Unknown fields first: a typo is likelier than a forgotten field.
         for (section, table) in &sections {

@@ -52,6 +52,9 @@ pub struct EventMix {
     pub checkup: u32,
     /// vaccination
     pub vaccination: u32,
+    /// allergy (contract v3; absent from older mix files: 0)
+    #[serde(default)]
+    pub allergy: u32,
 }
 
 impl Default for EventMix {
@@ -63,12 +66,13 @@ impl Default for EventMix {
             prescription: 15,
             checkup: 5,
             vaccination: 5,
+            allergy: 3,
         }
     }
 }
 
 impl EventMix {
-    fn weights(&self) -> [u32; 6] {
+    fn weights(&self) -> [u32; 7] {
         [
             self.encounter,
             self.diagnosis,
@@ -76,6 +80,7 @@ impl EventMix {
             self.prescription,
             self.checkup,
             self.vaccination,
+            self.allergy,
         ]
     }
 }
@@ -732,9 +737,13 @@ impl Generator {
                     (at.jst_date().map(Date::from_naive).expect("in range").0 - onset_days)
                         .max(birth.0),
                 );
+                // One in ten is coded the JP-CLINS way: a MEDIS management
+                // number only, no ICD-10 (numbers shaped, not the master's).
+                let medis_only = rng.random_bool(0.1);
                 Payload::Diagnosis(Diagnosis {
-                    icd10_code: code.into(),
-                    medis_disease_code: Some(medis_shaped(code)),
+                    icd10_code: (!medis_only).then(|| code.into()),
+                    medis_disease_code: (!medis_only).then(|| medis_shaped(code)),
+                    medis_disease_number: medis_only.then(|| format!("2{}", digits(rng, 7))),
                     disease_name: Some(name.into()),
                     is_primary: rng.random_bool(0.4),
                     is_suspected: rng.random_bool(0.1),
@@ -805,9 +814,14 @@ impl Generator {
             }
             EventType::Prescription => {
                 let (yj, name, unit, dose, days, route, _) = DRUGS[self.drug_weights.sample(rng)];
+                // One in ten coded in HOT only, as 電子処方箋 may (HOT9
+                // shaped, not the master's).
+                let hot_only = rng.random_bool(0.1);
                 Payload::Prescription(Prescription {
                     prescription_id: Some(format!("R{}", digits(rng, 10))),
-                    yj_code: yj.into(),
+                    yj_code: (!hot_only).then(|| yj.into()),
+                    hot_code: hot_only.then(|| digits(rng, 9)),
+                    generic_name_code: None,
                     drug_name: Some(name.into()),
                     dose_per_day: Some(dose),
                     dose_unit: Some(unit.into()),
@@ -838,6 +852,45 @@ impl Generator {
                         ],
                     )),
                     performer_id: Some(format!("N{}", digits(rng, 5))),
+                    comment,
+                })
+            }
+            EventType::Allergy => {
+                let (system, code, name, category) =
+                    ALLERGENS[rng.random_range(0..ALLERGENS.len())];
+                let onset_days = rng.random_range(0..7300);
+                let onset = Date(
+                    (at.jst_date().map(Date::from_naive).expect("in range").0 - onset_days)
+                        .max(birth.0),
+                );
+                Payload::Allergy(Allergy {
+                    allergy_id: Some(format!("A{}", digits(rng, 9))),
+                    substance_system: AllergenSystem::from_symbol(system).expect("known system"),
+                    substance_code: Some(code.into()),
+                    substance_name: Some(name.into()),
+                    category: AllergyCategory::from_symbol(category),
+                    criticality: Some(*pick(
+                        rng,
+                        &[
+                            AllergyCriticality::Low,
+                            AllergyCriticality::Low,
+                            AllergyCriticality::High,
+                        ],
+                    )),
+                    clinical_status: AllergyStatus::Active,
+                    is_confirmed: rng.random_bool(0.7),
+                    onset_date: rng.random_bool(0.5).then_some(onset),
+                    reaction_severity: rng.random_bool(0.6).then(|| {
+                        *pick(
+                            rng,
+                            &[
+                                ReactionSeverity::Mild,
+                                ReactionSeverity::Moderate,
+                                ReactionSeverity::Severe,
+                            ],
+                        )
+                    }),
+                    reaction: None,
                     comment,
                 })
             }

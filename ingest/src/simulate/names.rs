@@ -550,3 +550,30 @@ pub const COMMENTS: &[&str] = &[
     "家族歴あり",
     "禁煙指導",
 ];
+
+/// Allergens: (system, code, name, category). JFAGY codes from JP Core's
+/// code systems (ePrescriptionData package, `JP_JfagyFoodAllergen_CS` and
+/// `JP_JfagyNonFoodNonMedicationAllergen_CS`).
+pub const ALLERGENS: &[(&str, &str, &str, &str)] = &[
+    ("jfagy_food", "J9FB13110000", "鶏卵", "food"),
+    ("jfagy_food", "J9FB12110012", "牛乳", "food"),
+    ("jfagy_food", "J9FA15000000", "小麦", "food"),
+    ("jfagy_food", "J9FA21180000", "落花生", "food"),
+    ("jfagy_food", "J9FA19140000", "そば", "food"),
+    ("jfagy_food", "J9FA32280000", "くるみ", "food"),
+    ("jfagy_other", "J9NK13310000", "スギ", "environment"),
+    (
+        "jfagy_other",
+        "J9NM12110000",
+        "ヤケヒョウヒダニ",
+        "environment",
+    ),
+    ("jfagy_other", "J9NJ12150000", "ネコ", "environment"),
+    (
+        "jfagy_other",
+        "J9NP14110000",
+        "ラテックス（天然ゴム）",
+        "environment",
+    ),
+    ("yj", "2171022F1020", "アムロジピン錠5mg", "medication"),
+];
