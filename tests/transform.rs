@@ -119,7 +119,7 @@ fn produce(s: &Setup, n: usize) -> usize {
                             p.drug_name = Some(format!("錠 {BYPASS_MY_NUMBER}"));
                         }
                         Payload::LabResult(l) => l.value_numeric = Some(f64::NAN),
-                        Payload::Diagnosis(d) => d.icd10_code = "E11.9ABCDE".into(),
+                        Payload::Diagnosis(d) => d.icd10_code = Some("E11.9ABCDE".into()),
                         _ => ev.patient.name_kana = Some("ヤマダ\u{1f}タロウ".into()),
                     }
                 } else {

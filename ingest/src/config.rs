@@ -65,6 +65,12 @@ pub struct FilesConfig {
     /// patients' records: keep them only as long as a hub may ask for a
     /// re-send.
     pub retention_days: u32,
+    /// Character encoding of the hub's files: `utf-8` (default), or any
+    /// WHATWG label such as `shift_jis` (Windows-31J/CP932, what Japanese
+    /// spreadsheets and EHRs write), `euc-jp`, `utf-16le`. A file that
+    /// starts with a UTF-16 byte-order mark is read as UTF-16 whatever is
+    /// set; a UTF-8 one is skipped.
+    pub encoding: String,
 }
 
 /// HTTP source settings.
@@ -161,6 +167,7 @@ impl Default for FilesConfig {
             exit_when_idle: false,
             csv: Default::default(),
             retention_days: 30,
+            encoding: "utf-8".into(),
         }
     }
 }
@@ -313,6 +320,13 @@ impl IngestConfig {
                 "kafka.bootstrap_servers",
                 "host:port",
                 "an empty string".into(),
+            );
+        }
+        if encoding_rs::Encoding::for_label(self.files.encoding.as_bytes()).is_none() {
+            return bad(
+                "files.encoding",
+                "an encoding label such as utf-8, shift_jis, euc-jp or utf-16le",
+                format!("{:?}", self.files.encoding),
             );
         }
         if self.source == SourceKind::Http {

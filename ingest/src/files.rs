@@ -120,6 +120,8 @@ pub struct FileReport {
     pub recovered: u64,
     /// Lines rejected.
     pub rejected: u64,
+    /// FHIR entries read as context or merged (no record of their own).
+    pub skipped: u64,
 }
 
 /// The files source.
@@ -186,14 +188,15 @@ impl FilesSource {
     }
 
     fn pending_files(&self) -> Result<Vec<PathBuf>, FilesError> {
+        // By name only: a symlink or a directory with a record file's name
+        // is refused with a reason, not passed over without a word.
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.cfg.dir)
             .map_err(io(&self.cfg.dir))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                p.is_file()
-                    && (p.extension().is_some_and(|e| {
-                        e == "ndjson" || e == "jsonl" || (e == "csv" && self.csv.is_some())
-                    }) || RecordReader::is_fhir(p))
+                (p.extension().is_some_and(|e| {
+                    e == "ndjson" || e == "jsonl" || (e == "csv" && self.csv.is_some())
+                }) || RecordReader::is_fhir(p))
                     && !p
                         .file_name()
                         .is_some_and(|n| n.to_string_lossy().starts_with('.'))
@@ -201,6 +204,152 @@ impl FilesSource {
             .collect();
         files.sort();
         Ok(files)
+    }
+
+    /// Why a file cannot be read at all, if it cannot.
+    fn refusal(path: &Path) -> Option<(&'static str, String)> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => return Some(("unreadable", format!("a readable file, found {}", e.kind()))),
+        };
+        if meta.file_type().is_symlink() {
+            return Some((
+                "symlink",
+                "a regular file, found a symbolic link (it may loop, dangle or point outside the folder); place the file itself in the folder".into(),
+            ));
+        }
+        if !meta.is_file() {
+            return Some((
+                "not_a_file",
+                "a regular file, found a directory or a special file".into(),
+            ));
+        }
+        if let Err(e) = std::fs::File::open(path) {
+            return Some(("unreadable", format!("a readable file, found {}", e.kind())));
+        }
+        None
+    }
+
+    /// Moves a file that cannot be read to `rejects/` with an entry naming
+    /// it and why: one bad file never stops the hub's other files.
+    fn refuse(&self, path: &Path, reason: &'static str, expected: &str) -> Result<(), FilesError> {
+        let name = path
+            .file_name()
+            .expect("a file")
+            .to_string_lossy()
+            .to_string();
+        let rejects = self.cfg.dir.join("rejects");
+        let mut to = rejects.join(&name);
+        if std::fs::symlink_metadata(&to).is_ok() {
+            to = rejects.join(format!("{name}.{}", Timestamp::now().0));
+        }
+        std::fs::rename(path, &to).map_err(io(path))?;
+        #[cfg(unix)]
+        if !std::fs::symlink_metadata(&to).is_ok_and(|m| m.file_type().is_symlink()) {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600));
+        }
+        let entry = serde_json::json!({
+            "file": name,
+            "line": 0,
+            "reason": reason,
+            "error": format!("{name}: expected {expected}"),
+        });
+        let log = rejects.join(format!("{name}.rejects.ndjson"));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&log).map_err(io(&log))?;
+        let mut text = serde_json::to_vec(&entry).expect("serializes");
+        text.push(b'\n');
+        f.write_all(&text).map_err(io(&log))?;
+        for stale in [
+            self.cfg.dir.join(".chitose").join(format!("{name}.ckpt")),
+            self.decoded_path(&name),
+        ] {
+            let _ = std::fs::remove_file(stale);
+        }
+        self.metrics
+            .files_refused
+            .with_label_values(&[reason])
+            .inc();
+        tracing::warn!(file = %name, reason, "file refused and moved to rejects/");
+        Ok(())
+    }
+
+    fn decoded_path(&self, name: &str) -> PathBuf {
+        self.cfg.dir.join(".chitose").join(format!("utf8-{name}"))
+    }
+
+    /// The path to read `path` from: itself when it is UTF-8, else a UTF-8
+    /// copy in `.chitose/` (made once, atomically; the same bytes on every
+    /// run, so checkpoints into it stay valid). `Err`: the bytes are not
+    /// text in the encoding.
+    fn readable(&self, path: &Path, name: &str) -> Result<Result<PathBuf, String>, FilesError> {
+        let mut head = [0u8; 2];
+        let n = {
+            let mut f = std::fs::File::open(path).map_err(io(path))?;
+            std::io::Read::read(&mut f, &mut head).map_err(io(path))?
+        };
+        let bom16 = match &head[..n] {
+            [0xFF, 0xFE] => Some(encoding_rs::UTF_16LE),
+            [0xFE, 0xFF] => Some(encoding_rs::UTF_16BE),
+            _ => None,
+        };
+        let enc = bom16.unwrap_or_else(|| {
+            encoding_rs::Encoding::for_label(self.cfg.encoding.as_bytes())
+                .expect("validated at start-up")
+        });
+        if enc == encoding_rs::UTF_8 {
+            return Ok(Ok(path.to_path_buf()));
+        }
+        let out = self.decoded_path(name);
+        if out.exists() {
+            return Ok(Ok(out));
+        }
+        let mut src = std::io::BufReader::new(std::fs::File::open(path).map_err(io(path))?);
+        let tmp = out.with_extension("part");
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).truncate(true).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut dst = std::io::BufWriter::new(opts.open(&tmp).map_err(io(&tmp))?);
+        let mut decoder = enc.new_decoder_with_bom_removal();
+        let (mut inb, mut outb) = (vec![0u8; 64 * 1024], vec![0u8; 256 * 1024]);
+        let mut at = 0u64;
+        loop {
+            let k = std::io::Read::read(&mut src, &mut inb).map_err(io(path))?;
+            let last = k == 0;
+            let mut input = &inb[..k];
+            loop {
+                let (r, read, written) =
+                    decoder.decode_to_utf8_without_replacement(input, &mut outb, last);
+                dst.write_all(&outb[..written]).map_err(io(&tmp))?;
+                input = &input[read..];
+                at += read as u64;
+                match r {
+                    encoding_rs::DecoderResult::InputEmpty => break,
+                    encoding_rs::DecoderResult::OutputFull => continue,
+                    encoding_rs::DecoderResult::Malformed(_, _) => {
+                        drop(dst);
+                        let _ = std::fs::remove_file(&tmp);
+                        return Ok(Err(format!(
+                            "text in {} (files.encoding), found a byte sequence that is not near byte {at}",
+                            enc.name()
+                        )));
+                    }
+                }
+            }
+            if last {
+                break;
+            }
+        }
+        dst.flush().map_err(io(&tmp))?;
+        dst.get_ref().sync_all().map_err(io(&tmp))?;
+        drop(dst);
+        std::fs::rename(&tmp, &out).map_err(io(&tmp))?;
+        Ok(Ok(out))
     }
 
     /// Deletes checkpoints whose file is gone (a crash after the move to
@@ -254,6 +403,10 @@ impl FilesSource {
             for f in files {
                 if shutdown.is_triggered() {
                     return Ok(total);
+                }
+                if let Some((reason, expected)) = Self::refusal(&f) {
+                    self.refuse(&f, reason, &expected)?;
+                    continue;
                 }
                 match self.process(&f, &shutdown).await {
                     Ok(Some(r)) => {
@@ -391,6 +544,16 @@ impl FilesSource {
             .dir
             .join("rejects")
             .join(format!("{name}.rejects.ndjson"));
+        let source = match self.readable(path, &name)? {
+            Ok(p) => p,
+            Err(expected) => {
+                self.refuse(path, "encoding", &expected)?;
+                return Ok(Some(FileReport {
+                    rejected: 1,
+                    ..FileReport::default()
+                }));
+            }
+        };
         let size = std::fs::metadata(path).map_err(io(path))?.len();
 
         let mut ckpt = match std::fs::read(&ckpt_path) {
@@ -457,14 +620,33 @@ impl FilesSource {
         let mut rejects = std::io::BufWriter::new(rejects);
         let mut rejects_len = ckpt.rejects_len;
 
-        let mut reader = RecordReader::open(
-            path,
+        let mut reader = match RecordReader::open(
+            &source,
             self.csv.as_ref(),
             &self.prefecture,
             ckpt.line,
             ckpt.byte_offset,
-        )
-        .map_err(io(path))?;
+        ) {
+            Ok(r) => r,
+            // A CSV header that is not text in the encoding: the file is
+            // moved aside, the folder goes on.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                drop(rejects);
+                self.refuse(
+                    path,
+                    "encoding",
+                    &format!(
+                        "a header row in {} (files.encoding), found invalid bytes",
+                        self.cfg.encoding
+                    ),
+                )?;
+                return Ok(Some(FileReport {
+                    rejected: 1,
+                    ..FileReport::default()
+                }));
+            }
+            Err(e) => return Err(io(path)(e)),
+        };
         let mut report = FileReport::default();
         let mut in_flight = FuturesOrdered::new();
         let mut last_ckpt = Instant::now();
@@ -502,6 +684,17 @@ impl FilesSource {
             let (line, invalid): (Cow<'_, [u8]>, Option<JsonError>) =
                 match next.item {
                     Item::Blank => {
+                        in_flight.push_back(futures::future::Either::Left(futures::future::ready(
+                            (ln, end, rejects_len, Ok(false)),
+                        )));
+                        continue;
+                    }
+                    Item::Skipped(k) => {
+                        report.skipped += 1;
+                        self.metrics
+                            .fhir_skipped
+                            .with_label_values(&[k.as_str()])
+                            .inc();
                         in_flight.push_back(futures::future::Either::Left(futures::future::ready(
                             (ln, end, rejects_len, Ok(false)),
                         )));
@@ -615,6 +808,9 @@ impl FilesSource {
             let _ = std::fs::remove_file(&rejects_path);
         }
         std::fs::remove_file(&ckpt_path).map_err(io(&ckpt_path))?;
+        if source != path {
+            let _ = std::fs::remove_file(&source);
+        }
         tracing::info!(file = %name, read = report.read, produced = report.produced, recovered = report.recovered, rejected = report.rejected, "file done");
         Ok(Some(report))
     }

@@ -176,12 +176,22 @@ async fn events(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes)
 /// by its position in `entry`.
 async fn fhir(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let prefecture = s.prefecture.clone();
+    let metrics = s.metrics.clone();
     handle(&s, &headers, || {
         crate::fhir::map_bundle(&body, &prefecture)
             .map(|entries| {
                 entries
                     .into_iter()
-                    .map(|(_, m)| m.map(|v| serde_json::to_vec(&v).expect("serializes")))
+                    .filter_map(|(_, e)| match e {
+                        crate::fhir::Entry::Event(v) => {
+                            Some(Ok(serde_json::to_vec(&v).expect("serializes")))
+                        }
+                        crate::fhir::Entry::Rejected(e) => Some(Err(e)),
+                        crate::fhir::Entry::Skipped(k) => {
+                            metrics.fhir_skipped.with_label_values(&[k.as_str()]).inc();
+                            None
+                        }
+                    })
                     .collect()
             })
             .map_err(|e| e.to_string())

@@ -27,7 +27,17 @@ pub struct IngestMetrics {
     /// HTTP requests and connections refused before any record was read,
     /// by reason ([`HTTP_REFUSALS`]).
     pub http_refused: IntCounterVec,
+    /// FHIR entries that made no event of their own, by kind
+    /// ([`crate::fhir::Skip`]): context, not_an_event, checkup_item,
+    /// observation_group.
+    pub fhir_skipped: IntCounterVec,
+    /// Files refused whole (unreadable, undecodable, a symlink), by reason
+    /// ([`FILE_REFUSALS`]); each is moved to `rejects/` with an entry.
+    pub files_refused: IntCounterVec,
 }
+
+/// Why the files source refused a whole file.
+pub const FILE_REFUSALS: &[&str] = &["symlink", "not_a_file", "encoding", "unreadable"];
 
 /// Why the HTTP source refused a request or connection before reading a
 /// record: a wrong or missing token, no free slot, the request deadline,
@@ -133,7 +143,31 @@ impl IngestMetrics {
         for r in HTTP_REFUSALS {
             http_refused.with_label_values(&[r]);
         }
+        let vec = |name: &str, help: &str, label: &str, values: &[&str]| {
+            let v = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            registry
+                .register(Box::new(v.clone()))
+                .expect("unique metric");
+            for x in values {
+                v.with_label_values(&[x]);
+            }
+            v
+        };
+        let fhir_skipped = vec(
+            "chitose_ingest_fhir_entries_skipped_total",
+            "FHIR entries read as context, merged into a checkup, or of no event type, by kind.",
+            "kind",
+            &crate::fhir::Skip::ALL.map(crate::fhir::Skip::as_str),
+        );
+        let files_refused = vec(
+            "chitose_ingest_files_refused_total",
+            "Files refused whole and moved to rejects/, by reason.",
+            "reason",
+            FILE_REFUSALS,
+        );
         IngestMetrics {
+            fhir_skipped,
+            files_refused,
             registry,
             read,
             accepted,

@@ -153,6 +153,9 @@ pub enum Item<'a> {
     Record(Cow<'a, [u8]>),
     /// A record that could not even be put in the JSON form.
     Invalid(JsonError, Vec<u8>),
+    /// A FHIR entry read as context, merged, or of no event type: counted,
+    /// nothing to send.
+    Skipped(crate::fhir::Skip),
 }
 
 /// One item and where it ends.
@@ -183,7 +186,7 @@ pub enum RecordReader {
     /// entry index + 1 standing for the line.
     Fhir {
         /// Mapped entries, in order.
-        items: std::vec::IntoIter<(u64, Result<Vec<u8>, JsonError>)>,
+        items: std::vec::IntoIter<(u64, crate::fhir::Entry)>,
         /// File size (the end offset of every item).
         size: u64,
     },
@@ -220,21 +223,15 @@ impl RecordReader {
     ) -> std::io::Result<Self> {
         if Self::is_fhir(path) {
             let bytes = std::fs::read(path)?;
-            let items: Vec<(u64, Result<Vec<u8>, JsonError>)> =
-                match crate::fhir::map_bundle(&bytes, hub) {
-                    Ok(entries) => entries
-                        .into_iter()
-                        .map(|(i, m)| {
-                            (
-                                i as u64 + 1,
-                                m.map(|v| serde_json::to_vec(&v).expect("serializes")),
-                            )
-                        })
-                        .filter(|(line, _)| *line > resume_line)
-                        .collect(),
-                    Err(e) if resume_line == 0 => vec![(1, Err(e))],
-                    Err(_) => vec![],
-                };
+            let items: Vec<(u64, crate::fhir::Entry)> = match crate::fhir::map_bundle(&bytes, hub) {
+                Ok(entries) => entries
+                    .into_iter()
+                    .map(|(i, e)| (i as u64 + 1, e))
+                    .filter(|(line, _)| *line > resume_line)
+                    .collect(),
+                Err(e) if resume_line == 0 => vec![(1, crate::fhir::Entry::Rejected(e))],
+                Err(_) => vec![],
+            };
             return Ok(RecordReader::Fhir {
                 items: items.into_iter(),
                 size: bytes.len() as u64,
@@ -248,7 +245,16 @@ impl RecordReader {
                 .from_reader(file);
             let headers = reader
                 .headers()
-                .map_err(std::io::Error::other)?
+                .map_err(|e| {
+                    // Not UTF-8 (a Shift_JIS export read as UTF-8): the
+                    // caller moves the file aside rather than stopping.
+                    let kind = if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) {
+                        std::io::ErrorKind::InvalidData
+                    } else {
+                        std::io::ErrorKind::Other
+                    };
+                    std::io::Error::new(kind, e.to_string())
+                })?
                 .iter()
                 .map(|h| h.trim_start_matches('\u{feff}').to_owned())
                 .collect();
@@ -308,8 +314,11 @@ impl RecordReader {
                 line,
                 end: *size,
                 item: match m {
-                    Ok(json) => Item::Record(Cow::Owned(json)),
-                    Err(e) => Item::Invalid(e, Vec::new()),
+                    crate::fhir::Entry::Event(v) => {
+                        Item::Record(Cow::Owned(serde_json::to_vec(&v).expect("serializes")))
+                    }
+                    crate::fhir::Entry::Rejected(e) => Item::Invalid(e, Vec::new()),
+                    crate::fhir::Entry::Skipped(k) => Item::Skipped(k),
                 },
             })),
             RecordReader::Csv {
