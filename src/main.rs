@@ -77,7 +77,7 @@ struct IngestArgs {
     /// Print the effective configuration (secrets hidden) and exit.
     #[arg(long)]
     print_config: bool,
-    /// files, http or simulate.
+    /// files, http, simulate or ssmix2.
     #[arg(long)]
     source: Option<String>,
     /// This hub's prefecture (JIS X 0401).
@@ -85,7 +85,7 @@ struct IngestArgs {
     prefecture: Option<String>,
     #[command(flatten)]
     kafka: crate::kafka_args::KafkaArgs,
-    /// Watched directory (files source).
+    /// Watched directory (files source), or the storage root (ssmix2).
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Stop when the directory is empty (files source).
@@ -126,6 +126,25 @@ enum IngestCommand {
         /// Hash a token read from standard input instead of making one.
         #[arg(long)]
         stdin: bool,
+    },
+    /// Write a seeded SS-MIX2 standardized storage tree (HL7 v2.5,
+    /// ISO-2022-JP) for trying `--source ssmix2`.
+    Ssmix2Tree {
+        /// Storage root to write into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The hub's prefecture (JIS X 0401).
+        #[arg(long, default_value = "27")]
+        prefecture: String,
+        /// Clinical messages to write (ADT-00 and cancellations come on top).
+        #[arg(long, default_value_t = 1000)]
+        events: usize,
+        /// Generator seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Cancel every Nth order with a second file (0: none).
+        #[arg(long, default_value_t = 20)]
+        cancel_every: usize,
     },
 }
 
@@ -277,8 +296,33 @@ fn ingest(a: IngestArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(IngestCommand::Ssmix2Tree {
+        dir,
+        prefecture,
+        events,
+        seed,
+        cancel_every,
+    }) = a.command
+    {
+        let mut g =
+            chitose_ingest::simulate::Generator::new(chitose_ingest::simulate::SimConfig {
+                seed,
+                prefectures: vec![prefecture.clone()],
+                hub: Some(prefecture),
+                ..Default::default()
+            })?;
+        let r = chitose_ingest::simulate::ssmix2::write_tree(&mut g, &dir, events, cancel_every)?;
+        println!(
+            "wrote {} messages ({} cancellations) under {}",
+            r.messages,
+            r.cancellations,
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     use toml::Value as V;
     let mut flags: Vec<(&str, V)> = Vec::new();
+    let is_ssmix2 = a.source.as_deref() == Some("ssmix2");
     if let Some(v) = a.source {
         flags.push(("source", V::String(v)));
     }
@@ -287,7 +331,13 @@ fn ingest(a: IngestArgs) -> Result<ExitCode> {
     }
     flags.extend(a.kafka.flag()?);
     if let Some(v) = a.dir {
-        flags.push(("files.dir", V::String(v.display().to_string())));
+        // The SS-MIX2 source reads a storage root; the others a drop folder.
+        let key = if is_ssmix2 {
+            "ssmix2.root"
+        } else {
+            "files.dir"
+        };
+        flags.push((key, V::String(v.display().to_string())));
     }
     if a.exit_when_idle {
         flags.push(("files.exit_when_idle", V::Boolean(true)));

@@ -933,3 +933,139 @@ source_format = "csv"
     assert_eq!(csv_rows.len(), 2);
     assert!(csv_rows.iter().any(|r| matches!(&r.event.payload, chitose_schemas::raw::Payload::LabResult(l) if l.test_name == "ＨｂＡ１ｃ")));
 }
+
+/// An SS-MIX2 storage tree (the generator's, with cancelled orders) through
+/// `--source ssmix2`, killed -9 twice mid-tree: every message's events
+/// reach the topic exactly once, corrections included; the storage is
+/// left as it was; no header names a storage path (it holds the patient id
+/// and the order number).
+#[test]
+fn ssmix2_storage_lands_every_message_once_through_kill_9() {
+    use chitose_ingest::ssmix2::{FileName, map_message};
+    let bootstrap = helpers::nisshi();
+    let dir = helpers::scratch("ssmix2");
+    let (root, state) = (dir.join("storage"), dir.join("state"));
+    let topic = format!("health.raw.27.ssmix2-{}", uuid::Uuid::new_v4().simple());
+    let mut g = Generator::new(SimConfig {
+        seed: 31,
+        patients: 2_000,
+        hub: Some("27".into()),
+        prefectures: vec!["27".into()],
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let tree = chitose_ingest::simulate::ssmix2::write_tree(&mut g, &root, 6_000, 20).unwrap();
+    // What each message makes, by the pure core (the shell's oracle).
+    let mut want: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut files = 0;
+    let mut stack = vec![root.clone()];
+    let mut listing = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            files += 1;
+            listing.push((p.clone(), std::fs::metadata(&p).unwrap().len()));
+            let f = FileName::parse(&p.file_name().unwrap().to_string_lossy()).unwrap();
+            // Insurance does not change ids; the oracle leaves it out.
+            let m = map_message(&f, &std::fs::read(&p).unwrap(), "2710000001", "27", None).unwrap();
+            for e in m.events {
+                *want
+                    .entry(format!(
+                        "{} {}",
+                        e["event_id"].as_str().unwrap(),
+                        e["event_type"].as_str().unwrap()
+                    ))
+                    .or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(files, tree.messages);
+    let total: usize = want.values().sum();
+    let env = [
+        ("CHITOSE_INGEST__TOPIC", topic.as_str()),
+        ("CHITOSE_INGEST__SSMIX2__STATE_DIR", state.to_str().unwrap()),
+        ("CHITOSE_INGEST__SSMIX2__FACILITY_CODE", "2710000001"),
+        ("CHITOSE_INGEST__SSMIX2__BATCH_MESSAGES", "500"),
+        ("CHITOSE_INGEST__FILES__CHECKPOINT_EVERY_LINES", "200"),
+    ];
+    let run = || {
+        chitose(
+            &[
+                "ingest",
+                "--source",
+                "ssmix2",
+                "--prefecture",
+                "27",
+                "--bootstrap",
+                &bootstrap,
+                "--dir",
+                root.to_str().unwrap(),
+                "--exit-when-idle",
+                "--ops-listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ],
+            &env,
+        )
+    };
+    let mut kills = 0;
+    let mut logs = String::new();
+    for target in [total as i64 / 4, total as i64 * 2 / 3] {
+        let mut child = run();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while topic_size(&bootstrap, &topic) < target {
+            assert!(
+                Instant::now() < deadline,
+                "no progress to {target}: {}",
+                child.log()
+            );
+            if child.0.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if child.0.try_wait().unwrap().is_none() {
+            child.0.kill().unwrap(); // SIGKILL
+            child.0.wait().unwrap();
+            kills += 1;
+        }
+        logs.push_str(&child.log());
+    }
+    assert!(
+        kills >= 1,
+        "the tree finished before the kills: make it larger"
+    );
+    let mut child = run();
+    assert!(child.0.wait().unwrap().success(), "{}", child.log());
+    logs.push_str(&child.log());
+    let records = read_topic(&bootstrap, &topic);
+    let mut got: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in &records {
+        *got.entry(format!(
+            "{} {}",
+            r.event.event_id,
+            r.event.event_type.symbol()
+        ))
+        .or_default() += 1;
+        assert_eq!(r.event.source_format, "ssmix2");
+        let file = &r.headers["chitose-source-file"];
+        assert!(file.len() == 19 && file.ends_with(".ndjson"), "{file}");
+    }
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got, want, "every message's events once");
+    assert!(got.keys().any(|k| k.ends_with(" correction")));
+    // The hospital's storage is untouched.
+    for (p, len) in &listing {
+        assert_eq!(std::fs::metadata(p).unwrap().len(), *len);
+    }
+    // Logs say counts, never a name from the storage.
+    for (p, _) in listing.iter().take(50) {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        assert!(!logs.contains(&name), "a storage file name in the logs");
+        let pid = name.split('_').next().unwrap();
+        assert!(!logs.contains(pid), "a patient id in the logs");
+    }
+}

@@ -17,6 +17,8 @@ pub enum SourceKind {
     Http,
     /// The synthetic generator.
     Simulate,
+    /// An SS-MIX2 standardized storage tree.
+    Ssmix2,
 }
 
 /// The whole ingest configuration.
@@ -43,6 +45,8 @@ pub struct IngestConfig {
     pub http: HttpConfig,
     /// Simulate source.
     pub simulate: SimulateConfig,
+    /// SS-MIX2 source.
+    pub ssmix2: Ssmix2Config,
 }
 
 /// Files source settings.
@@ -71,6 +75,37 @@ pub struct FilesConfig {
     /// starts with a UTF-16 byte-order mark is read as UTF-16 whatever is
     /// set; a UTF-8 one is skipped.
     pub encoding: String,
+}
+
+/// SS-MIX2 source settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ssmix2Config {
+    /// The storage root (`<root>/<id[0..3]>/<id[3..6]>/<id>/<date>/<type>/<file>`);
+    /// only read, never written.
+    pub root: PathBuf,
+    /// Where the ledger, the queue and its rejects live (patients' data:
+    /// owner-only).
+    pub state_dir: PathBuf,
+    /// The 10-digit medical institution code of the hospital whose storage
+    /// this is (messages do not carry it).
+    pub facility_code: String,
+    /// Messages per queued batch.
+    pub batch_messages: usize,
+    /// How often to look for new messages.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for Ssmix2Config {
+    fn default() -> Self {
+        Ssmix2Config {
+            root: PathBuf::from("./ssmix2"),
+            state_dir: PathBuf::from("./ssmix2-state"),
+            facility_code: String::new(),
+            batch_messages: 1000,
+            poll_interval_ms: 5000,
+        }
+    }
 }
 
 /// HTTP source settings.
@@ -154,6 +189,7 @@ impl Default for IngestConfig {
             files: FilesConfig::default(),
             http: HttpConfig::default(),
             simulate: SimulateConfig::default(),
+            ssmix2: Ssmix2Config::default(),
         }
     }
 }
@@ -331,6 +367,24 @@ impl IngestConfig {
         }
         if self.source == SourceKind::Http {
             self.validate_http()?;
+        }
+        if self.source == SourceKind::Ssmix2 {
+            let f = &self.ssmix2.facility_code;
+            if chitose_schemas::edge::facility_kind(f).is_none() || !f.starts_with(&self.prefecture)
+            {
+                return bad(
+                    "ssmix2.facility_code",
+                    "the hospital's 10-digit medical institution code, in this hub's prefecture",
+                    if f.is_empty() {
+                        "none".into()
+                    } else {
+                        "another value".into()
+                    },
+                );
+            }
+            if self.ssmix2.batch_messages == 0 {
+                return bad("ssmix2.batch_messages", "at least 1", "0".into());
+            }
         }
         if !(self.simulate.rate >= 0.0 && self.simulate.rate.is_finite()) {
             return bad(

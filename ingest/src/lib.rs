@@ -8,12 +8,16 @@
 //!   mode. No clock, no I/O.
 //! - [`edge`]: JSON bytes in → framed Avro message out, or a reject with a
 //!   reason: what every source does to a record.
+//! - [`fhir`]: FHIR Bundles as the Japanese guides publish them → events.
+//! - [`ssmix2`]: SS-MIX2 standardized-storage messages (HL7 v2.5) → events
+//!   and corrections.
 //!
 //! Shell:
 //! - [`producer`]: idempotent acks=all producer with bounded in-flight
 //!   records; [`metrics`]; [`config`].
-//! - Sources: [`files`] (exactly once through kill -9), [`http`], and the
-//!   simulate loop in [`service`].
+//! - Sources: [`files`] (exactly once through kill -9), [`http`], the
+//!   SS-MIX2 storage walker ([`ssmix2::tree`], queueing for the files
+//!   source), and the simulate loop in [`service`].
 
 pub mod config;
 pub mod edge;
@@ -26,5 +30,6 @@ pub mod records;
 pub mod rejects;
 pub mod service;
 pub mod simulate;
+pub mod ssmix2;
 pub mod tls;
 pub mod token;

@@ -34,6 +34,9 @@ pub struct IngestMetrics {
     /// Files refused whole (unreadable, undecodable, a symlink), by reason
     /// ([`FILE_REFUSALS`]); each is moved to `rejects/` with an entry.
     pub files_refused: IntCounterVec,
+    /// SS-MIX2 messages taken from the storage, by outcome: event,
+    /// correction, rejected, skipped.
+    pub ssmix2_messages: IntCounterVec,
 }
 
 /// Why the files source refused a whole file.
@@ -165,7 +168,14 @@ impl IngestMetrics {
             "reason",
             FILE_REFUSALS,
         );
+        let ssmix2_messages = vec(
+            "chitose_ingest_ssmix2_messages_total",
+            "SS-MIX2 messages taken from the storage, by outcome.",
+            "outcome",
+            &["event", "correction", "rejected", "skipped"],
+        );
         IngestMetrics {
+            ssmix2_messages,
             fhir_skipped,
             files_refused,
             registry,

@@ -43,6 +43,9 @@ pub enum ServiceError {
     /// A token hash cannot be used.
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
+    /// The SS-MIX2 storage or its state cannot be read or written.
+    #[error("ss-mix2: {0}")]
+    Ssmix2(String),
 }
 
 /// What a run did, for the caller's summary.
@@ -69,6 +72,7 @@ pub fn source_name(kind: SourceKind) -> &'static str {
         SourceKind::Files => "files",
         SourceKind::Http => "http",
         SourceKind::Simulate => "simulate",
+        SourceKind::Ssmix2 => "ssmix2",
     }
 }
 
@@ -198,6 +202,9 @@ pub async fn run_with(
             })?;
         }
         SourceKind::Simulate => simulate(&cfg, &store, &producer, &metrics, shutdown).await?,
+        SourceKind::Ssmix2 => {
+            ssmix2(&cfg, &store, &producer, &metrics, shutdown).await?;
+        }
     }
     // SIGTERM: everything enqueued is acknowledged before exit.
     let p = producer.clone();
@@ -278,4 +285,59 @@ async fn simulate(
         tracing::error!(failed, "simulated records the broker did not acknowledge");
     }
     Ok(())
+}
+
+/// The SS-MIX2 source: walk the storage, queue new messages, let the files
+/// source send the queue; again every poll interval.
+async fn ssmix2(
+    cfg: &IngestConfig,
+    store: &SchemaStore,
+    producer: &RawProducer,
+    metrics: &IngestMetrics,
+    mut shutdown: Shutdown,
+) -> Result<(), ServiceError> {
+    let s = &cfg.ssmix2;
+    let mut walker = crate::ssmix2::tree::Walker::open(
+        &s.root,
+        &s.state_dir,
+        &s.facility_code,
+        &cfg.prefecture,
+        s.batch_messages,
+        Some(metrics.clone()),
+    )
+    .map_err(ServiceError::Ssmix2)?;
+    let mut queue_cfg = cfg.files.clone();
+    queue_cfg.dir = s.state_dir.join("queue");
+    queue_cfg.exit_when_idle = true;
+    queue_cfg.encoding = "utf-8".into();
+    queue_cfg.csv = Default::default();
+    let queue = FilesSource::new(
+        queue_cfg,
+        cfg.kafka.clone(),
+        producer.clone(),
+        Edge::new(store, Some(cfg.prefecture.clone())),
+        metrics.clone(),
+        cfg.prefecture.clone(),
+    )?;
+    loop {
+        let w = tokio::task::block_in_place(|| walker.pass()).map_err(ServiceError::Ssmix2)?;
+        if w.messages > 0 {
+            tracing::info!(
+                messages = w.messages,
+                events = w.events,
+                corrections = w.corrections,
+                rejected = w.rejected,
+                skipped = w.skipped,
+                "ss-mix2 messages queued"
+            );
+        }
+        queue.run(shutdown.clone()).await?;
+        if shutdown.is_triggered() || (cfg.files.exit_when_idle && w.messages == 0) {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(s.poll_interval_ms)) => {}
+            _ = shutdown.wait() => return Ok(()),
+        }
+    }
 }

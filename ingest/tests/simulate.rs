@@ -269,14 +269,18 @@ fn clinical_content_has_realistic_shapes() {
     for _ in 0..20_000 {
         let ev: RawEvent = g.next_event();
         match &ev.payload {
+            // The JP-CLINS way: a MEDIS management number only.
+            Payload::Diagnosis(d) if d.icd10_code.is_none() => {
+                assert_eq!(d.medis_disease_number.as_ref().map(String::len), Some(8));
+            }
             Payload::Diagnosis(d) => {
+                let code = d.icd10_code.as_ref().expect("guarded");
                 diagnoses += 1;
-                hypertension += usize::from(d.icd10_code == "I10");
-                assert!(r.icd10_chapter(&d.icd10_code).is_some());
+                hypertension += usize::from(code == "I10");
+                assert!(r.icd10_chapter(code).is_some());
                 assert!(
-                    r.icd10_block(&d.icd10_code).is_some(),
-                    "generator codes have blocks: {}",
-                    d.icd10_code
+                    r.icd10_block(code).is_some(),
+                    "generator codes have blocks: {code}"
                 );
             }
             Payload::LabResult(l) => {
@@ -288,10 +292,13 @@ fn clinical_content_has_realistic_shapes() {
                     high_hba1c += usize::from(v >= 6.5);
                 }
             }
-            Payload::Prescription(p) => {
-                assert_eq!(p.yj_code.len(), 12);
-                assert!(r.yj_category(&p.yj_code).is_some(), "{}", p.yj_code);
-            }
+            Payload::Prescription(p) => match &p.yj_code {
+                Some(yj) => {
+                    assert_eq!(yj.len(), 12);
+                    assert!(r.yj_category(yj).is_some(), "{yj}");
+                }
+                None => assert_eq!(p.hot_code.as_ref().map(String::len), Some(9)),
+            },
             Payload::Checkup(c) => {
                 let bmi = c.bmi.unwrap();
                 let implied = c.weight_kg.unwrap() / (c.height_cm.unwrap() / 100.0).powi(2);
@@ -302,6 +309,9 @@ fn clinical_content_has_realistic_shapes() {
                 assert!(c.systolic_bp.unwrap() > c.diastolic_bp.unwrap());
             }
             Payload::Vaccination(v) => assert!(v.vaccine_code.starts_with("631")),
+            Payload::Allergy(a) => {
+                assert!(a.substance_code.as_ref().is_some_and(|c| c.len() == 12));
+            }
             Payload::Encounter(e) => {
                 if let Some(end) = e.ended_at {
                     assert!(end > ev.occurred_at);
@@ -329,6 +339,7 @@ fn event_mix_is_configurable() {
         prescription: 0,
         checkup: 1,
         vaccination: 0,
+        allergy: 0,
     };
     let mut g = Generator::new(cfg).unwrap();
     let types: HashSet<EventType> = (0..500).map(|_| g.next_event().event_type).collect();

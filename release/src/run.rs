@@ -28,7 +28,7 @@ use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 
 /// A release or audit problem.
@@ -112,6 +112,71 @@ pub struct Snapshot {
     pub rows: u64,
     /// Per Kafka partition: the last commit record read and its next offset.
     pub ledger: BTreeMap<i32, (u64, i64)>,
+}
+
+/// The event ids a lake table's rows were withdrawn under: the
+/// `correction` table's rows naming this table. Until the lake is a table
+/// format with deletes, every reader drops them this way (an anti-join on
+/// event_id); the release does it here.
+pub async fn withdrawn(
+    lake: &Lake,
+    table: &str,
+    batch_rows: usize,
+) -> Result<HashSet<String>, ReleaseError> {
+    let snap = match snapshot(lake, "correction").await {
+        Ok(s) => s,
+        Err(ReleaseError::NoData(_)) => return Ok(HashSet::new()),
+        Err(e) => return Err(e),
+    };
+    let cols = ["event_id".to_owned(), "corrected_event_type".to_owned()];
+    let mut out = HashSet::new();
+    for (path, size) in &snap.files {
+        let mut s = read(lake, path, *size, Some(&cols), batch_rows).await?;
+        while let Some(b) = s.next().await {
+            let b = b.map_err(|e| ReleaseError::Parquet {
+                path: path.to_string(),
+                message: e.to_string(),
+            })?;
+            let (Some(ids), Some(types)) = (
+                b.column_by_name("event_id")
+                    .and_then(|c| c.as_any().downcast_ref::<arrow_array::StringArray>()),
+                b.column_by_name("corrected_event_type")
+                    .and_then(|c| c.as_any().downcast_ref::<arrow_array::StringArray>()),
+            ) else {
+                continue;
+            };
+            for i in 0..b.num_rows() {
+                if types.value(i) == table {
+                    out.insert(ids.value(i).to_owned());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `b` without the rows whose event_id is withdrawn; how many were dropped.
+fn without_withdrawn(
+    b: RecordBatch,
+    withdrawn: &HashSet<String>,
+) -> Result<(RecordBatch, u64), arrow_schema::ArrowError> {
+    if withdrawn.is_empty() {
+        return Ok((b, 0));
+    }
+    let Some(ids) = b
+        .column_by_name("event_id")
+        .and_then(|c| c.as_any().downcast_ref::<arrow_array::StringArray>())
+    else {
+        return Ok((b, 0));
+    };
+    let keep: arrow_array::BooleanArray = ids
+        .iter()
+        .map(|id| Some(!id.is_some_and(|id| withdrawn.contains(id))))
+        .collect();
+    let dropped = (b.num_rows() - keep.true_count()) as u64;
+    let kept = arrow_select::filter::filter_record_batch(&b, &keep)?;
+    // The index and the output never see event_id: drop it again.
+    Ok((kept, dropped))
 }
 
 /// The files of a lake table its ledger commits, as of now. Files written
@@ -293,8 +358,13 @@ async fn index(
     snap: &Snapshot,
     mut ix: Index,
     batch_rows: usize,
-) -> Result<Index, ReleaseError> {
-    let columns = ix.columns();
+    withdrawn: &HashSet<String>,
+) -> Result<(Index, u64), ReleaseError> {
+    let mut columns = ix.columns();
+    let mut dropped = 0;
+    if !withdrawn.is_empty() {
+        columns.push("event_id".into());
+    }
     // A column absent from one file is an older schema version (read as
     // null); absent from every file, it is a mistake.
     let mut seen = std::collections::BTreeSet::new();
@@ -306,6 +376,11 @@ async fn index(
                 path: path.to_string(),
                 message: e.to_string(),
             })?;
+            let (b, d) = without_withdrawn(b, withdrawn).map_err(|e| ReleaseError::Parquet {
+                path: path.to_string(),
+                message: e.to_string(),
+            })?;
+            dropped += d;
             ix.add(&b).map_err(|source| ReleaseError::Core {
                 table: table.to_owned(),
                 source,
@@ -319,7 +394,7 @@ async fn index(
             files: snap.file_count,
         });
     }
-    Ok(ix)
+    Ok((ix, dropped))
 }
 
 /// How to run a release.
@@ -367,6 +442,8 @@ pub struct TableReport {
     pub k_achieved: u32,
     /// Records read.
     pub records_in: u64,
+    /// Records left out because a correction withdrew them.
+    pub withdrawn: u64,
     /// Records released.
     pub records_out: u64,
     /// Patients read.
@@ -541,10 +618,17 @@ async fn release_table(
     let rares: Vec<Hierarchy> = t.rare.iter().map(Hierarchy::of_rare).collect();
     let ix = Index::new(qis, rares, Some("pseudonym".into()));
     let clock = std::time::Instant::now();
-    let ix = index(lake, table, &snap, ix, opts.batch_rows).await?;
+    let gone = withdrawn(lake, table, opts.batch_rows).await?;
+    let (ix, dropped) = index(lake, table, &snap, ix, opts.batch_rows, &gone).await?;
     let index_s = clock.elapsed().as_secs_f64();
-    tracing::info!(table, rows = ix.rows(), cells = ix.cells(), "indexed");
-    if ix.rows() != snap.rows {
+    tracing::info!(
+        table,
+        rows = ix.rows(),
+        withdrawn = dropped,
+        cells = ix.cells(),
+        "indexed"
+    );
+    if ix.rows() + dropped != snap.rows {
         return Err(ReleaseError::Count {
             table: table.to_owned(),
             what: "rows in the committed files (the ledger's count; run chitose lake verify)",
@@ -573,7 +657,10 @@ async fn release_table(
     let files = if opts.dry_run {
         Vec::new()
     } else {
-        write(lake, dest, table, &snap, &ix, &plan, &out, root, opts).await?
+        write(
+            lake, dest, table, &snap, &ix, &plan, &out, root, opts, &gone,
+        )
+        .await?
     };
     let written: u64 = files.iter().map(|(_, r)| r).sum();
     if !opts.dry_run && written != after.records {
@@ -591,6 +678,7 @@ async fn release_table(
     );
     let records_in = ix.rows();
     let mut report = report_of(spec, t, c, snap, &ix, &plan, before, after, files, seconds);
+    report.withdrawn = dropped;
     // The index is no longer needed: free it before the read-back builds
     // its own.
     drop((ix, plan, out));
@@ -643,6 +731,7 @@ async fn write(
     out: &Output,
     root: &str,
     opts: &Options,
+    withdrawn: &HashSet<String>,
 ) -> Result<Vec<(String, u64)>, ReleaseError> {
     let row_group = opts.rows_per_file.clamp(1, 65_536);
     let mut files: Vec<(String, u64)> = Vec::new();
@@ -667,10 +756,18 @@ async fn write(
     // columns, a release a dozen.
     let mut columns = ix.columns();
     columns.extend(out.schema.fields().iter().map(|f| f.name().clone()));
+    if !withdrawn.is_empty() {
+        columns.push("event_id".into());
+    }
     for (path, size) in &snap.files {
         let mut s = read(lake, path, *size, Some(&columns), opts.batch_rows).await?;
         while let Some(b) = s.next().await {
             let b: RecordBatch = b.map_err(|e| werr(path, e))?;
+            // The same rows as the index saw, in the same order.
+            let (b, _) = without_withdrawn(b, withdrawn).map_err(|e| ReleaseError::Parquet {
+                path: path.to_string(),
+                message: e.to_string(),
+            })?;
             let released = ix
                 .apply(plan, out, &b)
                 .map_err(|source| ReleaseError::Core {
@@ -778,6 +875,7 @@ fn report_of(
         k_required: spec.k,
         k_achieved: after.k,
         records_in: rows,
+        withdrawn: 0,
         records_out: after.records,
         patients_in: ix.patients(),
         generalization,
@@ -841,6 +939,13 @@ pub fn markdown(r: &ReleaseReport) -> String {
             t.k_achieved,
             t.k_required
         );
+        if t.withdrawn > 0 {
+            let _ = writeln!(
+                s,
+                "Left out {} records a correction withdrew (cancelled at the source).\n",
+                t.withdrawn
+            );
+        }
         s.push_str("| quasi-identifier | released as | level |\n|---|---|---|\n");
         for g in &t.generalization {
             let _ = writeln!(s, "| `{}` | {} | {}/{} |", g.column, g.shows, g.level, g.of);
@@ -969,7 +1074,7 @@ pub async fn audit(
         rare.iter().map(|(c, ..)| Hierarchy::flat(c)).collect(),
         patient.clone(),
     );
-    let ix = index(lake, &snap.source, &snap, ix, batch_rows).await?;
+    let (ix, _) = index(lake, &snap.source, &snap, ix, batch_rows, &HashSet::new()).await?;
     let levels = vec![0; qi.len()];
     let risk = ix.risk(&levels, 0, k);
     let at = |c: &str| qi.iter().position(|q| q == c).unwrap_or(0);

@@ -84,6 +84,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "pseudo/allergy.v1.avsc",
         include_str!("../avro/pseudo/allergy.v1.avsc"),
     ),
+    (
+        "pseudo/correction.v1.avsc",
+        include_str!("../avro/pseudo/correction.v1.avsc"),
+    ),
 ];
 
 /// Adds every named type (record, enum, fixed) defined in `s` to `out`,

@@ -176,7 +176,7 @@ pub fn check(ev: &RawEvent, hub_prefecture: Option<&str>, now: Timestamp) -> Res
                 ));
             }
         }
-        Payload::Checkup(_) | Payload::Vaccination(_) => {}
+        Payload::Checkup(_) | Payload::Vaccination(_) | Payload::Correction(_) => {}
     }
     Ok(())
 }

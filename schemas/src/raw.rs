@@ -26,6 +26,8 @@ avro_enum! {
         Vaccination = "vaccination",
         /// アレルギー・不耐性反応 (v3)
         Allergy = "allergy",
+        /// A withdrawn event (v3)
+        Correction = "correction",
     }
 }
 
@@ -445,6 +447,46 @@ avro_record! {
     }
 }
 
+avro_enum! {
+    /// The table of a withdrawn event.
+    pub enum CorrectedType {
+        /// encounter
+        Encounter = "encounter",
+        /// diagnosis
+        Diagnosis = "diagnosis",
+        /// lab_result
+        LabResult = "lab_result",
+        /// prescription
+        Prescription = "prescription",
+        /// checkup
+        Checkup = "checkup",
+        /// vaccination
+        Vaccination = "vaccination",
+        /// allergy
+        Allergy = "allergy",
+    }
+}
+
+avro_enum! {
+    /// Why an event is withdrawn.
+    pub enum CorrectionReason {
+        /// The order or record was cancelled at the source.
+        Cancelled = "cancelled",
+        /// It was entered in error.
+        EnteredInError = "entered_in_error",
+    }
+}
+
+avro_record! {
+    /// Withdraws the event whose id is this event's id (v3).
+    pub struct Correction {
+        /// Table of the withdrawn event.
+        pub corrected_event_type: CorrectedType,
+        /// Why.
+        pub reason: CorrectionReason,
+    }
+}
+
 /// The payload union; branch order is the schema's, and matches [`EventType`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -463,6 +505,8 @@ pub enum Payload {
     Vaccination(Vaccination),
     /// Branch 6 (v3).
     Allergy(Allergy),
+    /// Branch 7 (v3).
+    Correction(Correction),
 }
 
 impl Payload {
@@ -476,6 +520,7 @@ impl Payload {
             Payload::Checkup(_) => EventType::Checkup,
             Payload::Vaccination(_) => EventType::Vaccination,
             Payload::Allergy(_) => EventType::Allergy,
+            Payload::Correction(_) => EventType::Correction,
         }
     }
 
@@ -489,6 +534,7 @@ impl Payload {
             Payload::Checkup(p) => p.comment.as_deref(),
             Payload::Vaccination(p) => p.comment.as_deref(),
             Payload::Allergy(p) => p.comment.as_deref(),
+            Payload::Correction(_) => None,
         }
     }
 }
@@ -508,6 +554,7 @@ impl AvroCodec for Payload {
             Payload::Checkup(p) => p.encode(out),
             Payload::Vaccination(p) => p.encode(out),
             Payload::Allergy(p) => p.encode(out),
+            Payload::Correction(p) => p.encode(out),
         }
     }
 
@@ -521,6 +568,7 @@ impl AvroCodec for Payload {
                 EventType::Checkup => Payload::Checkup(AvroCodec::decode(r, field)?),
                 EventType::Vaccination => Payload::Vaccination(AvroCodec::decode(r, field)?),
                 EventType::Allergy => Payload::Allergy(AvroCodec::decode(r, field)?),
+                EventType::Correction => Payload::Correction(AvroCodec::decode(r, field)?),
             },
         )
     }

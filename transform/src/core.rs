@@ -738,6 +738,7 @@ fn identifiers(ev: &RawEvent, c: &mut IdCache) {
         Payload::Checkup(c) => [c.checkup_id.as_deref(), None],
         Payload::Vaccination(v) => [v.lot_number.as_deref(), v.performer_id.as_deref()],
         Payload::Allergy(a) => [a.allergy_id.as_deref(), None],
+        Payload::Correction(_) => [None, None],
         Payload::Diagnosis(_) => [None, None],
     };
     for id in ids {

@@ -211,6 +211,8 @@ fields! {
     "allergy" "reaction_severity" => pay!(Allergy, p => Val::osym(p.reaction_severity.map(|s| s.symbol()))),
     "allergy" "reaction" => pay!(Allergy, p => Val::os(&p.reaction)),
     "allergy" "comment" => pay!(Allergy, p => Val::os(&p.comment)),
+    "correction" "corrected_event_type" => pay!(Correction, p => Val::sym(p.corrected_event_type.symbol())),
+    "correction" "reason" => pay!(Correction, p => Val::sym(p.reason.symbol())),
 }
 
 /// Avro type of a leaf, as the policy compiler needs it.

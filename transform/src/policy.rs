@@ -290,6 +290,9 @@ struct FileForm {
     /// unknown.
     #[serde(default)]
     allergy: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    /// Added in contract v3, like allergy.
+    #[serde(default)]
+    correction: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -390,6 +393,7 @@ impl Policy {
             ("checkup", &form.checkup),
             ("vaccination", &form.vaccination),
             ("allergy", &form.allergy),
+            ("correction", &form.correction),
         ];
         // Unknown fields first: a typo is likelier than a forgotten field.
         for (section, table) in &sections {

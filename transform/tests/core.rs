@@ -170,16 +170,27 @@ fn output_reads_with_the_table_schema_and_carries_policy_and_coordinates() {
             assert_eq!(r["birth_year"], Value::Union(0, Box::new(Value::Null)));
         }
         match (&ev.payload, o.event_type) {
-            (Payload::Diagnosis(d), EventType::Diagnosis) => {
-                let cat = &d.icd10_code.replace('.', "")[..3];
-                assert_eq!(s(&r["icd10_3char"]), Some(cat));
-                assert_eq!(
-                    s(&r["icd10_chapter"]),
-                    Some(pref.icd10_chapter(cat).unwrap().chapter.as_str())
-                );
-            }
+            (Payload::Diagnosis(d), EventType::Diagnosis) => match &d.icd10_code {
+                Some(code) => {
+                    let cat = &code.replace('.', "")[..3];
+                    assert_eq!(s(&r["icd10_3char"]), Some(cat));
+                    assert_eq!(
+                        s(&r["icd10_chapter"]),
+                        Some(pref.icd10_chapter(cat).unwrap().chapter.as_str())
+                    );
+                }
+                // MEDIS-only: no ICD-10 column is made up.
+                None => {
+                    assert_eq!(s(&r["icd10_chapter"]), None);
+                    assert!(s(&r["medis_disease_number"]).is_some());
+                }
+            },
             (Payload::Prescription(p), EventType::Prescription) => {
-                assert_eq!(s(&r["drug_class_code"]), Some(&p.yj_code[..3]));
+                assert_eq!(
+                    s(&r["drug_class_code"]),
+                    p.yj_code.as_deref().map(|y| &y[..3])
+                );
+                assert_eq!(s(&r["hot_code"]), p.hot_code.as_deref());
             }
             (Payload::Checkup(_), EventType::Checkup) => {
                 for j in [
@@ -375,7 +386,7 @@ fn bad_records_fail_with_their_class_and_no_value_in_the_message() {
     let Payload::Diagnosis(d) = &mut ev.payload else {
         panic!()
     };
-    d.icd10_code = "#99.9".into();
+    d.icd10_code = Some("#99.9".into());
     let e = t
         .transform(&encode(&ev), coords(0), NOW, &mut sc)
         .unwrap_err();
@@ -391,10 +402,12 @@ fn bad_records_fail_with_their_class_and_no_value_in_the_message() {
         panic!()
     };
     let reference = Reference::load().unwrap();
-    d.icd10_code = ('A'..='Z')
-        .flat_map(|l| (0..100).map(move |n| format!("{l}{n:02}")))
-        .find(|c| reference.icd10_chapter(c).is_none())
-        .expect("a category outside every chapter");
+    d.icd10_code = Some(
+        ('A'..='Z')
+            .flat_map(|l| (0..100).map(move |n| format!("{l}{n:02}")))
+            .find(|c| reference.icd10_chapter(c).is_none())
+            .expect("a category outside every chapter"),
+    );
     let e = t
         .transform(&encode(&ev), coords(0), NOW, &mut sc)
         .unwrap_err();
@@ -440,7 +453,7 @@ fn a_producer_that_bypasses_ingest_is_held_to_the_contract() {
             let Payload::Diagnosis(d) = &mut ev.payload else {
                 panic!()
             };
-            d.icd10_code = "E11.9ABCDEF".into();
+            d.icd10_code = Some("E11.9ABCDEF".into());
             (ev, "invalid_code", "payload.icd10_code")
         },
         {
@@ -586,6 +599,10 @@ mod leak {
                 e.comment = Some(text);
             }
             (Payload::Checkup(c), _) => c.comment = Some(text),
+            (Payload::Allergy(a), _) => {
+                a.substance_name = Some(text.clone());
+                a.reaction = Some(text);
+            }
         }
     }
 

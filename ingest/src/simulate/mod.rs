@@ -18,6 +18,7 @@
 //! Pacing (`--rate`) belongs to the async shell, not here.
 
 pub mod names;
+pub mod ssmix2;
 
 use chitose_schemas::codec::{Date, Timestamp};
 use chitose_schemas::json::RejectReason;
@@ -72,7 +73,7 @@ impl Default for EventMix {
 }
 
 impl EventMix {
-    fn weights(&self) -> [u32; 7] {
+    fn weights(&self) -> [u32; 8] {
         [
             self.encounter,
             self.diagnosis,
@@ -81,6 +82,9 @@ impl EventMix {
             self.checkup,
             self.vaccination,
             self.allergy,
+            // Corrections withdraw earlier events; the stream generator
+            // makes none (the SS-MIX2 tree writer makes cancelled orders).
+            0,
         ]
     }
 }
@@ -855,6 +859,10 @@ impl Generator {
                     comment,
                 })
             }
+            EventType::Correction => Payload::Correction(Correction {
+                corrected_event_type: CorrectedType::Prescription,
+                reason: CorrectionReason::Cancelled,
+            }),
             EventType::Allergy => {
                 let (system, code, name, category) =
                     ALLERGENS[rng.random_range(0..ALLERGENS.len())];

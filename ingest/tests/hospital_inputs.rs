@@ -312,3 +312,351 @@ fn the_hand_written_fixture_maps_as_the_spine_tests_expect() {
         ]
     );
 }
+
+// ---------------------------------------------------------------- SS-MIX2
+
+use chitose_ingest::ssmix2::tree::Walker;
+use chitose_ingest::ssmix2::{FileName, map_message};
+
+fn ssmix2_corpus() -> PathBuf {
+    corpus().join("../ssmix2/nho-sample")
+}
+
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The published sample storage (SSMIX2DataTestingTool, SOURCES.md): one
+/// line per message with what it became.
+#[test]
+fn the_published_ss_mix2_sample_maps_with_the_outcome_listed_per_message() {
+    let root = ssmix2_corpus();
+    let edge = Edge::new(&SchemaStore::embedded(), Some("22".into()));
+    let now = Timestamp::parse("2026-06-01T00:00:00+09:00").unwrap();
+    let mut lines = Vec::new();
+    for p in files_under(&root) {
+        let rel = p.strip_prefix(&root).unwrap().to_string_lossy().to_string();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let outcome = match FileName::parse(&name) {
+            Err(e) => format!("bad name: {e}"),
+            Ok(f) => match map_message(&f, &std::fs::read(&p).unwrap(), "2210000001", "22", None) {
+                Ok(m) if m.skipped => "skipped".to_owned(),
+                Ok(m) => m
+                    .events
+                    .iter()
+                    .map(
+                        |e| match edge.accept(&serde_json::to_vec(e).unwrap(), now) {
+                            Ok(a) => a.event.event_type.symbol().to_owned(),
+                            Err(e) => format!("edge: {e}"),
+                        },
+                    )
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Err(e) => format!("rejected: {e}"),
+            },
+        };
+        lines.push(format!("{rel}\t{outcome}"));
+    }
+    // The sample files several messages under a folder whose patient id
+    // their PID-3 does not carry, which the walker refuses (it would merge
+    // two people). Filed under their own PID-3, every mapping is
+    // exercised on the published messages.
+    for p in files_under(&root) {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&p).unwrap();
+        let (Ok(mut f), Some(text)) = (
+            FileName::parse(&name),
+            chitose_ingest::ssmix2::decode(&bytes),
+        ) else {
+            continue;
+        };
+        let Some(pid3) = text
+            .split(['\r', '\n'])
+            .find(|l| l.starts_with("PID|"))
+            .and_then(|l| l.split('|').nth(3))
+            .and_then(|f| f.split('^').next())
+        else {
+            continue;
+        };
+        if pid3 == f.patient_id {
+            continue;
+        }
+        f.patient_id = pid3.to_owned();
+        let outcome = match map_message(&f, &bytes, "2210000001", "22", None) {
+            Ok(m) if m.skipped => "skipped".to_owned(),
+            Ok(m) => m
+                .events
+                .iter()
+                .map(
+                    |e| match edge.accept(&serde_json::to_vec(e).unwrap(), now) {
+                        Ok(a) => a.event.event_type.symbol().to_owned(),
+                        Err(e) => format!("edge: {e}"),
+                    },
+                )
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(e) => format!("rejected: {e}"),
+        };
+        lines.push(format!("(filed under PID-3) {}\t{outcome}", f.data_type));
+    }
+    let got = lines.join("\n") + "\n";
+    let path = root.join("../expected.tsv");
+    if std::env::var_os("CHITOSE_BLESS").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    assert_eq!(got, std::fs::read_to_string(&path).unwrap());
+}
+
+fn sample(data_type: &str) -> (FileName, Vec<u8>) {
+    let p = files_under(&ssmix2_corpus())
+        .into_iter()
+        .find(|p| {
+            p.to_string_lossy().contains(&format!("/9999013/"))
+                && p.parent().unwrap().ends_with(data_type)
+        })
+        .unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    let mut f = FileName::parse(&p.file_name().unwrap().to_string_lossy()).unwrap();
+    let text = chitose_ingest::ssmix2::decode(&bytes).unwrap();
+    let pid3 = text
+        .split('\r')
+        .find(|l| l.starts_with("PID|"))
+        .unwrap()
+        .split('|')
+        .nth(3)
+        .unwrap()
+        .split('^')
+        .next()
+        .unwrap()
+        .to_owned();
+    f.patient_id = pid3;
+    (f, bytes)
+}
+
+fn payloads(data_type: &str, insurance: Option<&Value>) -> Vec<RawEvent> {
+    let (f, bytes) = sample(data_type);
+    let edge = Edge::new(&SchemaStore::embedded(), Some("22".into()));
+    let now = Timestamp::parse("2026-06-01T00:00:00+09:00").unwrap();
+    map_message(&f, &bytes, "2210000001", "22", insurance)
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| {
+            edge.accept(&serde_json::to_vec(e).unwrap(), now)
+                .unwrap()
+                .event
+        })
+        .collect()
+}
+
+#[test]
+fn ss_mix2_fields_land_where_the_contract_puts_them() {
+    let ins =
+        json!({"insurer_number": "06131111", "insured_number": "１２３", "insured_symbol": "あ"});
+    let d = payloads("PPR-01", Some(&ins));
+    let Payload::Diagnosis(x) = &d[0].payload else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            x.icd10_code.as_deref(),
+            x.medis_disease_number.as_deref(),
+            x.medis_disease_code.as_deref(),
+            x.is_primary
+        ),
+        (Some("K29.7"), Some("20054174"), Some("TSQF"), true)
+    );
+    assert_eq!(
+        d[0].patient.name_kana.as_deref(),
+        Some("カンジャ\u{3000}タロウ")
+    );
+    assert_eq!(
+        d[0].patient.insurance.as_ref().unwrap().insurer_number,
+        "06131111"
+    );
+    assert_eq!(d[0].source_format, "ssmix2");
+    let l = payloads("OML-11", None);
+    let Payload::LabResult(x) = &l[0].payload else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            x.jlac10_code.as_str(),
+            x.value_numeric,
+            x.reference_low,
+            x.reference_high
+        ),
+        ("3A016000002327102", Some(1.7), Some(1.2), Some(2.0))
+    );
+    let Payload::Encounter(v) = &l[3].payload else {
+        panic!()
+    };
+    assert_eq!(v.encounter_class.symbol(), "outpatient");
+    let r = payloads("OMP-01", None);
+    let Payload::Prescription(x) = &r[0].payload else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            x.hot_code.as_deref(),
+            x.yj_code.as_deref(),
+            x.days_supply,
+            x.route.symbol()
+        ),
+        (Some("108665201"), None, Some(5), "oral")
+    );
+    let a = payloads("ADT-61", None);
+    let Payload::Allergy(x) = &a[3].payload else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            x.substance_system.symbol(),
+            x.substance_code.as_deref(),
+            x.category.map(|c| c.symbol()),
+            x.reaction_severity.map(|s| s.symbol())
+        ),
+        (
+            "hot",
+            Some("106824501"),
+            Some("medication"),
+            Some("moderate")
+        )
+    );
+    // Event ids are keyed on facility, patient, kind and order, never the
+    // timestamp or flag of the file: a cancellation withdraws the same id.
+    let (mut f, bytes) = sample("OMP-01");
+    let first = map_message(&f, &bytes, "2210000001", "22", None).unwrap();
+    f.cancelled = true;
+    f.timestamp = "20991231235959999".into();
+    let cancelled = map_message(&f, &bytes, "2210000001", "22", None).unwrap();
+    assert_eq!(
+        cancelled.corrections, 3,
+        "the three prescriptions, not the day's visit"
+    );
+    let ids = |m: &chitose_ingest::ssmix2::Mapped, t: &str| -> Vec<String> {
+        m.events
+            .iter()
+            .filter(|e| e["event_type"] == t)
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&first, "prescription"), ids(&cancelled, "correction"));
+    assert!(
+        ids(&first, "prescription")
+            .iter()
+            .all(|i| !i.contains("9999013") && !i.contains("000000011000185"))
+    );
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("chitose-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The generator's tree through the walker: every message is accounted
+/// for (events + corrections + rejects + skips), cancellations withdraw
+/// exactly the ids their orders made, a walker reopened on the same state
+/// takes nothing twice, and a batch a crash left unwritten is re-made.
+#[test]
+fn the_walker_accounts_for_every_message_of_a_generated_tree_and_takes_each_once() {
+    use chitose_ingest::simulate::{Generator, SimConfig, ssmix2::write_tree};
+    let dir = scratch("walker");
+    let (root, state) = (dir.join("storage"), dir.join("state"));
+    let mut g = Generator::new(SimConfig {
+        seed: 9,
+        hub: Some("27".into()),
+        prefectures: vec!["27".into()],
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let written = write_tree(&mut g, &root, 400, 10).unwrap();
+    assert!(written.cancellations >= 10);
+    let mut w = Walker::open(&root, &state, "2710000001", "27", 150, None).unwrap();
+    let r = w.pass().unwrap();
+    assert_eq!(r.messages, written.messages);
+    assert_eq!(r.rejected, 0);
+    assert!(
+        r.messages > r.skipped + r.correction_messages,
+        "most messages make events"
+    );
+    assert_eq!(r.correction_messages, written.cancellations);
+    // ADT-00s are the skipped ones.
+    assert_eq!(
+        r.skipped,
+        files_under(&root)
+            .iter()
+            .filter(|p| p.to_string_lossy().contains("ADT-00"))
+            .count() as u64
+    );
+    let queue = state.join("queue");
+    let mut events = Vec::new();
+    for p in files_under(&queue).into_iter().filter(|p| {
+        p.extension().is_some_and(|e| e == "ndjson") && p.parent() == Some(queue.as_path())
+    }) {
+        for l in std::fs::read_to_string(&p).unwrap().lines() {
+            events.push(serde_json::from_str::<Value>(l).unwrap());
+        }
+    }
+    assert_eq!(events.len() as u64, r.events);
+    let corrected: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["event_type"] == "correction")
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    let made: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["event_type"] != "correction")
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        !corrected.is_empty() && corrected.is_subset(&made),
+        "every correction withdraws an event the tree made"
+    );
+    // Nothing in the queue's headers-to-be or names says who: the batch
+    // files are numbered.
+    assert!(
+        files_under(&queue).iter().all(|p| p
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("0000"))
+    );
+    // Reopened: nothing new.
+    let mut w = Walker::open(&root, &state, "2710000001", "27", 150, None).unwrap();
+    assert_eq!(w.pass().unwrap().messages, 0);
+    // A crash after the ledger took a batch and before its file was made:
+    // reopening makes the same file again.
+    let last = files_under(&queue)
+        .into_iter()
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "ndjson") && p.parent() == Some(queue.as_path())
+        })
+        .next_back()
+        .unwrap();
+    let before = std::fs::read(&last).unwrap();
+    std::fs::remove_file(&last).unwrap();
+    let ledger = state.join("ssmix2.ledger");
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let cut = text.trim_end().rfind('\n').unwrap() + 1;
+    assert!(text[cut..].starts_with("written\t"));
+    std::fs::write(&ledger, &text[..cut]).unwrap();
+    Walker::open(&root, &state, "2710000001", "27", 150, None).unwrap();
+    assert_eq!(std::fs::read(&last).unwrap(), before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
