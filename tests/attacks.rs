@@ -856,3 +856,308 @@ fn attacks_fail_against_the_pseudonymized_zone() {
 fn attacks_fail_against_the_shifted_zone() {
     attack_profile("pseudonymized-shifted");
 }
+
+// ---------------------------------------------------------------------------
+// Hospital exports as they come: an SS-MIX2 storage filed with the
+// hand-written corpus's people, and the published JP-CLINS and 電子処方箋
+// bundles, through the real pipeline.
+
+/// Every string of the published bundles' Patients (names, ids, member
+/// ids, phones, addresses), every resource id and fullUrl, and each file
+/// name: none may pass the transform.
+fn fhir_needles(bundle: &Value, out: &mut BTreeSet<String>) {
+    fn leaves(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(a) => a.iter().for_each(|x| leaves(x, out)),
+            Value::Object(o) => o
+                .iter()
+                .filter(|(k, _)| {
+                    !matches!(
+                        k.as_str(),
+                        "system"
+                            | "url"
+                            | "use"
+                            | "gender"
+                            | "birthDate"
+                            | "valueCode"
+                            | "country"
+                            | "profile"
+                            | "resourceType"
+                            | "status"
+                    )
+                })
+                .for_each(|(_, x)| leaves(x, out)),
+            _ => {}
+        }
+    }
+    for e in bundle["entry"].as_array().into_iter().flatten() {
+        let r = &e["resource"];
+        if let Some(u) = e["fullUrl"].as_str() {
+            out.insert(u.to_owned());
+        }
+        if let Some(id) = r["id"].as_str().filter(|i| i.len() >= 6) {
+            out.insert(id.to_owned());
+        }
+        if r["resourceType"] == "Patient" {
+            let mut l = Vec::new();
+            leaves(r, &mut l);
+            for s in l {
+                needles_of(&s, out);
+            }
+        }
+    }
+}
+
+#[test]
+fn hospital_exports_leak_nothing_and_a_cancelled_order_is_withdrawn_from_the_lake() {
+    use chitose_ingest::simulate::ssmix2::TreeWriter;
+    let dir = helpers::scratch("hospital-exports");
+    let (storage, hub) = (dir.join("storage"), dir.join("hub"));
+    std::fs::create_dir_all(&hub).unwrap();
+    let (people, _) = corpus();
+    let edge = chitose_ingest::edge::Edge::new(&SchemaStore::embedded(), Some("27".into()));
+    let now = chitose_schemas::codec::Timestamp::now();
+    let mut g = osaka_hub(505, 200, 0.0);
+    let mut w = TreeWriter::new(&storage);
+    let mut needles = BTreeSet::new();
+    let mut orders = 0;
+    for (i, person) in people.iter().enumerate() {
+        person
+            .needles
+            .iter()
+            .for_each(|n| needles_of(n, &mut needles));
+        let stripped: String = person.patient["local_patient_id"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        needles_of(&stripped, &mut needles);
+        let mut made = 0;
+        while made < 12 {
+            let mut v = serde_json::to_value(g.next_event()).unwrap();
+            v["patient"] = person.patient.clone();
+            let Ok(a) = edge.accept(&serde_json::to_vec(&v).unwrap(), now) else {
+                continue;
+            };
+            if w.write(&a.event, (i * 12 + made) % 4 == 0).unwrap() {
+                made += 1;
+                orders += 1;
+            }
+        }
+    }
+    assert!(w.report.cancellations >= 10, "{:?}", w.report);
+    // The storage's own names: file names and order numbers.
+    let mut tree = Vec::new();
+    files(&storage, &mut tree);
+    for f in &tree {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        let order = name.split('_').nth(3).unwrap().to_owned();
+        if order != "999999999999999" {
+            needles.insert(order);
+        }
+        needles.insert(name);
+    }
+    // Published bundles, as an Osaka hub would send them (their Tokyo
+    // institution numbers moved to Osaka).
+    let corpus_fhir = helpers::repo().join("tests/corpus/fhir");
+    let mut fhir_files = 0;
+    for sub in ["jp-clins", "eprescription"] {
+        for e in std::fs::read_dir(corpus_fhir.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if !name.starts_with("Bundle-") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("1311234567", "2711234567")
+                .replace("1319876543", "2719876543")
+                .replace("1318814790", "2718814790");
+            fhir_needles(&serde_json::from_str(&text).unwrap(), &mut needles);
+            // The hub names its own export files; the files source keeps
+            // the name in the raw zone (its exactly-once read-back) and in
+            // the hub's rejects/. Storage names (which hold the patient id)
+            // are needles; these are not.
+            let file = format!("{}.fhir.json", name.trim_end_matches(".json"));
+            std::fs::write(hub.join(file), text).unwrap();
+            fhir_files += 1;
+        }
+    }
+    assert_eq!(fhir_files, 6);
+    let needles: Vec<String> = needles
+        .into_iter()
+        .filter(|n| n.chars().count() >= 3)
+        .collect();
+    assert!(needles.len() > 300, "{}", needles.len());
+
+    let s = |x: &str| x.to_owned();
+    let state = dir.join("ssmix2-state");
+    let mut p = helpers::Pipeline::start(
+        "hospital-pipeline",
+        &[
+            s("--source"),
+            s("ssmix2"),
+            s("--dir"),
+            storage.display().to_string(),
+        ],
+        &[
+            ("RUST_LOG", "debug,rdkafka=info"),
+            ("CHITOSE_INGEST__SSMIX2__STATE_DIR", state.to_str().unwrap()),
+            ("CHITOSE_INGEST__SSMIX2__FACILITY_CODE", "2710000001"),
+            ("CHITOSE_INGEST__SSMIX2__POLL_INTERVAL_MS", "500"),
+        ],
+        &[],
+    );
+    // The FHIR files through a files-source ingest beside it.
+    let mut files_ingest = helpers::chitose(
+        &[
+            "ingest",
+            "--source",
+            "files",
+            "--prefecture",
+            "27",
+            "--bootstrap",
+            &p.kafka,
+            "--dir",
+            hub.to_str().unwrap(),
+            "--exit-when-idle",
+            "--log-json",
+            "--ops-listen",
+            &format!("127.0.0.1:{}", helpers::free_port()),
+        ],
+        &[
+            ("CHITOSE_INGEST__TOPIC", &format!("{}.raw.27", p.prefix)),
+            ("RUST_LOG", "debug,rdkafka=info"),
+        ],
+    );
+    assert!(
+        files_ingest.0.wait().unwrap().success(),
+        "{}",
+        files_ingest.log()
+    );
+    let ingest_log = files_ingest.log();
+    let produced: u64 = ingest_log
+        .lines()
+        .filter(|l| l.contains("file done"))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["fields"]["produced"].as_u64())
+        .sum();
+    assert!(
+        produced >= 20,
+        "the published bundles' events were sent: {produced}\n{ingest_log}"
+    );
+    // Everything in the raw topic reaches the lake or is dropped as a
+    // duplicate (an outpatient visit made by two orders of one day).
+    let raw_topic = format!("{}.raw.27", p.prefix);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = 0;
+    loop {
+        let n = helpers::topic_size(&p.kafka, &raw_topic);
+        if n > 0 && n == last {
+            break;
+        }
+        last = n;
+        assert!(Instant::now() < deadline, "ingest did not settle");
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let scrapes = drained(&p, 180, |_, t, k| {
+        helpers::metric_sum(t, "chitose_transform_records_total") as i64 >= last
+            && (helpers::metric_sum(k, "chitose_sink_rows_total")
+                + helpers::metric_sum(k, "chitose_sink_skipped_rows_total")) as i64
+                >= helpers::metric_sum(t, "chitose_transform_records_total") as i64
+                    - helpers::metric_sum(t, "chitose_transform_dlq_total") as i64
+    });
+    p.stop();
+    let (dump, rows) = dump_lake(&dir, &p.lake);
+    assert!(
+        rows as usize >= orders,
+        "{rows} rows for {orders} clinical messages"
+    );
+    let (mut found, _) = scan_downstream(&p, &dump, &scrapes, &needles);
+    // Rejects, the ingest's own log, the raw topic's headers.
+    let ac = AhoCorasick::new(&needles).unwrap();
+    let mut rejects = Vec::new();
+    for d in [state.join("queue/rejects"), hub.join("rejects")] {
+        if d.exists() {
+            files(&d, &mut rejects);
+        }
+    }
+    for f in rejects
+        .iter()
+        .filter(|f| f.to_string_lossy().ends_with(".ndjson"))
+    {
+        for h in hits(&ac, &needles, &std::fs::read(f).unwrap()) {
+            found.push((f.display().to_string(), h));
+        }
+    }
+    for h in hits(&ac, &needles, ingest_log.as_bytes()) {
+        found.push(("files ingest log".into(), h));
+    }
+    let raw = helpers::read_topic_bytes(&p.kafka, &raw_topic);
+    for r in &raw {
+        for (k, v) in &r.headers {
+            for h in hits(&ac, &needles, format!("{k}={v}").as_bytes()) {
+                found.push(("raw topic header".into(), h));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "{} hit(s), e.g. {:?}",
+        found.len(),
+        &found[..found.len().min(5)]
+    );
+    // Positive control: the raw topic's values hold the people.
+    let control: usize = raw
+        .iter()
+        .map(|r| hits(&ac, &needles, &r.value).len())
+        .sum();
+    assert!(
+        control > 100,
+        "the scanner finds the identifiers where they may be: {control}"
+    );
+
+    // A cancelled order's correction carries the withdrawn row's event_id:
+    // an anti-join (what every reader does until the lake deletes) drops
+    // exactly the cancelled rows.
+    let out = Command::new(helpers::python())
+        .arg("-c")
+        .arg(
+            r#"
+import duckdb, json, sys
+lake = sys.argv[1]
+con = duckdb.connect()
+def t(name):
+    return f"read_parquet('{lake}/pseudonymized/{name}/**/*.parquet', hive_partitioning=false, union_by_name=true)"
+corr = con.sql(f"select event_id, corrected_event_type from {t('correction')}").fetchall()
+withdrawn = 0
+for table in ['diagnosis','lab_result','prescription','allergy','encounter']:
+    ids = [e for e, ty in corr if ty == table]
+    if not ids:
+        continue
+    n = con.sql(f"select count(*) from {t(table)} where event_id in (select event_id from {t('correction')} where corrected_event_type = '{table}')").fetchall()[0][0]
+    withdrawn += n
+print(json.dumps({"corrections": len(corr), "withdrawn_rows": withdrawn}))
+"#,
+        )
+        .arg(&p.lake)
+        .output()
+        .unwrap();
+    helpers::assert_ok(&out);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let corrections = r["corrections"].as_u64().unwrap();
+    // Two cancellations of one allergy (same patient, same allergen) are
+    // one id: the sink keeps one correction, as it keeps one row.
+    assert!(
+        corrections > 10 && corrections <= w.report.cancellations,
+        "{r} {:?}",
+        w.report
+    );
+    assert_eq!(
+        r["withdrawn_rows"].as_u64().unwrap(),
+        corrections,
+        "each cancelled order withdraws its one row: {r} {:?}",
+        w.report
+    );
+}

@@ -125,12 +125,46 @@ pub fn write_tree(
     events: usize,
     cancel_every: usize,
 ) -> std::io::Result<TreeReport> {
-    let mut report = TreeReport::default();
-    let mut patients: BTreeSet<String> = BTreeSet::new();
+    let mut w = TreeWriter::new(root);
     let mut written = 0usize;
-    let mut seq = 0u64;
     while written < events {
         let ev = g.next_event();
+        let cancel = cancel_every > 0 && (written + 1).is_multiple_of(cancel_every);
+        if w.write(&ev, cancel)? {
+            written += 1;
+        }
+    }
+    Ok(w.report)
+}
+
+/// Files events into a storage tree, one message each (and the patient's
+/// ADT-00 the first time).
+pub struct TreeWriter {
+    root: std::path::PathBuf,
+    patients: BTreeSet<String>,
+    seq: u64,
+    /// What was written so far.
+    pub report: TreeReport,
+}
+
+impl TreeWriter {
+    /// A writer into `root`.
+    pub fn new(root: &Path) -> Self {
+        TreeWriter {
+            root: root.to_path_buf(),
+            patients: BTreeSet::new(),
+            seq: 0,
+            report: TreeReport::default(),
+        }
+    }
+
+    /// Writes `ev` as its message; with `cancel`, also its cancellation
+    /// (admissions are not cancelled). False: SS-MIX2 carries no such
+    /// event here (checkups, vaccinations, other encounters).
+    pub fn write(&mut self, ev: &RawEvent, cancel: bool) -> std::io::Result<bool> {
+        let root = self.root.clone();
+        let root = root.as_path();
+        let seq = self.seq + 1;
         let pid: String = ev
             .patient
             .local_patient_id
@@ -138,7 +172,7 @@ pub fn write_tree(
             .filter(char::is_ascii_alphanumeric)
             .collect();
         if pid.len() < 6 {
-            continue;
+            return Ok(false);
         }
         let ts = hl7_ts(ev.recorded_at);
         let date = day(ev.occurred_at);
@@ -159,7 +193,7 @@ pub fn write_tree(
                     .map(|c| format!("{}^^I10", c.replace('.', "")))
                     .unwrap_or_default();
                 if code.is_empty() && icd.is_empty() {
-                    continue;
+                    return Ok(false);
                 }
                 let onset = d
                     .onset_date
@@ -196,7 +230,7 @@ pub fn write_tree(
                 let (ty, v) = match (l.value_numeric, &l.value_text) {
                     (Some(x), _) => ("NM", x.to_string()),
                     (None, Some(t)) => ("ST", esc(t)),
-                    _ => continue,
+                    _ => return Ok(false),
                 };
                 let range = match (l.reference_low, l.reference_high) {
                     (Some(a), Some(b)) => format!("{a}-{b}"),
@@ -216,7 +250,7 @@ pub fn write_tree(
                     (None, Some(h)) => {
                         format!("{h}^{}^HOT9", esc(p.drug_name.as_deref().unwrap_or("")))
                     }
-                    _ => continue,
+                    _ => return Ok(false),
                 };
                 let days = p.days_supply.map(|d| format!("{d}^d")).unwrap_or_default();
                 let route = match p.route.symbol() {
@@ -261,9 +295,8 @@ pub fn write_tree(
                 );
                 ("ADT-22", "ADT^A01^ADT_A01", pv1, true)
             }
-            _ => continue,
+            _ => return Ok(false),
         };
-        seq += 1;
         let order = if matches!(data_type, "OMP-01" | "OML-11") {
             format!("{seq:015}")
         } else {
@@ -277,7 +310,7 @@ pub fn write_tree(
             .join(&date_dir)
             .join(data_type);
         std::fs::create_dir_all(&dir)?;
-        if patients.insert(pid.clone()) {
+        if self.patients.insert(pid.clone()) {
             // The patient's ADT-00, with insurance where the hub has it.
             let in1 = ev
                 .patient
@@ -314,7 +347,7 @@ pub fn write_tree(
                 adt00_dir.join(format!("{pid}_-_ADT-00_999999999999999_{ts}00000_-_1")),
                 jis(&text),
             )?;
-            report.messages += 1;
+            self.report.messages += 1;
         }
         let text = format!("{}\r{pidseg}\r{body}\r", msh(&ts, kind, seq * 10 + 1));
         let bytes = jis(&text);
@@ -325,9 +358,8 @@ pub fn write_tree(
             )),
             &bytes,
         )?;
-        report.messages += 1;
-        written += 1;
-        if cancel_every > 0 && written.is_multiple_of(cancel_every) && data_type != "ADT-22" {
+        self.report.messages += 1;
+        if cancel && data_type != "ADT-22" {
             std::fs::write(
                 dir.join(format!(
                     "{pid}_{date_dir}_{data_type}_{order}_{ts}{:05}_01_0",
@@ -335,9 +367,10 @@ pub fn write_tree(
                 )),
                 &bytes,
             )?;
-            report.messages += 1;
-            report.cancellations += 1;
+            self.report.messages += 1;
+            self.report.cancellations += 1;
         }
+        self.seq = seq;
+        Ok(true)
     }
-    Ok(report)
 }
