@@ -648,19 +648,35 @@ fn a_release_leaves_out_the_rows_a_correction_withdrew() {
     let dir = lake("release-withdrawn", "6000", "5");
     let lake_dir = dir.join("lake");
     let ids = python(&[
-        helpers::repo().join("tests/python/plant_corrections.py").to_str().unwrap(),
+        helpers::repo()
+            .join("tests/python/plant_corrections.py")
+            .to_str()
+            .unwrap(),
         lake_dir.to_str().unwrap(),
         "25",
     ]);
     assert_eq!(ids.as_array().unwrap().len(), 25);
     let r = release(&dir, "withdrawn-1");
-    let d = r["tables"].as_array().unwrap().iter().find(|t| t["table"] == "diagnosis").unwrap();
+    let d = r["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "diagnosis")
+        .unwrap();
     assert_eq!(d["withdrawn"], 25, "{d}");
     assert_eq!(
         d["records_in"].as_u64().unwrap() + 25,
         d["snapshot"]["rows"].as_u64().unwrap(),
         "read = committed − withdrawn"
     );
-    let other = r["tables"].as_array().unwrap().iter().find(|t| t["table"] != "diagnosis").unwrap();
-    assert_eq!(other["withdrawn"], 0, "a correction withdraws from its own table only");
+    let other = r["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] != "diagnosis")
+        .unwrap();
+    assert_eq!(
+        other["withdrawn"], 0,
+        "a correction withdraws from its own table only"
+    );
 }

@@ -321,8 +321,8 @@ mod tests {
     fn shipped_schemas_load_with_distinct_fingerprints() {
         let s = SchemaStore::embedded();
         assert_eq!(s.iter().count(), EMBEDDED.len());
-        assert_eq!(s.latest(RAW_EVENT).unwrap().version, 2);
-        assert_eq!(s.versions(RAW_EVENT).len(), 2);
+        assert_eq!(s.latest(RAW_EVENT).unwrap().version, 3);
+        assert_eq!(s.versions(RAW_EVENT).len(), 3);
         for e in s.iter() {
             assert_eq!(s.by_fingerprint(e.fingerprint).unwrap().path, e.path);
         }

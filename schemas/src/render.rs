@@ -294,7 +294,7 @@ mod tests {
         let rd = Renderer::new(store, false);
         let msg = framed();
         let truncated = rd.render(&msg[..msg.len() - 20]).unwrap_err().to_string();
-        assert!(truncated.contains("chitose.raw.RawEvent v2"), "{truncated}");
+        assert!(truncated.contains("chitose.raw.RawEvent v3"), "{truncated}");
         assert!(!truncated.contains("HbA1c"), "{truncated}");
         let mut wrong = msg.clone();
         wrong[2] ^= 0xff;

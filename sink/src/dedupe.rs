@@ -172,7 +172,7 @@ mod tests {
             assert_eq!(first["type"], "string", "{} v{}", e.full_name, e.version);
             n += 1;
         }
-        assert_eq!(n, 12);
+        assert_eq!(n, 16);
     }
 
     #[test]
