@@ -65,7 +65,11 @@ fn up_lands_every_accepted_event_once() {
         .sum();
     assert_eq!(rows, sent - rejected, "{stdout}");
     assert_eq!(distinct, rows);
-    assert_eq!(lake.as_object().unwrap().len(), 7, "seven tables (no correction: the stream generator withdraws nothing)");
+    assert_eq!(
+        lake.as_object().unwrap().len(),
+        7,
+        "seven tables (no correction: the stream generator withdraws nothing)"
+    );
     // A demo key was generated, and it is not printed.
     let key = std::fs::read_to_string(dir.join(".chitose/keys/pseudonym-2026a.key")).unwrap();
     assert!(!stdout.contains(key.trim()));

@@ -192,7 +192,7 @@ fn a_bundle_of_two_patients_links_each_record_to_its_own_patient_insurance_and_f
             "identifier": [{"system": "http://jpfhir.jp/fhir/core/IdSystem/insurance-medical-institution-no", "value": "1311111111"}]}},
         {"fullUrl": "http://hub.example.jp/fhir/Organization/clinic", "resource": {"resourceType": "Organization", "id": "clinic",
             "extension": [
-                {"url": "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Organization_PrefectureNo", "valueIdentifier": {"value": "13"}},
+                {"url": "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Organization_PrefectureNo", "valueCoding": {"system": "http://jpfhir.jp/fhir/core/mhlw/CodeSystem/PrefectureNo-2digits", "code": "13"}},
                 {"url": "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Organization_InsuranceOrganizationCategory", "valueIdentifier": {"value": "6"}},
                 {"url": "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Organization_InsuranceOrganizationNo", "valueIdentifier": {"value": "2222222"}}]}},
         {"fullUrl": "urn:uuid:00000000-0000-4000-8000-0000000000e1", "resource": {"resourceType": "Encounter", "id": "e1",
@@ -424,8 +424,7 @@ fn sample(data_type: &str) -> (FileName, Vec<u8>) {
     let p = files_under(&ssmix2_corpus())
         .into_iter()
         .find(|p| {
-            p.to_string_lossy().contains(&format!("/9999013/"))
-                && p.parent().unwrap().ends_with(data_type)
+            p.to_string_lossy().contains("/9999013/") && p.parent().unwrap().ends_with(data_type)
         })
         .unwrap();
     let bytes = std::fs::read(&p).unwrap();
@@ -644,10 +643,9 @@ fn the_walker_accounts_for_every_message_of_a_generated_tree_and_takes_each_once
     // reopening makes the same file again.
     let last = files_under(&queue)
         .into_iter()
-        .filter(|p| {
+        .rfind(|p| {
             p.extension().is_some_and(|e| e == "ndjson") && p.parent() == Some(queue.as_path())
         })
-        .next_back()
         .unwrap();
     let before = std::fs::read(&last).unwrap();
     std::fs::remove_file(&last).unwrap();

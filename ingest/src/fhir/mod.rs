@@ -311,10 +311,13 @@ fn institution(org: &Value) -> Option<String> {
         }
     }
     // JP Core's split form: prefecture, fee table, 7-digit number.
+    // 電子処方箋 writes the parts as valueIdentifier, JP Core's own
+    // examples the prefecture and fee table as valueCoding.
     let part = |url: &str| {
-        ext(org, url)
-            .and_then(|e| e.get("valueIdentifier"))
+        let e = ext(org, url)?;
+        e.get("valueIdentifier")
             .and_then(|i| i.get("value"))
+            .or_else(|| e.get("valueCoding").and_then(|c| c.get("code")))
             .and_then(Value::as_str)
             .map(ascii_digits)
     };

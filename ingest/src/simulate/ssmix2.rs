@@ -177,7 +177,7 @@ impl TreeWriter {
         let ts = hl7_ts(ev.recorded_at);
         let date = day(ev.occurred_at);
         let at = hl7_ts(ev.occurred_at);
-        let pidseg = pid_segment(&ev, &pid);
+        let pidseg = pid_segment(ev, &pid);
         let (data_type, kind, body, dated) = match &ev.payload {
             Payload::Diagnosis(d) => {
                 let mut code = String::new();
