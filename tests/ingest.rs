@@ -628,9 +628,46 @@ fn fhir_bundles_arrive_through_post_and_as_files() {
             .iter()
             .all(|e| e["reason"] == "unmappable")
     );
+    // A published 電子処方箋 document bundle, as an Osaka hub would POST
+    // it (its Tokyo institution number moved to Osaka): its encounter and
+    // two prescriptions are accepted; Composition, Patient, Coverages,
+    // Organizations, Practitioner(Role) and Communication are context.
+    let published = std::fs::read_to_string(helpers::repo().join(
+        "tests/corpus/fhir/eprescription/Bundle-Bundle-for-JP-MedReq-ePreData-Example01.json",
+    ))
+    .unwrap()
+    .replace("1311234567", "2711234567");
+    let (s, body, _) = post(
+        &format!("http://127.0.0.1:{port}/fhir"),
+        token,
+        published.into_bytes(),
+    );
+    assert_eq!(s, 202, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(3), Some(0)),
+        "{body}"
+    );
+    let published_ids: HashSet<String> = read_topic(&bootstrap, &topic)
+        .into_iter()
+        .filter(|r| {
+            r.event
+                .patient
+                .insurance
+                .as_ref()
+                .is_some_and(|i| i.insurer_number == "06123456")
+        })
+        .map(|r| r.event.event_id)
+        .collect();
+    assert_eq!(
+        published_ids.len(),
+        3,
+        "linked by the bundle's own Coverage"
+    );
     let mut ids: Vec<String> = read_topic(&bootstrap, &topic)
         .into_iter()
         .map(|r| r.event.event_id)
+        .filter(|i| !published_ids.contains(i))
         .collect();
     ids.sort();
     ids.dedup();

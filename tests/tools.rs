@@ -50,7 +50,12 @@ async fn topics_then_tail_a_raw_topic() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(text.matches("created").count(), 8, "{text}");
+    // raw, dlq and one pseudonymized topic per event type.
+    assert_eq!(
+        text.matches("created").count(),
+        2 + chitose_schemas::raw::EventType::ALL.len(),
+        "{text}"
+    );
     // Again: nothing to do, nothing altered.
     let out = create(&["--raw-partitions", "2"]);
     assert!(out.status.success());
@@ -58,7 +63,7 @@ async fn topics_then_tail_a_raw_topic() {
         String::from_utf8_lossy(&out.stdout)
             .matches("exists")
             .count(),
-        8
+        2 + chitose_schemas::raw::EventType::ALL.len()
     );
     // Asking for more partitions than a topic has is reported, not applied.
     let out = create(&["--raw-partitions", "4"]);
@@ -123,7 +128,7 @@ async fn topics_then_tail_a_raw_topic() {
     let good: Vec<_> = got.iter().filter(|l| l.get("value").is_some()).collect();
     assert!(
         good.iter()
-            .all(|l| l["schema"] == "chitose.raw.RawEvent v2")
+            .all(|l| l["schema"] == "chitose.raw.RawEvent v3")
     );
     assert!(good.iter().all(|l| l["key"] == "<DI masked>"));
     let ids: std::collections::BTreeSet<&str> = good

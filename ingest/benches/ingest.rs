@@ -6,7 +6,11 @@
 //! 2. the files source end to end into rdkafka's MockCluster (in-process:
 //!    its CPU is counted too) and, with CHITOSE_BENCH_KAFKA=host:port, into
 //!    a real broker such as nisshi (whose CPU is not counted);
-//! 3. the simulate source (generator + edge + produce), same brokers.
+//! 3. the simulate source (generator + edge + produce), same brokers;
+//! 4. FHIR: one 特定健診 bundle of `CHITOSE_BENCH_FHIR_ENTRIES` entries
+//!    (100 000 by default: 10 000 patients, each a Patient and nine exam
+//!    Observations) mapped to events, against parsing the same bytes into a
+//!    `serde_json::Value` alone; the process's peak RSS is printed after.
 //!
 //! Rates are events per second of wall time and per CPU-second of this
 //! process ("per core"). The machines are shared and noisy: compare ratios
@@ -142,6 +146,27 @@ fn main() {
         ));
     }
 
+    let entries: usize = std::env::var("CHITOSE_BENCH_FHIR_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let bundle = exam_bundle(entries / 10);
+    let fhir_floor = measure(
+        "FHIR: serde_json parse of the bundle (floor)",
+        entries as u64,
+        || {
+            std::hint::black_box(serde_json::from_slice::<serde_json::Value>(&bundle).unwrap());
+        },
+    );
+    let mut mapped = 0;
+    let fhir = measure("FHIR: bundle → checkup events", entries as u64, || {
+        mapped = chitose_ingest::fhir::map_bundle(&bundle, "27")
+            .unwrap()
+            .iter()
+            .filter(|(_, e)| matches!(e, chitose_ingest::fhir::Entry::Event(_)))
+            .count();
+    });
+    assert_eq!(mapped, entries / 10, "one checkup per patient");
     println!(
         "ingest benchmark: {n} events, {:.0} bytes/event of JSON, {} cores",
         bytes as f64 / n as f64,
@@ -156,4 +181,54 @@ fn main() {
         "edge cost relative to parsing alone: {:.2}x the CPU time",
         edge_m.cpu.max(1e-9) / floor.cpu.max(1e-9)
     );
+    print!("{}", table(&[fhir_floor.clone(), fhir.clone()]));
+    println!(
+        "FHIR bundle of {entries} entries ({:.1} MiB): mapping {:.2}x the CPU time of parsing alone; peak RSS of this process {}",
+        bundle.len() as f64 / (1 << 20) as f64,
+        fhir.cpu.max(1e-9) / fhir_floor.cpu.max(1e-9),
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).map(|l| l
+                .split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ")))
+            .unwrap_or_default()
+    );
+}
+
+/// A 特定健診 collection bundle: per patient a Patient and nine exam
+/// Observations (height, weight, BMI, waist, blood pressure, lipids).
+fn exam_bundle(patients: usize) -> Vec<u8> {
+    use serde_json::json;
+    let items = [
+        ("9N001000000000001", 170.2),
+        ("9N006000000000001", 65.1),
+        ("9N011000000000001", 22.5),
+        ("9N016160100000001", 80.0),
+        ("9A751000000000001", 128.0),
+        ("9A761000000000001", 80.0),
+        ("3F015000002327101", 110.0),
+        ("3F070000002327101", 55.0),
+        ("3F077000002327101", 120.0),
+    ];
+    let mut entry = vec![
+        json!({"fullUrl": "urn:uuid:org", "resource": {"resourceType": "Organization", "id": "org",
+        "identifier": [{"system": "http://jpfhir.jp/fhir/core/IdSystem/insurance-medical-institution-no", "value": "2710000001"}]}}),
+    ];
+    for p in 0..patients {
+        entry.push(json!({"fullUrl": format!("urn:uuid:p{p}"), "resource": {"resourceType": "Patient", "id": format!("p{p}"),
+            "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.12710000001", "value": format!("P{p:07}")}],
+            "birthDate": "1970-01-01", "gender": "female"}}));
+        for (k, (code, v)) in items.iter().enumerate() {
+            entry.push(json!({"fullUrl": format!("urn:uuid:o{p}-{k}"), "resource": {"resourceType": "Observation", "id": format!("o{p}-{k}"),
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "exam"}]}],
+                "code": {"coding": [{"system": "http://jpfhir.jp/fhir/eCheckup/CodeSystem/jlac10", "code": code}]},
+                "subject": {"reference": format!("urn:uuid:p{p}")},
+                "effectiveDateTime": "2026-05-01",
+                "valueQuantity": {"value": v}}}));
+        }
+    }
+    serde_json::to_vec(&json!({"resourceType": "Bundle", "type": "collection", "entry": entry}))
+        .unwrap()
 }

@@ -405,8 +405,16 @@ impl Index {
             // records the plan keeps.
             let mut groups: HashMap<(u32, u32), Vec<Pending>> = HashMap::new();
             let maps = &plan.keys.maps;
+            let mut null_in_lake = 0u64;
             for (cell, records) in &self.cells {
                 if !plan.kept.contains(&plan.keys.of(cell)) {
+                    continue;
+                }
+                // A value null in the lake (a MEDIS-only diagnosis has no
+                // ICD-10) is released null: counted with the suppressed,
+                // never a group of its own.
+                if d.label(cell[q + r], 0).is_none() {
+                    null_in_lake += records;
                     continue;
                 }
                 let group = (
@@ -458,11 +466,13 @@ impl Index {
                 }
                 records_at[top] += pending.iter().map(|(_, _, r)| r).sum::<u64>();
             }
+            records_at[top] += null_in_lake;
             plan.rare.push(RarePlan {
                 area: *area,
                 period: *period,
                 decided,
                 records_at,
+                null_in_lake,
             });
         }
     }
@@ -732,8 +742,11 @@ pub struct RarePlan {
     period: usize,
     /// (area label, period label, value id) → released level; absent: suppressed.
     decided: FxMap<(u32, u32, u32), u8>,
-    /// Records released at each level (the last: suppressed).
+    /// Records released at each level (the last: suppressed, including
+    /// the values null in the lake).
     pub records_at: Vec<u64>,
+    /// Records whose value was null in the lake already.
+    pub null_in_lake: u64,
 }
 
 /// Mean generalization height over the quasi-identifiers, 0 (as in the

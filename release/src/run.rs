@@ -514,8 +514,12 @@ pub struct RareOutcome {
     pub records_at: Vec<(String, u64)>,
     /// Records whose value was rolled up (released above level 0).
     pub rolled_up: u64,
-    /// Records whose value was suppressed (null).
+    /// Records whose value is null in the release: suppressed, or null in
+    /// the lake already (`null_in_lake`).
     pub suppressed: u64,
+    /// Of those, records whose value was null in the lake (a diagnosis
+    /// coded in MEDIS only has no ICD-10).
+    pub null_in_lake: u64,
 }
 
 /// Information loss measures.
@@ -862,6 +866,7 @@ fn report_of(
                     .collect(),
                 rolled_up: p.records_at[1..top].iter().sum(),
                 suppressed: p.records_at[top],
+                null_in_lake: p.null_in_lake,
             }
         })
         .collect();

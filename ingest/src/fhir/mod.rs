@@ -370,6 +370,8 @@ struct Ctx<'a> {
     patients: Vec<&'a Value>,
     /// Distinct institution codes of the bundle's Organizations.
     orgs: Vec<String>,
+    /// The bundle's Coverages, found once.
+    coverages: Vec<&'a Value>,
     bundle_key: String,
 }
 
@@ -486,7 +488,7 @@ impl<'a> Ctx<'a> {
     /// The patient's own insurance tuple.
     fn insurance(&self, patient: &'a Value) -> Option<Value> {
         let single = self.patients.len() == 1;
-        for c in self.idx.of_type("Coverage") {
+        for &c in &self.coverages {
             let mine = match c
                 .get("beneficiary")
                 .and_then(|b| b.get("reference"))
@@ -756,11 +758,13 @@ pub fn map_bundle(bytes: &[u8], hub_prefecture: &str) -> Result<Vec<(usize, Entr
         (s, Some(v)) => format!("{}|{v}", s.unwrap_or("")),
         _ => b.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
     };
+    let coverages: Vec<&Value> = idx.of_type("Coverage").collect();
     let ctx = Ctx {
         idx,
         composition,
         patients,
         orgs,
+        coverages,
         bundle_key,
     };
 
@@ -787,11 +791,9 @@ pub fn map_bundle(bytes: &[u8], hub_prefecture: &str) -> Result<Vec<(usize, Entr
             .or_else(|| ctx.fallback_date(r))
             .map(|d| d[..10].to_owned())
             .unwrap_or_default();
-        let pi = ctx
-            .patients
-            .iter()
-            .position(|x| std::ptr::eq(*x, p))
-            .unwrap_or(usize::MAX);
+        // The patient by address: a position lookup would make this pass
+        // quadratic again in bundles of many patients.
+        let pi = std::ptr::from_ref(p) as usize;
         let g = *by_key.entry((pi, day)).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1
@@ -1261,20 +1263,26 @@ fn finish(
     let facility = ctx
         .facility(r, patient)
         .map_err(|(e, f)| reject(i, rt, e, f))?;
-    // Stable across resends of the same bundle: the bundle's identity and
-    // the entry's fullUrl (or Type/id); never the resource id in clear.
-    let key = ctx.idx.urls[i].map(str::to_owned).or_else(|| {
-        r.get("id")
-            .and_then(Value::as_str)
-            .map(|id| format!("{rt}/{id}"))
-    });
+    // Stable across resends of the same bundle, distinct across bundles
+    // made from one template (fullUrls like urn:uuid:e1 repeat there): the
+    // bundle's identity, the entry's fullUrl and Type/id, its patient's id;
+    // never the resource id in clear.
     let mut h = Sha256::new();
-    h.update(b"chitose-fhir-event-v1\0");
-    h.update(ctx.bundle_key.as_bytes());
-    h.update(b"\0");
-    h.update(key.unwrap_or_else(|| format!("#{i}")).as_bytes());
-    h.update(b"\0");
-    h.update(event_type.as_bytes());
+    for part in [
+        "chitose-fhir-event-v1",
+        &ctx.bundle_key,
+        ctx.idx.urls[i].unwrap_or(""),
+        rt,
+        r.get("id").and_then(Value::as_str).unwrap_or(""),
+        identity["local_patient_id"].as_str().unwrap_or(""),
+        event_type,
+    ] {
+        h.update(part.as_bytes());
+        h.update(b"\0");
+    }
+    if ctx.idx.urls[i].is_none() && r.get("id").is_none() {
+        h.update(format!("#{i}").as_bytes());
+    }
     Ok(json!({
         "event_id": format!("fhir-{}", letters(&h.finalize()[..20])),
         "event_type": event_type,
