@@ -471,6 +471,22 @@ fn simulate_source_counts_reconcile() {
     assert_eq!(ids.len(), records.len(), "no duplicates");
 }
 
+/// A lab export's Japanese headers → the JSON form.
+const LAB_CSV_COLUMNS: &str = r#"
+[files.csv.columns]
+"イベントID" = "event_id"
+"発生日時" = "occurred_at"
+"記録日時" = "recorded_at"
+"施設コード" = "facility_code"
+"患者ID" = "patient.local_patient_id"
+"生年月日" = "patient.birth_date"
+"性別" = "patient.sex"
+"JLAC10" = "payload.jlac10_code"
+"検査名" = "payload.test_name"
+"結果値" = "payload.value_numeric:number"
+"単位" = "payload.unit"
+"#;
+
 #[test]
 fn files_source_reads_csv_through_a_header_mapping() {
     let bootstrap = helpers::nisshi();
@@ -494,24 +510,7 @@ fn files_source_reads_csv_through_a_header_mapping() {
     .map(|(k, v)| (format!("CHITOSE_INGEST__{k}"), v.to_string()))
     .collect();
     let config = dir.join("ingest.toml");
-    std::fs::write(
-        &config,
-        r#"
-[files.csv.columns]
-"イベントID" = "event_id"
-"発生日時" = "occurred_at"
-"記録日時" = "recorded_at"
-"施設コード" = "facility_code"
-"患者ID" = "patient.local_patient_id"
-"生年月日" = "patient.birth_date"
-"性別" = "patient.sex"
-"JLAC10" = "payload.jlac10_code"
-"検査名" = "payload.test_name"
-"結果値" = "payload.value_numeric:number"
-"単位" = "payload.unit"
-"#,
-    )
-    .unwrap();
+    std::fs::write(&config, LAB_CSV_COLUMNS).unwrap();
     let mut child = chitose(
         &[
             "ingest",
@@ -867,24 +866,9 @@ fn hub_files_as_they_are_come_through_and_one_bad_file_never_stops_the_folder() 
     let config = dir.join("ingest.toml");
     std::fs::write(
         &config,
-        r#"
-[files.csv.constants]
-event_type = "lab_result"
-hub_prefecture = "27"
-source_format = "csv"
-[files.csv.columns]
-"イベントID" = "event_id"
-"発生日時" = "occurred_at"
-"記録日時" = "recorded_at"
-"施設コード" = "facility_code"
-"患者ID" = "patient.local_patient_id"
-"生年月日" = "patient.birth_date"
-"性別" = "patient.sex"
-"JLAC10" = "payload.jlac10_code"
-"検査名" = "payload.test_name"
-"結果値" = "payload.value_numeric:number"
-"単位" = "payload.unit"
-"#,
+        format!(
+            "[files.csv.constants]\nevent_type = \"lab_result\"\nhub_prefecture = \"27\"\nsource_format = \"csv\"\n{LAB_CSV_COLUMNS}"
+        ),
     )
     .unwrap();
     let run = |encoding: &str| {

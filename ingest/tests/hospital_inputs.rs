@@ -339,6 +339,26 @@ fn files_under(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// What one message becomes, as a line: the event types the edge accepted,
+/// `skipped`, or the reject.
+fn outcome_of(edge: &Edge, now: Timestamp, f: &FileName, bytes: &[u8]) -> String {
+    match map_message(f, bytes, "2210000001", "22", None) {
+        Ok(m) if m.skipped => "skipped".to_owned(),
+        Ok(m) => m
+            .events
+            .iter()
+            .map(
+                |e| match edge.accept(&serde_json::to_vec(e).unwrap(), now) {
+                    Ok(a) => a.event.event_type.symbol().to_owned(),
+                    Err(e) => format!("edge: {e}"),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(e) => format!("rejected: {e}"),
+    }
+}
+
 /// The published sample storage (SSMIX2DataTestingTool, SOURCES.md): one
 /// line per message with what it became.
 #[test]
@@ -352,21 +372,7 @@ fn the_published_ss_mix2_sample_maps_with_the_outcome_listed_per_message() {
         let name = p.file_name().unwrap().to_string_lossy().to_string();
         let outcome = match FileName::parse(&name) {
             Err(e) => format!("bad name: {e}"),
-            Ok(f) => match map_message(&f, &std::fs::read(&p).unwrap(), "2210000001", "22", None) {
-                Ok(m) if m.skipped => "skipped".to_owned(),
-                Ok(m) => m
-                    .events
-                    .iter()
-                    .map(
-                        |e| match edge.accept(&serde_json::to_vec(e).unwrap(), now) {
-                            Ok(a) => a.event.event_type.symbol().to_owned(),
-                            Err(e) => format!("edge: {e}"),
-                        },
-                    )
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                Err(e) => format!("rejected: {e}"),
-            },
+            Ok(f) => outcome_of(&edge, now, &f, &std::fs::read(&p).unwrap()),
         };
         lines.push(format!("{rel}\t{outcome}"));
     }
@@ -395,21 +401,7 @@ fn the_published_ss_mix2_sample_maps_with_the_outcome_listed_per_message() {
             continue;
         }
         f.patient_id = pid3.to_owned();
-        let outcome = match map_message(&f, &bytes, "2210000001", "22", None) {
-            Ok(m) if m.skipped => "skipped".to_owned(),
-            Ok(m) => m
-                .events
-                .iter()
-                .map(
-                    |e| match edge.accept(&serde_json::to_vec(e).unwrap(), now) {
-                        Ok(a) => a.event.event_type.symbol().to_owned(),
-                        Err(e) => format!("edge: {e}"),
-                    },
-                )
-                .collect::<Vec<_>>()
-                .join(", "),
-            Err(e) => format!("rejected: {e}"),
-        };
+        let outcome = outcome_of(&edge, now, &f, &bytes);
         lines.push(format!("(filed under PID-3) {}\t{outcome}", f.data_type));
     }
     let got = lines.join("\n") + "\n";
