@@ -94,6 +94,9 @@ pub struct Ssmix2Config {
     pub batch_messages: usize,
     /// How often to look for new messages.
     pub poll_interval_ms: u64,
+    /// A file modified less than this long ago is left for a later pass:
+    /// the EHR may still be writing it.
+    pub min_age_ms: u64,
 }
 
 impl Default for Ssmix2Config {
@@ -104,6 +107,7 @@ impl Default for Ssmix2Config {
             facility_code: String::new(),
             batch_messages: 1000,
             poll_interval_ms: 5000,
+            min_age_ms: 2000,
         }
     }
 }

@@ -305,7 +305,8 @@ async fn ssmix2(
         s.batch_messages,
         Some(metrics.clone()),
     )
-    .map_err(ServiceError::Ssmix2)?;
+    .map_err(ServiceError::Ssmix2)?
+    .with_min_age(Duration::from_millis(s.min_age_ms));
     let mut queue_cfg = cfg.files.clone();
     queue_cfg.dir = s.state_dir.join("queue");
     queue_cfg.exit_when_idle = true;
@@ -332,11 +333,19 @@ async fn ssmix2(
             );
         }
         queue.run(shutdown.clone()).await?;
-        if shutdown.is_triggered() || (cfg.files.exit_when_idle && w.messages == 0) {
+        if shutdown.is_triggered()
+            || (cfg.files.exit_when_idle && w.messages == 0 && w.deferred == 0)
+        {
             return Ok(());
         }
+        // Files too young to take are looked at again soon.
+        let wait = if w.deferred > 0 {
+            s.min_age_ms.min(s.poll_interval_ms)
+        } else {
+            s.poll_interval_ms
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(s.poll_interval_ms)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
             _ = shutdown.wait() => return Ok(()),
         }
     }

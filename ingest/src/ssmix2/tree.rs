@@ -39,6 +39,9 @@ pub struct PassReport {
     /// Messages that only withdraw earlier events (cancelled files,
     /// deleted diagnoses).
     pub correction_messages: u64,
+    /// Files left for a later pass: modified too recently (the EHR may
+    /// still be writing them).
+    pub deferred: u64,
 }
 
 /// The walker.
@@ -48,6 +51,7 @@ pub struct Walker {
     facility: String,
     hub: String,
     batch_messages: usize,
+    min_age: std::time::Duration,
     taken: HashSet<String>,
     next_batch: u64,
     metrics: Option<IngestMetrics>,
@@ -97,6 +101,7 @@ impl Walker {
             facility: facility.to_owned(),
             hub: hub.to_owned(),
             batch_messages: batch_messages.max(1),
+            min_age: std::time::Duration::ZERO,
             taken: HashSet::new(),
             next_batch: 0,
             metrics,
@@ -134,10 +139,20 @@ impl Walker {
         Ok(w)
     }
 
+    /// Leaves files modified less than `age` ago for a later pass: a file
+    /// taken while the EHR is still writing it would be rejected for good.
+    pub fn with_min_age(mut self, age: std::time::Duration) -> Self {
+        self.min_age = age;
+        self
+    }
+
     /// Every message file under the root not taken yet, in order (by path:
-    /// patient, date, data type, then the name's timestamp).
-    fn new_files(&self) -> Result<Vec<String>, String> {
+    /// patient, date, data type, then the name's timestamp), and how many
+    /// were too young to take.
+    fn new_files(&self) -> Result<(Vec<String>, u64), String> {
         let mut out = Vec::new();
+        let mut deferred = 0;
+        let now = std::time::SystemTime::now();
         let mut stack = vec![(self.root.clone(), 0usize)];
         while let Some((dir, depth)) = stack.pop() {
             let rd = match std::fs::read_dir(&dir) {
@@ -162,20 +177,34 @@ impl Walker {
                         .expect("under the root")
                         .to_string_lossy()
                         .to_string();
-                    if !self.taken.contains(&rel) {
+                    if self.taken.contains(&rel) {
+                        continue;
+                    }
+                    let young = !self.min_age.is_zero()
+                        && e.metadata()
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|m| now.duration_since(m).ok())
+                            .is_none_or(|age| age < self.min_age);
+                    if young {
+                        deferred += 1;
+                    } else {
                         out.push(rel);
                     }
                 }
             }
         }
         out.sort();
-        Ok(out)
+        Ok((out, deferred))
     }
 
     /// Queues every new message, in batches. Returns what was queued.
     pub fn pass(&mut self) -> Result<PassReport, String> {
-        let mut total = PassReport::default();
-        let files = self.new_files()?;
+        let (files, deferred) = self.new_files()?;
+        let mut total = PassReport {
+            deferred,
+            ..PassReport::default()
+        };
         let ledger = self.state.join("ssmix2.ledger");
         for chunk in files.chunks(self.batch_messages) {
             let n = self.next_batch;
