@@ -658,3 +658,61 @@ fn the_walker_accounts_for_every_message_of_a_generated_tree_and_takes_each_once
     assert_eq!(std::fs::read(&last).unwrap(), before);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Elements as JP Core's own examples write them (FSH in jp-core-v1x:
+/// jp-immunization-example-1, jp-observation-labresult-example-1; no JSON
+/// rendering is published): a YJ vaccine with an ActSite, a lab result
+/// with a local code beside JLAC10 and a v3 interpretation flag.
+#[test]
+fn jp_core_shapes_of_immunization_and_lab_flags_are_read() {
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        patient("1", "A-001", "ヤマダ　ハナコ", "1960-04-01"),
+        {"fullUrl": "urn:uuid:00000000-0000-4000-8000-0000000000f1", "resource": {"resourceType": "Organization", "id": "h",
+            "identifier": [{"system": "http://jpfhir.jp/fhir/core/IdSystem/insurance-medical-institution-no", "value": "1311111111"}]}},
+        {"fullUrl": "urn:uuid:00000000-0000-4000-8000-0000000000i1", "resource": {"resourceType": "Immunization", "id": "jp-immunization-example-1",
+            "vaccineCode": {"coding": [{"system": "http://capstandard.jp/iyaku.info/CodeSystem/YJ-code", "code": "6311400A1010", "display": "肺炎球菌ワクチン"}]},
+            "patient": {"reference": "Patient/1"},
+            "occurrenceDateTime": "2021-07-01T10:30:00+09:00",
+            "site": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActSite", "code": "LA", "display": "left arm"}]}}},
+        {"fullUrl": "urn:uuid:00000000-0000-4000-8000-0000000000l1", "resource": {"resourceType": "Observation", "id": "jp-observation-labresult-example-1",
+            "category": [{"coding": [{"system": "http://jpfhir.jp/fhir/core/CodeSystem/JP_SimpleObservationCategory_CS", "code": "laboratory"}]}],
+            "code": {"coding": [{"system": "http://abc-hospital.local/fhir/Observation/localcode", "code": "05104", "display": "尿酸"},
+                                {"system": "http://medis.or.jp/CodeSystem/master-JLAC10-17digits", "code": "3C020000002327101"}], "text": "尿酸"},
+            "subject": {"reference": "Patient/1"},
+            "effectiveDateTime": "2021-07-01T10:30:00+09:00",
+            "valueQuantity": {"value": 8.1, "unit": "mg/dL"},
+            "interpretation": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "H"}]}]}},
+    ]});
+    let edge = Edge::new(&SchemaStore::embedded(), Some("13".into()));
+    let now = Timestamp::parse("2026-06-01T00:00:00+09:00").unwrap();
+    let events: Vec<RawEvent> = map_bundle(&serde_json::to_vec(&bundle).unwrap(), "13")
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Entry::Event(v) => Some(
+                edge.accept(&serde_json::to_vec(&v).unwrap(), now)
+                    .unwrap()
+                    .event,
+            ),
+            _ => None,
+        })
+        .collect();
+    let Payload::Vaccination(v) = &events[0].payload else {
+        panic!()
+    };
+    assert_eq!(
+        (v.vaccine_code.as_str(), v.site.map(|s| s.symbol())),
+        ("6311400A1010", Some("left_arm"))
+    );
+    let Payload::LabResult(l) = &events[1].payload else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            l.jlac10_code.as_str(),
+            l.test_name.as_str(),
+            l.abnormal_flag.map(|f| f.symbol())
+        ),
+        ("3C020000002327101", "尿酸", Some("high"))
+    );
+}

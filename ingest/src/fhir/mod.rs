@@ -1028,6 +1028,28 @@ fn map_one(
                     p["reference_high"] = v.clone();
                 }
             }
+            // JP Core writes the flag as a v3 ObservationInterpretation.
+            let flag = r
+                .get("interpretation")
+                .and_then(Value::as_array)
+                .and_then(|a| a.first())
+                .and_then(|c| {
+                    coding(
+                        Some(c),
+                        &["http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"],
+                    )
+                });
+            if let Some(f) = flag.and_then(|f| match f {
+                "H" => Some("high"),
+                "L" => Some("low"),
+                "N" => Some("normal"),
+                "HH" | "HU" => Some("critical_high"),
+                "LL" | "LU" => Some("critical_low"),
+                "A" | "AA" => Some("abnormal"),
+                _ => None,
+            }) {
+                p["abnormal_flag"] = f.into();
+            }
             let occurred = first_date(
                 r,
                 &[
@@ -1091,6 +1113,19 @@ fn map_one(
             }
             if let Some(l) = r.get("lotNumber").and_then(Value::as_str) {
                 p["lot_number"] = l.into();
+            }
+            if let Some(site) = coding(
+                r.get("site"),
+                &["http://terminology.hl7.org/CodeSystem/v3-ActSite"],
+            ) {
+                p["site"] = match site {
+                    "LA" | "LD" => "left_arm",
+                    "RA" | "RD" => "right_arm",
+                    "LT" => "left_thigh",
+                    "RT" => "right_thigh",
+                    _ => "other",
+                }
+                .into();
             }
             if let Some(n) = r
                 .get("protocolApplied")
