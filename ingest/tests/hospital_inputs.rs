@@ -716,3 +716,91 @@ fn jp_core_shapes_of_immunization_and_lab_flags_are_read() {
         ("3C020000002327101", "尿酸", Some("high"))
     );
 }
+
+/// Hub input is untrusted: thousands of mutations of the published
+/// bundles and SS-MIX2 messages (full-width digits in dates, multibyte
+/// characters inside values, HL7 delimiters in fields, cut text, swapped
+/// references) never make the mappers panic — a panic would stop a hub's
+/// ingest on one file. Seeded, so a failure replays.
+#[test]
+fn mutated_hospital_inputs_never_panic_the_mappers() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(16);
+    let inserts = [
+        "１", "あ", "\u{3000}", "é", "🙂", "\"", "\\", ":", "#", "/", "-", "0",
+    ];
+    let mutate = |text: &str, rng: &mut rand_chacha::ChaCha8Rng, extra: &[&str]| -> String {
+        let mut t = text.to_owned();
+        for _ in 0..rng.random_range(1..6) {
+            let bounds: Vec<usize> = t.char_indices().map(|(i, _)| i).collect();
+            if bounds.is_empty() {
+                break;
+            }
+            let at = bounds[rng.random_range(0..bounds.len())];
+            // Dates and codes are where fixed-offset slicing lives: a
+            // full-width digit inside one crosses a byte boundary.
+            let dates: Vec<usize> = t.match_indices("\"20").map(|(i, _)| i + 1).collect();
+            if !dates.is_empty() && rng.random_bool(0.3) {
+                let d = dates[rng.random_range(0..dates.len())];
+                let off = rng.random_range(5..10);
+                if t.is_char_boundary(d + off) && t.is_char_boundary(d + off + 1) {
+                    t.replace_range(d + off..d + off + 1, "１");
+                }
+                continue;
+            }
+            match rng.random_range(0..4) {
+                0 => {
+                    let pool: Vec<&str> = inserts.iter().chain(extra).copied().collect();
+                    t.insert_str(at, pool[rng.random_range(0..pool.len())]);
+                }
+                1 => {
+                    let end = t[at..]
+                        .char_indices()
+                        .nth(rng.random_range(1..8))
+                        .map_or(t.len(), |(i, _)| at + i);
+                    t.replace_range(at..end, "");
+                }
+                2 => t = t.replacen(char::from(b'0' + rng.random_range(0..10u8)), "９", 1),
+                _ => t.truncate(at),
+            }
+        }
+        t
+    };
+    let mut runs = 0;
+    for (name, bytes) in bundles() {
+        let text = String::from_utf8(bytes).unwrap();
+        for _ in 0..120 {
+            let m = mutate(&text, &mut rng, &["urn:uuid:", "Patient/", "T"]);
+            let r = std::panic::catch_unwind(|| map_bundle(m.as_bytes(), "13"));
+            assert!(
+                r.is_ok(),
+                "{name}: a mutated bundle panicked the FHIR mapper"
+            );
+            runs += 1;
+        }
+    }
+    for p in files_under(&ssmix2_corpus()) {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let (Ok(f), Some(text)) = (
+            FileName::parse(&name),
+            chitose_ingest::ssmix2::decode(&std::fs::read(&p).unwrap()),
+        ) else {
+            continue;
+        };
+        for _ in 0..200 {
+            let m = mutate(
+                &text,
+                &mut rng,
+                &["|", "^", "~", "&", "\r", "PRB|", "OBX|1|NM|"],
+            );
+            let bytes = encoding_rs::ISO_2022_JP.encode(&m).0.into_owned();
+            let r = std::panic::catch_unwind(|| map_message(&f, &bytes, "2210000001", "22", None));
+            assert!(
+                r.is_ok(),
+                "{name}: a mutated message panicked the SS-MIX2 mapper"
+            );
+            runs += 1;
+        }
+    }
+    assert!(runs > 3000, "{runs}");
+}

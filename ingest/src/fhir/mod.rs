@@ -593,9 +593,22 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// A date with at least a day (`2022-05` and `2018` are not).
+/// The `YYYY-MM-DD` a FHIR date or dateTime starts with, if it has a day
+/// (`2022-05` and `2018` do not). Checked byte by byte: slicing text a hub
+/// sent at a fixed offset could cut a multibyte character.
+fn day_of(s: &str) -> Option<&str> {
+    let b = s.as_bytes();
+    let ok = b.len() >= 10
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[5..7].iter().all(u8::is_ascii_digit)
+        && b[7] == b'-'
+        && b[8..10].iter().all(u8::is_ascii_digit);
+    ok.then(|| &s[..10])
+}
+
 fn full_date(s: &str) -> bool {
-    s.len() >= 10
+    day_of(s).is_some()
 }
 
 fn first_date<'a>(r: &'a Value, keys: &[&[&str]]) -> Option<&'a str> {
@@ -789,7 +802,8 @@ pub fn map_bundle(bytes: &[u8], hub_prefecture: &str) -> Result<Vec<(usize, Entr
         let Ok(p) = ctx.patient(r) else { continue };
         let day = first_date(r, &[&["effectiveDateTime"], &["effectivePeriod", "start"]])
             .or_else(|| ctx.fallback_date(r))
-            .map(|d| d[..10].to_owned())
+            .and_then(day_of)
+            .map(str::to_owned)
             .unwrap_or_default();
         // The patient by address: a position lookup would make this pass
         // quadratic again in bundles of many patients.
@@ -950,7 +964,7 @@ fn map_one(
                 .and_then(Value::as_str)
                 .filter(|d| full_date(d))
             {
-                p["onset_date"] = o[..10].into();
+                p["onset_date"] = day_of(o).unwrap_or_default().into();
             }
             let occurred = first_date(
                 r,
@@ -1187,7 +1201,7 @@ fn map_one(
                 .and_then(Value::as_str)
                 .filter(|d| full_date(d))
             {
-                p["onset_date"] = o[..10].into();
+                p["onset_date"] = day_of(o).unwrap_or_default().into();
             }
             let reactions = r.get("reaction").and_then(Value::as_array);
             let worst = reactions

@@ -524,10 +524,15 @@ pub fn map_message(
                 {
                     match sys.as_str() {
                         "I10" | "ICD10" => {
-                            let c = if code.len() > 3 && !code.contains('.') {
-                                format!("{}.{}", &code[..3], &code[3..])
-                            } else {
-                                code
+                            // K297 → K29.7; anything not ASCII is left
+                            // for the contract's pattern to refuse.
+                            let c = match (code.get(..3), code.get(3..)) {
+                                (Some(a), Some(b))
+                                    if !b.is_empty() && code.is_ascii() && !code.contains('.') =>
+                                {
+                                    format!("{a}.{b}")
+                                }
+                                _ => code,
                             };
                             p["icd10_code"] = c.into();
                         }
