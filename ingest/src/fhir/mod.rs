@@ -370,8 +370,12 @@ struct Ctx<'a> {
     patients: Vec<&'a Value>,
     /// Distinct institution codes of the bundle's Organizations.
     orgs: Vec<String>,
-    /// The bundle's Coverages, found once.
-    coverages: Vec<&'a Value>,
+    /// Patients by (identifier system, value), for logical references.
+    by_identifier: HashMap<(&'a str, &'a str), &'a Value>,
+    /// The bundle's Coverages by the address of the Patient they cover
+    /// (0: no beneficiary), found once: a lookup per entry would make a
+    /// bundle of many patients quadratic.
+    coverages: HashMap<usize, Vec<&'a Value>>,
     bundle_key: String,
 }
 
@@ -382,22 +386,14 @@ impl<'a> Ctx<'a> {
             if let Some(id) = r.get(key).and_then(|v| v.get("identifier"))
                 && r.get(key).and_then(|v| v.get("reference")).is_none()
             {
-                let (sys, val) = (id.get("system"), id.get("value"));
-                return self
-                    .patients
-                    .iter()
-                    .copied()
-                    .find(|p| {
-                        p.get("identifier")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                            .any(|i| i.get("system") == sys && i.get("value") == val)
-                    })
-                    .ok_or((
-                        "a subject that is a Patient in the bundle",
-                        "an identifier matching none of its Patients",
-                    ));
+                let key = (
+                    id.get("system").and_then(Value::as_str).unwrap_or(""),
+                    id.get("value").and_then(Value::as_str).unwrap_or(""),
+                );
+                return self.by_identifier.get(&key).copied().ok_or((
+                    "a subject that is a Patient in the bundle",
+                    "an identifier matching none of its Patients",
+                ));
             }
             if let Some(s) = r
                 .get(key)
@@ -488,19 +484,11 @@ impl<'a> Ctx<'a> {
     /// The patient's own insurance tuple.
     fn insurance(&self, patient: &'a Value) -> Option<Value> {
         let single = self.patients.len() == 1;
-        for &c in &self.coverages {
-            let mine = match c
-                .get("beneficiary")
-                .and_then(|b| b.get("reference"))
-                .and_then(Value::as_str)
-            {
-                Some(b) => self
-                    .idx
-                    .resolve(c, b)
-                    .is_some_and(|p| std::ptr::eq(p, patient)),
-                None => single,
-            };
-            if mine && let Some(t) = self.coverage_tuple(c) {
+        let own = self.coverages.get(&(std::ptr::from_ref(patient) as usize));
+        // A Coverage without beneficiary counts only in a one-patient bundle.
+        let unnamed = self.coverages.get(&0).filter(|_| single);
+        for &c in own.into_iter().chain(unnamed).flatten() {
+            if let Some(t) = self.coverage_tuple(c) {
                 return Some(t);
             }
         }
@@ -771,12 +759,43 @@ pub fn map_bundle(bytes: &[u8], hub_prefecture: &str) -> Result<Vec<(usize, Entr
         (s, Some(v)) => format!("{}|{v}", s.unwrap_or("")),
         _ => b.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
     };
-    let coverages: Vec<&Value> = idx.of_type("Coverage").collect();
+    let mut by_identifier = HashMap::new();
+    for &p in &patients {
+        for i in p
+            .get("identifier")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = (
+                i.get("system").and_then(Value::as_str).unwrap_or(""),
+                i.get("value").and_then(Value::as_str).unwrap_or(""),
+            );
+            by_identifier.entry(key).or_insert(p);
+        }
+    }
+    let mut coverages: HashMap<usize, Vec<&Value>> = HashMap::new();
+    for c in idx.of_type("Coverage") {
+        let to = match c
+            .get("beneficiary")
+            .and_then(|b| b.get("reference"))
+            .and_then(Value::as_str)
+        {
+            // A beneficiary outside the bundle covers nobody here.
+            Some(b) => match idx.resolve(c, b) {
+                Some(p) => std::ptr::from_ref(p) as usize,
+                None => continue,
+            },
+            None => 0,
+        };
+        coverages.entry(to).or_default().push(c);
+    }
     let ctx = Ctx {
         idx,
         composition,
         patients,
         orgs,
+        by_identifier,
         coverages,
         bundle_key,
     };
