@@ -69,25 +69,57 @@ fn merge(base: &mut Value, over: Value) {
 
 /// Sets a dotted key in a table, creating tables on the way; a table value
 /// is merged into a table already there (so a `[kafka]` table from
-/// `--kafka-config` layers over the service file's).
+/// `--kafka-config` layers over the service file's). A key under a plain
+/// value (`roll_rows.x` when `roll_rows` is a number) is ignored here; the
+/// environment goes through [`try_set`], which refuses it.
 pub fn set(root: &mut Value, dotted: &str, v: Value) {
+    let _ = try_set(root, dotted, v);
+}
+
+/// As [`set`], but a path through a plain value is an error naming the
+/// part that is not a table (never a panic: the path comes from an
+/// environment variable's name).
+pub fn try_set(root: &mut Value, dotted: &str, v: Value) -> Result<(), String> {
     let mut cur = root;
     let parts: Vec<&str> = dotted.split('.').collect();
+    let mut walked = Vec::new();
     for p in &parts[..parts.len() - 1] {
-        let t = cur.as_table_mut().expect("tables on the path");
+        if p.is_empty() {
+            return Err("expected KEY or SECTION__KEY, found an empty part (a doubled __)".into());
+        }
+        walked.push(*p);
+        let Some(t) = cur.as_table_mut() else {
+            return Err(format!(
+                "expected {} to be a section with keys, found a single setting",
+                walked[..walked.len() - 1].join(".")
+            ));
+        };
         cur = t
             .entry(p.to_string())
             .or_insert_with(|| Value::Table(Default::default()));
     }
-    if let Some(t) = cur.as_table_mut() {
-        let last = parts[parts.len() - 1];
-        match t.get_mut(last) {
-            Some(slot @ Value::Table(_)) if v.is_table() => merge(slot, v),
-            _ => {
-                t.insert(last.to_string(), v);
-            }
+    let Some(t) = cur.as_table_mut() else {
+        return Err(format!(
+            "expected {} to be a section with keys, found a single setting",
+            walked.join(".")
+        ));
+    };
+    let last = parts[parts.len() - 1];
+    if last.is_empty() {
+        return Err("expected KEY or SECTION__KEY, found an empty part (a doubled __)".into());
+    }
+    match t.get_mut(last) {
+        Some(slot @ Value::Table(_)) if v.is_table() => merge(slot, v),
+        Some(Value::Table(_)) => {
+            return Err(format!(
+                "expected a key inside section {dotted} (SECTION__KEY), found a value for the section itself"
+            ));
+        }
+        _ => {
+            t.insert(last.to_string(), v);
         }
     }
+    Ok(())
 }
 
 fn get<'a>(root: &'a Value, dotted: &str) -> Option<&'a Value> {
@@ -142,12 +174,25 @@ pub fn load<T: DeserializeOwned + Serialize + Default>(
         merge(&mut root, Value::Table(v));
     }
     let prefix = format!("CHITOSE_{}__", env_prefix.to_uppercase());
+    // Every malformed variable is reported, all at once, by name (never
+    // by value: it may be a secret).
+    let mut bad = Vec::new();
+    let mut env: Vec<(String, String)> = env.into_iter().collect();
+    env.sort();
     for (k, v) in env {
         if let Some(rest) = k.strip_prefix(&prefix) {
             let dotted = rest.to_lowercase().replace("__", ".");
             let value = env_value(get(&root, &dotted), &v);
-            set(&mut root, &dotted, value);
+            if let Err(e) = try_set(&mut root, &dotted, value) {
+                bad.push(format!("{k}: {e}"));
+            }
         }
+    }
+    if !bad.is_empty() {
+        return Err(ConfigError::Invalid {
+            origin: "environment".into(),
+            message: bad.join("; "),
+        });
     }
     for (k, v) in flags {
         set(&mut root, k, v);
@@ -289,6 +334,26 @@ mod tests {
         let env = vec![("CHITOSE_X__INNER__PORT".to_string(), "many".to_string())];
         let e = load::<Cfg>(None, "x", env, vec![]).unwrap_err().to_string();
         assert!(e.contains("invalid type") && e.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn malformed_variables_are_all_named_at_once_and_never_panic() {
+        // On main the first panicked (`expect("tables on the path")`) and
+        // the second was ignored without a word.
+        let env = vec![
+            ("CHITOSE_X__INNER__PORT__X".to_string(), "1".to_string()),
+            ("CHITOSE_X__INNER".to_string(), "secret-looking".to_string()),
+            ("CHITOSE_X__INNER____NAME".to_string(), "y".to_string()),
+        ];
+        let e = load::<Cfg>(None, "x", env, vec![]).unwrap_err().to_string();
+        for name in [
+            "CHITOSE_X__INNER__PORT__X: expected inner.port to be a section",
+            "CHITOSE_X__INNER: expected a key inside section inner",
+            "CHITOSE_X__INNER____NAME: expected KEY or SECTION__KEY, found an empty part",
+        ] {
+            assert!(e.contains(name), "{name} in {e}");
+        }
+        assert!(!e.contains("secret-looking"), "{e}");
     }
 
     #[test]
