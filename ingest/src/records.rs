@@ -68,6 +68,44 @@ impl CsvMapping {
                 (path.split('.').map(str::to_owned).collect(), kind),
             );
         }
+        let mut errors = Vec::new();
+        for p in cfg.constants.keys() {
+            if p.is_empty() || p.split('.').any(str::is_empty) {
+                errors.push(format!(
+                    "files.csv.constants.{p}: expected a dotted field such as hub_prefecture"
+                ));
+            }
+        }
+        // Two sources for one field, or a field under another field's
+        // value (`patient` and `patient.sex`): refused here, all at once,
+        // rather than at the first row.
+        let mut targets: Vec<(String, String)> = columns
+            .iter()
+            .map(|(col, (path, _)): (&String, &(Vec<String>, Kind))| {
+                (path.join("."), format!("files.csv.columns.{col}"))
+            })
+            .chain(
+                cfg.constants
+                    .keys()
+                    .map(|p| (p.clone(), format!("files.csv.constants.{p}"))),
+            )
+            .collect();
+        targets.sort();
+        for w in targets.windows(2) {
+            let ((a, ka), (b, kb)) = (&w[0], &w[1]);
+            if a == b {
+                errors.push(format!(
+                    "{kb}: expected a field no other key fills, found {a} also filled by {ka}"
+                ));
+            } else if b.starts_with(&format!("{a}.")) {
+                errors.push(format!(
+                    "{kb}: expected a field that is not inside another, found {b} inside {a}, which {ka} fills"
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
         let constants = cfg
             .constants
             .iter()
@@ -84,11 +122,15 @@ impl CsvMapping {
     fn set(obj: &mut Map<String, Value>, path: &[String], v: Value) {
         let mut cur = obj;
         for p in &path[..path.len() - 1] {
-            cur = cur
+            let slot = cur
                 .entry(p.clone())
-                .or_insert_with(|| Value::Object(Map::new()))
-                .as_object_mut()
-                .expect("mapping paths do not collide with values");
+                .or_insert_with(|| Value::Object(Map::new()));
+            // `new` refuses colliding paths; should one slip through, the
+            // row fails at the edge instead of the process panicking.
+            let Some(next) = slot.as_object_mut() else {
+                return;
+            };
+            cur = next;
         }
         cur.insert(path[path.len() - 1].clone(), v);
     }
@@ -413,6 +455,19 @@ mod tests {
             e.to_string().contains("CSV column val") && !e.to_string().contains("高い"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn colliding_mapping_paths_are_all_refused_at_start_up() {
+        // On main the first row panicked ("mapping paths do not collide").
+        let mut cfg = CsvConfig::default();
+        cfg.columns.insert("患者".into(), "patient".into());
+        cfg.columns.insert("性別".into(), "patient.sex".into());
+        cfg.columns.insert("ID".into(), "event_id".into());
+        cfg.constants.insert("event_id".into(), "x".into());
+        let e = CsvMapping::new(&cfg).unwrap_err();
+        assert!(e.contains("found patient.sex inside patient"), "{e}");
+        assert!(e.contains("found event_id also filled by"), "{e}");
     }
 
     #[test]
