@@ -188,23 +188,35 @@ fn files_source_is_exactly_once_through_kill_9() {
 
 /// The files source in batch mode over `dir`.
 fn files_run(bootstrap: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> helpers::Child {
-    chitose(
-        &[
-            "ingest",
-            "--source",
-            "files",
-            "--prefecture",
-            "27",
-            "--bootstrap",
-            bootstrap,
-            "--dir",
-            dir.to_str().unwrap(),
-            "--exit-when-idle",
-            "--ops-listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ],
-        env,
-    )
+    files_run_with(bootstrap, dir, None, env)
+}
+
+/// As [`files_run`], with a config file.
+fn files_run_with(
+    bootstrap: &str,
+    dir: &std::path::Path,
+    config: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> helpers::Child {
+    let ops = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "ingest",
+        "--source",
+        "files",
+        "--prefecture",
+        "27",
+        "--bootstrap",
+        bootstrap,
+        "--dir",
+        dir.to_str().unwrap(),
+        "--exit-when-idle",
+        "--ops-listen",
+        &ops,
+    ];
+    if let Some(c) = config {
+        args.extend(["--config", c.to_str().unwrap()]);
+    }
+    chitose(&args, env)
 }
 
 fn post(url: &str, token: &str, body: Vec<u8>) -> (u16, serde_json::Value, Option<String>) {
@@ -511,23 +523,10 @@ fn files_source_reads_csv_through_a_header_mapping() {
     .collect();
     let config = dir.join("ingest.toml");
     std::fs::write(&config, LAB_CSV_COLUMNS).unwrap();
-    let mut child = chitose(
-        &[
-            "ingest",
-            "--config",
-            config.to_str().unwrap(),
-            "--source",
-            "files",
-            "--prefecture",
-            "27",
-            "--bootstrap",
-            &bootstrap,
-            "--dir",
-            dir.to_str().unwrap(),
-            "--exit-when-idle",
-            "--ops-listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ],
+    let mut child = files_run_with(
+        &bootstrap,
+        &dir,
+        Some(&config),
         &env.iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect::<Vec<_>>(),
@@ -872,23 +871,10 @@ fn hub_files_as_they_are_come_through_and_one_bad_file_never_stops_the_folder() 
     )
     .unwrap();
     let run = |encoding: &str| {
-        let mut child = chitose(
-            &[
-                "ingest",
-                "--config",
-                config.to_str().unwrap(),
-                "--source",
-                "files",
-                "--prefecture",
-                "27",
-                "--bootstrap",
-                &bootstrap,
-                "--dir",
-                dir.to_str().unwrap(),
-                "--exit-when-idle",
-                "--ops-listen",
-                &format!("127.0.0.1:{}", free_port()),
-            ],
+        let mut child = files_run_with(
+            &bootstrap,
+            &dir,
+            Some(&config),
             &[
                 ("CHITOSE_INGEST__TOPIC", topic.as_str()),
                 ("CHITOSE_INGEST__FILES__ENCODING", encoding),

@@ -155,3 +155,18 @@ pub fn checkup_field(jlac10: &str) -> Option<&'static str> {
         .find(|(c, _)| *c == jlac10)
         .map(|(_, f)| *f)
 }
+
+/// An abnormal flag as HL7 writes it — v2 table 0078 (SS-MIX2 OBX-8) and
+/// v3 ObservationInterpretation (JP Core), which share these codes — as
+/// the contract's symbol.
+pub fn abnormal_flag(code: &str) -> Option<&'static str> {
+    match code {
+        "H" => Some("high"),
+        "L" => Some("low"),
+        "N" => Some("normal"),
+        "HH" | "HU" => Some("critical_high"),
+        "LL" | "LU" => Some("critical_low"),
+        "A" | "AA" => Some("abnormal"),
+        _ => None,
+    }
+}

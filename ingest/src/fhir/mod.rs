@@ -1072,15 +1072,7 @@ fn map_one(
                         &["http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"],
                     )
                 });
-            if let Some(f) = flag.and_then(|f| match f {
-                "H" => Some("high"),
-                "L" => Some("low"),
-                "N" => Some("normal"),
-                "HH" | "HU" => Some("critical_high"),
-                "LL" | "LU" => Some("critical_low"),
-                "A" | "AA" => Some("abnormal"),
-                _ => None,
-            }) {
+            if let Some(f) = flag.and_then(codes::abnormal_flag) {
                 p["abnormal_flag"] = f.into();
             }
             let occurred = first_date(

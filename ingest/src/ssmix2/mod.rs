@@ -730,19 +730,11 @@ pub fn map_message(
                         p["reference_high"] = x.into();
                     }
                 }
-                if let Some(f) = msg.c(obx, 8, 1) {
-                    let flag = match f.as_str() {
-                        "H" => Some("high"),
-                        "L" => Some("low"),
-                        "N" => Some("normal"),
-                        "HH" => Some("critical_high"),
-                        "LL" => Some("critical_low"),
-                        "A" => Some("abnormal"),
-                        _ => None,
-                    };
-                    if let Some(fl) = flag {
-                        p["abnormal_flag"] = fl.into();
-                    }
+                if let Some(f) = msg
+                    .c(obx, 8, 1)
+                    .and_then(|f| crate::fhir::codes::abnormal_flag(&f))
+                {
+                    p["abnormal_flag"] = f.into();
                 }
                 let when = msg
                     .c(obx, 14, 1)
