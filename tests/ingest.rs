@@ -75,29 +75,10 @@ fn files_source_is_exactly_once_through_kill_9() {
         ("CHITOSE_INGEST__FILES__CHECKPOINT_EVERY_LINES", "500"),
     ];
     // Kill -9 three times, at growing progress, then let it finish.
-    let mut kills = 0;
-    let mut logs = String::new();
-    for target in [3_000i64, 15_000, 35_000] {
+    let (kills, mut logs) = kill_9_at(&bootstrap, &topic, &[3_000, 15_000, 35_000], || {
         let a = args(&format!("127.0.0.1:{}", free_port()));
-        let mut child = chitose(&a.iter().map(String::as_str).collect::<Vec<_>>(), &env);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while topic_size(&bootstrap, &topic) < target {
-            assert!(
-                Instant::now() < deadline,
-                "ingest made no progress to {target}"
-            );
-            if child.0.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if child.0.try_wait().unwrap().is_none() {
-            child.0.kill().unwrap(); // SIGKILL
-            child.0.wait().unwrap();
-            kills += 1;
-        }
-        logs.push_str(&child.log());
-    }
+        chitose(&a.iter().map(String::as_str).collect::<Vec<_>>(), &env)
+    });
     assert!(
         kills >= 2,
         "the file finished before the kills: make it longer"
@@ -184,6 +165,40 @@ fn files_source_is_exactly_once_through_kill_9() {
         0,
         "checkpoint removed"
     );
+}
+
+/// Starts `run` once per target and kills it -9 as soon as `topic` holds
+/// that many records (a run that finishes first is not killed). Returns
+/// the kills and the runs' logs.
+fn kill_9_at(
+    bootstrap: &str,
+    topic: &str,
+    targets: &[i64],
+    run: impl Fn() -> helpers::Child,
+) -> (usize, String) {
+    let (mut kills, mut logs) = (0, String::new());
+    for &target in targets {
+        let mut child = run();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while topic_size(bootstrap, topic) < target {
+            assert!(
+                Instant::now() < deadline,
+                "no progress to {target}: {}",
+                child.log()
+            );
+            if child.0.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if child.0.try_wait().unwrap().is_none() {
+            child.0.kill().unwrap(); // SIGKILL
+            child.0.wait().unwrap();
+            kills += 1;
+        }
+        logs.push_str(&child.log());
+    }
+    (kills, logs)
 }
 
 /// The files source in batch mode over `dir`.
@@ -1018,29 +1033,12 @@ fn ssmix2_storage_lands_every_message_once_through_kill_9() {
             &env,
         )
     };
-    let mut kills = 0;
-    let mut logs = String::new();
-    for target in [total as i64 / 4, total as i64 * 2 / 3] {
-        let mut child = run();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while topic_size(&bootstrap, &topic) < target {
-            assert!(
-                Instant::now() < deadline,
-                "no progress to {target}: {}",
-                child.log()
-            );
-            if child.0.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if child.0.try_wait().unwrap().is_none() {
-            child.0.kill().unwrap(); // SIGKILL
-            child.0.wait().unwrap();
-            kills += 1;
-        }
-        logs.push_str(&child.log());
-    }
+    let (kills, mut logs) = kill_9_at(
+        &bootstrap,
+        &topic,
+        &[total as i64 / 4, total as i64 * 2 / 3],
+        run,
+    );
     assert!(
         kills >= 1,
         "the tree finished before the kills: make it larger"
