@@ -135,9 +135,15 @@ pub struct FilesSource {
     prefecture: String,
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
+/// Writes `bytes` to `path` all or nothing: a temporary file (owner-only:
+/// checkpoints, queued SS-MIX2 batches), synced, renamed, its folder synced.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).truncate(true).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp).map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))?;

@@ -941,9 +941,11 @@ fn map_one(
                 "encounter_id": short_id(own_id),
                 "encounter_class": class,
             });
-            if let Some(end) = str_at(r, &["period", "end"]).filter(|d| full_date(d)) {
-                p["ended_at"] = end.into();
-            }
+            put(
+                &mut p,
+                "ended_at",
+                str_at(r, &["period", "end"]).filter(|d| full_date(d)),
+            );
             let occurred = first_date(r, &[&["period", "start"]]).or_else(|| ctx.fallback_date(r));
             ("encounter", occurred, p)
         }
@@ -966,18 +968,10 @@ fn map_one(
                     _ => "continuing",
                 },
             });
-            if let Some(c) = icd {
-                p["icd10_code"] = c.into();
-            }
-            if let Some(c) = exchange {
-                p["medis_disease_code"] = c.into();
-            }
-            if let Some(c) = number {
-                p["medis_disease_number"] = c.into();
-            }
-            if let Some(d) = display(code, codes::MEDIS_NUMBER) {
-                p["disease_name"] = d.into();
-            }
+            put(&mut p, "icd10_code", icd);
+            put(&mut p, "medis_disease_code", exchange);
+            put(&mut p, "medis_disease_number", number);
+            put(&mut p, "disease_name", display(code, codes::MEDIS_NUMBER));
             if let Some(o) = r
                 .get("onsetDateTime")
                 .and_then(Value::as_str)
@@ -1033,9 +1027,7 @@ fn map_one(
                 // A coded result: its display when short, else its code.
                 let d = display(Some(c), &[]).filter(|d| d.chars().count() <= 32);
                 let code = codings(Some(c)).find_map(|x| x.get("code").and_then(Value::as_str));
-                if let Some(t) = d.as_deref().or(code) {
-                    p["value_text"] = t.into();
-                }
+                put(&mut p, "value_text", d.as_deref().or(code));
             } else if let Some(b) = r.get("valueBoolean").and_then(Value::as_bool) {
                 p["value_text"] = if b { "(+)" } else { "(-)" }.into();
             }
@@ -1072,9 +1064,7 @@ fn map_one(
                         &["http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"],
                     )
                 });
-            if let Some(f) = flag.and_then(codes::abnormal_flag) {
-                p["abnormal_flag"] = f.into();
-            }
+            put(&mut p, "abnormal_flag", flag.and_then(codes::abnormal_flag));
             let occurred = first_date(
                 r,
                 &[
@@ -1104,18 +1094,10 @@ fn map_one(
             }
             let route = dosage_route(r);
             let mut p = json!({"route": route});
-            if let Some(c) = yj {
-                p["yj_code"] = c.into();
-            }
-            if let Some(c) = hot {
-                p["hot_code"] = c.into();
-            }
-            if let Some(c) = generic {
-                p["generic_name_code"] = c.into();
-            }
-            if let Some(d) = display(med, codes::YJ) {
-                p["drug_name"] = d.into();
-            }
+            put(&mut p, "yj_code", yj);
+            put(&mut p, "hot_code", hot);
+            put(&mut p, "generic_name_code", generic);
+            put(&mut p, "drug_name", display(med, codes::YJ));
             if let Some(days) = r
                 .get("dispenseRequest")
                 .and_then(|d| d.get("expectedSupplyDuration"))
@@ -1133,12 +1115,16 @@ fn map_one(
                 return unmappable("a vaccineCode in YJ", "none");
             };
             let mut p = json!({"vaccine_code": code});
-            if let Some(d) = display(r.get("vaccineCode"), codes::YJ) {
-                p["vaccine_name"] = d.into();
-            }
-            if let Some(l) = r.get("lotNumber").and_then(Value::as_str) {
-                p["lot_number"] = l.into();
-            }
+            put(
+                &mut p,
+                "vaccine_name",
+                display(r.get("vaccineCode"), codes::YJ),
+            );
+            put(
+                &mut p,
+                "lot_number",
+                r.get("lotNumber").and_then(Value::as_str),
+            );
             if let Some(site) = coding(
                 r.get("site"),
                 &["http://terminology.hl7.org/CodeSystem/v3-ActSite"],
@@ -1187,9 +1173,7 @@ fn map_one(
             if let Some((_, c)) = known {
                 p["substance_code"] = c.into();
             }
-            if let Some(n) = name {
-                p["substance_name"] = n.into();
-            }
+            put(&mut p, "substance_name", name);
             if let Some(c) = r
                 .get("category")
                 .and_then(Value::as_array)
@@ -1224,9 +1208,11 @@ fn map_one(
                     "moderate" => 2,
                     _ => 1,
                 });
-            if let Some(s) = worst.filter(|s| matches!(*s, "mild" | "moderate" | "severe")) {
-                p["reaction_severity"] = s.into();
-            }
+            put(
+                &mut p,
+                "reaction_severity",
+                worst.filter(|s| matches!(*s, "mild" | "moderate" | "severe")),
+            );
             if let Some(m) = reactions
                 .and_then(|a| a.first())
                 .and_then(|x| x.get("manifestation"))
@@ -1272,6 +1258,13 @@ fn short_id(id: &str) -> String {
         id.to_owned()
     } else {
         letters(&Sha256::digest(id.as_bytes())[..16])
+    }
+}
+
+/// Sets `key` of an event's payload when the source had it.
+pub(crate) fn put<V: Into<Value>>(p: &mut Value, key: &str, v: Option<V>) {
+    if let Some(v) = v {
+        p[key] = v.into();
     }
 }
 

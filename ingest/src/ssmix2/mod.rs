@@ -28,6 +28,7 @@
 
 pub mod tree;
 
+use crate::fhir::put;
 use chitose_schemas::json::{JsonError, RejectReason};
 use hl7_parser::Message;
 use hl7_parser::message::{Field, Segment};
@@ -538,9 +539,7 @@ pub fn map_message(
                         }
                         "MDCDX2" | "MDCDX" if code.len() == 8 => {
                             p["medis_disease_number"] = code.into();
-                            if let Some(t) = text {
-                                p["disease_name"] = t.into();
-                            }
+                            put(&mut p, "disease_name", text);
                         }
                         "MDCDX2" | "MDCDX" if code.len() == 4 => {
                             p["medis_disease_code"] = code.into()
@@ -578,9 +577,11 @@ pub fn map_message(
                 if msg.c(prb, 18, 1).as_deref() == Some("1") {
                     p["is_primary"] = true.into();
                 }
-                if let Some(d) = msg.c(prb, 16, 1).and_then(|d| hl7_date(&d)) {
-                    p["onset_date"] = d.into();
-                }
+                put(
+                    &mut p,
+                    "onset_date",
+                    msg.c(prb, 16, 1).and_then(|d| hl7_date(&d)),
+                );
                 let when = msg
                     .c(prb, 2, 1)
                     .and_then(|t| hl7_time(&t))
@@ -632,9 +633,7 @@ pub fn map_message(
                         "YJ" | "99YJ" => p["yj_code"] = code.into(),
                         _ => continue,
                     }
-                    if let Some(t) = text {
-                        p["drug_name"] = t.into();
-                    }
+                    put(&mut p, "drug_name", text);
                 }
                 if p.get("hot_code").is_none() && p.get("yj_code").is_none() {
                     // An injection mix or a free order: no drug code.
@@ -646,9 +645,11 @@ pub fn map_message(
                         RejectReason::Unmappable,
                     ));
                 }
-                if let Some(d) = days.filter(|d| (1..=365).contains(d)) {
-                    p["days_supply"] = d.into();
-                }
+                put(
+                    &mut p,
+                    "days_supply",
+                    days.filter(|d| (1..=365).contains(d)),
+                );
                 let when = (if dt == "OMP-11" {
                     msg.c(s, 3, 1).and_then(|t| hl7_time(&t))
                 } else {
@@ -718,9 +719,7 @@ pub fn map_message(
                         ));
                     }
                 }
-                if let Some(u) = msg.c(obx, 6, 1) {
-                    p["unit"] = u.into();
-                }
+                put(&mut p, "unit", msg.c(obx, 6, 1));
                 if let Some((lo, hi)) = msg.c(obx, 7, 1).as_deref().and_then(|r| r.split_once('-'))
                 {
                     if let Ok(x) = lo.trim().parse::<f64>() {
@@ -800,9 +799,7 @@ pub fn map_message(
                     }
                     None => {}
                 }
-                if let Some(c) = category {
-                    p["category"] = c.into();
-                }
+                put(&mut p, "category", category);
                 if let Some(s) = msg.c(iam, 4, 1) {
                     let sev = match s.as_str() {
                         "SV" => Some("severe"),
@@ -810,13 +807,9 @@ pub fn map_message(
                         "MI" => Some("mild"),
                         _ => None,
                     };
-                    if let Some(v) = sev {
-                        p["reaction_severity"] = v.into();
-                    }
+                    put(&mut p, "reaction_severity", sev);
                 }
-                if let Some(r) = msg.c(iam, 5, 1) {
-                    p["reaction"] = r.into();
-                }
+                put(&mut p, "reaction", msg.c(iam, 5, 1));
                 let when = msg
                     .segs("EVN")
                     .next()

@@ -363,15 +363,5 @@ fn folders_agree(rel: &str, f: &FileName) -> bool {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension("part");
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.create(true).truncate(true).write(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp).map_err(|e| io_err(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
-        f.sync_all().map_err(|e| io_err(&tmp, e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+    crate::files::write_atomic(path, bytes).map_err(|e| e.to_string())
 }
