@@ -1,12 +1,13 @@
-//! `chitose lake verify`: the lake against its ledger (see
-//! `chitose_sink::verify`); exits 1 on any problem, so it can gate a
-//! deployment or a release. `chitose lake audit`: the release's risk
+//! `chitose lake verify`: each Delta table's log against its files (see
+//! `chitose_lake::verify`); exits 1 on any problem, so it can gate a
+//! deployment or a release. `chitose lake compact` / `vacuum`: upkeep
+//! (`chitose_lake::upkeep`). `chitose lake audit`: the release's risk
 //! measures on any table, changing nothing (see `chitose_release`).
 
 use anyhow::{Context, Result, bail};
+use chitose_lake::Lake;
+use chitose_lake::tables::TableSchemas;
 use chitose_schemas::catalog::SchemaStore;
-use chitose_sink::core::Schemas;
-use chitose_sink::lake::Lake;
 use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,7 +18,12 @@ use std::process::ExitCode;
 #[derive(Args)]
 pub struct LakeLocation {
     /// The lake: a folder, or s3://bucket/prefix (credentials from AWS_* etc.).
-    #[arg(long, global = true, env = "CHITOSE_LAKE", default_value = "./lake")]
+    #[arg(
+        long,
+        global = true,
+        env = "CHITOSE_LAKE",
+        default_value = "./.chitose/lake"
+    )]
     pub lake: String,
     /// object_store option KEY=VALUE (e.g. aws_endpoint=http://…); repeatable.
     #[arg(long = "lake-option", global = true, value_name = "KEY=VALUE")]
@@ -29,7 +35,7 @@ pub struct LakeLocation {
 
 impl LakeLocation {
     /// The lake, the schema store and the lake's table schemas.
-    pub fn open(&self) -> Result<(Lake, SchemaStore, Schemas)> {
+    pub fn open(&self) -> Result<(Lake, SchemaStore, TableSchemas)> {
         let mut options = BTreeMap::new();
         for o in &self.lake_options {
             let (k, v) = o
@@ -42,7 +48,7 @@ impl LakeLocation {
         if let Some(d) = &self.schemas_dir {
             store.add_dir(d)?;
         }
-        let schemas = Schemas::new(&store);
+        let schemas = chitose_lake::tables::versions(&store);
         Ok((lake, store, schemas))
     }
 }
@@ -58,15 +64,43 @@ pub struct LakeArgs {
 
 #[derive(Subcommand)]
 enum LakeCommand {
-    /// Counts per table and partition, schema check, ledger consistency;
-    /// exits 1 on any problem.
+    /// Counts per table and partition from each Delta table's newest
+    /// snapshot, every active file's footer against its add action, schema
+    /// check; exits 1 on any problem.
     Verify {
-        /// Delete orphan files (no commit and no intent names them).
-        #[arg(long)]
-        delete_orphans: bool,
         /// The report as JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Rewrites each partition's small files as few large ones (a
+    /// dataChange=false commit: safe while sinks write), then checkpoints.
+    Compact {
+        /// Tables (default: every table of the pseudonymized zone).
+        #[arg(long, value_delimiter = ',')]
+        table: Vec<String>,
+        /// Files are packed up to this many MiB.
+        #[arg(long, default_value_t = 128)]
+        target_mib: u64,
+        /// A partition is compacted from this many small files.
+        #[arg(long, default_value_t = 2)]
+        min_files: usize,
+        /// The result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deletes data files the newest snapshot does not list (replaced by
+    /// compaction, or a crashed writer's uploads) once older than --retain.
+    Vacuum {
+        /// Keep unlisted files younger than this (readers of older versions
+        /// and commits in flight may need them): 7d, 24h, 30m, 0s.
+        #[arg(long, default_value = "7d")]
+        retain: String,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Tables (default: every table of the pseudonymized zone).
+        #[arg(long, value_delimiter = ',')]
+        table: Vec<String>,
     },
     /// Re-identification risk of a table over its quasi-identifiers as they
     /// are (classes, smallest class, uniqueness); changes nothing.
@@ -199,20 +233,13 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        LakeCommand::Verify {
-            delete_orphans,
-            json,
-        } => {
+        LakeCommand::Verify { json } => {
             let report = rt
-                .block_on(chitose_sink::verify::verify(
-                    &lake,
-                    &schemas,
-                    delete_orphans,
-                ))
+                .block_on(chitose_lake::verify::verify(&lake, &schemas))
                 .with_context(|| format!("verifying {}", a.at.lake))?;
-            if report.commits == 0 && report.tables.is_empty() && report.problems.is_empty() {
+            if report.tables.is_empty() && report.problems.is_empty() {
                 bail!(
-                    "{}: expected a chitose lake, found no ledger and no data files",
+                    "{}: expected a chitose lake, found no Delta table under pseudonymized/",
                     a.at.lake
                 );
             }
@@ -224,8 +251,8 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
                     "table", "partition", "files", "rows", "bytes"
                 );
                 let (mut files, mut rows, mut bytes) = (0, 0, 0);
-                for (table, parts) in &report.tables {
-                    for (key, c) in parts {
+                for (table, t) in &report.tables {
+                    for (key, c) in &t.partitions {
                         println!(
                             "{table:<14} {key:<40} {:>6} {:>10} {:>12}",
                             c.files, c.rows, c.bytes
@@ -239,9 +266,11 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
                     "{:<14} {:<40} {files:>6} {rows:>10} {bytes:>12}",
                     "total", ""
                 );
-                println!("{} commit records", report.commits);
-                for f in &report.in_flight {
-                    println!("in flight (an intent, no commit yet): {f}");
+                for (table, t) in &report.tables {
+                    println!(
+                        "{table}: version {}, {} unreferenced files (invisible to readers; `chitose lake vacuum` removes them)",
+                        t.version, t.unreferenced
+                    );
                 }
                 for p in &report.problems {
                     println!("PROBLEM {p}");
@@ -261,5 +290,109 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        LakeCommand::Compact {
+            table,
+            target_mib,
+            min_files,
+            json,
+        } => {
+            let opts = chitose_lake::upkeep::CompactOptions {
+                target_bytes: target_mib.max(1) << 20,
+                min_files,
+            };
+            let done = rt.block_on(compact_all(&lake, &table, opts))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                for (t, c) in &done {
+                    println!(
+                        "{t:<14} {} files → {} ({} rewritten into {}, {} rows){}",
+                        c.files_before,
+                        c.files_after,
+                        c.removed,
+                        c.added,
+                        c.rows,
+                        c.version
+                            .map(|v| format!(", version {v}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LakeCommand::Vacuum {
+            retain,
+            dry_run,
+            table,
+        } => {
+            let retain = parse_duration(&retain)?;
+            rt.block_on(async {
+                let tables = tables_or_all(&lake, &table).await?;
+                for t in tables {
+                    let v = chitose_lake::upkeep::vacuum(
+                        &lake.table(&chitose_lake::layout::table(&t)),
+                        retain,
+                        dry_run,
+                    )
+                    .await?;
+                    println!(
+                        "{t:<14} {} {} files ({} bytes); {} unlisted files younger than the retention kept",
+                        if dry_run { "would delete" } else { "deleted" },
+                        v.deleted.len(),
+                        v.bytes,
+                        v.kept_recent
+                    );
+                }
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The named tables, or every table of the pseudonymized zone.
+async fn tables_or_all(lake: &Lake, named: &[String]) -> Result<Vec<String>> {
+    Ok(if named.is_empty() {
+        chitose_lake::verify::tables_in(lake, chitose_lake::layout::PSEUDONYMIZED).await?
+    } else {
+        named.to_vec()
+    })
+}
+
+/// Compacts (and checkpoints) the named tables or all of them.
+pub async fn compact_all(
+    lake: &Lake,
+    named: &[String],
+    opts: chitose_lake::upkeep::CompactOptions,
+) -> Result<BTreeMap<String, chitose_lake::upkeep::Compacted>> {
+    let mut out = BTreeMap::new();
+    for t in tables_or_all(lake, named).await? {
+        let table = lake.table(&chitose_lake::layout::table(&t));
+        let c = chitose_lake::upkeep::compact(&table, opts, || {
+            chitose_lake::parquet::properties(128 * 1024, "chitose-compact")
+        })
+        .await
+        .with_context(|| format!("compacting {t}"))?;
+        if let Some(snap) = table.load().await? {
+            table.checkpoint(&snap).await?;
+        }
+        out.insert(t, c);
+    }
+    Ok(out)
+}
+
+/// `7d`, `24h`, `30m`, `10s`.
+fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let (n, unit) = s.split_at(s.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len());
+    let n: u64 = n.parse().with_context(|| {
+        format!("--retain: expected a number and a unit (7d, 24h, 30m, 10s), found {s:?}")
+    })?;
+    let secs = match unit {
+        "d" => n * 86_400,
+        "h" => n * 3_600,
+        "m" => n * 60,
+        "s" => n,
+        _ => bail!("--retain: expected a unit of d, h, m or s, found {s:?}"),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }

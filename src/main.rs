@@ -259,8 +259,18 @@ pub(crate) fn report(json: bool, line: String) {
 }
 
 pub(crate) fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,rdkafka=warn".into());
+    // delta-kernel narrates every snapshot at INFO (spans, no message):
+    // its warnings are enough, unless RUST_LOG asks for it by name.
+    if !std::env::var("RUST_LOG")
+        .unwrap_or_default()
+        .contains("delta_kernel")
+    {
+        for d in ["delta_kernel=warn", "delta_kernel_default_engine=warn"] {
+            filter = filter.add_directive(d.parse().expect("a valid directive"));
+        }
+    }
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

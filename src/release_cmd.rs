@@ -3,10 +3,10 @@
 
 use crate::lake_cmd::LakeLocation;
 use anyhow::{Context, Result};
+use chitose_lake::tables::TableSchemas as Schemas;
 use chitose_release::run::{Options, ReleaseReport};
 use chitose_release::spec::{Contract, Spec};
 use chitose_schemas::catalog::SchemaStore;
-use chitose_sink::core::Schemas;
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -111,7 +111,7 @@ pub fn run(a: ReleaseArgs) -> Result<ExitCode> {
 /// `AWS_*` the pseudonymized lake uses, so the two zones can have
 /// different principals (give the whole set: a key id, its secret, and a
 /// session token if there is one).
-fn open_release_lake(url: &str, flags: &[String]) -> Result<chitose_sink::lake::Lake> {
+fn open_release_lake(url: &str, flags: &[String]) -> Result<chitose_lake::Lake> {
     let mut options: std::collections::BTreeMap<String, String> = std::env::vars()
         .filter_map(|(k, v)| {
             let rest = k.strip_prefix("CHITOSE_RELEASE_")?;
@@ -127,5 +127,5 @@ fn open_release_lake(url: &str, flags: &[String]) -> Result<chitose_sink::lake::
         })?;
         options.insert(k.to_owned(), v.to_owned());
     }
-    chitose_sink::lake::Lake::open(url, &options).with_context(|| format!("--release-lake {url}"))
+    chitose_lake::Lake::open(url, &options).with_context(|| format!("--release-lake {url}"))
 }

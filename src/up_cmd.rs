@@ -36,7 +36,7 @@ pub struct UpArgs {
     kafka: crate::kafka_args::KafkaArgs,
     /// The lake: a folder, or s3://bucket/prefix (object_store options from
     /// the environment).
-    #[arg(long, default_value = "./lake")]
+    #[arg(long, env = "CHITOSE_LAKE", default_value = "./.chitose/lake")]
     lake: String,
     /// Pseudonym and date-shift keys; a demo key is generated when empty.
     #[arg(long, default_value = ".chitose/keys")]
@@ -283,28 +283,61 @@ async fn up(a: UpArgs) -> Result<ExitCode> {
         "  transformed      {:>8}  (dead-lettered: {})",
         t.written, t.dlq
     );
+    // The sink rolled every few seconds: compact what that left, as the
+    // shipped CronJob does in production, then count from the tables' logs.
+    let lake = chitose_lake::Lake::open(&a.lake, &Default::default())?;
+    let before = chitose_lake::verify::census(&lake, chitose_lake::layout::PSEUDONYMIZED).await?;
+    crate::lake_cmd::compact_all(&lake, &[], Default::default()).await?;
+    // A demo lake has no other reader: the replaced files can go now (in
+    // production `chitose lake vacuum` keeps them for --retain).
+    for t in &before {
+        chitose_lake::upkeep::vacuum(
+            &lake.table(&chitose_lake::layout::table(&t.table)),
+            Duration::ZERO,
+            false,
+        )
+        .await?;
+    }
+    let after = chitose_lake::verify::census(&lake, chitose_lake::layout::PSEUDONYMIZED).await?;
+    let files_before: u64 = before.iter().map(|c| c.files).sum();
+    let files_after: u64 = after.iter().map(|c| c.files).sum();
     println!(
-        "  landed           {:>8}  in {} files, {:.1} MiB, lake {}",
+        "  landed           {:>8}  in {} Delta commits; {files_before} files, compacted to {files_after} ({:.1} MiB), lake {}",
         s.rows,
-        s.files,
-        EventType::ALL
-            .iter()
-            .map(|e| sm
-                .bytes
-                .get_metric_with_label_values(&[e.symbol()])
-                .map_or(0, |c| c.get()))
-            .sum::<u64>() as f64
-            / 1048576.0,
+        s.commits,
+        after.iter().map(|c| c.bytes).sum::<u64>() as f64 / 1048576.0,
         a.lake
     );
-    for e in EventType::ALL {
-        println!("    {:<14} {:>8} rows", e.symbol(), table_rows(e.symbol()));
-    }
-    println!();
-    println!("Query it with DuckDB:");
     println!(
-        "  duckdb -c \"select prefecture, count(*) from read_parquet('{}/pseudonymized/diagnosis/**/*.parquet', hive_partitioning = true, hive_types = {{'prefecture': 'VARCHAR', 'event_month': 'VARCHAR'}}) group by 1 order by 1\"",
-        a.lake.trim_end_matches('/')
+        "    {:<14} {:>8} {:>11} {:>7} {:>15}",
+        "table", "rows", "partitions", "files", "median rows/file"
+    );
+    for c in &after {
+        let was = before.iter().find(|b| b.table == c.table);
+        println!(
+            "    {:<14} {:>8} {:>11} {:>7} {:>15}   (before compaction: {} files, median {})",
+            c.table,
+            c.rows,
+            c.partitions,
+            c.files,
+            c.median_rows,
+            was.map_or(0, |b| b.files),
+            was.map_or(0, |b| b.median_rows),
+        );
+    }
+    let root = lake.root_url().as_str().trim_end_matches('/').to_owned();
+    println!();
+    println!("Each table is a Delta table. Check it, and read it:");
+    println!("  chitose lake verify --lake {}", a.lake);
+    println!(
+        "  duckdb -c \"INSTALL delta; LOAD delta; select prefecture, count(*) from delta_scan('{root}/pseudonymized/diagnosis') group by 1 order by 1\""
+    );
+    println!(
+        "  python -c \"import polars as pl; print(pl.scan_delta('{root}/pseudonymized/diagnosis').group_by('prefecture').len().collect())\""
+    );
+    println!(
+        "  chitose release --spec release/specs/example.toml --lake {} --release-id first",
+        a.lake
     );
     Ok(ExitCode::SUCCESS)
 }

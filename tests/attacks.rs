@@ -1126,10 +1126,12 @@ fn hospital_exports_leak_nothing_and_a_cancelled_order_is_withdrawn_from_the_lak
         .arg(
             r#"
 import duckdb, json, sys
+sys.path.insert(0, sys.argv[2])
+import lakeio
 lake = sys.argv[1]
 con = duckdb.connect()
 def t(name):
-    return f"read_parquet('{lake}/pseudonymized/{name}/**/*.parquet', hive_partitioning=false, union_by_name=true)"
+    return lakeio.duckdb_source(f"{lake}/pseudonymized/{name}")
 corr = con.sql(f"select event_id, corrected_event_type from {t('correction')}").fetchall()
 withdrawn = 0
 for table in ['diagnosis','lab_result','prescription','allergy','encounter']:
@@ -1142,6 +1144,7 @@ print(json.dumps({"corrections": len(corr), "withdrawn_rows": withdrawn}))
 "#,
         )
         .arg(&p.lake)
+        .arg(helpers::repo().join("tests/python"))
         .output()
         .unwrap();
     helpers::assert_ok(&out);

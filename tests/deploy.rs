@@ -136,6 +136,7 @@ docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 kinds = {}
 for d in docs: kinds.setdefault(d["kind"], []).append(d["metadata"]["name"])
 workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")]
+workloads += [dict(d, spec=d["spec"]["jobTemplate"]["spec"]) for d in docs if d["kind"] == "CronJob"]
 nonroot = all(w["spec"]["template"]["spec"]["securityContext"].get("runAsNonRoot") for w in workloads)
 readonly = all(c["securityContext"].get("readOnlyRootFilesystem") for w in workloads for c in w["spec"]["template"]["spec"]["containers"])
 external = sorted(m["external"]["metric"]["name"] for d in docs if d["kind"] == "HorizontalPodAutoscaler" for m in d["spec"]["metrics"] if m["type"] == "External")
@@ -155,6 +156,7 @@ print(json.dumps({"kinds": kinds, "nonroot": nonroot, "readonly": readonly, "ext
     assert_eq!(count("Deployment"), 2, "{facts}");
     assert_eq!(count("StatefulSet"), 1, "{facts}");
     assert_eq!(count("Job"), 2, "{facts}");
+    assert_eq!(count("CronJob"), 2, "{facts}");
     assert_eq!(count("PodDisruptionBudget"), 3, "{facts}");
     assert_eq!(count("HorizontalPodAutoscaler"), 3, "{facts}");
     assert_eq!(count("NetworkPolicy"), 6, "{facts}");

@@ -1,5 +1,7 @@
 //! `chitose lake verify` on a lake `chitose up` wrote: consistent as
-//! written, and every kind of damage found, named by path, exit 1.
+//! written (and as delta-rs and DuckDB read it), every kind of damage found,
+//! named by path, exit 1; `chitose lake vacuum` removes what no snapshot
+//! lists, after its retention.
 
 mod helpers;
 
@@ -21,6 +23,7 @@ fn verify(dir: &Path, extra: &[&str]) -> (Option<i32>, serde_json::Value, String
     let out = Command::new(env!("CARGO_BIN_EXE_chitose"))
         .args(["lake", "verify", "--json"])
         .args(extra)
+        .env("CHITOSE_LAKE", "lake")
         .current_dir(dir)
         .output()
         .unwrap();
@@ -53,6 +56,7 @@ fn verify_passes_a_written_lake_and_names_every_kind_of_damage() {
             "--ops-port",
             "0",
         ])
+        .env("CHITOSE_LAKE", "lake")
         .current_dir(&dir)
         .output()
         .unwrap();
@@ -63,21 +67,23 @@ fn verify_passes_a_written_lake_and_names_every_kind_of_damage() {
     assert_eq!(code, Some(0), "{report:#}");
     let lake = helpers::read_lake(dir.join("lake").to_str().unwrap(), None);
     for (table, t) in lake.as_object().unwrap() {
-        let verified: u64 = report["tables"][table]
+        let verified: u64 = report["tables"][table]["partitions"]
             .as_object()
             .unwrap()
             .values()
             .map(|c| c["rows"].as_u64().unwrap())
             .sum();
         assert_eq!(verified, t["duckdb_rows"].as_u64().unwrap(), "{table}");
+        assert_eq!(
+            report["tables"][table]["version"], t["version"],
+            "delta-rs reads the version verify read: {table}"
+        );
     }
 
     let mut data = Vec::new();
     files(&dir.join("lake/pseudonymized"), "parquet", &mut data);
+    data.retain(|p| !p.display().to_string().contains("/_delta_log/"));
     data.sort();
-    let mut ledger = Vec::new();
-    files(&dir.join("lake/_chitose/ledger"), "json", &mut ledger);
-    ledger.sort();
     let rel = |p: &Path| {
         p.strip_prefix(dir.join("lake"))
             .unwrap()
@@ -93,22 +99,40 @@ fn verify_passes_a_written_lake_and_names_every_kind_of_damage() {
         .find(|p| rel(p).contains("/vaccination/"))
         .unwrap();
 
-    // An orphan: a copy of a committed file under a name no commit has.
-    let orphan = encounter[0].with_file_name("part-000-00000000000099999999-e99.parquet");
-    std::fs::copy(encounter[0], &orphan).unwrap();
+    // A file no commit names (a crashed writer's upload): invisible to
+    // readers, counted, not a problem.
+    let stray =
+        encounter[0].with_file_name("part-00000000-0000-0000-0000-000000000000.zstd.parquet");
+    std::fs::copy(encounter[0], &stray).unwrap();
     // A missing file.
     std::fs::remove_file(encounter[1]).unwrap();
     // A file of another table (other columns, other row count) in its place.
     std::fs::copy(vaccination, encounter[2]).unwrap();
     // Not Parquet at all.
     std::fs::write(encounter[3], b"not parquet").unwrap();
-    // A ledger object cut short.
-    let cut = ledger
-        .iter()
-        .find(|p| rel(p).contains("/diagnosis/"))
+    // The next commit of the diagnosis table, cut short (a writer that
+    // lost its disk mid-put on a store without atomic puts).
+    let mut log: Vec<PathBuf> = Vec::new();
+    files(
+        &dir.join("lake/pseudonymized/diagnosis/_delta_log"),
+        "json",
+        &mut log,
+    );
+    log.retain(|p| !p.file_name().unwrap().to_string_lossy().starts_with('_'));
+    log.sort();
+    let newest = log.last().unwrap();
+    let version: u64 = newest
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .parse()
         .unwrap();
-    let text = std::fs::read(cut).unwrap();
-    std::fs::write(cut, &text[..text.len() / 2]).unwrap();
+    let text = std::fs::read(newest).unwrap();
+    std::fs::write(
+        newest.with_file_name(format!("{:020}.json", version + 1)),
+        &text[..text.len() / 2],
+    )
+    .unwrap();
 
     let (code, report, stdout) = verify(&dir, &[]);
     assert_eq!(code, Some(1), "{report:#}");
@@ -118,35 +142,48 @@ fn verify_passes_a_written_lake_and_names_every_kind_of_damage() {
             .map(|p| p["path"].as_str().unwrap_or_default().to_owned())
             .collect()
     };
-    assert_eq!(path_of("orphan"), vec![rel(&orphan)], "{report:#}");
-    assert_eq!(path_of("missing"), vec![rel(encounter[1])], "{report:#}");
-    assert!(path_of("schema").contains(&rel(encounter[2])), "{report:#}");
-    assert!(
-        path_of("rows").contains(&rel(encounter[2]))
-            || path_of("schema").contains(&rel(encounter[2]))
-    );
-    assert_eq!(path_of("unreadable"), vec![rel(encounter[3])], "{report:#}");
-    let ledger_problems = problems(&report, "ledger");
-    assert_eq!(ledger_problems.len(), 1, "{report:#}");
-    assert_eq!(ledger_problems[0]["table"], "diagnosis");
-    // Files of the damaged ledger's partition are not taken for orphans
-    // (which --delete-orphans would delete).
-    assert!(
-        path_of("unverified")
-            .iter()
-            .all(|p| p.contains("/diagnosis/")),
+    assert_eq!(
+        report["tables"]["encounter"]["unreferenced"], 1,
         "{report:#}"
     );
+    assert_eq!(path_of("missing"), vec![rel(encounter[1])], "{report:#}");
+    assert!(path_of("size").contains(&rel(encounter[2])), "{report:#}");
+    assert!(
+        path_of("rows").contains(&rel(encounter[2]))
+            || path_of("schema").contains(&rel(encounter[2])),
+        "{report:#}"
+    );
+    assert!(
+        path_of("unreadable").contains(&rel(encounter[3])),
+        "{report:#}"
+    );
+    let log_problems = problems(&report, "log");
+    assert_eq!(log_problems.len(), 1, "{report:#}");
+    assert_eq!(log_problems[0]["table"], "diagnosis");
     // The report names paths and counts, never a row's value.
     assert!(!stdout.contains("pseudonym\":"), "{stdout}");
 
-    // Repair what can be repaired: orphans go, the rest stays reported.
-    let (code, report, _) = verify(&dir, &["--delete-orphans"]);
-    assert_eq!(code, Some(1));
-    assert_eq!(problems(&report, "orphan")[0]["deleted"], true);
-    assert!(!orphan.exists());
+    // Vacuum takes the unlisted file once it is past the retention, and
+    // nothing a snapshot lists.
+    let vacuum = |retain: &str| {
+        Command::new(env!("CARGO_BIN_EXE_chitose"))
+            .args(["lake", "vacuum", "--table", "encounter", "--retain", retain])
+            .env("CHITOSE_LAKE", "lake")
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+    };
+    let kept = vacuum("7d");
+    helpers::assert_ok(&kept);
+    assert!(stray.exists(), "younger than the retention: kept");
+    helpers::assert_ok(&vacuum("0s"));
+    assert!(!stray.exists());
+    assert!(encounter[0].exists() && encounter[4].exists());
     let (_, report, _) = verify(&dir, &[]);
-    assert!(problems(&report, "orphan").is_empty(), "{report:#}");
+    assert_eq!(
+        report["tables"]["encounter"]["unreferenced"], 0,
+        "{report:#}"
+    );
 }
 
 #[test]

@@ -17,6 +17,7 @@ fn up_lands_every_accepted_event_once() {
             "--ops-port",
             "0",
         ])
+        .env("CHITOSE_LAKE", "lake")
         .current_dir(&dir)
         .output()
         .unwrap();
@@ -65,18 +66,20 @@ fn up_lands_every_accepted_event_once() {
         .sum();
     assert_eq!(rows, sent - rejected, "{stdout}");
     assert_eq!(distinct, rows);
+    assert_eq!(lake.as_object().unwrap().len(), 8, "eight tables: {lake}");
     assert_eq!(
-        lake.as_object().unwrap().len(),
-        7,
-        "seven tables (no correction: the stream generator withdraws nothing)"
+        lake["correction"]["duckdb_rows"], 0,
+        "the stream generator withdraws nothing"
     );
     // A demo key was generated, and it is not printed.
     let key = std::fs::read_to_string(dir.join(".chitose/keys/pseudonym-2026a.key")).unwrap();
     assert!(!stdout.contains(key.trim()));
-    assert!(stdout.contains("Query it with DuckDB"));
-    // The ledger agrees with the files, and counts the same rows.
+    assert!(stdout.contains("delta_scan("), "{stdout}");
+    assert!(stdout.contains("median rows/file"), "{stdout}");
+    // Each table's log agrees with its files, and counts the same rows.
     let verify = std::process::Command::new(env!("CARGO_BIN_EXE_chitose"))
         .args(["lake", "verify", "--json"])
+        .env("CHITOSE_LAKE", "lake")
         .current_dir(&dir)
         .output()
         .unwrap();
@@ -90,10 +93,18 @@ fn up_lands_every_accepted_event_once() {
         .as_object()
         .unwrap()
         .values()
-        .flat_map(|t| t.as_object().unwrap().values())
+        .flat_map(|t| t["partitions"].as_object().unwrap().values())
         .map(|c| c["rows"].as_u64().unwrap())
         .sum();
     assert_eq!(verified, rows);
+    // After up's final compaction: one file per (table, prefecture, month),
+    // and none a reader cannot see.
+    for (table, t) in report["tables"].as_object().unwrap() {
+        for (key, c) in t["partitions"].as_object().unwrap() {
+            assert_eq!(c["files"], 1, "{table} {key}: {c}");
+        }
+        assert_eq!(lake[table]["unreferenced_files"], 0, "{table}");
+    }
 }
 
 /// `up --policy pseudonymized-shifted`: the demo with the other shipped
@@ -118,6 +129,7 @@ fn up_runs_either_shipped_profile() {
             "--lake",
             "lake-shifted",
         ])
+        .env("CHITOSE_LAKE", "lake")
         .current_dir(&dir)
         .output()
         .unwrap();
@@ -129,11 +141,14 @@ fn up_runs_either_shipped_profile() {
     );
     // What DuckDB sees: every row made by the shifted profile, with the
     // date-shift key named and no transform clock.
-    let glob = dir.join("lake-shifted/pseudonymized/*/**/*.parquet");
+    // Every table's snapshot files, as one DuckDB source.
     let q = format!(
-        "import duckdb; print(duckdb.sql(\"select count(*), count(*) filter (where policy_profile = 'pseudonymized-shifted'), \
-         count(transformed_at), count(date_shift_key_id), count(distinct event_id) from read_parquet('{}', union_by_name = true)\").fetchall()[0])",
-        glob.display()
+        "import sys, os, json, duckdb; sys.path.insert(0, {py:?}); import lakeio; \
+         base = {base:?}; fs = [f for t in sorted(os.listdir(base)) for f in lakeio.files(os.path.join(base, t))]; \
+         print(duckdb.sql(f\"select count(*), count(*) filter (where policy_profile = 'pseudonymized-shifted'), \
+         count(transformed_at), count(date_shift_key_id), count(distinct event_id) from read_parquet({{json.dumps(fs)}}, union_by_name = true)\").fetchall()[0])",
+        py = helpers::repo().join("tests/python").display().to_string(),
+        base = dir.join("lake-shifted/pseudonymized").display().to_string(),
     );
     let out = std::process::Command::new(helpers::python())
         .args(["-c", &q])

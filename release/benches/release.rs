@@ -3,7 +3,7 @@
 //! A diagnosis table of `CHITOSE_BENCH_ROWS` rows (default 1 000 000; every
 //! column of the lake schema, the spec's columns drawn like a region's
 //! data: patients with several events, skewed municipalities and codes) is
-//! written to a local lake with its ledger, one file per lake partition.
+//! written to a local lake as a Delta table, one file per lake partition.
 //! Then, in one run:
 //! 1. floor: read every file once and write the released columns as they
 //!    are (no index, no generalization) with the same writer settings —
@@ -24,10 +24,9 @@ use chitose_release::run::{Options, release};
 use chitose_release::spec::{Contract, Spec};
 use chitose_runtime::procstat::{measure, peak_rss_bytes, table};
 use chitose_schemas::catalog::SchemaStore;
-use chitose_sink::core::Schemas;
-use chitose_sink::lake::{Commit, Lake, Landed};
-use chitose_sink::writer::{FileWriter, properties};
-use object_store::ObjectStoreExt;
+use chitose_lake::Lake;
+use chitose_lake::delta::{Operation, Outcome};
+use chitose_lake::parquet::{FileWriter, properties};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -148,8 +147,21 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let store = SchemaStore::embedded();
-    let schemas = Schemas::new(&store);
-    let (_, schema) = schemas.table_versions("diagnosis").pop().unwrap();
+    let schemas = chitose_lake::tables::versions(&store);
+    let (_, schema) = schemas["diagnosis"].last().unwrap().clone();
+    let lake_schema = chitose_lake::tables::lake_schema(&schemas["diagnosis"]).unwrap();
+    let cols: Vec<String> = chitose_lake::layout::PARTITION_COLUMNS
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
+    let physical: SchemaRef = Arc::new(arrow_schema::Schema::new(
+        lake_schema
+            .fields()
+            .iter()
+            .filter(|f| !cols.contains(f.name()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
     let dir = std::env::temp_dir().join(format!("chitose-release-bench-{}", std::process::id()));
     let lake = Lake::open(dir.to_str().unwrap(), &BTreeMap::new()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -177,49 +189,33 @@ fn main() {
     }
     let (mut in_memory, mut on_disk, mut first) = (0usize, 0u64, 0i64);
     rt.block_on(async {
-        for (seq, ((pref, month), rows)) in parts.iter().enumerate() {
+        let table = lake.table("pseudonymized/diagnosis");
+        let snap = table.create_or_evolve(&lake_schema, &cols).await.unwrap();
+        let mut staged = Vec::new();
+        for ((pref, month), rows) in &parts {
             let b = batch(&schema, rows, first);
             in_memory += b.get_array_memory_size();
-            let key = format!(
-                "prefecture={pref}/event_month={}-{:02}",
-                2024 + month / 12,
-                month % 12 + 1
-            );
-            let path = lake.data_file("diagnosis", &key, 0, first, 0);
-            let mut w = FileWriter::create(
-                lake.store.clone(),
-                path.clone(),
-                schema.clone(),
-                properties(128 * 1024, "chitose-bench"),
-                8 << 20,
-            )
-            .unwrap();
-            w.write(&b).await.unwrap();
-            let bytes = w.close().await.unwrap();
-            on_disk += bytes;
-            let last = first + rows.len() as i64 - 1;
-            let landed = Landed {
-                key,
-                path: path.to_string(),
-                first,
-                last,
-                rows: rows.len() as u64,
-                bytes,
-            };
-            let c = Commit {
-                seq: seq as u64,
-                kind: "flush".into(),
-                owner: "bench".into(),
-                epoch: 0,
-                next_offset: last + 1,
-                landed: vec![],
-                watermarks: BTreeMap::new(),
-                files: vec![landed],
-                at_ms: 0,
-            };
-            lake.commit("diagnosis", 0, &c).await.unwrap();
-            first = last + 1;
+            let b = chitose_lake::tables::conform(&b, &physical).unwrap();
+            let partition = [
+                ("prefecture".to_owned(), Some(pref.to_string())),
+                (
+                    "event_month".to_owned(),
+                    Some(format!("{}-{:02}", 2024 + month / 12, month % 12 + 1)),
+                ),
+            ];
+            let f = table
+                .write(&snap, &partition, b, properties(128 * 1024, "chitose-bench"), 8 << 20)
+                .await
+                .unwrap();
+            on_disk += f.bytes;
+            staged.push(f);
+            first += rows.len() as i64;
         }
+        let done = table
+            .commit(&snap, &staged, &[], &[], true, Operation::Write)
+            .await
+            .unwrap();
+        assert!(matches!(done, Outcome::Committed(_)));
     });
     drop(parts);
 
@@ -255,20 +251,15 @@ fn main() {
                     .await
                     .unwrap();
                 let mut w: Option<FileWriter> = None;
-                for (path, _) in &snap.files {
-                    let bytes = lake.store.get(path).await.unwrap().bytes().await.unwrap();
-                    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                        bytes,
-                    )
-                    .unwrap()
-                    .with_batch_size(8192)
-                    .build()
-                    .unwrap();
+                for f in &snap.files {
+                    let r = chitose_lake::parquet::read_file(lake.store.clone(), &f.object, f.size)
+                        .await
+                        .unwrap();
                     for b in r {
-                        let b = b.unwrap();
+                        // event_month is a partition value, not a column of the file.
                         let idx: Vec<usize> = released
                             .iter()
-                            .map(|c| b.schema().index_of(c).unwrap())
+                            .filter_map(|c| b.schema().index_of(c).ok())
                             .collect();
                         let p = b.project(&idx).unwrap();
                         if w.is_none() {

@@ -669,7 +669,7 @@ impl ReleaseKey {
         let mut m = self.0.clone();
         m.update(pseudonym.as_bytes());
         out.clear();
-        chitose_transform::pseudonym::base32(&m.finalize().into_bytes(), out);
+        chitose_schemas::base32::encode(&m.finalize().into_bytes(), out);
     }
 }
 

@@ -1,8 +1,9 @@
-//! The async shell: a ledger-consistent snapshot of the lake, two streamed
-//! passes over its files, the released files and the report.
+//! The async shell: a Delta snapshot of each lake table (its version is in
+//! the report, so the release can be reproduced), two streamed passes over
+//! its files, the released Delta tables and the report.
 //!
 //! ```text
-//! <lake>/anonymized/<release_id>/<table>/part-00000.parquet …
+//! <lake>/anonymized/<release_id>/<table>/_delta_log/… , part-….parquet
 //! <lake>/anonymized/<release_id>/release-report.md
 //! <lake>/anonymized/<release_id>/release-report.json   written last: the release is complete
 //! ```
@@ -16,19 +17,13 @@ use crate::hierarchy::Hierarchy;
 use crate::spec::{Contract, Spec, TableSpec};
 use arrow_array::RecordBatch;
 use bytes::Bytes;
-use chitose_sink::lake::{Commit, Lake, LakeError};
-use chitose_sink::writer::{FileWriter, properties};
-use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
+use chitose_lake::delta::{DataFile, Operation, Outcome};
+use chitose_lake::parquet::properties;
+use chitose_lake::{Lake, LakeError, layout};
+use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutPayload};
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
-use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
-use parquet::errors::ParquetError;
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt::Write;
 
 /// A release or audit problem.
@@ -98,20 +93,21 @@ pub enum ReleaseError {
     BadId(String),
 }
 
-/// Files read for a table, and the ledger position they are consistent with.
+/// Files read for a table: one Delta snapshot.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
     /// What was read (`pseudonymized/diagnosis`).
     pub source: String,
-    /// Data files, by path.
+    /// Data files.
     #[serde(skip)]
-    pub files: Vec<(Path, u64)>,
+    pub files: Vec<DataFile>,
     /// Data files read.
     pub file_count: usize,
-    /// Rows the ledger says they hold.
+    /// Rows the log says they hold.
     pub rows: u64,
-    /// Per Kafka partition: the last commit record read and its next offset.
-    pub ledger: BTreeMap<i32, (u64, i64)>,
+    /// The table version read: the same version reads the same rows
+    /// (`DeltaTable(path, version=…)`), so a release can be reproduced.
+    pub version: u64,
 }
 
 /// The event ids a lake table's rows were withdrawn under: the
@@ -130,13 +126,10 @@ pub async fn withdrawn(
     };
     let cols = ["event_id".to_owned(), "corrected_event_type".to_owned()];
     let mut out = HashSet::new();
-    for (path, size) in &snap.files {
-        let mut s = read(lake, path, *size, Some(&cols), batch_rows).await?;
+    for f in &snap.files {
+        let mut s = std::pin::pin!(read(lake, f, Some(&cols), batch_rows).await?);
         while let Some(b) = s.next().await {
-            let b = b.map_err(|e| ReleaseError::Parquet {
-                path: path.to_string(),
-                message: e.to_string(),
-            })?;
+            let b = b?;
             let (Some(ids), Some(types)) = (
                 b.column_by_name("event_id")
                     .and_then(|c| c.as_any().downcast_ref::<arrow_array::StringArray>()),
@@ -179,45 +172,25 @@ fn without_withdrawn(
     Ok((kept, dropped))
 }
 
-/// The files of a lake table its ledger commits, as of now. Files written
-/// after this call, in-flight files and orphans are not in it.
+/// The newest snapshot of a lake table: files committed after this call
+/// and files no commit names are not in it.
 pub async fn snapshot(lake: &Lake, table: &str) -> Result<Snapshot, ReleaseError> {
-    let dir = lake.path(&format!("_chitose/ledger/{table}"));
-    let metas: Vec<_> = lake.store.list(Some(&dir)).try_collect().await?;
-    let mut commits: BTreeMap<i32, Vec<Commit>> = BTreeMap::new();
-    for m in metas {
-        let partition = m
-            .location
-            .parts()
-            .filter_map(|p| p.as_ref().strip_prefix('p').and_then(|n| n.parse().ok()))
-            .next_back()
-            .unwrap_or(-1);
-        let bytes = lake.store.get(&m.location).await?.bytes().await?;
-        let c: Commit = serde_json::from_slice(&bytes).map_err(|e| LakeError::Corrupt {
-            path: m.location.to_string(),
-            message: format!("expected a commit record, found {e} (run chitose lake verify)"),
-        })?;
-        commits.entry(partition).or_default().push(c);
-    }
-    let mut s = Snapshot {
-        source: format!("pseudonymized/{table}"),
-        ..Snapshot::default()
+    table_snapshot(lake, &layout::table(table)).await
+}
+
+async fn table_snapshot(lake: &Lake, source: &str) -> Result<Snapshot, ReleaseError> {
+    let t = lake.table(source);
+    let Some(snap) = t.load().await? else {
+        return Err(ReleaseError::NoData(source.to_owned()));
     };
-    let mut files = BTreeMap::new();
-    for (p, mut cs) in commits {
-        cs.sort_by_key(|c| c.seq);
-        if let Some(last) = cs.last() {
-            s.ledger.insert(p, (last.seq, last.next_offset));
-        }
-        for f in cs.into_iter().flat_map(|c| c.files) {
-            files.insert(f.path, (f.rows, f.bytes));
-        }
-    }
-    for (path, (rows, bytes)) in files {
-        s.rows += rows;
-        s.files.push((Path::from(path), bytes));
-    }
-    s.file_count = s.files.len();
+    let files = t.files(&snap).await?;
+    let s = Snapshot {
+        source: source.to_owned(),
+        file_count: files.len(),
+        rows: files.iter().map(|f| f.rows.unwrap_or(0)).sum(),
+        version: snap.version(),
+        files,
+    };
     if s.files.is_empty() {
         return Err(ReleaseError::NoData(s.source));
     }
@@ -231,23 +204,7 @@ pub async fn released(
     table: &str,
 ) -> Result<Snapshot, ReleaseError> {
     check_id(release_id)?;
-    let source = format!("anonymized/{release_id}/{table}");
-    let mut metas: Vec<_> = lake
-        .store
-        .list(Some(&lake.path(&source)))
-        .try_collect()
-        .await?;
-    metas.retain(|m| m.location.as_ref().ends_with(".parquet"));
-    metas.sort_by(|a, b| a.location.cmp(&b.location));
-    if metas.is_empty() {
-        return Err(ReleaseError::NoData(source));
-    }
-    Ok(Snapshot {
-        source,
-        file_count: metas.len(),
-        files: metas.into_iter().map(|m| (m.location, m.size)).collect(),
-        ..Snapshot::default()
-    })
+    table_snapshot(lake, &layout::release_table(release_id, table)).await
 }
 
 fn check_id(id: &str) -> Result<(), ReleaseError> {
@@ -263,92 +220,54 @@ fn check_id(id: &str) -> Result<(), ReleaseError> {
     }
 }
 
-/// A lake file read by ranges: the footer first, then only the column
-/// chunks a projection asks for.
-struct LakeFile {
-    store: std::sync::Arc<dyn object_store::ObjectStore>,
-    path: Path,
-    size: u64,
-}
-
-impl AsyncFileReader for LakeFile {
-    fn get_bytes(
-        &mut self,
-        range: std::ops::Range<u64>,
-    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        Box::pin(async move {
-            self.store
-                .get_range(&self.path, range)
-                .await
-                .map_err(|e| ParquetError::External(Box::new(e)))
-        })
-    }
-
-    fn get_byte_ranges(
-        &mut self,
-        ranges: Vec<std::ops::Range<u64>>,
-    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        // One call: object stores coalesce nearby ranges (fewer S3 GETs).
-        Box::pin(async move {
-            self.store
-                .get_ranges(&self.path, &ranges)
-                .await
-                .map_err(|e| ParquetError::External(Box::new(e)))
-        })
-    }
-
-    fn get_metadata<'a>(
-        &'a mut self,
-        _options: Option<&'a ArrowReaderOptions>,
-    ) -> futures::future::BoxFuture<'a, parquet::errors::Result<std::sync::Arc<ParquetMetaData>>>
-    {
-        Box::pin(async move {
-            let size = self.size;
-            let meta = ParquetMetaDataReader::new()
-                .with_prefetch_hint(Some(64 * 1024))
-                .load_and_finish(&mut *self, size)
-                .await?;
-            Ok(std::sync::Arc::new(meta))
-        })
-    }
-}
-
-/// Streams a file's batches, reading only `columns` (those it has).
+/// Streams a file's batches, reading only `columns` (those it has), with
+/// the requested partition columns added from the file's partition values
+/// (Delta keeps them in the log, not in the file).
 async fn read(
     lake: &Lake,
-    path: &Path,
-    size: u64,
+    f: &DataFile,
     columns: Option<&[String]>,
     batch_rows: usize,
-) -> Result<ParquetRecordBatchStream<LakeFile>, ReleaseError> {
-    let perr = |e: ParquetError| ReleaseError::Parquet {
-        path: path.to_string(),
-        message: e.to_string(),
-    };
-    let reader = LakeFile {
-        store: lake.store.clone(),
-        path: path.clone(),
-        size,
-    };
-    let b = ParquetRecordBatchStreamBuilder::new(reader)
-        .await
-        .map_err(perr)?;
-    let b = match columns {
-        None => b,
-        Some(cols) => {
-            let roots: Vec<usize> = b
-                .schema()
-                .fields()
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| cols.contains(f.name()))
-                .map(|(i, _)| i)
-                .collect();
-            let mask = ProjectionMask::roots(b.parquet_schema(), roots);
-            b.with_projection(mask)
+) -> Result<impl Stream<Item = Result<RecordBatch, ReleaseError>> + use<>, ReleaseError> {
+    let s =
+        chitose_lake::parquet::stream(lake.store.clone(), &f.object, f.size, columns, batch_rows)
+            .await?;
+    let extra: Vec<(String, Option<String>)> = f
+        .partition
+        .iter()
+        .filter(|(c, _)| columns.is_none_or(|cs| cs.contains(c)))
+        .map(|(c, v)| (c.clone(), v.clone()))
+        .collect();
+    let path = f.object.to_string();
+    Ok(s.map(move |b| {
+        let perr = |message: String| ReleaseError::Parquet {
+            path: path.clone(),
+            message,
+        };
+        let b = b.map_err(|e| perr(e.to_string()))?;
+        if extra.is_empty() {
+            return Ok(b);
         }
-    };
-    b.with_batch_size(batch_rows).build().map_err(perr)
+        let mut fields: Vec<arrow_schema::FieldRef> = b.schema().fields().iter().cloned().collect();
+        let mut cols = b.columns().to_vec();
+        for (c, v) in &extra {
+            fields.push(std::sync::Arc::new(arrow_schema::Field::new(
+                c,
+                arrow_schema::DataType::Utf8,
+                true,
+            )));
+            cols.push(std::sync::Arc::new(arrow_array::StringArray::from(vec![
+                v.as_deref();
+                b.num_rows()
+            ])));
+        }
+        RecordBatch::try_new_with_options(
+            std::sync::Arc::new(arrow_schema::Schema::new(fields)),
+            cols,
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+        )
+        .map_err(|e| perr(e.to_string()))
+    }))
 }
 
 /// Pass one: the index of a table's files.
@@ -368,16 +287,13 @@ async fn index(
     // A column absent from one file is an older schema version (read as
     // null); absent from every file, it is a mistake.
     let mut seen = std::collections::BTreeSet::new();
-    for (path, size) in &snap.files {
-        let mut s = read(lake, path, *size, Some(&columns), batch_rows).await?;
-        seen.extend(s.schema().fields().iter().map(|f| f.name().clone()));
+    for f in &snap.files {
+        let mut s = std::pin::pin!(read(lake, f, Some(&columns), batch_rows).await?);
         while let Some(b) = s.next().await {
-            let b = b.map_err(|e| ReleaseError::Parquet {
-                path: path.to_string(),
-                message: e.to_string(),
-            })?;
+            let b = b?;
+            seen.extend(b.schema().fields().iter().map(|f| f.name().clone()));
             let (b, d) = without_withdrawn(b, withdrawn).map_err(|e| ReleaseError::Parquet {
-                path: path.to_string(),
+                path: f.object.to_string(),
                 message: e.to_string(),
             })?;
             dropped += d;
@@ -635,7 +551,7 @@ async fn release_table(
     if ix.rows() + dropped != snap.rows {
         return Err(ReleaseError::Count {
             table: table.to_owned(),
-            what: "rows in the committed files (the ledger's count; run chitose lake verify)",
+            what: "rows in the snapshot's files (the log's count; run chitose lake verify)",
             expected: snap.rows,
             found: ix.rows(),
         });
@@ -724,6 +640,9 @@ async fn release_table(
     Ok(report)
 }
 
+/// Writes the released rows as a Delta table (`<root>/<table>`): files of
+/// `rows_per_file` rows, one commit at the end, so a reader sees all of
+/// the table or none of it.
 #[allow(clippy::too_many_arguments)]
 async fn write(
     lake: &Lake,
@@ -738,24 +657,48 @@ async fn write(
     withdrawn: &HashSet<String>,
 ) -> Result<Vec<(String, u64)>, ReleaseError> {
     let row_group = opts.rows_per_file.clamp(1, 65_536);
-    let mut files: Vec<(String, u64)> = Vec::new();
-    let mut writer: Option<(Path, FileWriter)> = None;
-    let werr = |p: &Path, e: parquet::errors::ParquetError| ReleaseError::Parquet {
-        path: p.to_string(),
-        message: e.to_string(),
-    };
-    let open = |n: usize| -> Result<(Path, FileWriter), ReleaseError> {
-        let p = dest.path(&format!("{root}/{table}/part-{n:05}.parquet"));
-        let w = FileWriter::create(
-            dest.store.clone(),
-            p.clone(),
-            out.schema.clone(),
+    // The release's columns in the types Delta readers share.
+    let schema: arrow_schema::SchemaRef = std::sync::Arc::new(arrow_schema::Schema::new(
+        out.schema
+            .fields()
+            .iter()
+            .map(|f| {
+                arrow_schema::Field::new(
+                    f.name(),
+                    chitose_lake::tables::lake_type(f.data_type()),
+                    true,
+                )
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let dest_table = dest.table(&format!("{root}/{table}"));
+    let dsnap = dest_table.create_or_evolve(&schema, &[]).await?;
+    let mut staged = Vec::new();
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0usize;
+    async fn put(
+        t: &chitose_lake::delta::Table,
+        snap: &chitose_lake::delta::Snap,
+        schema: &arrow_schema::SchemaRef,
+        pending: &mut Vec<RecordBatch>,
+        row_group: usize,
+    ) -> Result<chitose_lake::delta::Staged, ReleaseError> {
+        let batch = arrow_select::concat::concat_batches(schema, pending.iter()).map_err(|e| {
+            ReleaseError::Parquet {
+                path: t.rel().to_owned(),
+                message: e.to_string(),
+            }
+        })?;
+        pending.clear();
+        Ok(t.write(
+            snap,
+            &[],
+            batch,
             properties(row_group, "chitose-release"),
             8 << 20,
         )
-        .map_err(|e| werr(&p, e))?;
-        Ok((p, w))
-    };
+        .await?)
+    }
     // Only what the index and the output read: a lake row has some 30
     // columns, a release a dozen.
     let mut columns = ix.columns();
@@ -763,13 +706,13 @@ async fn write(
     if !withdrawn.is_empty() {
         columns.push("event_id".into());
     }
-    for (path, size) in &snap.files {
-        let mut s = read(lake, path, *size, Some(&columns), opts.batch_rows).await?;
+    for f in &snap.files {
+        let mut s = std::pin::pin!(read(lake, f, Some(&columns), opts.batch_rows).await?);
         while let Some(b) = s.next().await {
-            let b: RecordBatch = b.map_err(|e| werr(path, e))?;
+            let b: RecordBatch = b?;
             // The same rows as the index saw, in the same order.
             let (b, _) = without_withdrawn(b, withdrawn).map_err(|e| ReleaseError::Parquet {
-                path: path.to_string(),
+                path: f.object.to_string(),
                 message: e.to_string(),
             })?;
             let released = ix
@@ -781,37 +724,45 @@ async fn write(
             if released.num_rows() == 0 {
                 continue;
             }
+            let released =
+                chitose_lake::tables::conform(&released, &schema).map_err(|message| {
+                    ReleaseError::Parquet {
+                        path: dest_table.rel().to_owned(),
+                        message,
+                    }
+                })?;
             let mut at = 0;
             while at < released.num_rows() {
-                if writer.is_none() {
-                    writer = Some(open(files.len())?);
-                }
-                let (p, w) = writer.as_mut().expect("opened");
-                let room = opts.rows_per_file.saturating_sub(w.rows() as usize).max(1);
-                let n = room.min(released.num_rows() - at);
-                w.write(&released.slice(at, n))
-                    .await
-                    .map_err(|e| werr(p, e))?;
+                let n = (opts.rows_per_file - pending_rows).min(released.num_rows() - at);
+                pending.push(released.slice(at, n));
+                pending_rows += n;
                 at += n;
-                if w.rows() as usize >= opts.rows_per_file {
-                    let (p, w) = writer.take().expect("opened");
-                    let rows = w.rows();
-                    w.close().await.map_err(|e| werr(&p, e))?;
-                    files.push((p.to_string(), rows));
+                if pending_rows >= opts.rows_per_file {
+                    staged.push(put(&dest_table, &dsnap, &schema, &mut pending, row_group).await?);
+                    pending_rows = 0;
                 }
             }
         }
     }
-    if writer.is_none() && files.is_empty() {
-        // An empty table still has its schema: readers' globs find it.
-        writer = Some(open(0)?);
+    if pending_rows > 0 {
+        staged.push(put(&dest_table, &dsnap, &schema, &mut pending, row_group).await?);
     }
-    if let Some((p, w)) = writer {
-        let rows = w.rows();
-        w.close().await.map_err(|e| werr(&p, e))?;
-        files.push((p.to_string(), rows));
+    let files = staged
+        .iter()
+        .map(|s| (dest.relative(&s.object), s.rows))
+        .collect();
+    match dest_table
+        .commit(&dsnap, &staged, &[], &[], true, Operation::Write)
+        .await?
+    {
+        Outcome::Committed(_) => Ok(files),
+        other => Err(ReleaseError::ReadBack {
+            table: table.to_owned(),
+            message: format!(
+                "expected to commit the release table, found {other:?} (another writer?)"
+            ),
+        }),
     }
-    Ok(files)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -934,12 +885,13 @@ pub fn markdown(r: &ReleaseReport) -> String {
         let _ = writeln!(s, "## {}\n", t.table);
         let _ = writeln!(
             s,
-            "Read {} records of {} patients from {} files of `{}` (ledger-consistent snapshot). \
+            "Read {} records of {} patients from {} files of `{}` (Delta version {}). \
              Released {} records; **k achieved: {}** (required {}).\n",
             t.records_in,
             t.patients_in,
             t.snapshot.file_count,
             t.snapshot.source,
+            t.snapshot.version,
             t.records_out,
             t.k_achieved,
             t.k_required

@@ -9,8 +9,8 @@
 //! classification — not this code — decides what an attribute may be.
 
 use arrow_schema::DataType;
+use chitose_lake::tables::{TableSchemas, lake_schema, table_of};
 use chitose_schemas::catalog::SchemaStore;
-use chitose_sink::core::{Schemas, table_of};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -140,9 +140,10 @@ pub struct Contract {
 }
 
 impl Contract {
-    /// The contract of a lake table, if the schema store has it.
-    pub fn of(store: &SchemaStore, schemas: &Schemas, table: &str) -> Option<Contract> {
-        let (_, arrow) = schemas.table_versions(table).pop()?;
+    /// The contract of a lake table, if the schema store has it: columns
+    /// and types as the lake holds them (every version's columns).
+    pub fn of(store: &SchemaStore, schemas: &TableSchemas, table: &str) -> Option<Contract> {
+        let arrow = lake_schema(schemas.get(table)?)?;
         let name = store.names().find(|n| table_of(n) == table)?;
         let latest = store.latest(name)?;
         let mut class = BTreeMap::new();
@@ -400,7 +401,7 @@ mod tests {
 
     fn contract() -> Contract {
         let store = SchemaStore::embedded();
-        let schemas = Schemas::new(&store);
+        let schemas = chitose_lake::tables::versions(&store);
         Contract::of(&store, &schemas, "diagnosis").unwrap()
     }
 
@@ -410,7 +411,7 @@ mod tests {
     fn check(text: &str) -> Result<(), String> {
         let spec = Spec::parse(text, "spec.toml").map_err(|e| e.to_string())?;
         let store = SchemaStore::embedded();
-        let schemas = Schemas::new(&store);
+        let schemas = chitose_lake::tables::versions(&store);
         spec.check("spec.toml", |t| Contract::of(&store, &schemas, t))
             .map(|_| ())
             .map_err(|e| e.to_string())

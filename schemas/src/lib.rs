@@ -20,6 +20,7 @@
 //!
 //! Nothing here does I/O beyond reading a schema folder: it is the pure core.
 
+pub mod base32;
 pub mod canonical;
 pub mod catalog;
 pub mod codec;

@@ -4,18 +4,21 @@
 //! tables, as the transform writes them):
 //! 1. raw: arrow-avro's Decoder into RecordBatches + parquet's ArrowWriter
 //!    (zstd) into memory, one file per table — the library floor;
-//! 2. the sink core: the same decode, plus lake partition keys, replay
-//!    checks, the split by partition, and the lake's writer settings
-//!    (statistics, dictionaries, bloom filter) through object_store's
-//!    in-memory store with streaming uploads.
+//! 2. the sink core: the same decode, plus lake partition keys, the split
+//!    by partition, and the lake's writer settings (statistics,
+//!    dictionaries, bloom filter) through object_store's in-memory store;
+//! 3. the sink service catching up from MockCluster into a local Delta lake
+//!    (and into moto S3 when `CHITOSE_TEST_S3` names one): buffers, rolls,
+//!    commits, as deployed.
 //!
-//! Rows per CPU-second ("per core") and peak RSS. Compare within one run.
+//! `CHITOSE_BENCH_RUNS` (5) interleaved runs; rows per CPU-second ("per
+//! core") with median, min and max, each as a ratio to raw in its own run.
 
 use arrow_array::RecordBatch;
+use chitose_lake::parquet::{FileWriter, properties};
 use chitose_runtime::procstat::{measure, peak_rss_bytes, table};
 use chitose_schemas::catalog::SchemaStore;
 use chitose_sink::core::{self, Schemas};
-use chitose_sink::writer::{FileWriter, properties};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -48,25 +51,54 @@ fn records(n: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Rows in committed files, from the ledger.
-fn ledger_rows(lake: &std::path::Path) -> u64 {
-    fn walk(d: &std::path::Path, total: &mut u64) {
-        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, total);
-            } else if let Ok(Ok(v)) =
-                std::fs::read(&p).map(|b| serde_json::from_slice::<serde_json::Value>(&b))
-            {
-                *total += v["files"]
-                    .as_array()
-                    .map_or(0, |f| f.iter().filter_map(|x| x["rows"].as_u64()).sum());
+/// Rows the lake's Delta tables hold (from their logs).
+async fn lake_rows(lake: &chitose_lake::Lake) -> u64 {
+    chitose_lake::verify::census(lake, "pseudonymized")
+        .await
+        .map_or(0, |c| c.iter().map(|t| t.rows).sum())
+}
+
+/// The sink service on a fresh lake, records already in the topics: from
+/// start until every row is in the tables (catching up), stopped after.
+/// Returns the measure and the mean seconds per roll (write + commit).
+fn service(
+    name: &str,
+    n: usize,
+    cfg: &chitose_sink::config::SinkConfig,
+    lake_url: &str,
+) -> (chitose_runtime::procstat::Measure, f64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut cfg = cfg.clone();
+    cfg.lake = lake_url.to_owned();
+    cfg.group_id = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let lake = chitose_lake::Lake::open(&cfg.lake, &cfg.lake_options).unwrap();
+    let metrics = chitose_sink::metrics::SinkMetrics::new();
+    let m = measure(name, n as u64, || {
+        rt.block_on(async {
+            let (trigger, shutdown) = chitose_runtime::shutdown::Shutdown::new();
+            let h = tokio::spawn(chitose_sink::service::run_with(
+                cfg.clone(),
+                metrics.clone(),
+                shutdown,
+            ));
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if lake_rows(&lake).await >= n as u64 {
+                    break;
+                }
             }
-        }
-    }
-    let mut total = 0;
-    walk(&lake.join("_chitose/ledger"), &mut total);
-    total
+            trigger.trigger();
+            let s = h.await.unwrap().unwrap();
+            assert_eq!(s.rows, n as u64, "{s:?}");
+        });
+    });
+    let per_roll =
+        metrics.flush.get_sample_sum() / (metrics.flush.get_sample_count().max(1) as f64);
+    (m, per_roll)
 }
 
 fn main() {
@@ -74,6 +106,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
+    let runs: usize = std::env::var("CHITOSE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let msgs = records(n);
     let store = SchemaStore::embedded();
     let schemas = Schemas::new(&store);
@@ -85,96 +121,10 @@ fn main() {
             .push((i as i64, m.as_slice()));
     }
     let bytes: usize = msgs.iter().map(|(_, m)| m.len()).sum();
-    let mut results = Vec::new();
-    let mut raw_out = 0usize;
-    results.push(measure(
-        "raw: arrow-avro decode + ArrowWriter zstd",
-        n as u64,
-        || {
-            for rows in by_table.values() {
-                let mut d = schemas.decoder(8192);
-                let mut batches: Vec<RecordBatch> = Vec::new();
-                for (_, m) in rows {
-                    d.decode(m).unwrap();
-                    if d.batch_is_full() {
-                        batches.extend(d.flush().unwrap());
-                    }
-                }
-                batches.extend(d.flush().unwrap());
-                let props = parquet::file::properties::WriterProperties::builder()
-                    .set_compression(parquet::basic::Compression::ZSTD(
-                        parquet::basic::ZstdLevel::try_new(3).unwrap(),
-                    ))
-                    .build();
-                let mut w = parquet::arrow::ArrowWriter::try_new(
-                    Vec::new(),
-                    batches[0].schema(),
-                    Some(props),
-                )
-                .unwrap();
-                for b in &batches {
-                    w.write(b).unwrap();
-                }
-                raw_out += w.into_inner().unwrap().len();
-            }
-        },
-    ));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mem: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-    results.push(measure(
-        "sink core: decode, partition, split, lake Parquet → object_store",
-        n as u64,
-        || {
-            rt.block_on(async {
-                for (table, rows) in &by_table {
-                    let mut d = schemas.decoder(8192);
-                    let mut writers: BTreeMap<String, FileWriter> = BTreeMap::new();
-                    for part in rows.chunks(8192) {
-                        let (chunks, err) = core::decode(&schemas, &mut d, part);
-                        assert!(err.is_none(), "{err:?}");
-                        for c in chunks {
-                            let keys = core::partition_keys(&c, &[]).unwrap();
-                            let coords = core::source_coordinates(&c).unwrap();
-                            let keep: Vec<bool> = coords.iter().map(|(_, o)| *o >= 0).collect();
-                            for (k, b, _) in core::split(&c, &keys, &keep) {
-                                if !writers.contains_key(&k) {
-                                    let path = object_store::path::Path::from(format!(
-                                        "{table}/{k}/part.parquet"
-                                    ));
-                                    writers.insert(
-                                        k.clone(),
-                                        FileWriter::create(
-                                            mem.clone(),
-                                            path,
-                                            b.schema(),
-                                            properties(128 * 1024, "chitose-bench"),
-                                            5 << 20,
-                                        )
-                                        .unwrap(),
-                                    );
-                                }
-                                writers.get_mut(&k).unwrap().write(&b).await.unwrap();
-                            }
-                        }
-                    }
-                    for (_, w) in writers {
-                        w.close().await.unwrap();
-                    }
-                }
-            });
-        },
-    ));
-    // Through MockCluster: the sink service, records already in the topics.
+    // The records in MockCluster's topics, once, for every service run.
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
     let mut cfg = chitose_sink::config::SinkConfig {
         ops_listen: "127.0.0.1:0".into(),
-        lake: std::env::temp_dir()
-            .join(format!("chitose-sink-bench-{}", std::process::id()))
-            .display()
-            .to_string(),
         roll_age_ms: 2_000,
         ..Default::default()
     };
@@ -195,47 +145,183 @@ fn main() {
         }
         p.flush(std::time::Duration::from_secs(60)).unwrap();
     }
-    let lake_dir = std::path::PathBuf::from(&cfg.lake);
-    results.push(measure(
-        "sink service ← MockCluster → local lake",
-        n as u64,
-        || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let (trigger, shutdown) = chitose_runtime::shutdown::Shutdown::new();
-                let h = tokio::spawn(chitose_sink::service::run(cfg.clone(), shutdown));
-                // Every record is read once the rows landed plus the rows still
-                // open reach n: stop then (SIGTERM-like), which commits the rest.
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    if ledger_rows(&lake_dir) >= n as u64 {
-                        break;
+    let s3 = std::env::var("CHITOSE_TEST_S3").ok();
+    let mut raw_out = 0usize;
+    let mut all: Vec<Vec<chitose_runtime::procstat::Measure>> = Vec::new();
+    let mut rolls: Vec<(f64, f64)> = Vec::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mem: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    // Interleaved: each run measures every variant once, so a slow minute
+    // of the machine hits them alike.
+    for run in 0..runs {
+        let mut results = Vec::new();
+        results.push(measure(
+            "raw: arrow-avro decode + ArrowWriter zstd",
+            n as u64,
+            || {
+                raw_out = 0;
+                for rows in by_table.values() {
+                    let mut d = schemas.decoder(8192);
+                    let mut batches: Vec<RecordBatch> = Vec::new();
+                    for (_, m) in rows {
+                        d.decode(m).unwrap();
+                        if d.batch_is_full() {
+                            batches.extend(d.flush().unwrap());
+                        }
                     }
+                    batches.extend(d.flush().unwrap());
+                    let props = parquet::file::properties::WriterProperties::builder()
+                        .set_compression(parquet::basic::Compression::ZSTD(
+                            parquet::basic::ZstdLevel::try_new(3).unwrap(),
+                        ))
+                        .build();
+                    let mut w = parquet::arrow::ArrowWriter::try_new(
+                        Vec::new(),
+                        batches[0].schema(),
+                        Some(props),
+                    )
+                    .unwrap();
+                    for b in &batches {
+                        w.write(b).unwrap();
+                    }
+                    raw_out += w.into_inner().unwrap().len();
                 }
-                trigger.trigger();
-                let s = h.await.unwrap().unwrap();
-                assert_eq!(s.rows, n as u64, "{s:?}");
-            });
-        },
-    ));
-    let _ = std::fs::remove_dir_all(&lake_dir);
+            },
+        ));
+        results.push(measure(
+            "sink core: decode, partition, split, lake Parquet → object_store",
+            n as u64,
+            || {
+                rt.block_on(async {
+                    for (table, rows) in &by_table {
+                        let mut d = schemas.decoder(8192);
+                        let mut writers: BTreeMap<core::PartKey, FileWriter> = BTreeMap::new();
+                        for part in rows.chunks(8192) {
+                            let (chunks, err) = core::decode(&schemas, &mut d, part);
+                            assert!(err.is_none(), "{err:?}");
+                            for c in chunks {
+                                let keys = core::partition_keys(&c, &[]).unwrap();
+                                let keep = vec![true; keys.len()];
+                                for (k, b, _) in core::split(&c, &keys, &keep) {
+                                    if !writers.contains_key(&k) {
+                                        let folder: Vec<&str> = k
+                                            .iter()
+                                            .map(|v| v.as_deref().unwrap_or("null"))
+                                            .collect();
+                                        let path = object_store::path::Path::from(format!(
+                                            "{run}/{table}/{}/part.parquet",
+                                            folder.join("/")
+                                        ));
+                                        writers.insert(
+                                            k.clone(),
+                                            FileWriter::create(
+                                                mem.clone(),
+                                                path,
+                                                b.schema(),
+                                                properties(128 * 1024, "chitose-bench"),
+                                                5 << 20,
+                                            )
+                                            .unwrap(),
+                                        );
+                                    }
+                                    writers.get_mut(&k).unwrap().write(&b).await.unwrap();
+                                }
+                            }
+                        }
+                        for (_, w) in writers {
+                            w.close().await.unwrap();
+                        }
+                    }
+                });
+            },
+        ));
+        let local =
+            std::env::temp_dir().join(format!("chitose-sink-bench-{}-{run}", std::process::id()));
+        let (m, per_roll) = service(
+            "sink service ← MockCluster → local Delta lake (catching up)",
+            n,
+            &cfg,
+            local.to_str().unwrap(),
+        );
+        results.push(m);
+        let _ = std::fs::remove_dir_all(&local);
+        let mut s3_roll = f64::NAN;
+        if let Some(endpoint) = &s3 {
+            // moto: a bucket per run, the roll's puts over HTTP.
+            let bucket = format!("bench-{}", uuid::Uuid::new_v4().simple());
+            let status = std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+                .arg(format!("{endpoint}/{bucket}"))
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            assert_eq!(status, "200", "creating bucket {bucket} on {endpoint}");
+            let mut c = cfg.clone();
+            c.lake_options = [
+                ("aws_endpoint", endpoint.as_str()),
+                ("aws_allow_http", "true"),
+                ("aws_region", "us-east-1"),
+                ("aws_access_key_id", "test"),
+                ("aws_secret_access_key", "test"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+            let (m, r) = service(
+                "sink service ← MockCluster → moto S3 Delta lake",
+                n,
+                &c,
+                &format!("s3://{bucket}/lake"),
+            );
+            results.push(m);
+            s3_roll = r;
+        }
+        rolls.push((per_roll, s3_roll));
+        all.push(results);
+    }
     println!(
-        "sink benchmark: {n} records, {:.0} bytes/record of Avro, raw Parquet {} bytes, {} cores",
+        "sink benchmark: {n} records, {:.0} bytes/record of Avro, raw Parquet {} bytes, {} cores, {runs} interleaved runs",
         bytes as f64 / n as f64,
         raw_out,
         std::thread::available_parallelism()
             .map(|p| p.get())
             .unwrap_or(0)
     );
-    print!("{}", table(&results));
+    // Per variant: rows per CPU-second and its ratio to raw in the same run.
+    println!("| what | rows per CPU-s median | min | max | × raw median | min | max |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let stats = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    for i in 0..all[0].len() {
+        let per: Vec<f64> = all.iter().map(|r| r[i].per_cpu()).collect();
+        let ratio: Vec<f64> = all
+            .iter()
+            .map(|r| r[i].per_cpu() / r[0].per_cpu())
+            .collect();
+        let (a, b, c) = stats(per);
+        let (d, e, f) = stats(ratio);
+        println!(
+            "| {} | {a:.0} | {b:.0} | {c:.0} | {d:.2} | {e:.2} | {f:.2} |",
+            all[0][i].name
+        );
+    }
+    print!("{}", table(&all[all.len() / 2]));
+    let (lr, _, _) = stats(rolls.iter().map(|r| r.0).collect());
+    print!(
+        "seconds per roll (one table: write every lake partition's file, commit): local median {lr:.3}"
+    );
+    if s3.is_some() {
+        let (sr, smin, smax) = stats(rolls.iter().map(|r| r.1).collect());
+        print!(", moto S3 median {sr:.3} (min {smin:.3}, max {smax:.3})");
+    }
+    println!();
     println!(
-        "sink core per core: {:.0} rows/s = {:.2}x raw arrow-avro + Parquet; peak RSS {} MiB",
-        results[1].per_cpu(),
-        results[1].per_cpu() / results[0].per_cpu(),
+        "the service figures include MockCluster's CPU (in this process); peak RSS {} MiB",
         peak_rss_bytes("self").unwrap_or(0) >> 20
     );
 }

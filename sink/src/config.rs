@@ -16,7 +16,7 @@ pub struct SinkConfig {
     pub input_pattern: String,
     /// Consumer group; instances of one deployment share it.
     pub group_id: String,
-    /// This instance's id (in the ledger, for operators).
+    /// This instance's id (in logs and commit info, for operators).
     pub instance_id: String,
     /// The lake: a local folder, or `s3://bucket/prefix`, `gs://…`, `az://…`.
     pub lake: String,
@@ -26,23 +26,23 @@ pub struct SinkConfig {
     /// Partition columns after prefecture and event_month, from
     /// facility_type, sex, age_band, residence_prefecture.
     pub partition_columns: Vec<String>,
-    /// Close a file at this many rows.
+    /// A table rolls (one file per lake partition, one Delta commit) when
+    /// one of its lake partitions buffers this many rows.
     pub roll_rows: u64,
-    /// Close a file at this many bytes written.
+    /// … or this many bytes (Arrow, in memory: a file is ~5–10× smaller).
     pub roll_bytes: u64,
-    /// Close a file this long after it was opened.
+    /// … or when its oldest buffered row is this old (the lake's freshness).
     pub roll_age_ms: u64,
-    /// Open files at most; over it, the oldest is closed.
-    pub max_open_writers: usize,
     /// Rows per Parquet row group at most.
     pub row_group_rows: usize,
-    /// A row group is written out once its encoded size reaches this.
-    pub row_group_bytes: usize,
     /// Multipart upload part size (S3 needs at least 5 MiB).
     pub upload_part_bytes: usize,
-    /// Encoded bytes buffered in all open row groups at most; over it, the
-    /// largest row group is written out early.
+    /// Bytes buffered over all tables at most; over it, the table holding
+    /// the most rolls first.
     pub max_buffered_bytes: usize,
+    /// A Delta checkpoint every this many versions of a table (readers and
+    /// a restarting sink then read one Parquet file, not every commit).
+    pub checkpoint_interval: u64,
     /// Records handled per step at most.
     pub batch_max_records: usize,
     /// A step waits at most this long for more records.
@@ -68,17 +68,16 @@ impl Default for SinkConfig {
             input_pattern: r"^health\.pseudo\..+".into(),
             group_id: "chitose-sink".into(),
             instance_id: "0".into(),
-            lake: "./lake".into(),
+            lake: "./.chitose/lake".into(),
             lake_options: BTreeMap::new(),
             partition_columns: Vec::new(),
             roll_rows: 1_000_000,
-            roll_bytes: 128 * 1024 * 1024,
+            roll_bytes: 512 * 1024 * 1024,
             roll_age_ms: 60_000,
-            max_open_writers: 64,
             row_group_rows: 128 * 1024,
-            row_group_bytes: 8 * 1024 * 1024,
             upload_part_bytes: 5 * 1024 * 1024,
-            max_buffered_bytes: 256 * 1024 * 1024,
+            max_buffered_bytes: 192 * 1024 * 1024,
+            checkpoint_interval: 100,
             batch_max_records: 10_000,
             batch_max_ms: 200,
             schemas_dir: None,
@@ -96,12 +95,12 @@ impl SinkConfig {
         let bad =
             |key: &str, expected: &str, found: String| ConfigError::value(key, expected, found);
         for c in &self.partition_columns {
-            if !crate::core::EXTRA_PARTITION_COLUMNS.contains(&c.as_str()) {
+            if !chitose_lake::layout::EXTRA_PARTITION_COLUMNS.contains(&c.as_str()) {
                 return bad(
                     "partition_columns",
                     &format!(
                         "columns from {}",
-                        crate::core::EXTRA_PARTITION_COLUMNS.join(", ")
+                        chitose_lake::layout::EXTRA_PARTITION_COLUMNS.join(", ")
                     ),
                     format!("{c:?}"),
                 );
@@ -125,7 +124,7 @@ impl SinkConfig {
             ("roll_rows", self.roll_rows),
             ("roll_bytes", self.roll_bytes),
             ("roll_age_ms", self.roll_age_ms),
-            ("max_open_writers", self.max_open_writers as u64),
+            ("checkpoint_interval", self.checkpoint_interval),
             ("row_group_rows", self.row_group_rows as u64),
             ("batch_max_records", self.batch_max_records as u64),
         ] {

@@ -8,15 +8,10 @@
 use arrow_array::{Array, RecordBatch, StringArray, UInt32Array};
 use arrow_avro::reader::{Decoder, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, Fingerprint, SchemaStore as AvroStore};
-use arrow_schema::{DataType, SchemaRef};
+use arrow_schema::SchemaRef;
 use chitose_schemas::catalog::SchemaStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-
-/// Partition columns a lake may add after `prefecture` and `event_month`
-/// (a fixed list: each multiplies the number of files).
-pub const EXTRA_PARTITION_COLUMNS: &[&str] =
-    &["facility_type", "sex", "age_band", "residence_prefecture"];
 
 /// Why a message cannot be decoded or landed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -117,19 +112,6 @@ impl std::fmt::Debug for Schemas {
     }
 }
 
-fn arrow_schema_of(text: &str, fp: u64) -> Option<SchemaRef> {
-    let mut store = AvroStore::new();
-    store
-        .set(Fingerprint::Rabin(fp), AvroSchema::new(text.to_owned()))
-        .ok()?;
-    let d = ReaderBuilder::new()
-        .with_writer_schema_store(store)
-        .with_active_fingerprint(Fingerprint::Rabin(fp))
-        .build_decoder()
-        .ok()?;
-    Some(d.schema())
-}
-
 /// Columns two versions of a table disagree on, if any: a column with
 /// another type, or a required column one version lacks.
 fn incompatibility(a: &SchemaRef, b: &SchemaRef) -> Option<String> {
@@ -171,7 +153,7 @@ impl Schemas {
                     AvroSchema::new(e.text.clone()),
                 )
                 .is_ok()
-                && let Some(s) = arrow_schema_of(&e.text, e.fingerprint)
+                && let Some(s) = chitose_lake::tables::arrow_schema_of(&e.text, e.fingerprint)
             {
                 names.insert(e.fingerprint, (e.full_name.clone(), e.version));
                 arrow.push((e.fingerprint, e.full_name.clone(), e.version, s));
@@ -344,7 +326,25 @@ pub fn decode(
         Ok(())
     };
     let mut reframed = Vec::new();
-    for (offset, msg) in msgs {
+    // Index of the first message whose row is still in the decoder.
+    let mut group_start = 0;
+    // After a body error the decoder may hold part of the bad record: the
+    // rows before it are decoded again with a fresh decoder and kept (on
+    // main they were lost, and the position moved past them).
+    let salvage =
+        |out: &mut Vec<Chunk>, from: usize, to: usize, fp: Option<u64>, err: CoreError| {
+            if to > from {
+                let mut fresh = schemas.decoder(to - from);
+                let (mut chunks, e) = decode(schemas, &mut fresh, &msgs[from..to]);
+                if e.is_some() {
+                    return (std::mem::take(out), e);
+                }
+                debug_assert!(chunks.iter().all(|c| Some(c.fingerprint) == fp));
+                out.append(&mut chunks);
+            }
+            (std::mem::take(out), Some(err))
+        };
+    for (i, (offset, msg)) in msgs.iter().enumerate() {
         let msg = match as_soe(schemas, msg, *offset, &mut reframed) {
             Ok(m) => m,
             Err(e) => {
@@ -366,29 +366,26 @@ pub fn decode(
                 return (out, Some(e));
             }
             current = Some(fp);
+            group_start = i;
         }
         match decoder.decode(msg) {
             Ok(n) if n == msg.len() => offsets.push(*offset),
             Ok(n) => {
-                return (
-                    out,
-                    Some(CoreError::Decode {
-                        offset: *offset,
-                        message: format!(
-                            "expected one whole record of {} bytes, decoded {n}",
-                            msg.len()
-                        ),
-                    }),
-                );
+                let e = CoreError::Decode {
+                    offset: *offset,
+                    message: format!(
+                        "expected one whole record of {} bytes, decoded {n}",
+                        msg.len()
+                    ),
+                };
+                return salvage(&mut out, group_start, i, current, e);
             }
             Err(e) => {
-                return (
-                    out,
-                    Some(CoreError::Decode {
-                        offset: *offset,
-                        message: e.to_string(),
-                    }),
-                );
+                let e = CoreError::Decode {
+                    offset: *offset,
+                    message: e.to_string(),
+                };
+                return salvage(&mut out, group_start, i, current, e);
             }
         }
     }
@@ -398,10 +395,16 @@ pub fn decode(
     (out, None)
 }
 
-/// The lake partition of every row: `prefecture=27/event_month=2025-05[/…]`.
-pub fn partition_keys(chunk: &Chunk, extra: &[String]) -> Result<Vec<String>, CoreError> {
-    let mut cols: Vec<(&str, &StringArray)> = Vec::new();
-    for name in ["prefecture", "event_month"]
+/// A row's lake partition: one value per partition column (`None`: null,
+/// which Delta keeps as a null partition value, so no row is dropped for
+/// lack of one).
+pub type PartKey = Vec<Option<String>>;
+
+/// The lake partition of every row (`prefecture`, `event_month`, then the
+/// extra columns). A partition column missing from the table is an error.
+pub fn partition_keys(chunk: &Chunk, extra: &[String]) -> Result<Vec<PartKey>, CoreError> {
+    let mut cols: Vec<&StringArray> = Vec::new();
+    for name in chitose_lake::layout::PARTITION_COLUMNS
         .into_iter()
         .chain(extra.iter().map(String::as_str))
     {
@@ -414,67 +417,28 @@ pub fn partition_keys(chunk: &Chunk, extra: &[String]) -> Result<Vec<String>, Co
                 column: name.to_owned(),
                 found: "no string column of that name".into(),
             })?;
-        cols.push((name, col));
+        cols.push(col);
     }
-    let mut keys = Vec::with_capacity(chunk.batch.num_rows());
-    for row in 0..chunk.batch.num_rows() {
-        let mut k = String::with_capacity(40);
-        for (i, (name, col)) in cols.iter().enumerate() {
-            if col.is_null(row) {
-                return Err(CoreError::Partition {
-                    offset: chunk.offsets[row],
-                    column: (*name).to_owned(),
-                    found: "null".into(),
-                });
-            }
-            if i > 0 {
-                k.push('/');
-            }
-            k.push_str(name);
-            k.push('=');
-            // Values are codes (digits, YYYY-MM, bands): nothing to escape,
-            // but a slash would break the layout.
-            k.push_str(&col.value(row).replace('/', "_"));
-        }
-        keys.push(k);
-    }
-    Ok(keys)
-}
-
-/// The source coordinates of every row, as (`topic/partition`, offset).
-pub fn source_coordinates(chunk: &Chunk) -> Option<Vec<(String, i64)>> {
-    let b = &chunk.batch;
-    let topic = b
-        .column_by_name("source_topic")?
-        .as_any()
-        .downcast_ref::<StringArray>()?;
-    let part = b.column_by_name("source_partition")?;
-    let part = part.as_any().downcast_ref::<arrow_array::Int32Array>()?;
-    let off = b.column_by_name("source_offset")?;
-    let off = off.as_any().downcast_ref::<arrow_array::Int64Array>()?;
-    Some(
-        (0..b.num_rows())
-            .map(|i| {
-                (
-                    format!("{}/{}", topic.value(i), part.value(i)),
-                    off.value(i),
-                )
-            })
-            .collect(),
-    )
+    Ok((0..chunk.batch.num_rows())
+        .map(|row| {
+            cols.iter()
+                .map(|col| (!col.is_null(row)).then(|| col.value(row).to_owned()))
+                .collect()
+        })
+        .collect())
 }
 
 /// Splits rows by key, keeping only rows where `keep` is true, in order.
 /// Returns (key, rows, their offsets).
 pub fn split(
     chunk: &Chunk,
-    keys: &[String],
+    keys: &[PartKey],
     keep: &[bool],
-) -> Vec<(String, RecordBatch, Vec<i64>)> {
-    let mut groups: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+) -> Vec<(PartKey, RecordBatch, Vec<i64>)> {
+    let mut groups: BTreeMap<&PartKey, Vec<u32>> = BTreeMap::new();
     for (i, k) in keys.iter().enumerate() {
         if keep[i] {
-            groups.entry(k.as_str()).or_default().push(i as u32);
+            groups.entry(k).or_default().push(i as u32);
         }
     }
     groups
@@ -487,28 +451,12 @@ pub fn split(
                 arrow_select::take::take_record_batch(&chunk.batch, &UInt32Array::from(idx))
                     .expect("indices are in range")
             };
-            (k.to_owned(), batch, offsets)
+            (k.clone(), batch, offsets)
         })
         .collect()
 }
 
-/// Table name from a record's full name: `chitose.pseudo.LabResult` → `lab_result`.
-pub fn table_of(full_name: &str) -> String {
-    let short = full_name.rsplit('.').next().unwrap_or(full_name);
-    let mut s = String::new();
-    for (i, c) in short.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            s.push('_');
-        }
-        s.push(c.to_ascii_lowercase());
-    }
-    s
-}
-
-/// Whether a data type is one the analysts' readers get right (used by tests).
-pub fn is_plain(dt: &DataType) -> bool {
-    !matches!(dt, DataType::Union(..) | DataType::Map(..))
-}
+pub use chitose_lake::tables::{is_plain, table_of};
 
 /// Shared handle.
 pub type SharedSchemas = Arc<Schemas>;

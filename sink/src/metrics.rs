@@ -16,10 +16,16 @@ pub struct SinkMetrics {
     pub files: IntCounterVec,
     /// Rows not landed on purpose, by table and reason (replay, landed).
     pub skipped: IntCounterVec,
-    /// Seconds to close a file and commit it.
+    /// Seconds to write a table's files and commit them.
     pub flush: Histogram,
-    /// Open files.
-    pub open_writers: IntGauge,
+    /// Bytes of buffered rows.
+    pub buffered_bytes: IntGauge,
+    /// Lake partitions with buffered rows.
+    pub buffered_partitions: IntGauge,
+    /// Delta commits by outcome.
+    pub commits: IntCounterVec,
+    /// Each table's newest version this instance knows.
+    pub version: IntGaugeVec,
     /// Age of the oldest record not yet in a committed file.
     pub oldest_unflushed: IntGauge,
     /// Partitions paused, by table and reason.
@@ -54,13 +60,13 @@ impl SinkMetrics {
         );
         let skipped = counter(
             "chitose_sink_skipped_rows_total",
-            "Rows not landed on purpose: replay (a transform replay, same source coordinates), landed (already in a committed file) or duplicate_event_id (a client's retry: the same event id within the de-duplication window).",
+            "Rows not landed on purpose: duplicate_event_id (a client's retry or a transform replay: the same event id within the de-duplication window) or replay (another writer committed their offsets first).",
             &["table", "reason"],
         );
         let flush = Histogram::with_opts(
             HistogramOpts::new(
                 "chitose_sink_flush_seconds",
-                "Time to close a file and commit it to the ledger.",
+                "Time to write a table's files and commit them to its Delta log.",
             )
             .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
         )
@@ -71,11 +77,34 @@ impl SinkMetrics {
             registry.register(Box::new(g.clone())).expect("unique");
             g
         };
-        let open_writers = gauge("chitose_sink_open_writers", "Parquet files being written.");
+        let buffered_bytes = gauge(
+            "chitose_sink_buffered_bytes",
+            "Bytes of rows waiting for their table's next roll (Arrow, in memory).",
+        );
+        let buffered_partitions = gauge(
+            "chitose_sink_buffered_partitions",
+            "Lake partitions with rows waiting for the next roll (each becomes one file).",
+        );
         let oldest_unflushed = gauge(
             "chitose_sink_oldest_unflushed_seconds",
-            "Age of the oldest open file: how long its first record has waited to land.",
+            "Age of the oldest buffered row: how long it has waited to land.",
         );
+        let commits = counter(
+            "chitose_sink_commits_total",
+            "Delta commits by outcome: committed, or lost (another writer committed the same offsets first; the rows were dropped as replays).",
+            &["table", "outcome"],
+        );
+        let version = IntGaugeVec::new(
+            Opts::new(
+                "chitose_sink_table_version",
+                "The newest version of each table this instance committed or read.",
+            ),
+            &["table"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(version.clone()))
+            .expect("unique");
         let paused = IntGaugeVec::new(
             Opts::new(
                 "chitose_sink_paused_partitions",
@@ -93,7 +122,10 @@ impl SinkMetrics {
             files,
             skipped,
             flush,
-            open_writers,
+            buffered_bytes,
+            buffered_partitions,
+            commits,
+            version,
             oldest_unflushed,
             paused,
             lag,
@@ -106,6 +138,9 @@ impl SinkMetrics {
             }
             for r in SKIP_REASONS {
                 m.skipped.with_label_values(&[t, r]);
+            }
+            for o in COMMIT_OUTCOMES {
+                m.commits.with_label_values(&[t, o]);
             }
         }
         m.clear_paused();
@@ -131,7 +166,10 @@ fn tables() -> impl Iterator<Item = &'static str> {
 }
 
 /// Label values of `chitose_sink_skipped_rows_total{reason}`.
-pub const SKIP_REASONS: [&str; 3] = ["replay", "landed", "duplicate_event_id"];
+pub const SKIP_REASONS: [&str; 2] = ["duplicate_event_id", "replay"];
+
+/// Label values of `chitose_sink_commits_total{outcome}`.
+pub const COMMIT_OUTCOMES: [&str; 2] = ["committed", "lost"];
 
 /// Label values of `chitose_sink_paused_partitions{reason}`.
 pub const PAUSE_REASONS: [&str; 4] = [

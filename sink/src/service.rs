@@ -1,35 +1,40 @@
-//! `chitose sink`: the Kafka shell around [`crate::core`].
+//! `chitose sink`: the Kafka shell around [`crate::core`], landing rows in
+//! the lake's Delta tables.
 //!
-//! Per Kafka partition of a pseudo topic the ledger holds `next_offset`,
-//! the committed files at or above it (`landed`), and the source
-//! watermarks as of `next_offset`. On assignment the sink claims the
-//! partition (a commit record at the next sequence number, create-only),
-//! deletes files of flushes that never committed (their intents), and
-//! seeks to `next_offset`; Kafka's committed offsets are only advisory.
+//! Rows are buffered per *lake* partition (table × prefecture × month)
+//! across every Kafka partition this instance owns, in Arrow, each batch
+//! tagged with its Kafka partition. A table rolls when its oldest row is
+//! `roll_age_ms` old, a lake partition holds `roll_rows` or `roll_bytes`,
+//! or the sink is over `max_buffered_bytes` (the table holding most rolls
+//! first): one Parquet file per lake partition, one Delta commit per
+//! table, carrying a `txn` per Kafka partition it read ([`crate::offsets`]).
+//! Nothing else is kept: on assignment the sink reads the partition's
+//! version from the table and seeks there (after re-reading the dedupe
+//! window's event ids before it).
 //!
-//! Rows are skipped when the offset lies in a committed file of the same
-//! lake partition (re-read after a crash), when their source coordinates
-//! are at or below the watermark (a transform replay), or when their event
-//! id appeared within the last `dedupe_window_records` offsets of the
-//! partition (a client's retry; [`crate::dedupe`]). Files roll by rows,
-//! bytes and age; each close is one commit.
+//! Rows are skipped when their event id appeared within the last
+//! `dedupe_window_records` offsets of the partition (a client's retry, or
+//! a transform that ran without transactions and replayed;
+//! [`crate::dedupe`]), and dropped as replays when another writer committed
+//! their offsets first (a zombie finds this out at its next commit).
 
 use crate::config::SinkConfig;
-use crate::core::{self, Chunk, CoreError, Schemas};
-use crate::lake::{Commit, Lake, LakeError, Landed};
+use crate::core::{self, Chunk, CoreError, PartKey, Schemas};
 use crate::metrics::SinkMetrics;
-use crate::writer::{FileWriter, properties};
+use crate::offsets::{Due, Offsets};
+use chitose_lake::delta::{Outcome, Snap, Staged, Table, Txn};
+use chitose_lake::{Lake, LakeError, layout};
 use chitose_runtime::ops::{self, Readiness};
 use chitose_runtime::shutdown::Shutdown;
 use chitose_schemas::catalog::SchemaStore;
-use object_store::path::Path;
+use futures::StreamExt;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,8 +66,10 @@ pub struct RunSummary {
     pub rows: u64,
     /// Committed files.
     pub files: u64,
-    /// Rows skipped as replays or already landed.
+    /// Rows skipped as duplicates or dropped as replays.
     pub skipped: u64,
+    /// Delta commits.
+    pub commits: u64,
 }
 
 enum Event {
@@ -97,7 +104,8 @@ impl ConsumerContext for Ctx {
     }
     fn post_rebalance(&self, c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = r {
-            // Nothing is read from a partition before its ledger is recovered.
+            // Nothing is read from a partition before its version is read
+            // from the table.
             let _ = c.pause(tpl);
             self.0
                 .lock()
@@ -107,34 +115,67 @@ impl ConsumerContext for Ctx {
     }
 }
 
-struct OpenFile {
-    writer: FileWriter,
-    path: Path,
-    intent: Path,
-    fingerprint: u64,
-    first: i64,
-    last: i64,
-    opened: Instant,
+/// Rows of one lake partition waiting for the next roll, each batch
+/// tagged with its Kafka partition (so a revoked or lost partition's rows
+/// can be dropped).
+#[derive(Default)]
+struct Buf {
+    batches: Vec<(i32, arrow_array::RecordBatch)>,
+    rows: u64,
+    bytes: usize,
 }
 
-struct Part {
-    table: String,
-    partition: i32,
-    epoch: u64,
-    seq: u64,
-    next_offset: i64,
-    position: i64,
-    landed: Vec<Landed>,
-    wm_base: BTreeMap<String, i64>,
-    wm_live: BTreeMap<String, i64>,
-    wm_log: VecDeque<(i64, String, i64)>,
-    open: BTreeMap<String, OpenFile>,
-    paused: Option<String>,
-    last_commit: Instant,
-    /// Event ids of the last `dedupe_window_records` offsets.
+/// Per Kafka partition: the dedupe window and a pause.
+struct PartState {
     window: crate::dedupe::Window,
     /// The next offset the window expects (offsets feed it in order).
     window_next: i64,
+    paused: Option<String>,
+}
+
+/// One table (one pseudo topic): its Delta table, what this instance owns
+/// of the topic, and its buffers.
+struct TableState {
+    name: String,
+    table: Table,
+    snap: Snap,
+    /// The columns files hold: the table's minus its partition columns.
+    physical: arrow_schema::SchemaRef,
+    offsets: Offsets,
+    parts: BTreeMap<i32, PartState>,
+    bufs: BTreeMap<PartKey, Buf>,
+    oldest: Option<Instant>,
+    last_commit: Instant,
+}
+
+impl TableState {
+    fn bytes(&self) -> usize {
+        self.bufs.values().map(|b| b.bytes).sum()
+    }
+
+    fn drop_partition_rows(&mut self, partition: i32) -> u64 {
+        let mut dropped = 0;
+        for b in self.bufs.values_mut() {
+            b.batches.retain(|(p, batch)| {
+                let keep = *p != partition;
+                if !keep {
+                    dropped += batch.num_rows() as u64;
+                }
+                keep
+            });
+            b.rows = b.batches.iter().map(|(_, x)| x.num_rows() as u64).sum();
+            b.bytes = b
+                .batches
+                .iter()
+                .map(|(_, x)| x.get_array_memory_size())
+                .sum();
+        }
+        self.bufs.retain(|_, b| b.rows > 0);
+        if self.bufs.is_empty() {
+            self.oldest = None;
+        }
+        dropped
+    }
 }
 
 /// The sink.
@@ -142,9 +183,12 @@ pub struct Sink {
     cfg: SinkConfig,
     lake: Lake,
     schemas: Schemas,
+    /// Table → its lake schema (the union of its contract versions).
+    lake_schemas: BTreeMap<String, arrow_schema::SchemaRef>,
+    partition_columns: Vec<String>,
     metrics: SinkMetrics,
-    owner: String,
-    parts: BTreeMap<(String, i32), Part>,
+    /// Topic → table state.
+    tables: BTreeMap<String, TableState>,
     /// Reused across batches (building one sets up every table schema);
     /// dropped after a decode error, whose state it may keep.
     decoder: Option<arrow_avro::reader::Decoder>,
@@ -155,6 +199,10 @@ fn table_of_topic(topic: &str) -> String {
     topic.rsplit('.').next().unwrap_or(topic).to_owned()
 }
 
+/// Where a partition must be read from after [`Sink::flush`] found its
+/// offsets committed by another writer.
+type Reseek = (String, i32);
+
 impl Sink {
     /// Opens the lake and loads the table schemas.
     pub fn new(cfg: SinkConfig, metrics: SinkMetrics) -> Result<Self, ServiceError> {
@@ -164,112 +212,113 @@ impl Sink {
             store.add_dir(dir)?;
         }
         let lake = Lake::open(&cfg.lake, &cfg.lake_options)?;
+        let lake_schemas = chitose_lake::tables::versions(&store)
+            .into_iter()
+            .filter_map(|(t, v)| Some((t, chitose_lake::tables::lake_schema(&v)?)))
+            .collect();
+        let partition_columns = layout::PARTITION_COLUMNS
+            .iter()
+            .map(|c| (*c).to_owned())
+            .chain(cfg.partition_columns.iter().cloned())
+            .collect();
         Ok(Sink {
-            owner: format!("{}@{}", cfg.instance_id, uuid::Uuid::new_v4().simple()),
             schemas: Schemas::new(&store),
+            lake_schemas,
+            partition_columns,
             cfg,
             lake,
             metrics,
-            parts: BTreeMap::new(),
+            tables: BTreeMap::new(),
             decoder: None,
             summary: RunSummary::default(),
         })
     }
 
-    /// Claims a partition: reads its ledger, writes a claim, removes files of
-    /// flushes that never committed. Returns the offset to read from.
-    async fn recover(&mut self, topic: &str, partition: i32, low: i64) -> Result<i64, LakeError> {
-        let table = table_of_topic(topic);
-        let mut attempt = 0;
-        let (claim, latest) = loop {
-            let latest = self.lake.latest(&table, partition).await?;
-            let seq = latest.as_ref().map_or(0, |c| c.seq + 1);
-            let claim = Commit {
-                seq,
-                kind: "claim".into(),
-                owner: self.owner.clone(),
-                epoch: seq,
-                next_offset: latest.as_ref().map_or(low, |c| c.next_offset.max(low)),
-                landed: latest.as_ref().map_or_else(Vec::new, |c| c.landed.clone()),
-                watermarks: latest
-                    .as_ref()
-                    .map_or_else(BTreeMap::new, |c| c.watermarks.clone()),
-                files: Vec::new(),
-                at_ms: chrono::Utc::now().timestamp_millis(),
-            };
-            match self.lake.commit(&table, partition, &claim).await {
-                Ok(()) => break (claim, latest),
-                Err(LakeError::Fenced { .. }) if attempt < 20 => {
-                    // Another instance claimed it in between (a rebalance
-                    // in flight): read again.
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        // Files of flushes that never committed: the claim fenced their
-        // writer, so they can go.
-        let committed: std::collections::HashSet<String> = match &latest {
-            Some(_) => self
-                .lake
-                .commits(&table, partition)
-                .await?
-                .into_iter()
-                .flat_map(|c| c.files.into_iter().map(|f| f.path))
-                .collect(),
-            None => Default::default(),
-        };
-        for (intent, file) in self.lake.intents(&table, partition).await? {
-            if !committed.contains(&file) {
-                tracing::info!(%table, partition, file, "deleting a file of a flush that never committed");
-                self.lake.delete(&Path::from(file.as_str())).await?;
-            }
-            self.lake.delete(&intent).await?;
+    fn app_id(&self, topic: &str, partition: i32) -> String {
+        layout::app_id(&self.cfg.group_id, topic, partition)
+    }
+
+    /// The table of a topic, made or evolved to the sink's schema on first
+    /// use, its snapshot refreshed otherwise.
+    async fn table_state(&mut self, topic: &str) -> Result<&mut TableState, LakeError> {
+        if !self.tables.contains_key(topic) {
+            let name = table_of_topic(topic);
+            let schema = self.lake_schemas.get(&name).cloned().ok_or_else(|| {
+                LakeError::Config(format!(
+                    "topic {topic}: expected a pseudo table of the contract, found no schema for table {name}"
+                ))
+            })?;
+            let table = self.lake.table(&layout::table(&name));
+            let snap = table
+                .create_or_evolve(&schema, &self.partition_columns)
+                .await?;
+            let physical = physical_of(&snap.schema()?, &self.partition_columns);
+            self.tables.insert(
+                topic.to_owned(),
+                TableState {
+                    name,
+                    table,
+                    snap,
+                    physical,
+                    offsets: Offsets::default(),
+                    parts: BTreeMap::new(),
+                    bufs: BTreeMap::new(),
+                    oldest: None,
+                    last_commit: Instant::now(),
+                },
+            );
         }
-        // Read back the window before next_offset (event ids only), so a
-        // restarted sink drops the same duplicates one run would have.
-        let window = crate::dedupe::Window::new(self.cfg.dedupe_window_records);
-        let start = window.rebuild_from(claim.next_offset, low);
-        self.parts.insert(
-            (topic.to_owned(), partition),
-            Part {
-                table,
-                partition,
-                epoch: claim.epoch,
-                seq: claim.seq,
-                next_offset: claim.next_offset,
-                position: claim.next_offset,
-                landed: claim.landed,
-                wm_live: claim.watermarks.clone(),
-                wm_base: claim.watermarks,
-                wm_log: VecDeque::new(),
-                open: BTreeMap::new(),
-                paused: None,
-                last_commit: Instant::now(),
-                window,
+        Ok(self.tables.get_mut(topic).expect("inserted"))
+    }
+
+    /// Takes a partition: reads its version from the table. Returns the
+    /// offset to read from (the dedupe window before the version).
+    async fn recover(&mut self, topic: &str, partition: i32, low: i64) -> Result<i64, LakeError> {
+        let app = self.app_id(topic, partition);
+        let window = self.cfg.dedupe_window_records;
+        let t = self.table_state(topic).await?;
+        t.snap = t.table.refresh(&t.snap).await?;
+        let version = t.table.app_versions(&t.snap, &[app]).await?[0];
+        t.drop_partition_rows(partition);
+        let at = t.offsets.assign(partition, version, low);
+        let w = crate::dedupe::Window::new(window);
+        let start = w.rebuild_from(at, low);
+        t.parts.insert(
+            partition,
+            PartState {
+                window: w,
                 window_next: start,
+                paused: None,
             },
         );
         Ok(start)
     }
 
-    /// Drops a partition's open files (not committed: the next owner reads
-    /// their records again).
-    async fn abandon(&mut self, key: &(String, i32)) {
-        if let Some(mut p) = self.parts.remove(key) {
-            for (_, f) in std::mem::take(&mut p.open) {
-                drop(f.writer);
-                let _ = self.lake.delete(&f.path).await;
-                let _ = self.lake.delete(&f.intent).await;
-            }
-            self.metrics.clear_paused();
+    /// Gives a partition up: its buffered rows go (the next owner reads
+    /// them again from the table's version).
+    fn abandon(&mut self, topic: &str, partition: i32) {
+        if let Some(t) = self.tables.get_mut(topic) {
+            t.drop_partition_rows(partition);
+            t.offsets.revoke(partition);
+            t.parts.remove(&partition);
         }
-        self.metrics.open_writers.set(self.open_count() as i64);
+        self.metrics.clear_paused();
+        self.update_gauges();
     }
 
-    fn open_count(&self) -> usize {
-        self.parts.values().map(|p| p.open.len()).sum()
+    fn update_gauges(&self) {
+        let bytes: usize = self.tables.values().map(TableState::bytes).sum();
+        let parts: usize = self.tables.values().map(|t| t.bufs.len()).sum();
+        self.metrics.buffered_bytes.set(bytes as i64);
+        self.metrics.buffered_partitions.set(parts as i64);
+        let oldest = self
+            .tables
+            .values()
+            .filter_map(|t| t.oldest)
+            .map(|o| o.elapsed().as_secs())
+            .max()
+            .unwrap_or(0);
+        self.metrics.oldest_unflushed.set(oldest as i64);
     }
 
     /// Asks the registry (when configured) which schema each new Confluent
@@ -309,27 +358,31 @@ impl Sink {
         }
     }
 
-    /// Lands the rows of one polled batch of a partition.
+    /// Buffers the rows of one polled batch of a partition. Returns the
+    /// offset and reason when the partition must pause at a record.
     async fn land(
         &mut self,
         key: &(String, i32),
         msgs: &[OwnedMessage],
     ) -> Result<Option<(i64, String)>, LakeError> {
-        let Some(p) = self.parts.get(key) else {
+        let (topic, partition) = (&key.0, key.1);
+        let Some(t) = self.tables.get_mut(topic) else {
             return Ok(None);
         };
-        if p.paused.is_some() {
+        let (Some(pos), Some(ps)) = (t.offsets.get(partition), t.parts.get_mut(&partition)) else {
+            return Ok(None);
+        };
+        if ps.paused.is_some() {
             return Ok(None);
         }
-        let position = p.position;
+        let position = pos.position;
         // Records before the position are the window being read back.
-        let p = self.parts.get_mut(key).expect("checked");
         for m in msgs.iter().filter(|m| m.offset() < position) {
-            if m.offset() >= p.window_next
+            if m.offset() >= ps.window_next
                 && let Some(id) = m.payload().and_then(crate::dedupe::event_id_of)
             {
-                p.window.see(m.offset(), id);
-                p.window_next = m.offset() + 1;
+                ps.window.see(m.offset(), id);
+                ps.window_next = m.offset() + 1;
             }
         }
         let input: Vec<(i64, &[u8])> = msgs
@@ -349,13 +402,21 @@ impl Sink {
         if err.is_none() {
             self.decoder = Some(decoder);
         }
+        let mut err = err;
         for chunk in &chunks {
-            self.land_chunk(key, chunk).await?;
+            if let Err(e) = self.buffer_chunk(key, chunk) {
+                // Rows before the bad one are buffered; the partition
+                // stops at it (never skipped).
+                err = Some(e);
+                break;
+            }
         }
-        let p = self.parts.get_mut(key).expect("checked");
+        let t = self.tables.get_mut(topic).expect("checked");
         match err {
             None => {
-                p.position = input.last().expect("non-empty").0 + 1;
+                t.offsets
+                    .read(partition, input.last().expect("non-empty").0 + 1);
+                self.update_gauges();
                 Ok(None)
             }
             Some(e) => {
@@ -373,9 +434,9 @@ impl Sink {
                                 .and_then(|fp| self.schemas.check(fp, 0).err())
                                 .is_some()
                         })
-                        .map_or(p.position, |(o, _)| *o),
+                        .map_or(position, |(o, _)| *o),
                 };
-                p.position = at;
+                t.offsets.read(partition, at);
                 let reason = match e {
                     CoreError::UnknownSchema { .. } | CoreError::UnknownSchemaId { .. } => {
                         "unknown_schema"
@@ -384,365 +445,330 @@ impl Sink {
                     CoreError::Partition { .. } => "partition_column",
                     _ => "undecodable",
                 };
-                p.paused = Some(reason.to_owned());
+                if let Some(ps) = t.parts.get_mut(&partition) {
+                    ps.paused = Some(reason.to_owned());
+                }
                 self.metrics
                     .paused
-                    .with_label_values(&[&p.table, reason])
+                    .with_label_values(&[&t.name, reason])
                     .set(1);
-                tracing::error!(table = %p.table, partition = p.partition, offset = at, error = %e,
-                    "partition paused: this record cannot be landed; nothing after it is read until the cause is fixed and the sink restarted");
+                tracing::error!(table = %t.name, partition, offset = at, error = %e,
+                    "partition paused: this record cannot be landed; the rows before it land, nothing after it is read until the cause is fixed and the sink restarted");
+                self.update_gauges();
                 Ok(Some((at, reason.to_owned())))
             }
         }
     }
 
-    async fn land_chunk(&mut self, key: &(String, i32), chunk: &Chunk) -> Result<(), LakeError> {
-        let keys = match core::partition_keys(chunk, &self.cfg.partition_columns) {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::error!(error = %e, "row without its partition columns");
-                return Ok(());
-            }
-        };
-        let coords = core::source_coordinates(chunk);
+    /// Adds a decoded chunk's rows to the lake partitions' buffers, minus
+    /// duplicates. Every row of the chunk is accounted for: buffered or
+    /// counted as skipped.
+    fn buffer_chunk(&mut self, key: &(String, i32), chunk: &Chunk) -> Result<(), CoreError> {
+        let keys = core::partition_keys(chunk, &self.cfg.partition_columns)?;
         let ids = chunk.batch.column_by_name("event_id").and_then(|c| {
             c.as_any()
                 .downcast_ref::<arrow_array::StringArray>()
                 .cloned()
         });
-        let p = self.parts.get_mut(key).expect("caller checked");
+        let t = self.tables.get_mut(&key.0).expect("caller checked");
+        let ps = t.parts.get_mut(&key.1).expect("caller checked");
         let mut keep = vec![true; keys.len()];
-        let (mut replays, mut landed, mut duplicates) = (0u64, 0u64, 0u64);
-        for i in 0..keys.len() {
+        let mut duplicates = 0u64;
+        for (i, k) in keep.iter_mut().enumerate() {
             let o = chunk.offsets[i];
-            // Every row enters the window, whatever happens to it below.
-            let duplicate = match &ids {
-                Some(ids) if o >= p.window_next && !arrow_array::Array::is_null(ids, i) => {
-                    p.window_next = o + 1;
-                    p.window.see(o, ids.value(i))
+            if let Some(ids) = &ids
+                && o >= ps.window_next
+                && !arrow_array::Array::is_null(ids, i)
+            {
+                ps.window_next = o + 1;
+                if ps.window.see(o, ids.value(i)) {
+                    *k = false;
+                    duplicates += 1;
                 }
-                _ => false,
-            };
-            let already = p
-                .landed
-                .iter()
-                .any(|l| l.key == keys[i] && l.first <= o && o <= l.last);
-            if let Some(c) = &coords {
-                let (src, so) = (&c[i].0, c[i].1);
-                let wm = p.wm_live.get(src).copied().unwrap_or(-1);
-                if so <= wm && !already {
-                    keep[i] = false;
-                    replays += 1;
-                    continue;
-                }
-                if so > wm {
-                    p.wm_live.insert(src.clone(), so);
-                    p.wm_log.push_back((o, src.clone(), so));
-                }
-            }
-            if already {
-                keep[i] = false;
-                landed += 1;
-            } else if duplicate {
-                keep[i] = false;
-                duplicates += 1;
             }
         }
         if duplicates > 0 {
             self.metrics
                 .skipped
-                .with_label_values(&[&p.table, "duplicate_event_id"])
+                .with_label_values(&[&t.name, "duplicate_event_id"])
                 .inc_by(duplicates);
+            self.summary.skipped += duplicates;
         }
-        if replays > 0 {
-            self.metrics
-                .skipped
-                .with_label_values(&[&p.table, "replay"])
-                .inc_by(replays);
-        }
-        if landed > 0 {
-            self.metrics
-                .skipped
-                .with_label_values(&[&p.table, "landed"])
-                .inc_by(landed);
-        }
-        self.summary.skipped += replays + landed + duplicates;
-        for (pkey, batch, offsets) in core::split(chunk, &keys, &keep) {
-            // A new schema version starts a new file.
-            let p = self.parts.get_mut(key).expect("caller checked");
-            if p.open
-                .get(&pkey)
-                .is_some_and(|f| f.fingerprint != chunk.fingerprint)
-            {
-                self.close_files(key, std::slice::from_ref(&pkey)).await?;
-            }
-            if !self.parts[key].open.contains_key(&pkey)
-                && self.open_count() >= self.cfg.max_open_writers
-            {
-                // At the bound: the oldest file closes before a new one opens.
-                self.close_oldest().await?;
-            }
-            let p = self.parts.get_mut(key).expect("caller checked");
-            if !p.open.contains_key(&pkey) {
-                let first = offsets[0];
-                let path = self
-                    .lake
-                    .data_file(&p.table, &pkey, p.partition, first, p.epoch);
-                let intent = self
-                    .lake
-                    .intend(&p.table, p.partition, p.epoch, first, &path)
-                    .await?;
-                let writer = FileWriter::create(
-                    self.lake.store.clone(),
-                    path.clone(),
-                    batch.schema(),
-                    properties(self.cfg.row_group_rows, "chitose-sink"),
-                    self.cfg.upload_part_bytes,
-                )
-                .map_err(|e| LakeError::Config(format!("parquet writer: {e}")))?;
-                p.open.insert(
-                    pkey.clone(),
-                    OpenFile {
-                        writer,
-                        path,
-                        intent,
-                        fingerprint: chunk.fingerprint,
-                        first,
-                        last: first,
-                        opened: Instant::now(),
-                    },
-                );
-            }
-            let f = p.open.get_mut(&pkey).expect("just opened");
-            f.writer
-                .write(&batch)
-                .await
-                .map_err(|e| LakeError::Config(format!("writing {}: {e}", f.path)))?;
-            f.last = *offsets.last().expect("non-empty group");
-            if f.writer.buffered() >= self.cfg.row_group_bytes {
-                f.writer
-                    .flush_row_group()
-                    .await
-                    .map_err(|e| LakeError::Config(format!("writing {}: {e}", f.path)))?;
-            }
-        }
-        self.metrics.open_writers.set(self.open_count() as i64);
-        Ok(())
-    }
-
-    /// Closes the file opened longest ago, in whichever partition.
-    async fn close_oldest(&mut self) -> Result<(), LakeError> {
-        let oldest = self
-            .parts
-            .iter()
-            .flat_map(|(pk, p)| {
-                p.open
-                    .iter()
-                    .map(move |(k, f)| (f.opened, pk.clone(), k.clone()))
-            })
-            .min();
-        if let Some((_, pk, k)) = oldest {
-            self.close_files(&pk, &[k]).await?;
+        for (pkey, batch, _) in core::split(chunk, &keys, &keep) {
+            let batch = chitose_lake::tables::conform(&batch, &t.physical).map_err(|message| {
+                CoreError::Decode {
+                    offset: chunk.offsets[0],
+                    message,
+                }
+            })?;
+            let b = t.bufs.entry(pkey).or_default();
+            b.rows += batch.num_rows() as u64;
+            b.bytes += batch.get_array_memory_size();
+            b.batches.push((key.1, batch));
+            t.oldest.get_or_insert_with(Instant::now);
         }
         Ok(())
     }
 
-    /// Closes the named files of a partition and commits them.
-    async fn close_files(
-        &mut self,
-        key: &(String, i32),
-        which: &[String],
-    ) -> Result<(), LakeError> {
+    /// Writes a table's buffers (one file per lake partition) and commits
+    /// them with the partitions' txns. Returns partitions whose offsets
+    /// another writer committed first (to be read again from the table).
+    async fn flush(&mut self, topic: &str) -> Result<Vec<Reseek>, LakeError> {
         let started = Instant::now();
-        let p = self.parts.get_mut(key).expect("caller checked");
-        let mut closed = Vec::new();
-        for k in which {
-            if let Some(f) = p.open.remove(k) {
-                let rows = f.writer.rows();
-                let bytes = f
-                    .writer
-                    .close()
-                    .await
-                    .map_err(|e| LakeError::Config(format!("closing {}: {e}", f.path)))?;
-                closed.push((
-                    Landed {
-                        key: k.clone(),
-                        path: f.path.to_string(),
-                        first: f.first,
-                        last: f.last,
-                        rows,
-                        bytes,
-                    },
-                    f.intent,
-                ));
-            }
+        let app_id = |p: i32| layout::app_id(&self.cfg.group_id, topic, p);
+        let t = self.tables.get(topic).expect("caller checked");
+        let due: Vec<Due> = t.offsets.due();
+        if due.is_empty() && t.bufs.is_empty() {
+            return Ok(Vec::new());
         }
-        self.commit(key, closed).await?;
-        self.metrics.flush.observe(started.elapsed().as_secs_f64());
-        self.metrics.open_writers.set(self.open_count() as i64);
-        Ok(())
-    }
-
-    /// Writes the next commit record of a partition.
-    async fn commit(
-        &mut self,
-        key: &(String, i32),
-        closed: Vec<(Landed, Path)>,
-    ) -> Result<(), LakeError> {
-        let p = self.parts.get_mut(key).expect("caller checked");
-        let next = p
-            .open
-            .values()
-            .map(|f| f.first)
-            .min()
-            .unwrap_or(p.position)
-            .min(p.position);
-        let mut landed: Vec<Landed> = p
-            .landed
+        let txns: Vec<Txn> = due
             .iter()
-            .cloned()
-            .chain(closed.iter().map(|(l, _)| l.clone()))
+            .map(|d| Txn {
+                app_id: app_id(d.partition),
+                expected: d.expected,
+                version: d.version,
+            })
             .collect();
-        landed.retain(|l| l.last >= next);
-        let mut base = p.wm_base.clone();
-        let mut log = p.wm_log.clone();
-        while log.front().is_some_and(|(o, _, _)| *o < next) {
-            let (_, src, so) = log.pop_front().expect("checked");
-            let e = base.entry(src).or_insert(so);
-            *e = (*e).max(so);
+        // One file per lake partition, a few uploads at a time.
+        let mut writes = Vec::with_capacity(t.bufs.len());
+        for (k, b) in &t.bufs {
+            let partition: Vec<(String, Option<String>)> = self
+                .partition_columns
+                .iter()
+                .cloned()
+                .zip(k.iter().cloned())
+                .collect();
+            let batches: Vec<arrow_array::RecordBatch> =
+                b.batches.iter().map(|(_, x)| x.clone()).collect();
+            let (table, snap, physical) = (t.table.clone(), t.snap.clone(), t.physical.clone());
+            let props = chitose_lake::parquet::properties(self.cfg.row_group_rows, "chitose-sink");
+            let part_bytes = self.cfg.upload_part_bytes;
+            writes.push(async move {
+                let batch = arrow_select::concat::concat_batches(&physical, &batches)
+                    .map_err(|e| LakeError::Config(format!("buffered rows: {e}")))?;
+                table
+                    .write(&snap, &partition, batch, props, part_bytes)
+                    .await
+            });
         }
-        let c = Commit {
-            seq: p.seq + 1,
-            kind: "flush".into(),
-            owner: self.owner.clone(),
-            epoch: p.epoch,
-            next_offset: next,
-            landed: landed.clone(),
-            watermarks: base.clone(),
-            files: closed.iter().map(|(l, _)| l.clone()).collect(),
-            at_ms: chrono::Utc::now().timestamp_millis(),
-        };
-        let (table, partition) = (p.table.clone(), p.partition);
-        if let Err(e) = self.lake.commit(&table, partition, &c).await {
-            // Not committed: these files do not count. Delete them; the
-            // records are read again by whoever owns the partition.
-            for (l, intent) in &closed {
-                let _ = self.lake.delete(&Path::from(l.path.as_str())).await;
-                let _ = self.lake.delete(intent).await;
+        let results: Vec<Result<Staged, LakeError>> = futures::stream::iter(writes)
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        let mut staged = Vec::new();
+        let mut failed = None;
+        for r in results {
+            match r {
+                Ok(s) => staged.push(s),
+                Err(e) => failed = Some(e),
             }
+        }
+        let t = self.tables.get_mut(topic).expect("caller checked");
+        if let Some(e) = failed {
+            discard(&self.lake, &staged).await;
             return Err(e);
         }
-        let p = self.parts.get_mut(key).expect("caller checked");
-        p.seq = c.seq;
-        p.next_offset = next;
-        p.landed = landed;
-        p.wm_base = base;
-        p.wm_log = log;
-        p.last_commit = Instant::now();
-        for (l, intent) in closed {
-            self.metrics
-                .rows
-                .with_label_values(&[&table])
-                .inc_by(l.rows);
-            self.metrics
-                .bytes
-                .with_label_values(&[&table])
-                .inc_by(l.bytes);
-            self.metrics.files.with_label_values(&[&table]).inc();
-            self.summary.rows += l.rows;
-            self.summary.files += 1;
-            let _ = self.lake.delete(&intent).await;
+        let outcome = t
+            .table
+            .commit(
+                &t.snap,
+                &staged,
+                &[],
+                &txns,
+                true,
+                chitose_lake::delta::Operation::Write,
+            )
+            .await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                // The commit may or may not be in the log (a timeout after
+                // the put): read the table again before the next one.
+                discard_if_unlisted(t, &staged).await;
+                return Err(e);
+            }
+        };
+        match outcome {
+            Outcome::Committed(snap) => {
+                let version = snap.version();
+                t.snap = snap;
+                t.offsets.committed(&due);
+                t.bufs.clear();
+                t.oldest = None;
+                t.last_commit = Instant::now();
+                let (rows, bytes) = staged
+                    .iter()
+                    .fold((0, 0), |(r, b), s| (r + s.rows, b + s.bytes));
+                self.metrics.rows.with_label_values(&[&t.name]).inc_by(rows);
+                self.metrics
+                    .bytes
+                    .with_label_values(&[&t.name])
+                    .inc_by(bytes);
+                self.metrics
+                    .files
+                    .with_label_values(&[&t.name])
+                    .inc_by(staged.len() as u64);
+                self.metrics
+                    .commits
+                    .with_label_values(&[&t.name, "committed"])
+                    .inc();
+                self.metrics
+                    .version
+                    .with_label_values(&[&t.name])
+                    .set(version as i64);
+                self.metrics.flush.observe(started.elapsed().as_secs_f64());
+                self.summary.rows += rows;
+                self.summary.files += staged.len() as u64;
+                self.summary.commits += 1;
+                if self.cfg.checkpoint_interval > 0
+                    && version % self.cfg.checkpoint_interval == 0
+                    && let Err(e) = t.table.checkpoint(&t.snap).await
+                {
+                    // Readers replay the JSON commits instead: slower, not wrong.
+                    tracing::warn!(table = %t.name, version, error = %e, "checkpoint failed");
+                }
+                self.update_gauges();
+                Ok(Vec::new())
+            }
+            Outcome::Lost { app_ids, now, snap } => {
+                discard(&self.lake, &staged).await;
+                t.snap = snap;
+                self.metrics
+                    .commits
+                    .with_label_values(&[&t.name, "lost"])
+                    .inc();
+                let mut reseek = Vec::new();
+                for (app, now) in app_ids.iter().zip(now) {
+                    let Some(d) = due.iter().find(|d| &app_id(d.partition) == app) else {
+                        continue;
+                    };
+                    let dropped = t.drop_partition_rows(d.partition);
+                    self.metrics
+                        .skipped
+                        .with_label_values(&[&t.name, "replay"])
+                        .inc_by(dropped);
+                    self.summary.skipped += dropped;
+                    tracing::warn!(table = %t.name, partition = d.partition, expected = ?d.expected, found = ?now, dropped,
+                        "another writer committed these offsets first: the rows read since are replays, read again from its version");
+                    reseek.push((topic.to_owned(), d.partition));
+                }
+                self.update_gauges();
+                Ok(reseek)
+            }
+            Outcome::Stale(snap) => {
+                discard(&self.lake, &staged).await;
+                t.snap = snap;
+                Err(LakeError::Config(
+                    "an append was refused as stale (it removes no files)".into(),
+                ))
+            }
         }
-        Ok(())
     }
 
-    /// Closes files over the row, byte or age limit, then the oldest while
-    /// over the open-writer bound, and writes row groups early while over
-    /// the memory bound.
-    async fn roll(&mut self, all: bool) -> Vec<((String, i32), LakeError)> {
-        let mut failed = Vec::new();
+    /// Rolls the tables that are due (all of them with `all`), then the
+    /// largest while over the memory bound. Returns partitions to read
+    /// again, and failures.
+    async fn roll(&mut self, all: bool) -> (Vec<Reseek>, Vec<(String, LakeError)>) {
         let age = Duration::from_millis(self.cfg.roll_age_ms);
-        let keys: Vec<(String, i32)> = self.parts.keys().cloned().collect();
-        for key in keys {
-            let p = &self.parts[&key];
-            let due: Vec<String> = p
-                .open
+        let mut reseek = Vec::new();
+        let mut failed = Vec::new();
+        let topics: Vec<String> = self.tables.keys().cloned().collect();
+        for topic in &topics {
+            let t = &self.tables[topic];
+            let due = all
+                || t.oldest.is_some_and(|o| o.elapsed() >= age)
+                || t.bufs
+                    .values()
+                    .any(|b| b.rows >= self.cfg.roll_rows || b.bytes as u64 >= self.cfg.roll_bytes)
+                // Everything read was skipped: move the version on.
+                || (t.bufs.is_empty() && !t.offsets.due().is_empty() && t.last_commit.elapsed() >= age);
+            if due {
+                match self.flush(topic).await {
+                    Ok(r) => reseek.extend(r),
+                    Err(e) => failed.push((topic.clone(), e)),
+                }
+            }
+        }
+        loop {
+            let total: usize = self.tables.values().map(TableState::bytes).sum();
+            if total <= self.cfg.max_buffered_bytes {
+                break;
+            }
+            let Some(topic) = self
+                .tables
                 .iter()
-                .filter(|(_, f)| {
-                    all || f.writer.rows() >= self.cfg.roll_rows
-                        || f.writer.size() >= self.cfg.roll_bytes
-                        || f.opened.elapsed() >= age
-                })
+                .max_by_key(|(_, t)| t.bytes())
                 .map(|(k, _)| k.clone())
-                .collect();
-            let idle_advance = p.open.is_empty()
-                && p.position > p.next_offset
-                && (all || p.last_commit.elapsed() >= age);
-            let r = if !due.is_empty() {
-                self.close_files(&key, &due).await
-            } else if idle_advance {
-                // Everything read was skipped or landed: move next_offset on.
-                self.commit(&key, Vec::new()).await
-            } else {
-                Ok(())
+            else {
+                break;
             };
-            if let Err(e) = r {
-                failed.push((key, e));
+            match self.flush(&topic).await {
+                Ok(r) => reseek.extend(r),
+                Err(e) => {
+                    failed.push((topic, e));
+                    break;
+                }
             }
         }
-        while self.open_count() > self.cfg.max_open_writers {
-            let Some((key, k)) = self
-                .parts
-                .iter()
-                .flat_map(|(pk, p)| {
-                    p.open
-                        .iter()
-                        .map(move |(k, f)| (f.opened, pk.clone(), k.clone()))
+        self.update_gauges();
+        (reseek, failed)
+    }
+
+    /// Committed versions of owned partitions (for Kafka's advisory offsets).
+    fn committed(&self) -> Vec<(String, i32, i64)> {
+        self.tables
+            .iter()
+            .flat_map(|(topic, t)| {
+                t.offsets.partitions().filter_map(move |p| {
+                    t.offsets
+                        .get(p)
+                        .and_then(|s| s.table)
+                        .map(|v| (topic.clone(), p, v))
                 })
-                .min()
-                .map(|(_, pk, k)| (pk, k))
-            else {
-                break;
-            };
-            if let Err(e) = self.close_files(&key, &[k]).await {
-                failed.push((key, e));
-                break;
-            }
-        }
-        let mut buffered: usize = self
-            .parts
-            .values()
-            .flat_map(|p| p.open.values())
-            .map(|f| f.writer.buffered())
-            .sum();
-        while buffered > self.cfg.max_buffered_bytes {
-            let Some(f) = self
-                .parts
-                .values_mut()
-                .flat_map(|p| p.open.values_mut())
-                .max_by_key(|f| f.writer.buffered())
-            else {
-                break;
-            };
-            let before = f.writer.buffered();
-            if before == 0 || f.writer.flush_row_group().await.is_err() {
-                break;
-            }
-            buffered -= before;
-        }
-        let oldest = self
-            .parts
-            .values()
-            .flat_map(|p| p.open.values())
-            .map(|f| f.opened.elapsed().as_secs())
-            .max()
-            .unwrap_or(0);
-        self.metrics.oldest_unflushed.set(oldest as i64);
-        failed
+            })
+            .collect()
     }
 }
 
-/// Runs until `shutdown` fires: closes and commits every open file first.
+/// The columns a data file holds: the table's minus the partition columns.
+fn physical_of(logical: &arrow_schema::SchemaRef, partition: &[String]) -> arrow_schema::SchemaRef {
+    Arc::new(arrow_schema::Schema::new(
+        logical
+            .fields()
+            .iter()
+            .filter(|f| !partition.contains(f.name()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Deletes files that no commit will name (best effort: vacuum removes
+/// what is left).
+async fn discard(lake: &Lake, staged: &[Staged]) {
+    for s in staged {
+        let _ = lake.delete(&s.object).await;
+    }
+}
+
+/// After a commit error: deletes the staged files unless the newest
+/// snapshot lists them (the commit did go in).
+async fn discard_if_unlisted(t: &mut TableState, staged: &[Staged]) {
+    let Ok(snap) = t.table.refresh(&t.snap).await else {
+        return;
+    };
+    let listed: std::collections::HashSet<String> = match t.table.files(&snap).await {
+        Ok(f) => f.into_iter().map(|f| f.object.to_string()).collect(),
+        Err(_) => return,
+    };
+    t.snap = snap;
+    for s in staged {
+        if !listed.contains(s.object.as_ref()) {
+            let _ = t.table.lake().delete(&s.object).await;
+        }
+    }
+}
+
+/// Runs until `shutdown` fires: rolls every table first.
 pub async fn run(cfg: SinkConfig, shutdown: Shutdown) -> Result<RunSummary, ServiceError> {
     run_with(cfg, SinkMetrics::new(), shutdown).await
 }
@@ -783,15 +809,17 @@ pub async fn run_with(
         .create()?;
     ready.set(true);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut advised: BTreeMap<(String, i32), i64> = BTreeMap::new();
     loop {
-        // Rebalance events first: revoked partitions drop their open files,
-        // assigned ones are recovered from the ledger before any read.
+        // Rebalance events first: revoked partitions drop their rows,
+        // assigned ones read their version from the table before any read.
         let events: Vec<Event> = std::mem::take(&mut *ctx.0.lock().expect("not poisoned"));
         for ev in events {
             match ev {
                 Event::Revoked(ps) => {
-                    for tp in ps {
-                        sink.abandon(&tp).await;
+                    for (topic, p) in ps {
+                        sink.abandon(&topic, p);
+                        advised.remove(&(topic, p));
                     }
                 }
                 Event::Assigned(ps) => {
@@ -833,20 +861,26 @@ pub async fn run_with(
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::error!(topic = %key.0, partition = key.1, error = %e, "landing failed; re-reading the partition from its ledger");
-                    reset(&mut sink, &consumer, &watermarks, &key).await;
+                    tracing::error!(topic = %key.0, partition = key.1, error = %e, "landing failed; re-reading the partition from the table's version");
+                    recover_and_seek(&mut sink, &consumer, &watermarks, &key).await;
                 }
             }
         }
-        for (key, e) in sink.roll(stop).await {
-            tracing::error!(topic = %key.0, partition = key.1, error = %e, "commit failed; re-reading the partition from its ledger");
-            reset(&mut sink, &consumer, &watermarks, &key).await;
+        let (reseek, failed) = sink.roll(stop).await;
+        for key in reseek {
+            recover_and_seek(&mut sink, &consumer, &watermarks, &key).await;
         }
-        // Kafka offsets follow the ledger (advisory: tools show lag from them).
+        for (topic, e) in failed {
+            // The rows stay buffered; the next roll tries again.
+            tracing::error!(%topic, error = %e, "roll failed; retrying at the next roll");
+        }
+        // Kafka offsets follow the table (advisory: tools show lag from
+        // them), committed only when they moved.
         let mut tpl = TopicPartitionList::new();
-        for (key, p) in &sink.parts {
-            if p.next_offset > 0 {
-                let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(p.next_offset));
+        for (topic, p, v) in sink.committed() {
+            if advised.get(&(topic.clone(), p)) != Some(&v) {
+                let _ = tpl.add_partition_offset(&topic, p, Offset::Offset(v));
+                advised.insert((topic, p), v);
             }
         }
         if tpl.count() > 0 {
@@ -861,22 +895,10 @@ pub async fn run_with(
     Ok(sink.summary)
 }
 
-/// After a failed write or commit: drop the partition's state and recover
-/// it from the ledger again (a fenced writer finds the new owner's claim
-/// and stays paused until the group moves the partition).
-async fn reset(
-    sink: &mut Sink,
-    consumer: &StreamConsumer<Ctx>,
-    watermarks: &BaseConsumer,
-    key: &(String, i32),
-) {
-    sink.abandon(key).await;
-    recover_and_seek(sink, consumer, watermarks, key).await;
-}
-
-/// Recovers a partition from the ledger, seeks to its `next_offset` and
-/// resumes it; on failure it stays paused (the group hands it to a healthier
-/// instance, or this one retries after the next rebalance).
+/// Reads a partition's version from the table, seeks there (minus the
+/// dedupe window) and resumes it; on failure it stays paused (the group
+/// hands it to a healthier instance, or this one retries after the next
+/// rebalance).
 async fn recover_and_seek(
     sink: &mut Sink,
     consumer: &StreamConsumer<Ctx>,
@@ -901,7 +923,7 @@ async fn recover_and_seek(
                 .and_then(|()| consumer.resume(&tpl));
             match seek {
                 Ok(()) => {
-                    tracing::info!(%topic, partition, start, "partition recovered from the ledger")
+                    tracing::debug!(%topic, partition, start, "partition resumed at the table's version")
                 }
                 Err(e) => {
                     tracing::error!(%topic, partition, error = %e, "seek after recovery failed")

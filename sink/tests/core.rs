@@ -1,5 +1,6 @@
 //! The pure sink core on transform output: both framings decode to the same
-//! Arrow rows, partition keys and replay inputs come from the columns, and
+//! Arrow rows, partition keys come from the columns (nulls included), a bad
+//! record keeps the rows before it, and
 //! schema versions are judged before anything lands.
 
 use arrow_array::{Array, StringArray};
@@ -105,8 +106,72 @@ fn an_unknown_fingerprint_stops_at_its_offset_after_landing_what_came_before() {
     );
 }
 
+/// On main a body that failed to decode returned without the rows decoded
+/// since the last flush, and the sink then moved past them: lost for good.
 #[test]
-fn partition_keys_coordinates_and_split_follow_the_columns() {
+fn a_body_that_does_not_decode_keeps_every_row_before_it() {
+    let mut msgs = encounters(20);
+    // A valid header and fingerprint, then a body cut short.
+    msgs[12].1.truncate(14);
+    let schemas = Schemas::new(&SchemaStore::embedded());
+    let (chunks, err) = core::decode(&schemas, &mut schemas.decoder(1000), &refs(&msgs));
+    let offsets: Vec<i64> = chunks.iter().flat_map(|c| c.offsets.clone()).collect();
+    assert_eq!(offsets, (100..112).collect::<Vec<_>>());
+    assert_eq!(chunks.iter().map(|c| c.batch.num_rows()).sum::<usize>(), 12);
+    assert!(
+        matches!(err, Some(CoreError::Decode { offset: 112, .. })),
+        "{err:?}"
+    );
+}
+
+/// On main a row with a null partition column dropped its whole chunk
+/// (logged, never landed); Delta keeps a null partition value.
+#[test]
+fn a_null_partition_value_is_a_key_not_a_dropped_chunk() {
+    let msgs = encounters(10);
+    let schemas = Schemas::new(&SchemaStore::embedded());
+    let (chunks, _) = core::decode(&schemas, &mut schemas.decoder(1000), &refs(&msgs));
+    let c = &chunks[0];
+    // residence_prefecture as an extra partition column: null when the
+    // patient's address is unknown.
+    let i = c.batch.schema().index_of("residence_prefecture").unwrap();
+    let mut cols = c.batch.columns().to_vec();
+    let mut vals: Vec<Option<String>> = (0..c.batch.num_rows())
+        .map(|r| {
+            Some(
+                cols[i]
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap()
+                    .value(r)
+                    .to_owned(),
+            )
+        })
+        .collect();
+    vals[3] = None;
+    cols[i] = std::sync::Arc::new(StringArray::from(vals));
+    let nulled = core::Chunk {
+        batch: arrow_array::RecordBatch::try_new(c.batch.schema(), cols).unwrap(),
+        offsets: c.offsets.clone(),
+        fingerprint: c.fingerprint,
+    };
+    let extra = ["residence_prefecture".to_owned()];
+    let keys = core::partition_keys(&nulled, &extra).unwrap();
+    assert_eq!(keys.len(), 10);
+    assert_eq!(keys[3][2], None);
+    assert!(keys[3][0].is_some());
+    let parts = core::split(&nulled, &keys, &[true; 10]);
+    assert_eq!(
+        parts.iter().map(|(_, b, _)| b.num_rows()).sum::<usize>(),
+        10
+    );
+    // A partition column the table does not have is an error naming it.
+    let e = core::partition_keys(&nulled, &["no_such".to_owned()]).unwrap_err();
+    assert!(e.to_string().contains("no_such"), "{e}");
+}
+
+#[test]
+fn partition_keys_and_split_follow_the_columns() {
     let msgs = encounters(200);
     let schemas = Schemas::new(&SchemaStore::embedded());
     let (chunks, _) = core::decode(&schemas, &mut schemas.decoder(1000), &refs(&msgs));
@@ -115,14 +180,11 @@ fn partition_keys_coordinates_and_split_follow_the_columns() {
     let pref = c.batch.column_by_name("prefecture").unwrap();
     let pref = pref.as_any().downcast_ref::<StringArray>().unwrap();
     for (i, k) in keys.iter().enumerate() {
-        assert!(
-            k.starts_with(&format!("prefecture={}/event_month=", pref.value(i))),
-            "{k}"
-        );
-        assert!(k.ends_with("/facility_type=medical"), "{k}");
+        assert_eq!(k.len(), 3, "{k:?}");
+        assert_eq!(k[0].as_deref(), Some(pref.value(i)), "{k:?}");
+        assert_eq!(k[1].as_ref().map(String::len), Some(7), "YYYY-MM: {k:?}");
+        assert_eq!(k[2].as_deref(), Some("medical"), "{k:?}");
     }
-    let coords = core::source_coordinates(c).unwrap();
-    assert_eq!(coords[5], ("health.raw.27/1".to_owned(), 5));
     let mut keep = vec![true; keys.len()];
     keep[0] = false;
     let parts = core::split(c, &keys, &keep);

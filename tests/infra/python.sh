@@ -19,7 +19,7 @@ install)
         echo "$want" >"$VENV/.requirements"
     fi
     # Fail here, clearly, rather than in the middle of a test.
-    "$VENV/bin/python" -c 'import fastavro, pyarrow, duckdb, jsonschema, moto' >&2
+    "$VENV/bin/python" -c 'import fastavro, pyarrow, duckdb, deltalake, polars, jsonschema, moto' >&2
     echo "$VENV/bin/python"
     ;;
 *)

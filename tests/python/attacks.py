@@ -27,6 +27,8 @@ import sys
 
 import duckdb
 
+import lakeio
+
 root, truth_path = sys.argv[1], sys.argv[2]
 truth = json.load(open(truth_path, encoding="utf-8"))
 
@@ -36,8 +38,9 @@ con = duckdb.connect()
 rows = []
 columns = {}
 for table in sorted(os.listdir(base)):
-    glob = os.path.join(base, table, "**", "*.parquet")
-    src = f"read_parquet('{glob}', hive_partitioning = true, hive_types = {HIVE}, union_by_name = true)"
+    src = lakeio.duckdb_source(os.path.join(base, table))
+    if src is None:
+        continue
     for name, typ, *_ in con.execute(f"describe select * from {src}").fetchall():
         columns[name] = typ
     has_ts = "transformed_at" in [r[0] for r in con.execute(f"describe select * from {src}").fetchall()]

@@ -24,6 +24,8 @@ import tomllib
 
 import duckdb
 
+import lakeio
+
 lake, release_id, spec_path = sys.argv[1:4]
 with open(spec_path, "rb") as f:
     spec = tomllib.load(f)
@@ -37,8 +39,8 @@ def one(sql):
 out = {}
 for t in spec["table"]:
     name = t["name"]
-    rel = f"read_parquet('{lake}/anonymized/{release_id}/{name}/*.parquet')"
-    src = f"read_parquet('{lake}/pseudonymized/{name}/**/*.parquet', hive_partitioning = false)"
+    rel = lakeio.duckdb_source(f"{lake}/anonymized/{release_id}/{name}")
+    src = lakeio.duckdb_source(f"{lake}/pseudonymized/{name}")
     qis = [q["column"] for q in t["qi"]]
     cols = ", ".join(qis)
     sizes = con.sql(

@@ -2,12 +2,20 @@
 
 usage: read_lake.py <lake-root-or-s3-url> [s3-endpoint] [--dump FILE]
 
-Per table: DuckDB count, count(distinct event_id), the event ids, pyarrow
-row count and column types (union_by_name, so files of several schema
-versions read as one table). --dump writes every value of every row, one
-JSON row per line, for the PII-leak scan. With an S3 URL, files are fetched through pyarrow's S3
-filesystem (DuckDB's httpfs extension would need the internet) into a
-temporary folder first.
+Each table under pseudonymized/ is a Delta table. Per table, through the
+analysts' own readers and nothing of chitose's:
+- delta-rs (Python `deltalake`): version, the snapshot's files, rows and
+  column types (pyarrow), txn versions are not looked at;
+- Polars `scan_delta`: rows;
+- DuckDB over the snapshot's file list (its `delta` extension cannot be
+  downloaded on these machines; `delta_scan` reads the same list): count,
+  count(distinct event_id), the event ids, column types;
+- files under the table that the snapshot does not list (invisible to
+  every reader above).
+--dump writes every value of every row, one JSON row per line, for the
+PII-leak scan. With an S3 URL, delta-rs and Polars read the bucket
+directly; DuckDB (its httpfs extension would need the internet) reads a
+local copy.
 """
 import json
 import os
@@ -15,8 +23,8 @@ import sys
 import tempfile
 
 import duckdb
-import pyarrow as pa
-import pyarrow.dataset as ds
+import polars as pl
+from deltalake import DeltaTable
 
 args = sys.argv[1:]
 dump = None
@@ -25,17 +33,28 @@ if "--dump" in args:
     dump = open(args[i + 1], "w", encoding="utf-8")
     del args[i : i + 2]
 root = args[0]
+storage = None
+remote_root = None
 if root.startswith("s3://"):
     from pyarrow import fs
 
+    endpoint = args[1]
+    storage = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }
     s3 = fs.S3FileSystem(
-        endpoint_override=args[1],
+        endpoint_override=endpoint,
         access_key="test",
         secret_key="test",
         region="us-east-1",
         scheme="http",
     )
-    bucket_prefix = root[len("s3://"):]
+    bucket_prefix = root[len("s3://"):].rstrip("/")
+    remote_root = root.rstrip("/")
     local = tempfile.mkdtemp()
     for info in s3.get_file_info(fs.FileSelector(bucket_prefix, recursive=True)):
         if info.type == fs.FileType.File:
@@ -46,42 +65,55 @@ if root.startswith("s3://"):
                 out.write(src.read())
     root = local
 
-# Partition values are codes ('01' is Hokkaido): read them as strings, as the
-# files themselves hold them.
-HIVE = "{'prefecture': 'VARCHAR', 'event_month': 'VARCHAR'}"
-PARTITIONING = ds.partitioning(
-    pa.schema([("prefecture", pa.string()), ("event_month", pa.string())]), flavor="hive"
-)
-
 out = {}
 base = os.path.join(root, "pseudonymized")
 for table in sorted(os.listdir(base)) if os.path.isdir(base) else []:
-    glob = os.path.join(base, table, "**", "*.parquet")
+    path = os.path.join(base, table)
+    if not os.path.isdir(os.path.join(path, "_delta_log")):
+        continue
+    if remote_root is not None:
+        uri = f"{remote_root}/pseudonymized/{table}"
+        dt = DeltaTable(uri, storage_options=storage)
+        polars_rows = pl.scan_delta(uri, storage_options=storage).select(pl.len()).collect().item()
+        local_dt = DeltaTable(path)
+    else:
+        dt = DeltaTable(path)
+        local_dt = dt
+        polars_rows = pl.scan_delta(path).select(pl.len()).collect().item()
+    arrow = dt.to_pyarrow_table()
+    types = {f.name: str(f.type) for f in arrow.schema}
+    # DuckDB over the snapshot's own file list; partition values come from
+    # the hive-style folders, read as strings ('01' is Hokkaido).
+    uris = [u.removeprefix("file://") for u in local_dt.file_uris()]
+    listed = {os.path.realpath(u) for u in uris}
+    on_disk = set()
+    for d, _, fs_ in os.walk(path):
+        if "_delta_log" in d:
+            continue
+        on_disk.update(os.path.realpath(os.path.join(d, f)) for f in fs_ if f.endswith(".parquet"))
     con = duckdb.connect()
-    n, distinct = con.execute(
-        f"select count(*), count(distinct event_id) from read_parquet('{glob}', hive_partitioning = true, hive_types = {HIVE}, union_by_name = true)"
-    ).fetchone()
-    cols = [
-        r[0] + ":" + r[1]
-        for r in con.execute(
-            f"describe select * from read_parquet('{glob}', hive_partitioning = true, hive_types = {HIVE}, union_by_name = true)"
-        ).fetchall()
-    ]
-    files = con.execute(f"select count(*) from glob('{glob}')").fetchone()[0]
-    dataset = ds.dataset(os.path.join(base, table), format="parquet", partitioning=PARTITIONING)
-    types = {f.name: str(f.type) for f in dataset.schema}
-    ids = [r[0] for r in con.execute(
-        f"select event_id from read_parquet('{glob}', hive_partitioning = true, hive_types = {HIVE}, union_by_name = true) order by 1"
-    ).fetchall()]
+    if uris:
+        src = (
+            f"read_parquet({json.dumps(uris)}, hive_partitioning = true, "
+            "hive_types = {'prefecture': 'VARCHAR', 'event_month': 'VARCHAR'}, union_by_name = true)"
+        )
+        n, distinct = con.execute(f"select count(*), count(distinct event_id) from {src}").fetchone()
+        cols = [r[0] + ":" + r[1] for r in con.execute(f"describe select * from {src}").fetchall()]
+        ids = [r[0] for r in con.execute(f"select event_id from {src} order by 1").fetchall()]
+    else:
+        n, distinct, cols, ids = 0, 0, [], []
     if dump is not None:
-        for row in dataset.to_table().to_pylist():
+        for row in arrow.to_pylist():
             dump.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     out[table] = {
+        "version": dt.version(),
         "event_ids": ids,
         "duckdb_rows": n,
         "distinct_event_ids": distinct,
-        "pyarrow_rows": dataset.count_rows(),
-        "files": files,
+        "pyarrow_rows": arrow.num_rows,
+        "polars_rows": polars_rows,
+        "files": len(uris),
+        "unreferenced_files": len(on_disk - listed),
         "duckdb_columns": cols,
         "arrow_types": types,
     }

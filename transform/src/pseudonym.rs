@@ -156,23 +156,9 @@ pub fn insurance_without_branch(ev: &RawEvent) -> bool {
     })
 }
 
-const B32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-
-/// RFC 4648 base32, lower case, no padding.
-pub fn base32(data: &[u8], out: &mut String) {
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &b in data {
-        acc = (acc << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(B32[((acc >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(B32[((acc << (5 - bits)) & 31) as usize] as char);
-    }
-}
+/// RFC 4648 base32, lower case, no padding (one definition, shared with
+/// the release's re-keyed pseudonyms).
+pub use chitose_schemas::base32::encode as base32;
 
 /// The pseudonym of a linkage key under the ring's current key.
 pub fn pseudonym(keys: &KeyRing, linkage_key: &str, out: &mut String) {
