@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 struct Setup {
     bootstrap: String,
+    group: String,
     prefix: String,
     lake: String,
     config: std::path::PathBuf,
@@ -47,6 +48,7 @@ bootstrap_servers = "{bootstrap}"
     .unwrap();
     Setup {
         bootstrap,
+        group: format!("sink-{id}"),
         prefix,
         lake,
         config,
@@ -507,24 +509,14 @@ fn a_compatible_version_adds_columns_and_an_incompatible_one_pauses_its_partitio
     drop(child);
     // The table's version of partition 0 stops at the first v3 record:
     // nothing after it was skipped, everything before it landed.
-    let group = std::fs::read_to_string(&s.config)
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("group_id = \"")
-                .map(|g| g.trim_end_matches('"').to_owned())
-        })
-        .unwrap();
+    let group = &s.group;
     let lake_handle = chitose_lake::Lake::open(&s.lake, &Default::default()).unwrap();
     let version = rt.block_on(async {
         let t = lake_handle.table("pseudonymized/encounter");
         let snap = t.load().await.unwrap().unwrap();
-        t.app_versions(
-            &snap,
-            &[chitose_lake::layout::app_id(&group, &enc_topic, 0)],
-        )
-        .await
-        .unwrap()[0]
+        t.app_versions(&snap, &[chitose_lake::layout::app_id(group, &enc_topic, 0)])
+            .await
+            .unwrap()[0]
     });
     assert_eq!(version, Some(v3_offset));
     let lake = helpers::read_lake(&s.lake, None);

@@ -98,6 +98,19 @@ pub fn lake_schema(versions: &[(u32, SchemaRef)]) -> Option<SchemaRef> {
     Some(Arc::new(Schema::new(fields)))
 }
 
+/// The columns a data file holds: the table's minus its partition columns
+/// (Delta keeps partition values in the log).
+pub fn physical_schema(logical: &SchemaRef, partition_columns: &[String]) -> SchemaRef {
+    Arc::new(Schema::new(
+        logical
+            .fields()
+            .iter()
+            .filter(|f| !partition_columns.contains(f.name()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    ))
+}
+
 /// Rows in the lake's shape: columns in `target`'s order, cast to its
 /// types, absent ones null. Errors name the column.
 pub fn conform(

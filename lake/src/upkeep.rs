@@ -9,11 +9,9 @@
 
 use crate::delta::{DataFile, Outcome, Table};
 use crate::{LakeError, tables};
-use arrow_schema::{Schema, SchemaRef};
 use delta_kernel::transaction::UpdateTableOperation;
 use futures::TryStreamExt;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// What compaction did to one table.
@@ -108,14 +106,7 @@ pub async fn compact(
     // Files are written without the partition columns, in the table's
     // current column order (older files may lack newer columns).
     let logical = snap.schema()?;
-    let physical: SchemaRef = Arc::new(Schema::new(
-        logical
-            .fields()
-            .iter()
-            .filter(|f| !columns.contains(f.name()))
-            .cloned()
-            .collect::<Vec<_>>(),
-    ));
+    let physical = tables::physical_schema(&logical, &columns);
     let mut adds = Vec::new();
     let mut removes = Vec::new();
     for bin in &bins {

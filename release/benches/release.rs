@@ -20,13 +20,13 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, SchemaRef};
+use chitose_lake::Lake;
+use chitose_lake::delta::{Operation, Outcome};
+use chitose_lake::parquet::{FileWriter, properties};
 use chitose_release::run::{Options, release};
 use chitose_release::spec::{Contract, Spec};
 use chitose_runtime::procstat::{measure, peak_rss_bytes, table};
 use chitose_schemas::catalog::SchemaStore;
-use chitose_lake::Lake;
-use chitose_lake::delta::{Operation, Outcome};
-use chitose_lake::parquet::{FileWriter, properties};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -154,14 +154,7 @@ fn main() {
         .iter()
         .map(|c| (*c).to_owned())
         .collect();
-    let physical: SchemaRef = Arc::new(arrow_schema::Schema::new(
-        lake_schema
-            .fields()
-            .iter()
-            .filter(|f| !cols.contains(f.name()))
-            .cloned()
-            .collect::<Vec<_>>(),
-    ));
+    let physical = chitose_lake::tables::physical_schema(&lake_schema, &cols);
     let dir = std::env::temp_dir().join(format!("chitose-release-bench-{}", std::process::id()));
     let lake = Lake::open(dir.to_str().unwrap(), &BTreeMap::new()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -204,7 +197,13 @@ fn main() {
                 ),
             ];
             let f = table
-                .write(&snap, &partition, b, properties(128 * 1024, "chitose-bench"), 8 << 20)
+                .write(
+                    &snap,
+                    &partition,
+                    b,
+                    properties(128 * 1024, "chitose-bench"),
+                    8 << 20,
+                )
                 .await
                 .unwrap();
             on_disk += f.bytes;

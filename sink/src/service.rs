@@ -252,7 +252,8 @@ impl Sink {
             let snap = table
                 .create_or_evolve(&schema, &self.partition_columns)
                 .await?;
-            let physical = physical_of(&snap.schema()?, &self.partition_columns);
+            let physical =
+                chitose_lake::tables::physical_schema(&snap.schema()?, &self.partition_columns);
             self.tables.insert(
                 topic.to_owned(),
                 TableState {
@@ -730,18 +731,6 @@ impl Sink {
     }
 }
 
-/// The columns a data file holds: the table's minus the partition columns.
-fn physical_of(logical: &arrow_schema::SchemaRef, partition: &[String]) -> arrow_schema::SchemaRef {
-    Arc::new(arrow_schema::Schema::new(
-        logical
-            .fields()
-            .iter()
-            .filter(|f| !partition.contains(f.name()))
-            .cloned()
-            .collect::<Vec<_>>(),
-    ))
-}
-
 /// Deletes files that no commit will name (best effort: vacuum removes
 /// what is left).
 async fn discard(lake: &Lake, staged: &[Staged]) {
@@ -797,6 +786,18 @@ pub async fn run_with(
         "statistics.interval.ms",
         chitose_runtime::lag::STATS_INTERVAL_MS,
     );
+    // Rows wait up to a roll (60 s) anyway: fetches that wait for 1 MiB or
+    // a second cost a trickle one round trip per second per broker, not
+    // one per record (librdkafka's default, fetch.min.bytes = 1). The
+    // operator's own settings win.
+    for (k, v) in [
+        ("fetch.min.bytes", "1048576"),
+        ("fetch.wait.max.ms", "1000"),
+    ] {
+        if !cfg.kafka.properties.contains_key(k) {
+            cc.set(k, v);
+        }
+    }
     let consumer: StreamConsumer<Ctx> = cc.create_with_context(ctx.clone())?;
     consumer.subscribe(&[&cfg.input_pattern])?;
     // The log start offset does not depend on isolation; asking with
@@ -829,7 +830,9 @@ pub async fn run_with(
                 }
             }
         }
-        let mut batch: BTreeMap<(String, i32), Vec<OwnedMessage>> = BTreeMap::new();
+        // Per (topic, partition), in arrival order; a handful of keys, found
+        // without allocating a topic string per message.
+        let mut batch: Vec<((String, i32), Vec<OwnedMessage>)> = Vec::new();
         let mut n = 0;
         let deadline = Instant::now() + Duration::from_millis(cfg.batch_max_ms);
         let stop = loop {
@@ -840,7 +843,11 @@ pub async fn run_with(
                 r = tokio::time::timeout(left.max(Duration::from_millis(1)), consumer.recv()) => match r {
                     Ok(Ok(m)) => {
                         metrics.lag.saw(m.topic(), m.partition(), m.timestamp().to_millis());
-                        batch.entry((m.topic().to_owned(), m.partition())).or_default().push(m.detach());
+                        let (topic, partition) = (m.topic(), m.partition());
+                        match batch.iter_mut().find(|((t, p), _)| *p == partition && t == topic) {
+                            Some((_, v)) => v.push(m.detach()),
+                            None => batch.push(((topic.to_owned(), partition), vec![m.detach()])),
+                        }
                         n += 1;
                         if n >= cfg.batch_max_records || !ctx.0.lock().expect("not poisoned").is_empty() {
                             break false;
