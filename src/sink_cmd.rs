@@ -20,7 +20,7 @@ pub struct SinkArgs {
     /// The lake: a folder or s3://bucket/prefix (gs://, az://).
     #[arg(long)]
     lake: Option<String>,
-    /// Instance id (in the ledger).
+    /// Instance id (in logs).
     #[arg(long)]
     instance_id: Option<String>,
     /// Address of /metrics, /healthz, /readyz.

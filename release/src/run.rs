@@ -30,7 +30,7 @@ use std::fmt::Write;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReleaseError {
-    /// The lake's ledger or store.
+    /// The lake: a Delta log or the store.
     #[error(transparent)]
     Lake(#[from] LakeError),
     /// The object store.
