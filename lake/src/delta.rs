@@ -518,7 +518,11 @@ impl Table {
             }
             // What the commit depends on must be as the writer saw it.
             let ids: Vec<String> = txns.iter().map(|t| t.app_id.clone()).collect();
-            let now = self.app_versions(&snap, &ids).await?;
+            let now = if ids.is_empty() {
+                Vec::new()
+            } else {
+                self.app_versions(&snap, &ids).await?
+            };
             let moved: Vec<usize> = txns
                 .iter()
                 .zip(&now)

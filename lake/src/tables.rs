@@ -141,8 +141,3 @@ pub fn conform(
     )
     .map_err(|e| e.to_string())
 }
-
-/// Whether a data type is one the analysts' readers get right (used by tests).
-pub fn is_plain(dt: &DataType) -> bool {
-    !matches!(dt, DataType::Union(..) | DataType::Map(..))
-}

@@ -456,7 +456,7 @@ pub fn split(
         .collect()
 }
 
-pub use chitose_lake::tables::{is_plain, table_of};
+pub use chitose_lake::tables::table_of;
 
 /// Shared handle.
 pub type SharedSchemas = Arc<Schemas>;

@@ -72,11 +72,6 @@ impl Offsets {
         self.parts.remove(&partition);
     }
 
-    /// Whether the partition is owned.
-    pub fn owns(&self, partition: i32) -> bool {
-        self.parts.contains_key(&partition)
-    }
-
     /// A partition's state.
     pub fn get(&self, partition: i32) -> Option<Part> {
         self.parts.get(&partition).copied()

@@ -495,13 +495,19 @@ impl Sink {
                 .inc_by(duplicates);
             self.summary.skipped += duplicates;
         }
-        for (pkey, batch, _) in core::split(chunk, &keys, &keep) {
-            let batch = chitose_lake::tables::conform(&batch, &t.physical).map_err(|message| {
+        // The lake's shape once per chunk (types, column order, no
+        // partition columns: the keys hold them), then split.
+        let conformed = Chunk {
+            batch: chitose_lake::tables::conform(&chunk.batch, &t.physical).map_err(|message| {
                 CoreError::Decode {
                     offset: chunk.offsets[0],
                     message,
                 }
-            })?;
+            })?,
+            offsets: chunk.offsets.clone(),
+            fingerprint: chunk.fingerprint,
+        };
+        for (pkey, batch, _) in core::split(&conformed, &keys, &keep) {
             let b = t.bufs.entry(pkey).or_default();
             b.rows += batch.num_rows() as u64;
             b.bytes += batch.get_array_memory_size();
