@@ -21,7 +21,9 @@ use std::collections::HashMap;
 pub struct LagGauges {
     records: IntGaugeVec,
     seconds: IntGaugeVec,
-    last_ts: std::sync::Arc<std::sync::Mutex<HashMap<(String, i32), i64>>>,
+    /// Topic → partition → timestamp of the last record read (by topic
+    /// first, so a record is noted without allocating a key).
+    last_ts: std::sync::Arc<std::sync::Mutex<HashMap<String, HashMap<i32, i64>>>>,
 }
 
 impl LagGauges {
@@ -67,10 +69,15 @@ impl LagGauges {
     /// Remembers the Kafka timestamp (ms) of the last record read.
     pub fn saw(&self, topic: &str, partition: i32, ts_ms: Option<i64>) {
         if let Some(ts) = ts_ms {
-            self.last_ts
-                .lock()
-                .expect("not poisoned")
-                .insert((topic.to_owned(), partition), ts);
+            let mut map = self.last_ts.lock().expect("not poisoned");
+            match map.get_mut(topic) {
+                Some(parts) => {
+                    parts.insert(partition, ts);
+                }
+                None => {
+                    map.insert(topic.to_owned(), HashMap::from([(partition, ts)]));
+                }
+            }
         }
     }
 
@@ -110,7 +117,8 @@ impl LagGauges {
                     0
                 } else {
                     last_ts
-                        .get(&(topic.clone(), *p))
+                        .get(topic.as_str())
+                        .and_then(|parts| parts.get(p))
                         .map_or(0, |ts| ((now_ms - ts) / 1000).max(0))
                 };
                 self.seconds.with_label_values(&[topic, &label]).set(secs);
