@@ -1,4 +1,4 @@
-//! Parquet writers: zstd, statistics, dictionaries, a bloom filter on the
+//! Parquet writers: zstd (Snappy for small files), statistics, dictionaries, a bloom filter on the
 //! pseudonym, and row groups streamed into multipart uploads so a file is
 //! never held whole in memory.
 
@@ -19,21 +19,47 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use std::sync::Arc;
 
-/// The lake's Parquet settings.
+/// Files of fewer rows than this are written with Snappy, not zstd (see
+/// [`properties_sized`]).
+pub const SMALL_FILE_ROWS: usize = 10_000;
+
+/// The lake's Parquet settings for files of up to `row_group_rows` rows
+/// per row group and any size (zstd, a bloom filter sized for a row group).
 pub fn properties(row_group_rows: usize, created_by: &str) -> WriterProperties {
+    properties_sized(row_group_rows, usize::MAX, created_by)
+}
+
+/// The lake's Parquet settings for a file known to hold `rows` rows.
+///
+/// Two settings follow the size, because a small file's fixed costs were
+/// most of a trickle's CPU (issue 17: ~3 ms per file of ~40 columns):
+/// - the codec: parquet-rs sets up a zstd compressor *and* decompressor
+///   context per column, and each set-up runs `cpuid` (zstd's BMI2 probe),
+///   which traps to the hypervisor on a VM (~10 µs each here). Below
+///   [`SMALL_FILE_ROWS`] the file is Snappy (the Delta and Spark default,
+///   pure Rust, nothing to set up); such files are short-lived — compaction
+///   rewrites them with zstd;
+/// - the pseudonym's bloom filter is sized for the rows the file holds,
+///   not for a full row group (a 128 k-value filter allocated and folded
+///   per file of 30 rows).
+pub fn properties_sized(row_group_rows: usize, rows: usize, created_by: &str) -> WriterProperties {
+    let compression = if rows < SMALL_FILE_ROWS {
+        Compression::SNAPPY
+    } else {
+        Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level"))
+    };
+    let ndv = rows.clamp(1, row_group_rows.max(1)) as u64;
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("valid level"),
-        ))
+        .set_compression(compression)
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows))
         // Analysts look people up by pseudonym: row groups without it are skipped.
         .set_column_bloom_filter_enabled(ColumnPath::from("pseudonym"), true)
         .set_column_bloom_filter_fpp(ColumnPath::from("pseudonym"), 0.01)
-        // Sized for a row group, not the 1M-value default (1.2 MB allocated
-        // up front per open file).
-        .set_column_bloom_filter_max_ndv(ColumnPath::from("pseudonym"), row_group_rows as u64)
+        // Sized for what the file holds (at most a row group), not the
+        // 1M-value default (1.2 MB allocated up front per open file).
+        .set_column_bloom_filter_max_ndv(ColumnPath::from("pseudonym"), ndv)
         .set_created_by(format!("{created_by} {}", env!("CARGO_PKG_VERSION")))
         .build()
 }
@@ -202,4 +228,57 @@ pub async fn read_file(
             path: path.to_string(),
             message: e.to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    fn file(rows: usize) -> Bytes {
+        let ids: Vec<String> = (0..rows).map(|i| format!("p{i}")).collect();
+        let batch = RecordBatch::try_from_iter([(
+            "pseudonym",
+            Arc::new(arrow_array::StringArray::from(ids)) as arrow_array::ArrayRef,
+        )])
+        .unwrap();
+        let mut w = ArrowWriter::try_new(
+            Vec::new(),
+            batch.schema(),
+            Some(properties_sized(128 * 1024, rows, "test")),
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        Bytes::from(w.into_inner().unwrap())
+    }
+
+    #[test]
+    fn small_files_are_snappy_large_ones_zstd_and_both_keep_a_bloom_filter() {
+        for (rows, zstd) in [(30, false), (SMALL_FILE_ROWS, true)] {
+            let r = SerializedFileReader::new(file(rows)).unwrap();
+            let col = r.metadata().row_group(0).column(0);
+            let got = col.compression();
+            assert_eq!(
+                matches!(got, Compression::ZSTD(_)),
+                zstd,
+                "{rows} rows: {got:?}"
+            );
+            assert_eq!(got == Compression::SNAPPY, !zstd, "{rows} rows: {got:?}");
+            assert!(
+                col.bloom_filter_offset().is_some(),
+                "{rows} rows: bloom filter"
+            );
+            assert_eq!(r.metadata().file_metadata().num_rows(), rows as i64);
+        }
+        // The filter is sized for the file: 30 rows take far less than a
+        // row group's worth.
+        let small = SerializedFileReader::new(file(30)).unwrap();
+        let len = small
+            .metadata()
+            .row_group(0)
+            .column(0)
+            .bloom_filter_length();
+        assert!(len.is_some_and(|l| l < 1024), "{len:?}");
+    }
 }
