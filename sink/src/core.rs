@@ -400,9 +400,32 @@ pub fn decode(
 /// lack of one).
 pub type PartKey = Vec<Option<String>>;
 
-/// The lake partition of every row (`prefecture`, `event_month`, then the
-/// extra columns). A partition column missing from the table is an error.
-pub fn partition_keys(chunk: &Chunk, extra: &[String]) -> Result<Vec<PartKey>, CoreError> {
+/// Whether a message may be buffered: its framing, a Confluent id the
+/// sink has mapped, a known fingerprint of a version that can share the
+/// table. Cheap (no body decode): the sink checks every message as it is
+/// read and decodes later, in bulk ([`decode`] then finds body errors).
+pub fn admit(schemas: &Schemas, msg: &[u8], offset: i64) -> Result<u64, CoreError> {
+    let fp = match chitose_schemas::framing::unframe(msg) {
+        Ok(chitose_schemas::framing::Framed::Confluent { schema_id, .. }) => *schemas
+            .confluent
+            .get(&schema_id)
+            .ok_or(CoreError::UnknownSchemaId {
+                offset,
+                id: schema_id,
+            })?,
+        _ => fingerprint(msg, offset)?,
+    };
+    schemas.check(fp, offset)?;
+    Ok(fp)
+}
+
+/// A chunk's partition columns (`prefecture`, `event_month`, then the
+/// extra ones) as string arrays. A partition column missing from the
+/// table, or not a string, is an error.
+pub fn key_columns<'c>(
+    chunk: &'c Chunk,
+    extra: &[String],
+) -> Result<Vec<&'c StringArray>, CoreError> {
     let mut cols: Vec<&StringArray> = Vec::new();
     for name in chitose_lake::layout::PARTITION_COLUMNS
         .into_iter()
@@ -419,6 +442,13 @@ pub fn partition_keys(chunk: &Chunk, extra: &[String]) -> Result<Vec<PartKey>, C
             })?;
         cols.push(col);
     }
+    Ok(cols)
+}
+
+/// The lake partition of every row (`prefecture`, `event_month`, then the
+/// extra columns). A partition column missing from the table is an error.
+pub fn partition_keys(chunk: &Chunk, extra: &[String]) -> Result<Vec<PartKey>, CoreError> {
+    let cols = key_columns(chunk, extra)?;
     Ok((0..chunk.batch.num_rows())
         .map(|row| {
             cols.iter()
@@ -452,6 +482,60 @@ pub fn split(
                     .expect("indices are in range")
             };
             (k.clone(), batch, offsets)
+        })
+        .collect()
+}
+
+/// One lake partition's rows from [`regroup`]: its key, the rows, and
+/// where each came from as (batch, row).
+pub type Group = (PartKey, RecordBatch, Vec<(usize, usize)>);
+
+/// Rows of several batches grouped by lake partition, in key order: each
+/// group's key, its rows (gathered in one pass over every batch, in the
+/// batches' order) and where each row came from as (batch, row).
+///
+/// `keys[i]` are batch `i`'s partition columns ([`key_columns`]); the
+/// batches themselves may be another shape of the same rows (the lake's,
+/// without the partition columns) as long as they share one schema. A key
+/// is looked up without allocating; only a new group allocates.
+pub fn regroup(batches: &[RecordBatch], keys: &[Vec<&StringArray>]) -> Vec<Group> {
+    debug_assert_eq!(batches.len(), keys.len());
+    let mut index: HashMap<Vec<Option<&str>>, usize> = HashMap::new();
+    let mut groups: Vec<Vec<(usize, usize)>> = Vec::new();
+    let mut scratch: Vec<Option<&str>> = Vec::new();
+    for (b, cols) in keys.iter().enumerate() {
+        for row in 0..batches[b].num_rows() {
+            scratch.clear();
+            scratch.extend(cols.iter().map(|c| (!c.is_null(row)).then(|| c.value(row))));
+            let g = match index.get(scratch.as_slice()) {
+                Some(g) => *g,
+                None => {
+                    index.insert(scratch.clone(), groups.len());
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                }
+            };
+            groups[g].push((b, row));
+        }
+    }
+    let mut keyed: Vec<(Vec<Option<&str>>, usize)> = index.into_iter().collect();
+    keyed.sort();
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    keyed
+        .into_iter()
+        .map(|(k, g)| {
+            let rows = std::mem::take(&mut groups[g]);
+            let batch = if batches.len() == 1 && rows.len() == batches[0].num_rows() {
+                batches[0].clone()
+            } else {
+                arrow_select::interleave::interleave_record_batch(&refs, &rows)
+                    .expect("rows are in range and the batches share a schema")
+            };
+            (
+                k.into_iter().map(|v| v.map(str::to_owned)).collect(),
+                batch,
+                rows,
+            )
         })
         .collect()
 }

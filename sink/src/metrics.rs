@@ -79,11 +79,11 @@ impl SinkMetrics {
         };
         let buffered_bytes = gauge(
             "chitose_sink_buffered_bytes",
-            "Bytes of rows waiting for their table's next roll (Arrow, in memory).",
+            "Bytes of records waiting for their table's next roll (as read, then as Arrow once decoded).",
         );
         let buffered_partitions = gauge(
             "chitose_sink_buffered_partitions",
-            "Lake partitions with rows waiting for the next roll (each becomes one file).",
+            "Lake partitions with decoded rows waiting for the next roll (each becomes one file); records are decoded in bulk, so between decodes this counts only what was decoded.",
         );
         let oldest_unflushed = gauge(
             "chitose_sink_oldest_unflushed_seconds",

@@ -1,9 +1,16 @@
 //! `chitose sink`: the Kafka shell around [`crate::core`], landing rows in
 //! the lake's Delta tables.
 //!
-//! Rows are buffered per *lake* partition (table × prefecture × month)
-//! across every Kafka partition this instance owns, in Arrow, each batch
-//! tagged with its Kafka partition. A table rolls when its oldest row is
+//! Records are kept as read (their Avro bytes, back to back, after a cheap
+//! framing and schema check and the dedupe window) until a table holds
+//! [`STAGE_BYTES`] of them or rolls; then all of them are decoded in one
+//! pass and buffered per *lake* partition (table × prefecture × month)
+//! across every Kafka partition this instance owns, in Arrow, each row
+//! tagged with its Kafka partition. So a trickle pays the decode, the
+//! conversion to the lake's shape and the split once per roll, not once
+//! per poll (issue 17: a trickle of 8 hubs cost 13× the CPU per row of
+//! catching up when each poll's handful of rows was decoded and split).
+//! A table rolls when its oldest row is
 //! `roll_age_ms` old, a lake partition holds `roll_rows` or `roll_bytes`,
 //! or the sink is over `max_buffered_bytes` (the table holding most rolls
 //! first): one Parquet file per lake partition, one Delta commit per
@@ -22,6 +29,7 @@ use crate::config::SinkConfig;
 use crate::core::{self, Chunk, CoreError, PartKey, Schemas};
 use crate::metrics::SinkMetrics;
 use crate::offsets::{Due, Offsets};
+use arrow_array::RecordBatch;
 use chitose_lake::delta::{Outcome, Snap, Staged, Table, Txn};
 use chitose_lake::{Lake, LakeError, layout};
 use chitose_runtime::ops::{self, Readiness};
@@ -32,9 +40,9 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -115,12 +123,51 @@ impl ConsumerContext for Ctx {
     }
 }
 
-/// Rows of one lake partition waiting for the next roll, each batch
-/// tagged with its Kafka partition (so a revoked or lost partition's rows
-/// can be dropped).
+/// A table's records are decoded once this many of their bytes wait (or
+/// at its roll): ~25 000 records of the contract's size, so catching up
+/// decodes in batches as large as the roll's, and the Arrow they become
+/// is a few times this.
+pub const STAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Rows per decoded chunk.
+const STAGE_ROWS: usize = 64 * 1024;
+
+/// Messages of one Kafka partition, payloads back to back: one growing
+/// buffer per partition, not an owned message (topic, key, headers,
+/// payload) per record.
+#[derive(Default)]
+struct Records {
+    offsets: Vec<i64>,
+    ends: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl Records {
+    fn push(&mut self, offset: i64, payload: &[u8]) {
+        self.data.extend_from_slice(payload);
+        self.offsets.push(offset);
+        self.ends.push(self.data.len());
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (i64, &[u8])> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.offsets
+            .iter()
+            .zip(starts.zip(&self.ends))
+            .map(|(o, (s, e))| (*o, &self.data[s..*e]))
+    }
+
+    fn len(&self) -> usize {
+        self.offsets.len()
+    }
+}
+
+/// Rows of one lake partition waiting for the next roll, each row tagged
+/// with its Kafka partition (so a revoked or lost partition's rows can be
+/// dropped).
 #[derive(Default)]
 struct Buf {
-    batches: Vec<(i32, arrow_array::RecordBatch)>,
+    batches: Vec<(RecordBatch, Vec<i32>)>,
     rows: u64,
     bytes: usize,
 }
@@ -143,6 +190,9 @@ struct TableState {
     physical: arrow_schema::SchemaRef,
     offsets: Offsets,
     parts: BTreeMap<i32, PartState>,
+    /// Records read and admitted, not yet decoded, per Kafka partition.
+    raw: BTreeMap<i32, Records>,
+    raw_bytes: usize,
     bufs: BTreeMap<PartKey, Buf>,
     oldest: Option<Instant>,
     last_commit: Instant,
@@ -150,28 +200,54 @@ struct TableState {
 
 impl TableState {
     fn bytes(&self) -> usize {
-        self.bufs.values().map(|b| b.bytes).sum()
+        self.raw_bytes + self.bufs.values().map(|b| b.bytes).sum::<usize>()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.raw.is_empty() && self.bufs.is_empty()
     }
 
     fn drop_partition_rows(&mut self, partition: i32) -> u64 {
         let mut dropped = 0;
+        if let Some(r) = self.raw.remove(&partition) {
+            dropped += r.len() as u64;
+            self.raw_bytes -= r.data.len();
+        }
         for b in self.bufs.values_mut() {
-            b.batches.retain(|(p, batch)| {
-                let keep = *p != partition;
-                if !keep {
-                    dropped += batch.num_rows() as u64;
+            if !b
+                .batches
+                .iter()
+                .any(|(_, parts)| parts.contains(&partition))
+            {
+                continue;
+            }
+            let mut kept = Vec::with_capacity(b.batches.len());
+            for (batch, parts) in b.batches.drain(..) {
+                let gone = parts.iter().filter(|p| **p == partition).count();
+                dropped += gone as u64;
+                if gone == 0 {
+                    kept.push((batch, parts));
+                } else if gone < parts.len() {
+                    let mask: arrow_array::BooleanArray =
+                        parts.iter().map(|p| Some(*p != partition)).collect();
+                    let batch = arrow_select::filter::filter_record_batch(&batch, &mask)
+                        .expect("the mask has one entry per row");
+                    kept.push((
+                        batch,
+                        parts.into_iter().filter(|p| *p != partition).collect(),
+                    ));
                 }
-                keep
-            });
-            b.rows = b.batches.iter().map(|(_, x)| x.num_rows() as u64).sum();
+            }
+            b.batches = kept;
+            b.rows = b.batches.iter().map(|(x, _)| x.num_rows() as u64).sum();
             b.bytes = b
                 .batches
                 .iter()
-                .map(|(_, x)| x.get_array_memory_size())
+                .map(|(x, _)| x.get_array_memory_size())
                 .sum();
         }
         self.bufs.retain(|_, b| b.rows > 0);
-        if self.bufs.is_empty() {
+        if self.is_empty() {
             self.oldest = None;
         }
         dropped
@@ -192,6 +268,12 @@ pub struct Sink {
     /// Reused across batches (building one sets up every table schema);
     /// dropped after a decode error, whose state it may keep.
     decoder: Option<arrow_avro::reader::Decoder>,
+    /// Partitions that stopped at a record since the run loop last looked
+    /// (it pauses them in the consumer).
+    pauses: Vec<(String, i32, i64)>,
+    /// A table version was committed or read since the run loop last
+    /// looked (Kafka's advisory offsets are worth comparing).
+    versions_moved: bool,
     summary: RunSummary,
 }
 
@@ -230,6 +312,8 @@ impl Sink {
             metrics,
             tables: BTreeMap::new(),
             decoder: None,
+            pauses: Vec::new(),
+            versions_moved: false,
             summary: RunSummary::default(),
         })
     }
@@ -263,6 +347,8 @@ impl Sink {
                     physical,
                     offsets: Offsets::default(),
                     parts: BTreeMap::new(),
+                    raw: BTreeMap::new(),
+                    raw_bytes: 0,
                     bufs: BTreeMap::new(),
                     oldest: None,
                     last_commit: Instant::now(),
@@ -277,6 +363,7 @@ impl Sink {
     async fn recover(&mut self, topic: &str, partition: i32, low: i64) -> Result<i64, LakeError> {
         let app = self.app_id(topic, partition);
         let window = self.cfg.dedupe_window_records;
+        self.versions_moved = true;
         let t = self.table_state(topic).await?;
         t.snap = t.table.refresh(&t.snap).await?;
         let version = t.table.app_versions(&t.snap, &[app]).await?[0];
@@ -325,12 +412,12 @@ impl Sink {
     /// Asks the registry (when configured) which schema each new Confluent
     /// id stands for; ids of schemas the sink knows are mapped to their
     /// fingerprints.
-    async fn resolve_confluent_ids(&mut self, input: &[(i64, &[u8])]) {
+    async fn resolve_confluent_ids(&mut self, input: &Records) {
         use chitose_schemas::registry::SchemaRegistry;
         let Some(url) = self.cfg.registry_url.clone() else {
             return;
         };
-        let ids: std::collections::BTreeSet<u32> = input
+        let ids: BTreeSet<u32> = input
             .iter()
             .filter_map(|(_, m)| core::confluent_id(m))
             .filter(|id| !self.schemas.knows_confluent_id(*id))
@@ -359,135 +446,69 @@ impl Sink {
         }
     }
 
-    /// Buffers the rows of one polled batch of a partition. Returns the
-    /// offset and reason when the partition must pause at a record.
-    async fn land(
-        &mut self,
-        key: &(String, i32),
-        msgs: &[OwnedMessage],
-    ) -> Result<Option<(i64, String)>, LakeError> {
+    /// Takes the records of one polled batch of a partition: each is
+    /// admitted (framing, schema), skipped as a duplicate or kept as read
+    /// for the next decode. A record that cannot be admitted stops the
+    /// partition there (the ones before it are kept; never skipped).
+    async fn land(&mut self, key: &(String, i32), msgs: &Records) {
         let (topic, partition) = (&key.0, key.1);
         let Some(t) = self.tables.get_mut(topic) else {
-            return Ok(None);
+            return;
         };
         let (Some(pos), Some(ps)) = (t.offsets.get(partition), t.parts.get_mut(&partition)) else {
-            return Ok(None);
+            return;
         };
         if ps.paused.is_some() {
-            return Ok(None);
+            return;
         }
         let position = pos.position;
         // Records before the position are the window being read back.
-        for m in msgs.iter().filter(|m| m.offset() < position) {
-            if m.offset() >= ps.window_next
-                && let Some(id) = m.payload().and_then(crate::dedupe::event_id_of)
+        let mut fresh = false;
+        for (o, m) in msgs.iter() {
+            if o >= position {
+                fresh = true;
+            } else if o >= ps.window_next
+                && let Some(id) = crate::dedupe::event_id_of(m)
             {
-                ps.window.see(m.offset(), id);
-                ps.window_next = m.offset() + 1;
+                ps.window.see(o, id);
+                ps.window_next = o + 1;
             }
         }
-        let input: Vec<(i64, &[u8])> = msgs
-            .iter()
-            .filter(|m| m.offset() >= position)
-            .map(|m| (m.offset(), m.payload().unwrap_or(&[])))
-            .collect();
-        if input.is_empty() {
-            return Ok(None);
+        if !fresh {
+            return;
         }
-        self.resolve_confluent_ids(&input).await;
-        let mut decoder = self
-            .decoder
-            .take()
-            .unwrap_or_else(|| self.schemas.decoder(self.cfg.batch_max_records.max(1)));
-        let (chunks, err) = core::decode(&self.schemas, &mut decoder, &input);
-        if err.is_none() {
-            self.decoder = Some(decoder);
-        }
-        let mut err = err;
-        for chunk in &chunks {
-            if let Err(e) = self.buffer_chunk(key, chunk) {
-                // Rows before the bad one are buffered; the partition
-                // stops at it (never skipped).
-                err = Some(e);
-                break;
-            }
+        if self.cfg.registry_url.is_some() {
+            self.resolve_confluent_ids(msgs).await;
         }
         let t = self.tables.get_mut(topic).expect("checked");
-        match err {
-            None => {
-                t.offsets
-                    .read(partition, input.last().expect("non-empty").0 + 1);
-                self.update_gauges();
-                Ok(None)
+        let ps = t.parts.get_mut(&partition).expect("checked");
+        let raw = t.raw.entry(partition).or_default();
+        let before = raw.data.len();
+        let (mut next, mut duplicates, mut stop) = (position, 0u64, None);
+        for (o, m) in msgs.iter().filter(|(o, _)| *o >= position) {
+            if let Err(e) = core::admit(&self.schemas, m, o) {
+                stop = Some((o, e));
+                break;
             }
-            Some(e) => {
-                let at = match &e {
-                    CoreError::Framing { offset, .. }
-                    | CoreError::UnknownSchemaId { offset, .. }
-                    | CoreError::UnknownSchema { offset, .. }
-                    | CoreError::Decode { offset, .. }
-                    | CoreError::Partition { offset, .. } => *offset,
-                    CoreError::Incompatible { .. } => input
-                        .iter()
-                        .find(|(_, m)| {
-                            core::fingerprint(m, 0)
-                                .ok()
-                                .and_then(|fp| self.schemas.check(fp, 0).err())
-                                .is_some()
-                        })
-                        .map_or(position, |(o, _)| *o),
-                };
-                t.offsets.read(partition, at);
-                let reason = match e {
-                    CoreError::UnknownSchema { .. } | CoreError::UnknownSchemaId { .. } => {
-                        "unknown_schema"
-                    }
-                    CoreError::Incompatible { .. } => "incompatible_schema",
-                    CoreError::Partition { .. } => "partition_column",
-                    _ => "undecodable",
-                };
-                if let Some(ps) = t.parts.get_mut(&partition) {
-                    ps.paused = Some(reason.to_owned());
-                }
-                self.metrics
-                    .paused
-                    .with_label_values(&[&t.name, reason])
-                    .set(1);
-                tracing::error!(table = %t.name, partition, offset = at, error = %e,
-                    "partition paused: this record cannot be landed; the rows before it land, nothing after it is read until the cause is fixed and the sink restarted");
-                self.update_gauges();
-                Ok(Some((at, reason.to_owned())))
-            }
-        }
-    }
-
-    /// Adds a decoded chunk's rows to the lake partitions' buffers, minus
-    /// duplicates. Every row of the chunk is accounted for: buffered or
-    /// counted as skipped.
-    fn buffer_chunk(&mut self, key: &(String, i32), chunk: &Chunk) -> Result<(), CoreError> {
-        let keys = core::partition_keys(chunk, &self.cfg.partition_columns)?;
-        let ids = chunk.batch.column_by_name("event_id").and_then(|c| {
-            c.as_any()
-                .downcast_ref::<arrow_array::StringArray>()
-                .cloned()
-        });
-        let t = self.tables.get_mut(&key.0).expect("caller checked");
-        let ps = t.parts.get_mut(&key.1).expect("caller checked");
-        let mut keep = vec![true; keys.len()];
-        let mut duplicates = 0u64;
-        for (i, k) in keep.iter_mut().enumerate() {
-            let o = chunk.offsets[i];
-            if let Some(ids) = &ids
-                && o >= ps.window_next
-                && !arrow_array::Array::is_null(ids, i)
+            next = o + 1;
+            if o >= ps.window_next
+                && let Some(id) = crate::dedupe::event_id_of(m)
             {
                 ps.window_next = o + 1;
-                if ps.window.see(o, ids.value(i)) {
-                    *k = false;
+                if ps.window.see(o, id) {
                     duplicates += 1;
+                    continue;
                 }
             }
+            raw.push(o, m);
         }
+        t.raw_bytes += raw.data.len() - before;
+        if raw.len() == 0 {
+            t.raw.remove(&partition);
+        } else {
+            t.oldest.get_or_insert_with(Instant::now);
+        }
+        t.offsets.read(partition, next);
         if duplicates > 0 {
             self.metrics
                 .skipped
@@ -495,26 +516,115 @@ impl Sink {
                 .inc_by(duplicates);
             self.summary.skipped += duplicates;
         }
-        // The lake's shape once per chunk (types, column order, no
-        // partition columns: the keys hold them), then split.
-        let conformed = Chunk {
-            batch: chitose_lake::tables::conform(&chunk.batch, &t.physical).map_err(|message| {
-                CoreError::Decode {
-                    offset: chunk.offsets[0],
-                    message,
-                }
-            })?,
-            offsets: chunk.offsets.clone(),
-            fingerprint: chunk.fingerprint,
+        let big = t.raw_bytes >= STAGE_BYTES;
+        if let Some((at, e)) = stop {
+            self.pause(topic, partition, at, &e);
+        }
+        if big {
+            self.stage(topic);
+        }
+        self.update_gauges();
+    }
+
+    /// Stops a partition at the record at `at`: the rows before it land,
+    /// nothing from it on is read until the cause is fixed and the sink
+    /// restarted (the run loop pauses it in the consumer).
+    fn pause(&mut self, topic: &str, partition: i32, at: i64, e: &CoreError) {
+        let Some(t) = self.tables.get_mut(topic) else {
+            return;
         };
-        for (pkey, batch, _) in core::split(&conformed, &keys, &keep) {
-            let b = t.bufs.entry(pkey).or_default();
+        t.offsets.stop_at(partition, at);
+        let reason = match e {
+            CoreError::UnknownSchema { .. } | CoreError::UnknownSchemaId { .. } => "unknown_schema",
+            CoreError::Incompatible { .. } => "incompatible_schema",
+            CoreError::Partition { .. } => "partition_column",
+            _ => "undecodable",
+        };
+        if let Some(ps) = t.parts.get_mut(&partition) {
+            ps.paused = Some(reason.to_owned());
+        }
+        self.metrics
+            .paused
+            .with_label_values(&[&t.name, reason])
+            .set(1);
+        tracing::error!(table = %t.name, partition, offset = at, error = %e,
+            "partition paused: this record cannot be landed; the rows before it land, nothing after it is read until the cause is fixed and the sink restarted");
+        self.pauses.push((topic.to_owned(), partition, at));
+    }
+
+    /// Decodes every record a table holds as read, in one pass, into the
+    /// lake partitions' buffers. A record that does not decode (or a chunk
+    /// without the partition columns) stops its partition there: the rows
+    /// before it are buffered, the ones after it dropped and not counted
+    /// as read.
+    fn stage(&mut self, topic: &str) {
+        let Some(t) = self.tables.get_mut(topic) else {
+            return;
+        };
+        if t.raw.is_empty() {
+            return;
+        }
+        let raw = std::mem::take(&mut t.raw);
+        t.raw_bytes = 0;
+        let physical = t.physical.clone();
+        let mut decoder = self
+            .decoder
+            .take()
+            .unwrap_or_else(|| self.schemas.decoder(STAGE_ROWS));
+        let mut chunks: Vec<(i32, Chunk)> = Vec::new();
+        let mut stops: BTreeMap<i32, (i64, CoreError)> = BTreeMap::new();
+        for (p, recs) in &raw {
+            let input: Vec<(i64, &[u8])> = recs.iter().collect();
+            let (cs, err) = core::decode(&self.schemas, &mut decoder, &input);
+            chunks.extend(cs.into_iter().map(|c| (*p, c)));
+            if let Some(e) = err {
+                // The decoder may hold part of the bad record.
+                decoder = self.schemas.decoder(STAGE_ROWS);
+                let at = offset_of(&e).unwrap_or(recs.offsets[0]);
+                stops.insert(*p, (at, e));
+            }
+        }
+        self.decoder = Some(decoder);
+        // Each chunk's partition columns and the lake's shape (types,
+        // column order, no partition columns: the keys hold them), once.
+        let mut stopped: BTreeSet<i32> = BTreeSet::new();
+        let (mut batches, mut keys, mut tags) = (Vec::new(), Vec::new(), Vec::new());
+        for (p, c) in &chunks {
+            if stopped.contains(p) {
+                continue;
+            }
+            let shaped = core::key_columns(c, &self.cfg.partition_columns).and_then(|k| {
+                chitose_lake::tables::conform(&c.batch, &physical)
+                    .map(|b| (k, b))
+                    .map_err(|message| CoreError::Decode {
+                        offset: c.offsets[0],
+                        message,
+                    })
+            });
+            match shaped {
+                Ok((k, b)) => {
+                    keys.push(k);
+                    batches.push(b);
+                    tags.push(*p);
+                }
+                Err(e) => {
+                    stopped.insert(*p);
+                    stops.insert(*p, (c.offsets[0], e));
+                }
+            }
+        }
+        let groups = core::regroup(&batches, &keys);
+        let t = self.tables.get_mut(topic).expect("checked");
+        for (k, batch, rows) in groups {
+            let parts: Vec<i32> = rows.iter().map(|(b, _)| tags[*b]).collect();
+            let b = t.bufs.entry(k).or_default();
             b.rows += batch.num_rows() as u64;
             b.bytes += batch.get_array_memory_size();
-            b.batches.push((key.1, batch));
-            t.oldest.get_or_insert_with(Instant::now);
+            b.batches.push((batch, parts));
         }
-        Ok(())
+        for (p, (at, e)) in stops {
+            self.pause(topic, p, at, &e);
+        }
     }
 
     /// Writes a table's buffers (one file per lake partition) and commits
@@ -522,6 +632,7 @@ impl Sink {
     /// another writer committed first (to be read again from the table).
     async fn flush(&mut self, topic: &str) -> Result<Vec<Reseek>, LakeError> {
         let started = Instant::now();
+        self.stage(topic);
         let app_id = |p: i32| layout::app_id(&self.cfg.group_id, topic, p);
         let t = self.tables.get(topic).expect("caller checked");
         let due: Vec<Due> = t.offsets.due();
@@ -546,9 +657,13 @@ impl Sink {
                 .zip(k.iter().cloned())
                 .collect();
             let batches: Vec<arrow_array::RecordBatch> =
-                b.batches.iter().map(|(_, x)| x.clone()).collect();
+                b.batches.iter().map(|(x, _)| x.clone()).collect();
             let (table, snap, physical) = (t.table.clone(), t.snap.clone(), t.physical.clone());
-            let props = chitose_lake::parquet::properties(self.cfg.row_group_rows, "chitose-sink");
+            let props = chitose_lake::parquet::properties_sized(
+                self.cfg.row_group_rows,
+                b.rows as usize,
+                "chitose-sink",
+            );
             let part_bytes = self.cfg.upload_part_bytes;
             writes.push(async move {
                 let batch = arrow_select::concat::concat_batches(&physical, &batches)
@@ -600,6 +715,7 @@ impl Sink {
                 let version = snap.version();
                 t.snap = snap;
                 t.offsets.committed(&due);
+                self.versions_moved = true;
                 t.bufs.clear();
                 t.oldest = None;
                 t.last_commit = Instant::now();
@@ -688,7 +804,7 @@ impl Sink {
                     .values()
                     .any(|b| b.rows >= self.cfg.roll_rows || b.bytes as u64 >= self.cfg.roll_bytes)
                 // Everything read was skipped: move the version on.
-                || (t.bufs.is_empty() && !t.offsets.due().is_empty() && t.last_commit.elapsed() >= age);
+                || (t.is_empty() && !t.offsets.due().is_empty() && t.last_commit.elapsed() >= age);
             if due {
                 match self.flush(topic).await {
                     Ok(r) => reseek.extend(r),
@@ -734,6 +850,18 @@ impl Sink {
                 })
             })
             .collect()
+    }
+}
+
+/// The offset a core error names.
+fn offset_of(e: &CoreError) -> Option<i64> {
+    match e {
+        CoreError::Framing { offset, .. }
+        | CoreError::UnknownSchemaId { offset, .. }
+        | CoreError::UnknownSchema { offset, .. }
+        | CoreError::Decode { offset, .. }
+        | CoreError::Partition { offset, .. } => Some(*offset),
+        _ => None,
     }
 }
 
@@ -838,23 +966,36 @@ pub async fn run_with(
         }
         // Per (topic, partition), in arrival order; a handful of keys, found
         // without allocating a topic string per message.
-        let mut batch: Vec<((String, i32), Vec<OwnedMessage>)> = Vec::new();
+        let mut batch: Vec<((String, i32), Records)> = Vec::new();
         let mut n = 0;
-        let deadline = Instant::now() + Duration::from_millis(cfg.batch_max_ms);
+        // The batch's clock starts at its first record: an idle sink wakes
+        // only for the tick (idle CPU is most of a trickle's cost).
+        let mut deadline: Option<Instant> = None;
         let stop = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::from_secs(3600), |d| {
+                d.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1))
+            });
             tokio::select! {
                 _ = shutdown.wait() => break true,
                 _ = tick.tick() => break false,
-                r = tokio::time::timeout(left.max(Duration::from_millis(1)), consumer.recv()) => match r {
+                r = tokio::time::timeout(left, consumer.recv()) => match r {
                     Ok(Ok(m)) => {
                         metrics.lag.saw(m.topic(), m.partition(), m.timestamp().to_millis());
                         let (topic, partition) = (m.topic(), m.partition());
+                        let payload = m.payload().unwrap_or(&[]);
                         match batch.iter_mut().find(|((t, p), _)| *p == partition && t == topic) {
-                            Some((_, v)) => v.push(m.detach()),
-                            None => batch.push(((topic.to_owned(), partition), vec![m.detach()])),
+                            Some((_, v)) => v.push(m.offset(), payload),
+                            None => {
+                                let mut v = Records::default();
+                                v.push(m.offset(), payload);
+                                batch.push(((topic.to_owned(), partition), v));
+                            }
                         }
                         n += 1;
+                        deadline.get_or_insert_with(|| {
+                            Instant::now() + Duration::from_millis(cfg.batch_max_ms)
+                        });
                         if n >= cfg.batch_max_records || !ctx.0.lock().expect("not poisoned").is_empty() {
                             break false;
                         }
@@ -865,21 +1006,15 @@ pub async fn run_with(
             }
         };
         for (key, msgs) in batch {
-            match sink.land(&key, &msgs).await {
-                Ok(Some((at, _))) => {
-                    let mut tpl = TopicPartitionList::new();
-                    tpl.add_partition(&key.0, key.1);
-                    let _ = consumer.pause(&tpl);
-                    tracing::warn!(topic = %key.0, partition = key.1, at, "paused");
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(topic = %key.0, partition = key.1, error = %e, "landing failed; re-reading the partition from the table's version");
-                    recover_and_seek(&mut sink, &consumer, &watermarks, &key).await;
-                }
-            }
+            sink.land(&key, &msgs).await;
         }
         let (reseek, failed) = sink.roll(stop).await;
+        for (topic, partition, at) in std::mem::take(&mut sink.pauses) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, partition);
+            let _ = consumer.pause(&tpl);
+            tracing::warn!(%topic, partition, at, "paused");
+        }
         for key in reseek {
             recover_and_seek(&mut sink, &consumer, &watermarks, &key).await;
         }
@@ -890,7 +1025,8 @@ pub async fn run_with(
         // Kafka offsets follow the table (advisory: tools show lag from
         // them), committed only when they moved.
         let mut tpl = TopicPartitionList::new();
-        for (topic, p, v) in sink.committed() {
+        let moved = std::mem::take(&mut sink.versions_moved);
+        for (topic, p, v) in if moved { sink.committed() } else { Vec::new() } {
             if advised.get(&(topic.clone(), p)) != Some(&v) {
                 let _ = tpl.add_partition_offset(&topic, p, Offset::Offset(v));
                 advised.insert((topic, p), v);

@@ -243,3 +243,86 @@ fn a_version_that_changes_a_column_type_is_refused_and_one_that_adds_a_column_is
     }
     assert_eq!(core::table_of("chitose.pseudo.LabResult"), "lab_result");
 }
+
+#[test]
+fn regroup_gathers_rows_of_several_chunks_as_split_does_per_chunk() {
+    // Three chunks (as three Kafka partitions' records decoded at one roll),
+    // grouped at once: each lake partition's rows are exactly what split
+    // gives per chunk, concatenated in chunk order.
+    let msgs = encounters(450);
+    let schemas = Schemas::new(&SchemaStore::embedded());
+    let mut chunks = Vec::new();
+    for part in refs(&msgs).chunks(150) {
+        let (cs, err) = core::decode(&schemas, &mut schemas.decoder(1000), part);
+        assert!(err.is_none(), "{err:?}");
+        chunks.extend(cs);
+    }
+    assert_eq!(chunks.len(), 3);
+    let keys: Vec<_> = chunks
+        .iter()
+        .map(|c| core::key_columns(c, &[]).unwrap())
+        .collect();
+    let batches: Vec<_> = chunks.iter().map(|c| c.batch.clone()).collect();
+    let groups = core::regroup(&batches, &keys);
+    assert!(groups.len() > 1, "the simulator spans several partitions");
+    assert!(groups.windows(2).all(|w| w[0].0 < w[1].0), "key order");
+    let mut want: std::collections::BTreeMap<core::PartKey, Vec<String>> = Default::default();
+    for c in &chunks {
+        let k = core::partition_keys(c, &[]).unwrap();
+        for (key, b, _) in core::split(c, &k, &vec![true; k.len()]) {
+            let ids = b.column_by_name("event_id").unwrap();
+            let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
+            want.entry(key)
+                .or_default()
+                .extend(ids.iter().map(|v| v.unwrap().to_owned()));
+        }
+    }
+    let mut total = 0;
+    for (key, b, rows) in &groups {
+        assert_eq!(b.num_rows(), rows.len());
+        let ids = b.column_by_name("event_id").unwrap();
+        let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
+        let got: Vec<String> = ids.iter().map(|v| v.unwrap().to_owned()).collect();
+        assert_eq!(Some(&got), want.get(key), "{key:?}");
+        for (i, (c, r)) in rows.iter().enumerate() {
+            let src = chunks[*c].batch.column_by_name("event_id").unwrap();
+            let src = src.as_any().downcast_ref::<StringArray>().unwrap();
+            assert_eq!(src.value(*r), got[i], "provenance of row {i}");
+        }
+        total += b.num_rows();
+    }
+    assert_eq!(total, 450);
+    assert_eq!(groups.len(), want.len());
+}
+
+#[test]
+fn admit_checks_framing_and_schema_without_decoding_the_body() {
+    let msgs = encounters(2);
+    let schemas = Schemas::new(&SchemaStore::embedded());
+    assert!(core::admit(&schemas, &msgs[0].1, 5).is_ok());
+    // A body cut short is admitted: only its decode (in bulk, later)
+    // finds it, at its offset.
+    let cut = &msgs[1].1[..12];
+    assert!(core::admit(&schemas, cut, 6).is_ok());
+    let (_, err) = core::decode(&schemas, &mut schemas.decoder(8), &[(6, cut)]);
+    assert!(
+        matches!(err, Some(CoreError::Decode { offset: 6, .. })),
+        "{err:?}"
+    );
+    let e = core::admit(&schemas, b"{\"json\": 1}", 7).unwrap_err();
+    assert!(matches!(e, CoreError::Framing { offset: 7, .. }), "{e:?}");
+    let mut unknown = msgs[0].1.clone();
+    unknown[2..10].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    let e = core::admit(&schemas, &unknown, 8).unwrap_err();
+    assert!(
+        matches!(e, CoreError::UnknownSchema { offset: 8, .. }),
+        "{e:?}"
+    );
+    let mut confluent = vec![0u8, 0, 0, 0, 42];
+    confluent.extend_from_slice(&msgs[0].1[10..]);
+    let e = core::admit(&schemas, &confluent, 9).unwrap_err();
+    assert!(
+        matches!(e, CoreError::UnknownSchemaId { offset: 9, id: 42 }),
+        "{e:?}"
+    );
+}
