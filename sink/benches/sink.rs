@@ -189,7 +189,7 @@ fn main() {
             },
         ));
         results.push(measure(
-            "sink core: decode, partition, split, lake Parquet → object_store",
+            "sink core: decode, partition, regroup, lake Parquet → object_store",
             n as u64,
             || {
                 rt.block_on(async {
@@ -199,10 +199,16 @@ fn main() {
                         for part in rows.chunks(8192) {
                             let (chunks, err) = core::decode(&schemas, &mut d, part);
                             assert!(err.is_none(), "{err:?}");
-                            for c in chunks {
-                                let keys = core::partition_keys(&c, &[]).unwrap();
-                                let keep = vec![true; keys.len()];
-                                for (k, b, _) in core::split(&c, &keys, &keep) {
+                            // Grouped as the service does: all chunks of a
+                            // decode at once, one interleave per lake partition.
+                            let keys: Vec<_> = chunks
+                                .iter()
+                                .map(|c| core::key_columns(c, &[]).unwrap())
+                                .collect();
+                            let batches: Vec<RecordBatch> =
+                                chunks.iter().map(|c| c.batch.clone()).collect();
+                            {
+                                for (k, b, _) in core::regroup(&batches, &keys) {
                                     if !writers.contains_key(&k) {
                                         let folder: Vec<&str> = k
                                             .iter()

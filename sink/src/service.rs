@@ -520,10 +520,10 @@ impl Sink {
         if let Some((at, e)) = stop {
             self.pause(topic, partition, at, &e);
         }
+        // The gauges follow at the roll check after this poll's records.
         if big {
             self.stage(topic);
         }
-        self.update_gauges();
     }
 
     /// Stops a partition at the record at `at`: the rows before it land,
