@@ -33,6 +33,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../avro/pseudo/encounter.v2.avsc"),
     ),
     (
+        "pseudo/encounter.v3.avsc",
+        include_str!("../avro/pseudo/encounter.v3.avsc"),
+    ),
+    (
         "pseudo/diagnosis.v1.avsc",
         include_str!("../avro/pseudo/diagnosis.v1.avsc"),
     ),
@@ -45,12 +49,20 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../avro/pseudo/diagnosis.v3.avsc"),
     ),
     (
+        "pseudo/diagnosis.v4.avsc",
+        include_str!("../avro/pseudo/diagnosis.v4.avsc"),
+    ),
+    (
         "pseudo/lab_result.v1.avsc",
         include_str!("../avro/pseudo/lab_result.v1.avsc"),
     ),
     (
         "pseudo/lab_result.v2.avsc",
         include_str!("../avro/pseudo/lab_result.v2.avsc"),
+    ),
+    (
+        "pseudo/lab_result.v3.avsc",
+        include_str!("../avro/pseudo/lab_result.v3.avsc"),
     ),
     (
         "pseudo/prescription.v1.avsc",
@@ -65,12 +77,20 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../avro/pseudo/prescription.v3.avsc"),
     ),
     (
+        "pseudo/prescription.v4.avsc",
+        include_str!("../avro/pseudo/prescription.v4.avsc"),
+    ),
+    (
         "pseudo/checkup.v1.avsc",
         include_str!("../avro/pseudo/checkup.v1.avsc"),
     ),
     (
         "pseudo/checkup.v2.avsc",
         include_str!("../avro/pseudo/checkup.v2.avsc"),
+    ),
+    (
+        "pseudo/checkup.v3.avsc",
+        include_str!("../avro/pseudo/checkup.v3.avsc"),
     ),
     (
         "pseudo/vaccination.v1.avsc",
@@ -81,12 +101,24 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../avro/pseudo/vaccination.v2.avsc"),
     ),
     (
+        "pseudo/vaccination.v3.avsc",
+        include_str!("../avro/pseudo/vaccination.v3.avsc"),
+    ),
+    (
         "pseudo/allergy.v1.avsc",
         include_str!("../avro/pseudo/allergy.v1.avsc"),
     ),
     (
+        "pseudo/allergy.v2.avsc",
+        include_str!("../avro/pseudo/allergy.v2.avsc"),
+    ),
+    (
         "pseudo/correction.v1.avsc",
         include_str!("../avro/pseudo/correction.v1.avsc"),
+    ),
+    (
+        "pseudo/correction.v2.avsc",
+        include_str!("../avro/pseudo/correction.v2.avsc"),
     ),
 ];
 

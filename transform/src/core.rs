@@ -93,6 +93,11 @@ pub struct Scratch {
     pub pseudonym: String,
     linkage: String,
     event_id: String,
+    /// Every basis's pseudonym under every key (`linkage_pseudonyms`), and
+    /// its buffers.
+    links: String,
+    link_key: String,
+    link_macs: Vec<[u8; 32]>,
     ids: std::cell::RefCell<IdCache>,
 }
 
@@ -135,6 +140,8 @@ pub struct Transformer {
     municipalities: HashMap<String, String>,
     postal: HashMap<String, Vec<(String, String)>>,
     icd: HashMap<String, Icd>,
+    /// The policy keeps `linkage_pseudonyms` (else they are not computed).
+    links: bool,
 }
 
 impl std::fmt::Debug for Transformer {
@@ -207,7 +214,13 @@ impl Transformer {
                 }
             }
         }
+        let links = plans.iter().any(|p| {
+            p.slots
+                .iter()
+                .any(|s| matches!(s.source, Source::Added("linkage_pseudonyms")))
+        });
         Ok(Transformer {
+            links,
             codec: RawCodec::new(store),
             plans,
             policy,
@@ -265,6 +278,15 @@ impl Transformer {
         let basis = pseudonym::linkage_key(ev, &self.policy.linkage, &mut s.linkage);
         pseudonym::pseudonym(&self.keys, &s.linkage, &mut s.pseudonym);
         pseudonym::event_id(&self.keys, ev, &mut s.event_id);
+        if self.links {
+            pseudonym::linkage_pseudonyms(
+                &self.keys,
+                ev,
+                &self.policy.linkage,
+                (&mut s.link_key, &mut s.link_macs),
+                &mut s.links,
+            );
+        }
         let shift = pseudonym::date_shift_days(&self.keys, &s.linkage, self.policy.max_shift_days);
         let plan = &self.plans[EventType::ALL
             .iter()
@@ -277,6 +299,7 @@ impl Transformer {
             table: ev.event_type.symbol(),
             pseudonym: &s.pseudonym,
             event_id: &s.event_id,
+            links: &s.links,
             basis,
             shift,
             event_day: jst_day(ev.occurred_at.0),
@@ -347,6 +370,7 @@ struct Ctx<'a> {
     table: &'static str,
     pseudonym: &'a str,
     event_id: &'a str,
+    links: &'a str,
     basis: Basis,
     shift: i32,
     event_day: i32,
@@ -459,6 +483,7 @@ impl<'a> Ctx<'a> {
                     _ => Val::Null,
                 },
                 "linkage_basis" => Val::Str(self.basis.name()),
+                "linkage_pseudonyms" => Val::Str(self.links),
                 "policy_profile" => Val::Str(&self.t.policy.profile),
                 "policy_version" => Val::Str(&self.t.policy.version),
                 "source_topic" => Val::Str(self.src.topic),

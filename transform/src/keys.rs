@@ -313,6 +313,15 @@ impl KeyRing {
         self.keys.keys().map(String::as_str)
     }
 
+    /// Ids of the pseudonym keys loaded: the current one and any kept for a
+    /// rotation (every key but the date-shift and event-id keys).
+    pub fn pseudonym_ids(&self) -> impl Iterator<Item = &str> {
+        let date = self.date_shift.as_ref().map(|(id, _)| id.as_str());
+        let event = self.event_id.0.as_str();
+        self.ids()
+            .filter(move |id| Some(*id) != date && *id != event)
+    }
+
     /// HMAC-SHA256 of `data` under key `id`.
     pub fn mac(&self, id: &str, parts: &[&[u8]]) -> Option<[u8; 32]> {
         let mut m = self.keys.get(id)?.clone();

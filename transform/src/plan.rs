@@ -24,6 +24,10 @@ pub const ADDED: &[(&str, &str)] = &[
         "id of the key that shifted the dates (null when not shifted)",
     ),
     ("linkage_basis", "which linkage basis made the pseudonym"),
+    (
+        "linkage_pseudonyms",
+        "the pseudonyms of every basis the inputs allow, under every pseudonym key loaded",
+    ),
     ("policy_profile", "this profile's name"),
     ("policy_version", "this profile's version"),
     (

@@ -97,53 +97,99 @@ fn part(out: &mut String, norm: impl FnOnce(&mut String)) -> bool {
     len > 0
 }
 
-/// Builds the linkage key of the first applicable basis into `out`:
-/// `v2/<basis>` then the basis's parts, each length-prefixed.
+/// Builds the linkage key of basis `b` into `out` (`v2/<basis>` then the
+/// basis's parts, each length-prefixed); false when the record's inputs do
+/// not allow the basis.
+pub fn basis_key(ev: &RawEvent, b: Basis, out: &mut String) -> bool {
+    out.clear();
+    out.push_str("v2/");
+    out.push_str(b.name());
+    out.push('/');
+    match b {
+        // The insurance tuple names a person only with its 枝番: without
+        // the branch number it names a family (every dependant of one
+        // insured person), so the basis falls through.
+        Basis::Insurance => match &ev.patient.insurance {
+            Some(i) => {
+                let insurer_ok = part(out, |o| normalize_id(&i.insurer_number, o));
+                part(out, |o| {
+                    normalize_id(i.insured_symbol.as_deref().unwrap_or(""), o)
+                });
+                let number_ok = part(out, |o| normalize_id(&i.insured_number, o));
+                let branch_ok = part(out, |o| {
+                    normalize_id(i.insured_branch.as_deref().unwrap_or(""), o)
+                });
+                insurer_ok && number_ok && branch_ok
+            }
+            None => false,
+        },
+        Basis::KanaBirthSex => match &ev.patient.name_kana {
+            Some(k) if ev.patient.sex != Sex::Unknown => {
+                let kana_ok = part(out, |o| normalize_kana(k, o));
+                part(out, |o| o.push_str(&ev.patient.birth_date.0.to_string()));
+                part(out, |o| o.push_str(ev.patient.sex.symbol()));
+                kana_ok
+            }
+            _ => false,
+        },
+        Basis::HubLocal => {
+            part(out, |o| normalize_id(&ev.facility_code, o));
+            part(out, |o| normalize_id(&ev.patient.local_patient_id, o));
+            true
+        }
+    }
+}
+
+/// Builds the linkage key of the first applicable basis into `out`.
 pub fn linkage_key(ev: &RawEvent, bases: &[Basis], out: &mut String) -> Basis {
     for &b in bases {
-        out.clear();
-        out.push_str("v2/");
-        out.push_str(b.name());
-        out.push('/');
-        let applies = match b {
-            // The insurance tuple names a person only with its 枝番: without
-            // the branch number it names a family (every dependant of one
-            // insured person), so the basis falls through.
-            Basis::Insurance => match &ev.patient.insurance {
-                Some(i) => {
-                    let insurer_ok = part(out, |o| normalize_id(&i.insurer_number, o));
-                    part(out, |o| {
-                        normalize_id(i.insured_symbol.as_deref().unwrap_or(""), o)
-                    });
-                    let number_ok = part(out, |o| normalize_id(&i.insured_number, o));
-                    let branch_ok = part(out, |o| {
-                        normalize_id(i.insured_branch.as_deref().unwrap_or(""), o)
-                    });
-                    insurer_ok && number_ok && branch_ok
-                }
-                None => false,
-            },
-            Basis::KanaBirthSex => match &ev.patient.name_kana {
-                Some(k) if ev.patient.sex != Sex::Unknown => {
-                    let kana_ok = part(out, |o| normalize_kana(k, o));
-                    part(out, |o| o.push_str(&ev.patient.birth_date.0.to_string()));
-                    part(out, |o| o.push_str(ev.patient.sex.symbol()));
-                    kana_ok
-                }
-                _ => false,
-            },
-            Basis::HubLocal => {
-                part(out, |o| normalize_id(&ev.facility_code, o));
-                part(out, |o| normalize_id(&ev.patient.local_patient_id, o));
-                true
-            }
-        };
-        if applies {
+        if basis_key(ev, b, out) {
             return b;
         }
     }
     // Policies must end with hub_local (checked at load), which always applies.
     unreachable!("hub_local is the last basis of every policy")
+}
+
+/// The pseudonyms of every basis in `bases` the record allows, under every
+/// pseudonym key of the ring (the current one and those kept loaded for a
+/// rotation), sorted, deduplicated and space-separated into `out`.
+///
+/// One person reaches the lake under several pseudonyms — a feed without
+/// insurance falls back to another basis, an insurance change (the move to
+/// 後期高齢者医療 at 75) makes a new insurance key, a rotation a new key —
+/// and a release that counted pseudonyms would count that person several
+/// times. Any two records of one person that share a basis (or a key era)
+/// share one of these values, so the release can join them (union–find)
+/// without ever seeing an input. `key` and `macs` are buffers (no
+/// allocation per record once they have grown).
+pub fn linkage_pseudonyms(
+    keys: &KeyRing,
+    ev: &RawEvent,
+    bases: &[Basis],
+    (key, macs): (&mut String, &mut Vec<[u8; 32]>),
+    out: &mut String,
+) {
+    out.clear();
+    macs.clear();
+    for &b in bases {
+        if !basis_key(ev, b, key) {
+            continue;
+        }
+        for id in keys.pseudonym_ids() {
+            if let Some(m) = keys.mac(id, &[key.as_bytes()]) {
+                macs.push(m);
+            }
+        }
+    }
+    macs.sort_unstable();
+    macs.dedup();
+    for m in macs.iter() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        base32(m, out);
+    }
 }
 
 /// Whether the record had an insurance tuple that could not be used because
