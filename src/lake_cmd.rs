@@ -7,6 +7,7 @@
 use anyhow::{Context, Result, bail};
 use chitose_lake::Lake;
 use chitose_lake::tables::TableSchemas;
+use chitose_release::core::Who;
 use chitose_schemas::catalog::SchemaStore;
 use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
@@ -155,8 +156,8 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
             check,
             json,
         } => {
-            let (qi, rare, spec_k) = match &spec {
-                None => (qi, vec![], None),
+            let (qi, rare, spec_k, linked) = match &spec {
+                None => (qi, vec![], None, true),
                 Some(path) => {
                     let spec = crate::release_cmd::load_spec(path, &store, &schemas)?;
                     let t = spec
@@ -169,17 +170,46 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
                                 path.display()
                             )
                         })?;
-                    (t.qi_columns(), t.rare_rules(), Some(spec.k))
+                    // A release is counted over its whole groups: every qi
+                    // and every rare column as released.
+                    let mut qi = t.qi_columns();
+                    if release.is_some() {
+                        qi.extend(t.rare_rules().into_iter().map(|(c, _)| c));
+                    }
+                    (qi, t.rare_rules(), Some(spec.k), t.pseudonym)
                 }
             };
             let k = k.or(spec_k).unwrap_or(5);
-            let patient = (!records).then_some(patient_column);
+            // A release without pseudonyms names no one: its records are
+            // counted (the weaker reading).
+            let patient = (!records && (release.is_none() || linked)).then_some(patient_column);
             let audit = rt.block_on(async {
-                let snap = match &release {
-                    None => chitose_release::run::snapshot(&lake, &table).await?,
-                    Some(id) => chitose_release::run::released(&lake, id, &table).await?,
+                let (snap, who) = match (&release, patient) {
+                    (_, None) => {
+                        let snap = match &release {
+                            None => chitose_release::run::snapshot(&lake, &table).await?,
+                            Some(id) => chitose_release::run::released(&lake, id, &table).await?,
+                        };
+                        (snap, Who::Records)
+                    }
+                    // The lake's people: its pseudonyms joined across
+                    // linkage bases and keys, over every table.
+                    (None, Some(c)) if c == chitose_release::people::PSEUDONYM => {
+                        let snap = chitose_release::run::snapshot(&lake, &table).await?;
+                        let snaps = [(table.clone(), snap.clone())].into_iter().collect();
+                        let (people, _) = chitose_release::run::people(&lake, &snaps, 8192).await?;
+                        (snap, Who::People(std::sync::Arc::new(people)))
+                    }
+                    (None, Some(c)) => (
+                        chitose_release::run::snapshot(&lake, &table).await?,
+                        Who::Column(c),
+                    ),
+                    (Some(id), Some(c)) => (
+                        chitose_release::run::released(&lake, id, &table).await?,
+                        Who::Column(c),
+                    ),
                 };
-                chitose_release::run::audit(&lake, snap, &qi, &rare, patient, k, 8192).await
+                chitose_release::run::audit(&lake, snap, &qi, &rare, who, k, 8192).await
             })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&audit)?);
@@ -221,7 +251,7 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
                 println!("classes by patients         {}", sizes.join(", "));
                 for r in &audit.rare {
                     println!(
-                        "rare {:<22} {} of {} (area, period, value) groups below {} patients, {} records",
+                        "rare {:<22} {} of {} (class, value) groups below {} patients, {} records",
                         r.column, r.groups_below, r.groups, r.threshold, r.records_below
                     );
                 }

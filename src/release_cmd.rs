@@ -34,6 +34,15 @@ pub struct ReleaseArgs {
     /// Records per batch read (memory: about this many rows of one table).
     #[arg(long, default_value_t = 8192)]
     batch_rows: usize,
+    /// Released rows the shuffle holds in memory at once; more spill to
+    /// local files (in TMPDIR) in buckets of this size.
+    #[arg(long, default_value_t = 1_000_000)]
+    shuffle_rows: usize,
+    /// Release even when an earlier release (in the ledger) used the same
+    /// records at another granularity: the two can be intersected to
+    /// single people out. Recorded in the ledger and the report.
+    #[arg(long)]
+    allow_composition: bool,
     /// Logs as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -85,6 +94,8 @@ pub fn run(a: ReleaseArgs) -> Result<ExitCode> {
         rows_per_file: a.rows_per_file.max(1),
         batch_rows: a.batch_rows.max(1),
         dry_run: a.dry_run,
+        allow_composition: a.allow_composition,
+        shuffle_rows: a.shuffle_rows.max(1),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -66,15 +66,23 @@ fn python(args: &[&str]) -> Value {
     json(&out)
 }
 
-/// DuckDB's facts about a release.
-fn check(dir: &Path, release: &str) -> Value {
+/// The independent oracle's facts about a release made with `spec`
+/// (tests/python/check_release.py: DuckDB and Python, people from the
+/// planted ground truth in `truth` where given).
+fn check_with(dir: &Path, release: &str, spec: &str, truth: Option<&Path>) -> Value {
     let script = helpers::repo().join("tests/python/check_release.py");
-    python(&[
-        script.to_str().unwrap(),
-        dir.join("lake").to_str().unwrap(),
-        release,
-        &spec(),
-    ])
+    let mut args = vec![
+        script.to_str().unwrap().to_owned(),
+        dir.join("lake").to_str().unwrap().to_owned(),
+        release.to_owned(),
+        spec.to_owned(),
+    ];
+    args.extend(truth.map(|t| t.to_str().unwrap().to_owned()));
+    python(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn check(dir: &Path, release: &str) -> Value {
+    check_with(dir, release, &spec(), None)
 }
 
 /// Every object of the lake with its size and modification time.
@@ -96,10 +104,13 @@ fn listing(root: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
 }
 
 fn release(dir: &Path, id: &str) -> Value {
-    let out = chitose(
-        dir,
-        &["release", "--spec", &spec(), "--release-id", id, "--json"],
-    );
+    release_with(dir, id, &spec(), &[])
+}
+
+fn release_with(dir: &Path, id: &str, spec: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["release", "--spec", spec, "--release-id", id, "--json"];
+    args.extend(extra);
+    let out = chitose(dir, &args);
     helpers::assert_ok(&out);
     json(&out)
 }
@@ -115,9 +126,22 @@ fn reconcile(spec: &Value, table: &Value, facts: &Value) {
         f["classes_below_k"]
     );
     assert!(f["k"].as_u64().unwrap() >= table["k_required"].as_u64().unwrap());
+    // People, counted by the oracle from the lake side, agree with the
+    // report's k; and the oracle's mapping of lake rows to released groups
+    // is exact (else its counts would mean nothing).
+    assert_eq!(
+        f["mismatched"].as_array().unwrap().len(),
+        0,
+        "{name}: {}",
+        f["mismatched"]
+    );
     assert_eq!(f["k"], table["k_achieved"], "{name}: k");
     assert_eq!(table["read_back"]["records"], f["records"], "{name}");
-    assert_eq!(table["read_back"]["smallest_class"], f["k"], "{name}");
+    assert!(
+        table["read_back"]["smallest_class"].as_u64().unwrap()
+            >= table["k_required"].as_u64().unwrap(),
+        "{name}"
+    );
     assert_eq!(table["read_back"]["rare_groups_below"], 0, "{name}");
     assert_eq!(f["records"], table["records_out"], "{name}: records out");
     assert_eq!(f["records_in"], table["records_in"], "{name}: records in");
@@ -135,8 +159,13 @@ fn reconcile(spec: &Value, table: &Value, facts: &Value) {
         .sum();
     assert_eq!(written, f["records"].as_u64().unwrap(), "{name}: files");
     assert_eq!(table["after"]["unique_records"], 0, "{name}");
+    // The lake is far from it: with the rare values in the group (what an
+    // attacker who knows one diagnosis sees), people stand alone.
     assert!(
-        table["before"]["unique_records"].as_u64().unwrap() > 0,
+        table["before_with_rare"]["unique_records"]
+            .as_u64()
+            .unwrap()
+            > 0,
         "{name}"
     );
     for r in table["rare_before"].as_array().unwrap() {
@@ -175,6 +204,19 @@ fn reconcile(spec: &Value, table: &Value, facts: &Value) {
         f["lake_overlap"], 0,
         "{name}: a lake pseudonym was released"
     );
+    // Shuffled: released rows keep none of the lake's order (prefecture
+    // blocks, months), for every qi that varies.
+    for (c, o) in f["order"].as_object().unwrap() {
+        let (released, random) = (o["released"].as_f64(), o["random"].as_f64());
+        if let (Some(r), Some(x)) = (released, random)
+            && f["records"].as_u64().unwrap() > 100
+        {
+            assert!(
+                (r - x).abs() < 0.1,
+                "{name}.{c}: adjacent equal values {r:.3}, a random order gives {x:.3}"
+            );
+        }
+    }
     // Exactly the allow-list leaves: no source coordinate, event id, key id
     // or finer view of a generalized column.
     let columns: Vec<&str> = f["columns"]
@@ -329,6 +371,16 @@ fn a_release_holds_k_reconciles_and_links_to_nothing() {
     );
     assert_eq!(listing(&lake_dir), before, "lake audit changed the lake");
 
+    // The attacks of docs/release.md, planted with their ground truth.
+    let planted = python(&[
+        helpers::repo()
+            .join("tests/python/plant_people.py")
+            .to_str()
+            .unwrap(),
+        lake_dir.to_str().unwrap(),
+    ]);
+    let truth = dir.join("truth.json");
+    std::fs::write(&truth, planted.to_string()).unwrap();
     let r1 = release(&dir, "r1");
     let r2 = release(&dir, "r2");
     // Each table's report names the Delta version it read, the one delta-rs
@@ -365,7 +417,10 @@ fn a_release_holds_k_reconciles_and_links_to_nothing() {
         assert_eq!(a["records_out"], b["records_out"]);
         assert_eq!(a["rare"], b["rare"]);
     }
-    let (f1, f2) = (check(&dir, "r1"), check(&dir, "r2"));
+    let (f1, f2) = (
+        check_with(&dir, "r1", &spec(), Some(&truth)),
+        check_with(&dir, "r2", &spec(), Some(&truth)),
+    );
     for (report, facts) in [(&r1, &f1), (&r2, &f2)] {
         for table in report["tables"].as_array().unwrap() {
             reconcile(&report["spec"], table, facts);
@@ -378,14 +433,52 @@ fn a_release_holds_k_reconciles_and_links_to_nothing() {
     assert!(!has("residence_municipality_code", "29449"));
     assert!(!has("icd10_code", "A20.0") && !has("icd10_code", "A20"));
 
-    // Releases do not link: same patients, other pseudonyms.
+    // Strict by default: the open-data example releases no pseudonym.
+    assert!(pseudonyms(&f1, "diagnosis").is_empty());
+    // A linked release, for a named recipient: one pseudonym per person,
+    // re-keyed per table and release. Releases do not link: same people,
+    // other pseudonyms; nor do the tables of one release.
+    let linked = dir.join("linked.toml");
+    std::fs::write(
+        &linked,
+        std::fs::read_to_string(spec()).unwrap().replace(
+            "attributes = [",
+            "pseudonym = true\nrecipient = \"Univ. X, contract 2026-17\"\nattributes = [",
+        ),
+    )
+    .unwrap();
+    let linked = linked.to_str().unwrap();
+    let (l1, l2) = (
+        release_with(&dir, "l1", linked, &[]),
+        release_with(&dir, "l2", linked, &[]),
+    );
+    let (g1, g2) = (
+        check_with(&dir, "l1", linked, Some(&truth)),
+        check_with(&dir, "l2", linked, Some(&truth)),
+    );
+    for (report, facts) in [(&l1, &g1), (&l2, &g2)] {
+        for table in report["tables"].as_array().unwrap() {
+            reconcile(&report["spec"], table, facts);
+            // What linking exposes is reported: people whose set of rows
+            // is unique.
+            let tr = &table["trajectories"];
+            assert!(tr["people"].as_u64().unwrap() > 0, "{tr}");
+            assert!(tr["unique_people"].as_u64().unwrap() <= tr["people"].as_u64().unwrap());
+        }
+    }
     for table in ["diagnosis", "prescription"] {
-        let (a, b) = (pseudonyms(&f1, table), pseudonyms(&f2, table));
+        let (a, b) = (pseudonyms(&g1, table), pseudonyms(&g2, table));
+        assert!(!a.is_empty());
         assert_eq!(a.len(), b.len(), "{table}");
         assert!(a.is_disjoint(&b), "{table}: releases share pseudonyms");
     }
-    // Within a release the two tables do not link either (a key per table).
-    assert!(pseudonyms(&f1, "diagnosis").is_disjoint(&pseudonyms(&f1, "prescription")));
+    assert!(pseudonyms(&g1, "diagnosis").is_disjoint(&pseudonyms(&g1, "prescription")));
+    // People, not pseudonyms: P's four pseudonyms are one person.
+    let people = &r1["people"];
+    assert!(
+        people["pseudonyms"].as_u64().unwrap() >= people["people"].as_u64().unwrap() + 3,
+        "{people}"
+    );
 
     // The report, as Markdown too, and a complete release never overwritten.
     let md = std::fs::read_to_string(lake_dir.join("anonymized/r1/release-report.md")).unwrap();
@@ -420,7 +513,141 @@ fn a_release_holds_k_reconciles_and_links_to_nothing() {
     assert_eq!(after["rare"][0]["column"], "icd10_code");
     assert_eq!(after["rare"][0]["groups_below"], 0, "{after}");
     assert_eq!(after["risk"]["records"], r1["tables"][0]["records_out"]);
+    attacks(&dir, &truth, &planted);
     assert!(chitose(&dir, &["lake", "verify"]).status.success());
+}
+
+/// A spec whose classes are coarse enough that the planted groups are
+/// released or suppressed on their own: (sex, residence prefecture, year),
+/// a diagnosis and the outcome in the group.
+const ATTACK_SPEC: &str = r#"
+k = 5
+max_suppression = 0.1
+
+[[table]]
+name = "diagnosis"
+attributes = ["is_primary"]
+
+[[table.qi]]
+column = "sex"
+
+[[table.qi]]
+column = "residence_prefecture"
+
+[[table.qi]]
+column = "event_month"
+periods = ["year"]
+
+[[table.rare]]
+column = "icd10_code"
+ladder = ["icd10_3char", "icd10_block", "icd10_chapter"]
+threshold = 5
+
+[[table.rare]]
+column = "outcome"
+threshold = 5
+"#;
+
+/// The planted attacks against a release at (sex, prefecture, year). On
+/// main each succeeds: the release counted P's four pseudonyms as four
+/// patients (the first prefecture's class of three people passed k = 5),
+/// counted the target's C50.9 per (prefecture, period) (six people) while
+/// it is unique among the women, and released the outcome as it is. Here
+/// each is caught, the oracle agrees on k in people, and a release over
+/// the same records at another granularity than r1's is refused.
+fn attacks(dir: &Path, truth: &Path, planted: &Value) {
+    let spec = dir.join("attack.toml");
+    std::fs::write(&spec, ATTACK_SPEC).unwrap();
+    let spec = spec.to_str().unwrap();
+    let refused = chitose(dir, &["release", "--spec", spec, "--release-id", "ra"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("table diagnosis: release ") && err.contains("composition attack"),
+        "{err}"
+    );
+    let ra = release_with(dir, "ra", spec, &["--allow-composition"]);
+    assert_eq!(ra["allowed_composition"], true);
+    let f = check_with(dir, "ra", spec, Some(truth));
+    let t = &ra["tables"][0];
+    reconcile(&ra["spec"], t, &f);
+    let d = &f["diagnosis"];
+    let levels: Vec<u64> = t["generalization"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["level"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        levels[..2],
+        [0, 0],
+        "sex and prefecture as they are: {levels:?}"
+    );
+    let (first, second) = (
+        planted["first"].as_str().unwrap(),
+        planted["second"].as_str().unwrap(),
+    );
+    let prefs = d["values"]["residence_prefecture"].as_array().unwrap();
+    // 1. Five pseudonyms, three people: not released.
+    assert!(!prefs.iter().any(|p| p == first), "{prefs:?}");
+    // 2 and 3. The second prefecture is released (the men, five women),
+    // but not the target's diagnosis among the women, nor the death.
+    assert!(prefs.iter().any(|p| p == second), "{prefs:?}");
+    let released = released_rows(dir, "ra");
+    let women: Vec<&Vec<Option<String>>> = released
+        .iter()
+        .filter(|r| r[0].as_deref() == Some("female") && r[1].as_deref() == Some(second))
+        .collect();
+    assert_eq!(women.len(), 5, "the five women with J06.9: {women:?}");
+    assert!(
+        women.iter().all(|r| r[3].as_deref() == Some("cured")),
+        "{women:?}"
+    );
+    assert!(
+        !released
+            .iter()
+            .any(|r| r[1].as_deref() == Some(second) && r[3].as_deref() == Some("died")),
+        "a death is never a group of its own"
+    );
+    for r in released.iter().filter(|r| r[1].as_deref() == Some(second)) {
+        if r[0].as_deref() == Some("female") {
+            assert_ne!(r[2].as_deref(), Some("C50.9"), "the target's diagnosis");
+        }
+    }
+    assert!(
+        t["suppressed_rare_groups"].as_u64().unwrap() >= 2,
+        "the target's and the dead woman's groups: {t}"
+    );
+    // The lake's order would have told the prefecture: its rows come in
+    // prefecture blocks; the release's do not.
+    let o = &d["order"]["residence_prefecture"];
+    assert!(o["lake"].as_f64().unwrap() > 0.5, "{o}");
+}
+
+/// The released diagnosis rows of `release`: (sex, residence prefecture,
+/// icd10_code, outcome), read by DuckDB.
+fn released_rows(dir: &Path, release: &str) -> Vec<Vec<Option<String>>> {
+    let code = format!(
+        "import json, sys, duckdb; sys.path.insert(0, {:?}); import lakeio\n\
+         src = lakeio.duckdb_source({:?})\n\
+         print(json.dumps(duckdb.sql(f'select sex, residence_prefecture, icd10_code, outcome from {{src}}').fetchall()))",
+        helpers::repo().join("tests/python").display().to_string(),
+        dir.join(format!("lake/anonymized/{release}/diagnosis"))
+            .display()
+            .to_string(),
+    );
+    let v = python(&["-c", &code]);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .collect()
 }
 
 #[test]

@@ -224,7 +224,7 @@ fn main() {
     let contracts = spec
         .check("bench", |t| Contract::of(&store, &schemas, t))
         .unwrap();
-    let released: Vec<String> = ["pseudonym", "age_at_event", "sex"]
+    let released: Vec<String> = ["age_at_event", "sex"]
         .iter()
         .map(|s| s.to_string())
         .chain(
@@ -293,6 +293,8 @@ fn main() {
                 rows_per_file: 1_000_000,
                 batch_rows: 8192,
                 dry_run: false,
+                allow_composition: false,
+                shuffle_rows: 1_000_000,
             };
             report = Some(
                 rt.block_on(release(&lake, &lake, &spec, &contracts, &opts))

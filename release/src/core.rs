@@ -1,20 +1,27 @@
 //! The pure core: record batches in, an index of who is alike, a plan
-//! (levels, suppressed classes, rare-value roll-ups), batches out. No I/O.
+//! (levels, rare-value roll-ups, suppressed groups), batches out. No I/O.
 //!
 //! The index holds one cell per distinct (quasi-identifier values, rare
-//! values, patient), never the rows: a table larger than memory is read
-//! twice, batch by batch — once to index, once to write — and only the
-//! cells stay. Counts are of distinct patients: five diagnoses of one
-//! person are one person in a class, not five.
+//! values, sensitive values, person), never the rows: a table larger than
+//! memory is read twice, batch by batch — once to index, once to write —
+//! and only the cells stay. Counts are of distinct **people**: five
+//! diagnoses of one person are one person in a group, and so are the
+//! records of one person under three pseudonyms ([`crate::people`]).
+//!
+//! What an attacker may know of a target is the quasi-identifiers and any
+//! one released value of a rare rule (a diagnosis, a death): so a group is
+//! the quasi-identifiers at the plan's levels **and** every rare column at
+//! its released level, and every released group holds at least k people.
 
-use crate::hierarchy::{Dict, FxMap, FxSet, Hierarchy, Locator};
+use crate::hierarchy::{Dict, FxMap, Hierarchy, Locator, write_value};
+use crate::people::People;
 use arrow_array::builder::StringBuilder;
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// A core problem.
@@ -39,7 +46,7 @@ pub enum CoreError {
     },
     /// No generalization satisfies k within the suppression budget.
     #[error(
-        "expected a generalization with every class ≥ {k} patients suppressing at most {budget} of {rows} records, found none (the most general suppresses {best})"
+        "expected a generalization with every group ≥ {k} people suppressing at most {budget} of {rows} records, found none (the best suppresses {best})"
     )]
     Infeasible {
         /// k.
@@ -56,43 +63,107 @@ pub enum CoreError {
     Arrow(#[from] arrow_schema::ArrowError),
 }
 
-/// Distinct (quasi-identifiers, rare values, patient) cells of a table.
+/// Who a record belongs to.
+#[derive(Debug, Clone)]
+pub enum Who {
+    /// Each record is its own person (nothing names people: the weakest
+    /// reading, used for a release without pseudonyms).
+    Records,
+    /// Distinct values of a column (a release's re-keyed pseudonym).
+    Column(String),
+    /// The lake's `pseudonym`, joined into people across linkage bases,
+    /// insurance changes and key eras.
+    People(Arc<People>),
+}
+
+/// Distinct (quasi-identifiers, rare values, sensitive values, person)
+/// cells of a table.
 #[derive(Debug)]
 pub struct Index {
     /// Quasi-identifier dictionaries, in spec order.
     pub qis: Vec<Dict>,
     /// Rare-value dictionaries, in spec order.
     pub rares: Vec<Dict>,
-    patient: Option<String>,
-    /// Pseudonym hash → patient id. A 64-bit collision would merge two
-    /// patients, which only makes classes look smaller (more suppression):
-    /// it can never let a small class through.
-    patients: FxMap<u64, u32>,
+    /// Sensitive attributes (ℓ-diversity), in spec order.
+    pub sensitive: Vec<Dict>,
+    who: Who,
+    /// At most this many records per person (the rest are left out, the
+    /// same ones in both passes: the first in snapshot order).
+    cap: Option<u32>,
+    /// Column value hash → id ([`Who::Column`]).
+    local: FxMap<u64, u32>,
     hasher: std::hash::RandomState,
-    /// cell (qi ids, rare ids, patient id) → records.
+    /// Records indexed per person (for the cap).
+    per_person: FxMap<u32, u32>,
+    /// Lake pseudonyms seen, and the people they are.
+    pseudonyms: FxMap<u32, u32>,
+    /// cell (qi ids, rare ids, sensitive ids, person) → records.
     cells: FxMap<Box<[u32]>, u64>,
     rows: u64,
+    capped: u64,
 }
 
 /// Per-batch positions of the index's columns.
 struct Located {
     qis: Vec<Locator>,
     rares: Vec<Locator>,
+    sensitive: Vec<Locator>,
     patient: Option<usize>,
 }
 
+/// State of one pass over a table (the cap's counts; in the writing pass
+/// the released rows' fingerprint per person).
+#[derive(Debug, Default)]
+pub struct Pass {
+    per_person: FxMap<u32, u32>,
+    /// Person → (sum of released row hashes, rows): the multiset of a
+    /// person's released rows, for trajectory uniqueness.
+    trajectories: FxMap<u32, (u64, u32)>,
+}
+
+impl Pass {
+    /// People released, and those whose set of released rows no one else
+    /// has (found by anyone who knows a few of their events).
+    pub fn trajectories(&self) -> (u64, u64) {
+        let mut seen: FxMap<(u64, u32), u32> = FxMap::default();
+        for t in self.trajectories.values() {
+            *seen.entry(*t).or_default() += 1;
+        }
+        let unique = self.trajectories.values().filter(|t| seen[*t] == 1).count();
+        (self.trajectories.len() as u64, unique as u64)
+    }
+}
+
 impl Index {
-    /// An empty index; `patient` is the column naming the person (None:
-    /// every record its own person).
-    pub fn new(qis: Vec<Hierarchy>, rares: Vec<Hierarchy>, patient: Option<String>) -> Index {
+    /// An empty index. `cap`: at most that many records per person.
+    pub fn new(
+        qis: Vec<Hierarchy>,
+        rares: Vec<Hierarchy>,
+        sensitive: Vec<Hierarchy>,
+        who: Who,
+        cap: Option<u32>,
+    ) -> Index {
         Index {
             qis: qis.into_iter().map(Dict::new).collect(),
             rares: rares.into_iter().map(Dict::new).collect(),
-            patient,
-            patients: FxMap::default(),
+            sensitive: sensitive.into_iter().map(Dict::new).collect(),
+            who,
+            cap,
+            local: FxMap::default(),
             hasher: std::hash::RandomState::new(),
+            per_person: FxMap::default(),
+            pseudonyms: FxMap::default(),
             cells: FxMap::default(),
             rows: 0,
+            capped: 0,
+        }
+    }
+
+    fn patient_column(&self) -> Option<&str> {
+        match &self.who {
+            Who::Records => None,
+            Who::Column(c) => Some(c),
+            Who::People(_) => Some(crate::people::PSEUDONYM),
         }
     }
 
@@ -102,93 +173,173 @@ impl Index {
             .qis
             .iter()
             .chain(&self.rares)
+            .chain(&self.sensitive)
             .flat_map(|d| d.hierarchy.columns())
             .map(str::to_owned)
-            .chain(self.patient.clone())
+            .chain(self.patient_column().map(str::to_owned))
             .collect();
         v.sort();
         v.dedup();
         v
     }
 
-    /// Records indexed.
+    /// Records indexed (after the cap).
     pub fn rows(&self) -> u64 {
         self.rows
     }
 
-    /// Distinct patients.
+    /// Records left out by the cap of records per person.
+    pub fn capped(&self) -> u64 {
+        self.capped
+    }
+
+    /// Distinct people.
     pub fn patients(&self) -> u64 {
-        if self.patient.is_some() {
-            self.patients.len() as u64
-        } else {
-            self.rows
+        match &self.who {
+            Who::Records => self.rows,
+            Who::Column(_) => self.local.len() as u64,
+            Who::People(_) => {
+                let mut v: Vec<u32> = self.pseudonyms.values().copied().collect();
+                v.sort_unstable();
+                v.dedup();
+                v.len() as u64
+            }
         }
     }
 
-    /// Cells held (the index's memory is about 60 bytes a cell, and twice
+    /// Distinct lake pseudonyms (equal to [`Index::patients`] unless people
+    /// are joined).
+    pub fn pseudonyms(&self) -> u64 {
+        match &self.who {
+            Who::People(_) => self.pseudonyms.len() as u64,
+            _ => self.patients(),
+        }
+    }
+
+    /// Cells held (the index's memory is about 70 bytes a cell, and twice
     /// that while a plan is searched).
     pub fn cells(&self) -> usize {
         self.cells.len()
     }
 
     fn locate(&self, batch: &RecordBatch) -> Result<Located, CoreError> {
-        let patient = match &self.patient {
+        let patient = match self.patient_column() {
             None => None,
             Some(p) => Some(batch.schema().index_of(p).map_err(|_| CoreError::Patient {
-                column: p.clone(),
+                column: p.to_owned(),
                 found: "no such column".into(),
             })?),
         };
         Ok(Located {
             qis: self.qis.iter().map(|d| d.locate(batch)).collect(),
             rares: self.rares.iter().map(|d| d.locate(batch)).collect(),
+            sensitive: self.sensitive.iter().map(|d| d.locate(batch)).collect(),
             patient,
         })
     }
 
-    fn patient_of(
+    /// The person of a row; `intern` adds a new column value (pass one).
+    fn person(
+        &mut self,
+        batch: &RecordBatch,
+        at: &Located,
+        row: usize,
+        buf: &mut String,
+    ) -> Result<u32, CoreError> {
+        let Some(c) = at.patient else {
+            return Ok(self.rows as u32);
+        };
+        buf.clear();
+        if !write_value(batch.column(c), row, buf) {
+            return Err(CoreError::Patient {
+                column: self.patient_column().unwrap_or_default().to_owned(),
+                found: "null".into(),
+            });
+        }
+        match &self.who {
+            Who::People(people) => {
+                let (id, person) = people.lookup(buf).ok_or_else(|| CoreError::Patient {
+                    column: crate::people::PSEUDONYM.into(),
+                    found: "a pseudonym the people pass did not see (the snapshot changed)".into(),
+                })?;
+                self.pseudonyms.insert(id, person);
+                Ok(person)
+            }
+            _ => {
+                let n = self.local.len() as u32;
+                let h = std::hash::BuildHasher::hash_one(&self.hasher, buf.as_str());
+                Ok(*self.local.entry(h).or_insert(n))
+            }
+        }
+    }
+
+    /// The person of a row in pass two (no new values).
+    fn person_of(
         &self,
         batch: &RecordBatch,
         at: &Located,
         row: usize,
         buf: &mut String,
-    ) -> Result<(), CoreError> {
+    ) -> Result<Option<u32>, CoreError> {
+        let Some(c) = at.patient else {
+            return Ok(None);
+        };
         buf.clear();
-        if let Some(c) = at.patient
-            && !crate::hierarchy::write_value(batch.column(c), row, buf)
-        {
+        if !write_value(batch.column(c), row, buf) {
             return Err(CoreError::Patient {
-                column: self.patient.clone().unwrap_or_default(),
+                column: self.patient_column().unwrap_or_default().to_owned(),
                 found: "null".into(),
             });
         }
-        Ok(())
+        Ok(match &self.who {
+            Who::People(people) => people.lookup(buf).map(|(_, p)| p),
+            _ => self
+                .local
+                .get(&std::hash::BuildHasher::hash_one(
+                    &self.hasher,
+                    buf.as_str(),
+                ))
+                .copied(),
+        })
+    }
+
+    /// Whether the cap lets one more record of `person` through.
+    fn within_cap(cap: Option<u32>, counts: &mut FxMap<u32, u32>, person: u32) -> bool {
+        let Some(cap) = cap else {
+            return true;
+        };
+        let n = counts.entry(person).or_default();
+        if *n >= cap {
+            return false;
+        }
+        *n += 1;
+        true
     }
 
     /// Indexes a batch.
     pub fn add(&mut self, batch: &RecordBatch) -> Result<(), CoreError> {
         let at = self.locate(batch)?;
         let mut buf = String::new();
-        let mut cell: Vec<u32> = Vec::with_capacity(self.qis.len() + self.rares.len() + 1);
+        let width = self.qis.len() + self.rares.len() + self.sensitive.len() + 1;
+        let mut cell: Vec<u32> = Vec::with_capacity(width);
         for row in 0..batch.num_rows() {
+            let person = self.person(batch, &at, row, &mut buf)?;
+            if at.patient.is_some() && !Self::within_cap(self.cap, &mut self.per_person, person) {
+                self.capped += 1;
+                continue;
+            }
             cell.clear();
-            for (d, l) in self.qis.iter_mut().zip(&at.qis) {
+            for (d, l) in self
+                .qis
+                .iter_mut()
+                .zip(&at.qis)
+                .chain(self.rares.iter_mut().zip(&at.rares))
+                .chain(self.sensitive.iter_mut().zip(&at.sensitive))
+            {
                 d.key(batch, l, row, &mut buf);
                 cell.push(d.intern(&buf));
             }
-            for (d, l) in self.rares.iter_mut().zip(&at.rares) {
-                d.key(batch, l, row, &mut buf);
-                cell.push(d.intern(&buf));
-            }
-            let patient = if self.patient.is_some() {
-                self.patient_of(batch, &at, row, &mut buf)?;
-                let n = self.patients.len() as u32;
-                let h = std::hash::BuildHasher::hash_one(&self.hasher, buf.as_str());
-                *self.patients.entry(h).or_insert(n)
-            } else {
-                self.rows as u32
-            };
-            cell.push(patient);
+            cell.push(person);
             self.rows += 1;
             match self.cells.get_mut(cell.as_slice()) {
                 Some(n) => *n += 1,
@@ -220,9 +371,9 @@ impl Index {
         Keys { maps, mult }
     }
 
-    /// Classes at `levels`, sorted by key: (key, distinct patients,
-    /// records). Distinct patients come from sorting (class, patient) pairs
-    /// — 32 bytes a cell — rather than from a set.
+    /// Classes at `levels`, sorted by key: (key, distinct people,
+    /// records). Distinct people come from sorting (class, person) pairs
+    /// rather than from a set.
     fn classes(&self, keys: &Keys) -> Vec<(u128, u32, u64)> {
         let mut pairs: Vec<(u128, u32, u64)> = self
             .cells
@@ -230,26 +381,12 @@ impl Index {
             .map(|(cell, records)| (keys.of(cell), cell[cell.len() - 1], *records))
             .collect();
         pairs.sort_unstable_by_key(|(c, p, _)| (*c, *p));
-        let mut out: Vec<(u128, u32, u64)> = Vec::new();
-        let mut last_patient = None;
-        for (c, p, r) in pairs {
-            match out.last_mut() {
-                Some(x) if x.0 == c => {
-                    x.2 += r;
-                    if last_patient != Some(p) {
-                        x.1 += 1;
-                    }
-                }
-                _ => out.push((c, 1, r)),
-            }
-            last_patient = Some(p);
-        }
-        out
+        count_groups(pairs)
     }
 
-    /// Risk measures of the table at `levels`, leaving out classes below
-    /// `suppress_below` patients (0: none left out); `k` counts the classes
-    /// and records below it.
+    /// Risk measures of the table at `levels` over the quasi-identifiers,
+    /// leaving out classes below `suppress_below` people (0: none left
+    /// out); `k` counts the classes and records below it.
     pub fn risk(&self, levels: &[usize], suppress_below: u32, k: u32) -> Risk {
         let classes = self.classes(&self.keys(levels));
         Risk::of(
@@ -261,34 +398,49 @@ impl Index {
         )
     }
 
+    /// Risk over the quasi-identifiers at `levels` and every rare column as
+    /// it is: what an attacker who knows one of the target's values sees.
+    pub fn risk_with_rares(&self, levels: &[usize], k: u32) -> Risk {
+        let keys = self.keys(levels);
+        let q = self.qis.len();
+        let r = self.rares.len();
+        let mut dense: FxMap<(u128, Box<[u32]>), u32> = FxMap::default();
+        let mut pairs: Vec<(u128, u32, u64)> = self
+            .cells
+            .iter()
+            .map(|(cell, records)| {
+                let n = dense.len() as u32;
+                let g = *dense
+                    .entry((keys.of(cell), cell[q..q + r].into()))
+                    .or_insert(n);
+                (u128::from(g), cell[cell.len() - 1], *records)
+            })
+            .collect();
+        pairs.sort_unstable_by_key(|(c, p, _)| (*c, *p));
+        Risk::of(count_groups(pairs).iter().map(|(_, p, r)| (*p, *r)), k)
+    }
+
     /// Rare-value risk of rare rule `rule` with the quasi-identifiers at
-    /// `levels`: (area, period, value) groups as they are, and those with
-    /// fewer than `threshold` distinct patients (null values left out).
-    pub fn rare_risk(
-        &self,
-        rule: usize,
-        (area, period, threshold): (usize, usize, u32),
-        levels: &[usize],
-    ) -> RareRisk {
+    /// `levels`: (class, value) groups, and those with fewer than
+    /// `threshold` distinct people (null values left out).
+    pub fn rare_risk(&self, rule: usize, threshold: u32, levels: &[usize]) -> RareRisk {
         let keys = self.keys(levels);
         let d = &self.rares[rule];
-        let values = d.level_ids(0);
         let q = self.qis.len();
-        let mut rows: Vec<(u32, u32, u32, u32, u64)> = self
+        let mut rows: Vec<(u128, u32, u32, u64)> = self
             .cells
             .iter()
             .filter(|(cell, _)| d.label(cell[q + rule], 0).is_some())
             .map(|(cell, records)| {
                 (
-                    keys.maps[area][cell[area] as usize],
-                    keys.maps[period][cell[period] as usize],
-                    values[cell[q + rule] as usize],
+                    keys.of(cell),
+                    cell[q + rule],
                     cell[cell.len() - 1],
                     *records,
                 )
             })
             .collect();
-        rows.sort_unstable_by_key(|r| (r.0, r.1, r.2, r.3));
+        rows.sort_unstable_by_key(|r| (r.0, r.1, r.2));
         let mut risk = RareRisk {
             column: d.hierarchy.column.clone(),
             threshold,
@@ -296,18 +448,18 @@ impl Index {
         };
         let mut i = 0;
         while i < rows.len() {
-            let group = (rows[i].0, rows[i].1, rows[i].2);
-            let (mut patients, mut records, mut last) = (0u32, 0u64, None);
-            while i < rows.len() && (rows[i].0, rows[i].1, rows[i].2) == group {
-                if last != Some(rows[i].3) {
-                    patients += 1;
-                    last = Some(rows[i].3);
+            let group = (rows[i].0, rows[i].1);
+            let (mut people, mut records, mut last) = (0u32, 0u64, None);
+            while i < rows.len() && (rows[i].0, rows[i].1) == group {
+                if last != Some(rows[i].2) {
+                    people += 1;
+                    last = Some(rows[i].2);
                 }
-                records += rows[i].4;
+                records += rows[i].3;
                 i += 1;
             }
             risk.groups += 1;
-            if patients < threshold {
+            if people < threshold {
                 risk.groups_below += 1;
                 risk.records_below += records;
             }
@@ -315,11 +467,20 @@ impl Index {
         risk
     }
 
-    /// Finds the least general levels at which every class has at least
-    /// `k` patients once classes below k are suppressed, suppressing at
-    /// most `max_suppression` of the records. Ties in generalization go to
-    /// fewer suppressed records.
-    pub fn plan(&self, k: u32, max_suppression: f64) -> Result<Plan, CoreError> {
+    /// Finds the least general levels at which, once classes below k are
+    /// suppressed, rare values are rolled up within each class and the
+    /// groups still below k (or below ℓ distinct values of a sensitive
+    /// attribute) are suppressed, at most `max_suppression` of the records
+    /// are suppressed. Ties in generalization go to fewer suppressed
+    /// records. `thresholds` per rare rule; `ell` for the sensitive
+    /// attributes.
+    pub fn plan(
+        &self,
+        k: u32,
+        max_suppression: f64,
+        thresholds: &[u32],
+        ell: Option<u32>,
+    ) -> Result<Plan, CoreError> {
         let tops: Vec<usize> = self.qis.iter().map(|d| d.hierarchy.levels() - 1).collect();
         let mut nodes: Vec<Vec<usize>> = vec![vec![]];
         for t in &tops {
@@ -342,29 +503,37 @@ impl Index {
                 .then(a.cmp(b))
         });
         let budget = (self.rows as f64 * max_suppression).floor() as u64;
-        let mut best: Option<(Vec<usize>, u64, f64)> = None;
+        let cells: Vec<(&[u32], u64)> = self.cells.iter().map(|(c, r)| (&**c, *r)).collect();
+        let mut best: Option<(Plan, f64)> = None;
         let mut fewest = u64::MAX;
         let mut evaluated = 0;
         for n in &nodes {
             let l = loss(n);
-            if let Some((_, _, bl)) = &best
+            if let Some((_, bl)) = &best
                 && l > *bl
             {
                 break;
             }
             evaluated += 1;
-            let suppressed: u64 = self
-                .classes(&self.keys(n))
+            let keys = self.keys(n);
+            let classes = self.classes(&keys);
+            let by_k: u64 = classes
                 .iter()
                 .filter(|(_, p, _)| *p < k)
                 .map(|(_, _, r)| r)
                 .sum();
-            fewest = fewest.min(suppressed);
-            if suppressed <= budget && best.as_ref().is_none_or(|(_, s, _)| suppressed < *s) {
-                best = Some((n.clone(), suppressed, l));
+            if by_k > budget {
+                fewest = fewest.min(by_k);
+                continue;
+            }
+            let plan = self.decide(&cells, n.clone(), &keys, &classes, k, thresholds, ell);
+            let total = plan.suppressed();
+            fewest = fewest.min(total);
+            if total <= budget && best.as_ref().is_none_or(|(b, _)| total < b.suppressed()) {
+                best = Some((plan, l));
             }
         }
-        let Some((levels, _, _)) = best else {
+        let Some((mut plan, _)) = best else {
             return Err(CoreError::Infeasible {
                 k,
                 budget,
@@ -372,108 +541,225 @@ impl Index {
                 best: fewest,
             });
         };
-        let keys = self.keys(&levels);
-        let classes = self.classes(&keys);
-        let kept: FxSet<u128> = classes
-            .iter()
-            .filter(|(_, p, _)| *p >= k)
-            .map(|(key, _, _)| *key)
-            .collect();
-        Ok(Plan {
-            k,
-            levels,
-            keys,
-            kept,
-            classes,
-            rare: Vec::new(),
-            nodes: nodes.len(),
-            evaluated,
-        })
+        plan.nodes = nodes.len();
+        plan.evaluated = evaluated;
+        Ok(plan)
     }
 
-    /// Decides rare-value roll-ups for `plan` (rules in the order of the
-    /// index's rare dictionaries: area and period are quasi-identifier
-    /// positions).
-    pub fn plan_rare(&self, plan: &mut Plan, rules: &[(usize, usize, u32)]) {
+    /// The full plan at one node: classes below k suppressed; each rare
+    /// rule, in order, rolled up within (class, labels of the rules before
+    /// it) until a label has ≥ max(threshold, k) people, else null; then
+    /// every group (class, every rare label) below k people, or below ℓ
+    /// distinct values of a sensitive attribute, suppressed.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        cells: &[(&[u32], u64)],
+        levels: Vec<usize>,
+        keys: &Keys,
+        classes: &[(u128, u32, u64)],
+        k: u32,
+        thresholds: &[u32],
+        ell: Option<u32>,
+    ) -> Plan {
         let q = self.qis.len();
-        plan.rare.clear();
-        for (r, (area, period, threshold)) in rules.iter().enumerate() {
+        let r_count = self.rares.len();
+        let kept: FxMap<u128, u32> = classes
+            .iter()
+            .filter(|(_, p, _)| *p >= k)
+            .enumerate()
+            .map(|(i, (key, _, _))| (*key, i as u32))
+            .collect();
+        let suppressed_k: u64 = classes
+            .iter()
+            .filter(|(_, p, _)| *p < k)
+            .map(|(_, _, r)| r)
+            .sum();
+        // Cells of kept classes: their group, and each rule's decided level.
+        let mut entries: Vec<usize> = Vec::new();
+        let mut group: Vec<u32> = Vec::new();
+        for (i, (cell, _)) in cells.iter().enumerate() {
+            if let Some(g) = kept.get(&keys.of(cell)) {
+                entries.push(i);
+                group.push(*g);
+            }
+        }
+        let mut decided: Vec<u8> = vec![0; entries.len() * r_count];
+        for (r, threshold) in thresholds.iter().enumerate().take(r_count) {
             let d = &self.rares[r];
             let top = d.hierarchy.levels() - 1;
-            let level_maps: Vec<Vec<u32>> = (0..top).map(|l| d.level_ids(l)).collect();
-            // (area, period) → pending (value id, patient, records) of the
-            // records the plan keeps.
-            let mut groups: HashMap<(u32, u32), Vec<Pending>> = HashMap::new();
-            let maps = &plan.keys.maps;
-            let mut null_in_lake = 0u64;
-            for (cell, records) in &self.cells {
-                if !plan.kept.contains(&plan.keys.of(cell)) {
-                    continue;
+            let thr = (*threshold).max(k);
+            let labels: Vec<Vec<Option<u32>>> = (0..top).map(|l| level_ids_opt(d, l)).collect();
+            // Entries sorted by group: each group rolls up alone.
+            let mut order: Vec<usize> = (0..entries.len()).collect();
+            order.sort_unstable_by_key(|e| group[*e]);
+            let mut next: FxMap<(u32, u8, u32), u32> = FxMap::default();
+            let mut new_group = vec![0u32; entries.len()];
+            let mut start = 0;
+            while start < order.len() {
+                let g = group[order[start]];
+                let mut end = start;
+                while end < order.len() && group[order[end]] == g {
+                    end += 1;
                 }
+                // (entry, value id, person)
+                let mut pending: Vec<(usize, u32, u32)> = order[start..end]
+                    .iter()
+                    .map(|e| {
+                        let cell = cells[entries[*e]].0;
+                        (*e, cell[q + r], cell[cell.len() - 1])
+                    })
+                    .collect();
                 // A value null in the lake (a MEDIS-only diagnosis has no
-                // ICD-10) is released null: counted with the suppressed,
-                // never a group of its own.
-                if d.label(cell[q + r], 0).is_none() {
-                    null_in_lake += records;
-                    continue;
-                }
-                let group = (
-                    maps[*area][cell[*area] as usize],
-                    maps[*period][cell[*period] as usize],
-                );
-                groups.entry(group).or_default().push((
-                    cell[q + r],
-                    cell[cell.len() - 1],
-                    *records,
-                ));
-            }
-            let mut decided = FxMap::default();
-            let mut records_at = vec![0u64; top + 1];
-            for ((a, p), mut pending) in groups {
-                for (level, map) in level_maps.iter().enumerate() {
-                    // Sorted by (label, patient): a label's distinct
-                    // patients are the patient changes within its run.
-                    pending.sort_unstable_by_key(|(v, patient, _)| (map[*v as usize], *patient));
+                // ICD-10) is released null, never a label of its own.
+                pending.retain(|(e, v, _)| {
+                    let null = d.label(*v, 0).is_none();
+                    if null {
+                        decided[e * r_count + r] = top as u8;
+                    }
+                    !null
+                });
+                for (level, map) in labels.iter().enumerate() {
+                    pending.sort_unstable_by_key(|(_, v, p)| (map[*v as usize], *p));
                     let mut released = vec![false; pending.len()];
-                    let mut start = 0;
-                    while start < pending.len() {
-                        let label = map[pending[start].0 as usize];
-                        let mut end = start;
-                        let mut patients = 0u32;
-                        let mut last = None;
-                        while end < pending.len() && map[pending[end].0 as usize] == label {
-                            if last != Some(pending[end].1) {
-                                patients += 1;
-                                last = Some(pending[end].1);
+                    let mut s = 0;
+                    while s < pending.len() {
+                        let label = map[pending[s].1 as usize];
+                        let mut e = s;
+                        let (mut people, mut last) = (0u32, None);
+                        while e < pending.len() && map[pending[e].1 as usize] == label {
+                            if last != Some(pending[e].2) {
+                                people += 1;
+                                last = Some(pending[e].2);
                             }
-                            end += 1;
+                            e += 1;
                         }
-                        if patients >= *threshold {
-                            released[start..end].fill(true);
+                        if label.is_some() && people >= thr {
+                            released[s..e].fill(true);
                         }
-                        start = end;
+                        s = e;
                     }
                     let mut i = 0;
-                    pending.retain(|(v, _, records)| {
-                        let r = released[i];
+                    pending.retain(|(e, _, _)| {
+                        let done = released[i];
                         i += 1;
-                        if r {
-                            decided.insert((a, p, *v), level as u8);
-                            records_at[level] += records;
+                        if done {
+                            decided[e * r_count + r] = level as u8;
                         }
-                        !r
+                        !done
                     });
                 }
-                records_at[top] += pending.iter().map(|(_, _, r)| r).sum::<u64>();
+                for (e, _, _) in pending {
+                    decided[e * r_count + r] = top as u8;
+                }
+                for e in &order[start..end] {
+                    let level = decided[e * r_count + r];
+                    let cell = cells[entries[*e]].0;
+                    let label = if usize::from(level) == top {
+                        u32::MAX
+                    } else {
+                        labels[usize::from(level)][cell[q + r] as usize].unwrap_or(u32::MAX)
+                    };
+                    let n = next.len() as u32;
+                    new_group[*e] = *next.entry((g, level, label)).or_insert(n);
+                }
+                start = end;
             }
-            records_at[top] += null_in_lake;
-            plan.rare.push(RarePlan {
-                area: *area,
-                period: *period,
-                decided,
-                records_at,
-                null_in_lake,
-            });
+            group = new_group;
+        }
+        // Groups: people, records, and distinct sensitive values.
+        let groups_n = group.iter().max().map_or(0, |g| *g as usize + 1);
+        let mut pairs: Vec<(u32, u32, u64)> = entries
+            .iter()
+            .zip(&group)
+            .map(|(e, g)| {
+                let (cell, records) = cells[*e];
+                (*g, cell[cell.len() - 1], records)
+            })
+            .collect();
+        pairs.sort_unstable_by_key(|(g, p, _)| (*g, *p));
+        let mut people = vec![0u32; groups_n];
+        let mut records = vec![0u64; groups_n];
+        let mut last = None;
+        for (g, p, r) in pairs {
+            if last != Some((g, p)) {
+                people[g as usize] += 1;
+                last = Some((g, p));
+            }
+            records[g as usize] += r;
+        }
+        let mut diverse = vec![true; groups_n];
+        if let Some(ell) = ell {
+            let s0 = q + r_count;
+            for (s, d) in self.sensitive.iter().enumerate() {
+                let mut vals: Vec<(u32, u32)> = entries
+                    .iter()
+                    .zip(&group)
+                    .map(|(e, g)| (*g, cells[*e].0[s0 + s]))
+                    .filter(|(_, v)| d.label(*v, 0).is_some())
+                    .collect();
+                vals.sort_unstable();
+                vals.dedup();
+                let mut distinct = vec![0u32; groups_n];
+                for (g, _) in vals {
+                    distinct[g as usize] += 1;
+                }
+                for (g, n) in distinct.iter().enumerate() {
+                    if *n < ell {
+                        diverse[g] = false;
+                    }
+                }
+            }
+        }
+        let (mut suppressed_rare, mut suppressed_l) = (0u64, 0u64);
+        let mut kept_groups = Vec::new();
+        for g in 0..groups_n {
+            if people[g] < k {
+                suppressed_rare += records[g];
+            } else if !diverse[g] {
+                suppressed_l += records[g];
+            } else {
+                kept_groups.push((people[g], records[g]));
+            }
+        }
+        let mut released: FxMap<Box<[u32]>, Box<[u8]>> = FxMap::default();
+        let mut rare: Vec<RarePlan> = self
+            .rares
+            .iter()
+            .map(|d| RarePlan {
+                records_at: vec![0; d.hierarchy.levels()],
+                null_in_lake: 0,
+            })
+            .collect();
+        for (i, (e, g)) in entries.iter().zip(&group).enumerate() {
+            let g = *g as usize;
+            if people[g] < k || !diverse[g] {
+                continue;
+            }
+            let (cell, recs) = cells[*e];
+            let dec = &decided[i * r_count..(i + 1) * r_count];
+            for (r, l) in dec.iter().enumerate() {
+                rare[r].records_at[usize::from(*l)] += recs;
+                if self.rares[r].label(cell[q + r], 0).is_none() {
+                    rare[r].null_in_lake += recs;
+                }
+            }
+            released
+                .entry(cell[..cell.len() - 1].into())
+                .or_insert_with(|| dec.into());
+        }
+        Plan {
+            k,
+            ell,
+            levels,
+            released,
+            groups: kept_groups,
+            rare,
+            suppressed_k,
+            suppressed_rare,
+            suppressed_l,
+            nodes: 0,
+            evaluated: 0,
         }
     }
 
@@ -491,6 +777,7 @@ impl Index {
             .iter()
             .zip(&at.qis)
             .chain(self.rares.iter().zip(&at.rares))
+            .chain(self.sensitive.iter().zip(&at.sensitive))
         {
             d.key(batch, l, row, buf);
             ids.push(d.get(buf).ok_or_else(|| CoreError::Unindexed {
@@ -500,14 +787,16 @@ impl Index {
         Ok(())
     }
 
-    /// The released form of a batch: suppressed records left out,
-    /// quasi-identifiers at the plan's levels, rare values rolled up or
-    /// null, the pseudonym re-keyed, attributes as they are.
+    /// The released form of a batch: capped and suppressed records left
+    /// out, quasi-identifiers at the plan's levels, rare values rolled up
+    /// or null, the person re-keyed, attributes as they are. `pass` carries
+    /// the cap's counts from batch to batch (one per table).
     pub fn apply(
         &self,
         plan: &Plan,
         out: &Output,
         batch: &RecordBatch,
+        pass: &mut Pass,
     ) -> Result<RecordBatch, CoreError> {
         let at = self.locate(batch)?;
         let n = batch.num_rows();
@@ -529,42 +818,55 @@ impl Index {
                     .collect()
             })
             .collect();
+        let attrs: Vec<Option<&ArrayRef>> = out
+            .attributes
+            .iter()
+            .map(|a| batch.column_by_name(a))
+            .collect();
         let (mut buf, mut ids) = (String::new(), Vec::new());
         let mut rekeyed = String::new();
         for row in 0..n {
-            self.lookup(batch, &at, row, &mut buf, &mut ids)?;
-            let kept = plan.kept.contains(&plan.keys.of(&ids));
-            keep.push(kept);
-            if !kept {
+            let person = self.person_of(batch, &at, row, &mut buf)?;
+            if let Some(p) = person
+                && !Self::within_cap(self.cap, &mut pass.per_person, p)
+            {
+                keep.push(false);
                 continue;
             }
+            self.lookup(batch, &at, row, &mut buf, &mut ids)?;
+            let Some(levels) = plan.released.get(ids.as_slice()) else {
+                keep.push(false);
+                continue;
+            };
+            keep.push(true);
+            let mut h = std::hash::DefaultHasher::new();
             for (i, b) in qi_cols.iter_mut().enumerate() {
-                b.append_option(self.qis[i].label(ids[i], plan.levels[i]));
+                let label = self.qis[i].label(ids[i], plan.levels[i]);
+                label.hash(&mut h);
+                b.append_option(label);
             }
-            for (r, (values, levels)) in rare_cols.iter_mut().enumerate() {
-                let rp = &plan.rare[r];
-                let v = ids[q + r];
+            for (r, (values, names)) in rare_cols.iter_mut().enumerate() {
+                let l = usize::from(levels[r]);
                 let d = &self.rares[r];
-                let names = &level_names[r];
-                let maps = &plan.keys.maps;
-                let (a, p) = (
-                    maps[rp.area][ids[rp.area] as usize],
-                    maps[rp.period][ids[rp.period] as usize],
-                );
-                match rp.decided.get(&(a, p, v)) {
-                    Some(l) => {
-                        values.append_option(d.label(v, *l as usize));
-                        levels.append_value(&names[*l as usize]);
-                    }
-                    None => {
-                        values.append_null();
-                        levels.append_value(&names[names.len() - 1]);
-                    }
-                }
+                let label = if l + 1 == d.hierarchy.levels() {
+                    None
+                } else {
+                    d.label(ids[q + r], l)
+                };
+                (label, l).hash(&mut h);
+                values.append_option(label);
+                names.append_value(&level_names[r][l]);
             }
-            if let Some(key) = &out.rekey {
-                self.patient_of(batch, &at, row, &mut buf)?;
-                key.rekey(&buf, &mut rekeyed);
+            if let (Some(key), Some(p)) = (&out.rekey, person) {
+                for a in attrs.iter().flatten() {
+                    buf.clear();
+                    write_value(a, row, &mut buf).hash(&mut h);
+                    buf.hash(&mut h);
+                }
+                let t = pass.trajectories.entry(p).or_default();
+                t.0 = t.0.wrapping_add(h.finish());
+                t.1 += 1;
+                key.rekey_person(p, &mut rekeyed);
                 pseudonyms.append_value(&rekeyed);
             }
         }
@@ -591,25 +893,53 @@ impl Index {
     }
 }
 
+/// Counts sorted (group, person, records) triples into (group, distinct
+/// people, records).
+fn count_groups<G: PartialEq + Copy>(pairs: Vec<(G, u32, u64)>) -> Vec<(G, u32, u64)> {
+    let mut out: Vec<(G, u32, u64)> = Vec::new();
+    let mut last_person = None;
+    for (c, p, r) in pairs {
+        match out.last_mut() {
+            Some(x) if x.0 == c => {
+                x.2 += r;
+                if last_person != Some(p) {
+                    x.1 += 1;
+                }
+            }
+            _ => out.push((c, 1, r)),
+        }
+        last_person = Some(p);
+    }
+    out
+}
+
+/// For each value id of `d`, the id of its label at `level`, None when the
+/// label is null (a code outside the reference table has no block).
+fn level_ids_opt(d: &Dict, level: usize) -> Vec<Option<u32>> {
+    let ids = d.level_ids(level);
+    (0..d.len())
+        .map(|v| d.label(v as u32, level).map(|_| ids[v]))
+        .collect()
+}
+
 impl Plan {
-    /// Risk of what the plan releases (classes of at least k patients).
+    /// Risk of what the plan releases: groups of quasi-identifiers and
+    /// rare labels, in people.
     pub fn risk(&self) -> Risk {
-        Risk::of(
-            self.classes
-                .iter()
-                .map(|(_, p, r)| (*p, *r))
-                .filter(|(p, _)| *p >= self.k),
-            self.k,
-        )
+        Risk::of(self.groups.iter().copied(), self.k)
     }
 
-    /// Σ records² over the released classes (the discernibility metric
+    /// Records suppressed, all rules.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed_k + self.suppressed_rare + self.suppressed_l
+    }
+
+    /// Σ records² over the released groups (the discernibility metric
     /// without its suppression term).
     pub fn discernibility(&self) -> u128 {
-        self.classes
+        self.groups
             .iter()
-            .filter(|(_, p, _)| *p >= self.k)
-            .map(|(_, _, r)| u128::from(*r) * u128::from(*r))
+            .map(|(_, r)| u128::from(*r) * u128::from(*r))
             .sum()
     }
 }
@@ -634,10 +964,6 @@ impl Keys {
             .sum()
     }
 }
-
-/// A record group waiting for its rare-value decision: (value id, patient,
-/// records).
-type Pending = (u32, u32, u64);
 
 /// A release key: HMAC-SHA256 of the lake pseudonym, base32 like the
 /// stream zone's. Made fresh for each release and never written anywhere,
@@ -664,6 +990,17 @@ impl ReleaseKey {
         ReleaseKey(Hmac::new_from_slice(k).expect("HMAC takes any key length"))
     }
 
+    /// The release pseudonym of a person (an id of this run's union–find),
+    /// into `out` (cleared): one per person, whatever their lake
+    /// pseudonyms.
+    pub fn rekey_person(&self, person: u32, out: &mut String) {
+        let mut m = self.0.clone();
+        m.update(b"chitose/release-person/v1\0");
+        m.update(&person.to_le_bytes());
+        out.clear();
+        chitose_schemas::base32::encode(&m.finalize().into_bytes(), out);
+    }
+
     /// The release pseudonym of a lake pseudonym, into `out` (cleared).
     pub fn rekey(&self, pseudonym: &str, out: &mut String) {
         let mut m = self.0.clone();
@@ -682,6 +1019,8 @@ pub struct Output {
     pub schema: SchemaRef,
     /// The release key, when the pseudonym is released.
     pub rekey: Option<ReleaseKey>,
+    /// The attributes' names.
+    pub attributes: Vec<String>,
 }
 
 impl Output {
@@ -712,6 +1051,7 @@ impl Output {
         Output {
             schema: Arc::new(Schema::new(fields)),
             rekey,
+            attributes: attributes.iter().map(|(n, _)| n.clone()).collect(),
         }
     }
 }
@@ -721,29 +1061,35 @@ impl Output {
 pub struct Plan {
     /// k.
     pub k: u32,
+    /// ℓ asked of the sensitive attributes.
+    pub ell: Option<u32>,
     /// Level per quasi-identifier.
     pub levels: Vec<usize>,
-    keys: Keys,
-    kept: FxSet<u128>,
-    /// The classes at `levels`: (key, patients, records).
-    classes: Vec<(u128, u32, u64)>,
-    /// Rare-value decisions, per rule.
+    /// Released row keys (quasi-identifier, rare and sensitive value ids)
+    /// → the level each rare rule releases them at; absent: suppressed.
+    released: FxMap<Box<[u32]>, Box<[u8]>>,
+    /// The released groups: (people, records).
+    groups: Vec<(u32, u64)>,
+    /// Rare-value outcomes, per rule.
     pub rare: Vec<RarePlan>,
+    /// Records of quasi-identifier classes below k.
+    pub suppressed_k: u64,
+    /// Records of (class, rare labels) groups below k after the roll-up.
+    pub suppressed_rare: u64,
+    /// Records of groups with fewer than ℓ distinct values of a sensitive
+    /// attribute.
+    pub suppressed_l: u64,
     /// Generalization lattice size.
     pub nodes: usize,
     /// Nodes evaluated.
     pub evaluated: usize,
 }
 
-/// Rare-value decisions of one rule.
+/// What one rare rule released.
 #[derive(Debug)]
 pub struct RarePlan {
-    area: usize,
-    period: usize,
-    /// (area label, period label, value id) → released level; absent: suppressed.
-    decided: FxMap<(u32, u32, u32), u8>,
-    /// Records released at each level (the last: suppressed, including
-    /// the values null in the lake).
+    /// Records released at each level (the last: null, including the
+    /// values null in the lake).
     pub records_at: Vec<u64>,
     /// Records whose value was null in the lake already.
     pub null_in_lake: u64,
@@ -763,15 +1109,15 @@ pub fn precision_loss(levels: &[usize], tops: &[usize]) -> f64 {
         / levels.len() as f64
 }
 
-/// Rare-value risk of one sensitive column: how many (area, period, value)
-/// groups fewer than `threshold` patients share.
+/// Rare-value risk of one sensitive column: how many (class, value) groups
+/// fewer than `threshold` people share.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RareRisk {
     /// The column.
     pub column: String,
     /// Patients a group needs.
     pub threshold: u32,
-    /// (area, period, value) groups, null values left out.
+    /// (class, value) groups, null values left out.
     pub groups: u64,
     /// Groups below the threshold.
     pub groups_below: u64,
@@ -850,7 +1196,7 @@ mod tests {
     use crate::spec::Period;
     use arrow_array::{Int32Array, StringArray};
     use rand::{Rng, SeedableRng};
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
 
     fn qis() -> Vec<Hierarchy> {
         vec![
@@ -945,45 +1291,61 @@ mod tests {
         m
     }
 
+    fn people_of(rows: &[(&str, &str)]) -> Arc<People> {
+        let mut p = People::new();
+        for (a, links) in rows {
+            p.add_record(a, links);
+        }
+        p.freeze();
+        Arc::new(p)
+    }
+
+    fn released(ix: &Index, plan: &Plan, out: &Output, batches: &[RecordBatch]) -> RecordBatch {
+        let mut pass = Pass::default();
+        let parts: Vec<RecordBatch> = batches
+            .iter()
+            .map(|b| ix.apply(plan, out, b, &mut pass).unwrap())
+            .collect();
+        arrow_select::concat::concat_batches(&out.schema, &parts).unwrap()
+    }
+
     #[test]
-    fn every_released_class_holds_k_and_the_counts_reconcile() {
+    fn every_released_group_holds_k_with_its_rare_value_and_the_counts_reconcile() {
         let mut rolled = 0;
         for seed in 0..5 {
             let b = batch(seed, 3000);
-            let mut ix = Index::new(qis(), vec![rare()], Some("pseudonym".into()));
+            let mut ix = Index::new(
+                qis(),
+                vec![rare()],
+                vec![],
+                Who::Column("pseudonym".into()),
+                None,
+            );
             // Two batches, as files would come.
             ix.add(&b.slice(0, 1000)).unwrap();
             ix.add(&b.slice(1000, 2000)).unwrap();
             let before = ix.risk(&[0, 0, 0, 0], 0, 5);
             assert!(before.unique_records > 0, "the data must start risky");
-            let mut plan = ix.plan(5, 0.05).unwrap();
-            ix.plan_rare(&mut plan, &[(2, 3, 3)]);
+            let plan = ix.plan(5, 0.05, &[3], None).unwrap();
             let out = Output::new(
                 &ix,
                 &[("extra".into(), DataType::Utf8)],
                 Some(ReleaseKey::fresh()),
             );
-            let a = ix.apply(&plan, &out, &b.slice(0, 1000)).unwrap();
-            let c = ix.apply(&plan, &out, &b.slice(1000, 2000)).unwrap();
-            let released = arrow_select::concat::concat_batches(&out.schema, [&a, &c]).unwrap();
-            let classes = recount(&released, &["age", "sex", "muni", "month"]);
-            assert!(classes.values().all(|p| p.len() >= 5), "seed {seed}");
+            let released = released(&ix, &plan, &out, &[b.slice(0, 1000), b.slice(1000, 2000)]);
+            // The group is every qi and the rare value as released: each
+            // holds ≥ k (not only ≥ threshold) distinct people.
+            let groups = recount(&released, &["age", "sex", "muni", "month", "code"]);
+            assert!(groups.values().all(|p| p.len() >= 5), "seed {seed}");
             let after = plan.risk();
-            assert_eq!(after, ix.risk(&plan.levels, 5, 5));
-            let rare_before = ix.rare_risk(0, (2, 3, 3), &[0, 0, 0, 0]);
-            assert!(rare_before.groups_below > 0 && rare_before.records_below > 0);
             assert_eq!(after.records, released.num_rows() as u64);
-            assert_eq!(after.classes, classes.len() as u64);
+            assert_eq!(after.classes, groups.len() as u64);
             assert!(after.k >= 5);
+            let rare_before = ix.rare_risk(0, 3, &[0, 0, 0, 0]);
+            assert!(rare_before.groups_below > 0 && rare_before.records_below > 0);
             let suppressed = 3000 - released.num_rows() as u64;
+            assert_eq!(suppressed, plan.suppressed());
             assert!(suppressed <= 150, "within the budget: {suppressed}");
-            assert_eq!(before.records, 3000);
-            // Rare values: every released (area, period, value) has ≥ 3
-            // patients; counts per level add up to the records released.
-            let rare = recount(&released, &["muni", "month", "code"]);
-            for (k, p) in &rare {
-                assert!(k[2].is_none() || p.len() >= 3, "{k:?} has {}", p.len());
-            }
             assert_eq!(
                 plan.rare[0].records_at.iter().sum::<u64>(),
                 released.num_rows() as u64
@@ -1001,9 +1363,9 @@ mod tests {
     #[test]
     fn the_least_general_node_wins_and_k_too_high_is_refused() {
         let b = batch(9, 600);
-        let mut ix = Index::new(qis(), vec![], Some("pseudonym".into()));
+        let mut ix = Index::new(qis(), vec![], vec![], Who::Column("pseudonym".into()), None);
         ix.add(&b).unwrap();
-        let plan = ix.plan(2, 0.5).unwrap();
+        let plan = ix.plan(2, 0.5, &[], None).unwrap();
         let tops = [4, 2, 2, 3];
         let chosen = precision_loss(&plan.levels, &tops);
         // No node with less loss keeps suppression in budget.
@@ -1021,30 +1383,241 @@ mod tests {
                 }
             }
         }
-        let e = ix.plan(1000, 0.0).unwrap_err().to_string();
-        assert!(e.contains("every class ≥ 1000 patients"), "{e}");
+        let e = ix.plan(1000, 0.0, &[], None).unwrap_err().to_string();
+        assert!(e.contains("every group ≥ 1000 people"), "{e}");
+    }
+
+    fn strings(cols: &[(&str, Vec<&str>)]) -> RecordBatch {
+        RecordBatch::try_from_iter(
+            cols.iter()
+                .map(|(n, v)| (*n, Arc::new(StringArray::from(v.clone())) as ArrayRef)),
+        )
+        .unwrap()
     }
 
     #[test]
     fn patients_not_records_make_a_class() {
         // One patient with five records is a class of one.
-        let s = |v: Vec<&str>| Arc::new(StringArray::from(v)) as ArrayRef;
-        let b = RecordBatch::try_from_iter([
-            ("pseudonym", s(vec!["a", "a", "a", "a", "a", "b", "c"])),
-            ("sex", s(vec!["m", "m", "m", "m", "m", "f", "f"])),
-        ])
-        .unwrap();
+        let b = strings(&[
+            ("pseudonym", vec!["a", "a", "a", "a", "a", "b", "c"]),
+            ("sex", vec!["m", "m", "m", "m", "m", "f", "f"]),
+        ]);
         let mut ix = Index::new(
             vec![Hierarchy::flat("sex")],
             vec![],
-            Some("pseudonym".into()),
+            vec![],
+            Who::Column("pseudonym".into()),
+            None,
         );
         ix.add(&b).unwrap();
         let r = ix.risk(&[0], 0, 2);
         assert_eq!((r.k, r.unique_records, r.unique_patients), (1, 5, 1));
         assert_eq!(r.records_below_k, 5);
-        let plan = ix.plan(2, 0.0).unwrap();
+        let plan = ix.plan(2, 0.0, &[], None).unwrap();
         assert_eq!(plan.levels, vec![1], "only * keeps everyone");
+    }
+
+    /// Five pseudonyms, three people: counted as pseudonyms the class
+    /// passes k = 5 (the attack on main); counted as people it does not.
+    #[test]
+    fn people_not_pseudonyms_make_a_class() {
+        let b = strings(&[
+            (
+                "pseudonym",
+                vec!["a1", "a2", "a3", "b", "c", "x1", "x2", "x3", "x4", "x5"],
+            ),
+            (
+                "linkage_pseudonyms",
+                vec![
+                    "a1 ka", "a2 ka", "a3 a2", "b", "c", "x1", "x2", "x3", "x4", "x5",
+                ],
+            ),
+            (
+                "area",
+                vec!["A", "A", "A", "A", "A", "B", "B", "B", "B", "B"],
+            ),
+        ]);
+        let people = people_of(&[
+            ("a1", "a1 ka"),
+            ("a2", "a2 ka"),
+            ("a3", "a3 a2"),
+            ("b", "b"),
+            ("c", "c"),
+            ("x1", ""),
+            ("x2", ""),
+            ("x3", ""),
+            ("x4", ""),
+            ("x5", ""),
+        ]);
+        assert_eq!((people.pseudonyms(), people.people()), (10, 8));
+        let run = |who: Who| {
+            let mut ix = Index::new(vec![Hierarchy::flat("area")], vec![], vec![], who, None);
+            ix.add(&b).unwrap();
+            let plan = ix.plan(5, 0.5, &[], None).unwrap();
+            (
+                ix.patients(),
+                ix.pseudonyms(),
+                plan.levels.clone(),
+                plan.suppressed(),
+            )
+        };
+        let (_, _, levels, suppressed) = run(Who::Column("pseudonym".into()));
+        assert_eq!(
+            (levels, suppressed),
+            (vec![0], 0),
+            "pseudonyms: area A looks like 5"
+        );
+        let (patients, pseudonyms, levels, suppressed) = run(Who::People(people));
+        assert_eq!((patients, pseudonyms), (8, 10));
+        assert_eq!(
+            (levels, suppressed),
+            (vec![0], 5),
+            "people: area A is 3, suppressed"
+        );
+    }
+
+    /// (class, diagnosis) can be unique while the class holds k and the
+    /// diagnosis is common elsewhere: the value is rolled up within the
+    /// class, and the null group still below k is suppressed.
+    #[test]
+    fn a_rare_value_is_counted_within_its_class() {
+        let mut p = Vec::new();
+        let (mut sex, mut code, mut block) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..6 {
+            // Six men with X01, six women with Y01 — and one woman with X01.
+            p.push(format!("m{i}"));
+            sex.push("m");
+            code.push("X01");
+            block.push("X");
+            p.push(format!("f{i}"));
+            sex.push("f");
+            code.push("Y01");
+            block.push("Y");
+        }
+        p.push("target".into());
+        sex.push("f");
+        code.push("X01");
+        block.push("X");
+        let b = strings(&[
+            ("pseudonym", p.iter().map(String::as_str).collect()),
+            ("sex", sex),
+            ("code", code),
+            ("block", block),
+        ]);
+        let mut ix = Index::new(
+            vec![Hierarchy::flat("sex")],
+            vec![Hierarchy {
+                column: "code".into(),
+                kind: Kind::Ladder(vec!["block".into()]),
+                top_is_any: false,
+            }],
+            vec![],
+            Who::Column("pseudonym".into()),
+            None,
+        );
+        ix.add(&b).unwrap();
+        // Counted per (area = all, value), X01 has 7 people: main released it.
+        let plan = ix.plan(5, 0.2, &[5], None).unwrap();
+        assert_eq!(plan.levels, vec![0], "sex stays");
+        let out = Output::new(&ix, &[], None);
+        let r = released(&ix, &plan, &out, &[b.clone()]);
+        let groups = recount_records(&r, &["sex", "code"]);
+        assert!(
+            !groups.contains_key(&vec![Some("f".into()), Some("X01".into())]),
+            "the target's diagnosis is not released in the women's class: {groups:?}"
+        );
+        assert!(groups.values().all(|n| *n >= 5), "{groups:?}");
+        assert_eq!(plan.suppressed_rare, 1, "the target's null group of one");
+    }
+
+    fn recount_records(out: &RecordBatch, names: &[&str]) -> HashMap<Vec<Option<String>>, usize> {
+        let mut m = HashMap::new();
+        for row in 0..out.num_rows() {
+            let key = names
+                .iter()
+                .map(|n| {
+                    let mut s = String::new();
+                    crate::hierarchy::write_value(out.column_by_name(n).unwrap(), row, &mut s)
+                        .then_some(s)
+                })
+                .collect();
+            *m.entry(key).or_default() += 1;
+        }
+        m
+    }
+
+    #[test]
+    fn l_diversity_suppresses_a_group_with_one_sensitive_value_and_the_cap_holds() {
+        let n = 12;
+        let b = strings(&[
+            (
+                "pseudonym",
+                (0..n)
+                    .map(|i| ["p0", "p1", "p2", "p3", "p4", "p5"][i % 6])
+                    .collect(),
+            ),
+            (
+                "sex",
+                (0..n).map(|i| if i % 6 < 3 { "m" } else { "f" }).collect(),
+            ),
+            ("age", vec!["40"; n]),
+            // The men all died; the women did not all.
+            (
+                "outcome",
+                (0..n)
+                    .map(|i| {
+                        if i % 6 < 3 {
+                            "died"
+                        } else {
+                            ["cured", "continuing"][i % 2]
+                        }
+                    })
+                    .collect(),
+            ),
+        ]);
+        let ix_of = |cap| {
+            let mut ix = Index::new(
+                vec![Hierarchy::flat("age")],
+                vec![],
+                vec![Hierarchy::flat("outcome")],
+                Who::Column("pseudonym".into()),
+                cap,
+            );
+            ix.add(&b).unwrap();
+            ix
+        };
+        let ix = ix_of(None);
+        let plan = ix.plan(2, 0.0, &[], Some(2)).unwrap();
+        assert_eq!(plan.suppressed_l, 0, "one class of 6 people, 3 outcomes");
+        let ix2 = {
+            let mut ix = Index::new(
+                vec![Hierarchy::flat("sex")],
+                vec![],
+                vec![Hierarchy::flat("outcome")],
+                Who::Column("pseudonym".into()),
+                None,
+            );
+            ix.add(&b).unwrap();
+            ix
+        };
+        let plan = ix2.plan(3, 0.6, &[], Some(2)).unwrap();
+        assert_eq!(plan.levels, vec![0]);
+        assert_eq!(plan.suppressed_l, 6, "the men's class: everyone died");
+        let out = Output::new(&ix2, &[("outcome".into(), DataType::Utf8)], None);
+        let r = released(&ix2, &plan, &out, &[b.clone()]);
+        assert_eq!(r.num_rows(), 6);
+        // At most one record per person.
+        let ix = ix_of(Some(1));
+        assert_eq!((ix.rows(), ix.capped()), (6, 6));
+        let plan = ix.plan(2, 0.0, &[], None).unwrap();
+        let out = Output::new(&ix, &[], Some(ReleaseKey::fresh()));
+        let mut pass = Pass::default();
+        let r = ix.apply(&plan, &out, &b, &mut pass).unwrap();
+        assert_eq!(r.num_rows(), 6);
+        assert_eq!(recount(&r, &["age"]).values().next().unwrap().len(), 6);
+        // Each person's one released row is the same (40, no rare): no
+        // trajectory is unique.
+        assert_eq!(pass.trajectories(), (6, 0));
     }
 
     #[test]
@@ -1058,5 +1631,10 @@ mod tests {
         assert_ne!(x, z);
         assert_ne!(x, "p1");
         assert_eq!(x.len(), 52);
+        a.rekey_person(7, &mut x);
+        a.rekey_person(7, &mut y);
+        b.rekey_person(7, &mut z);
+        assert_eq!(x, y);
+        assert_ne!(x, z);
     }
 }

@@ -313,6 +313,16 @@ impl Dict {
         self.labels[id as usize][level].as_deref()
     }
 
+    /// Values seen.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether no value was seen.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
     /// For each value id, the id of its label at `level` (equal labels,
     /// equal ids).
     pub fn level_ids(&self, level: usize) -> Vec<u32> {

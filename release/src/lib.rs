@@ -19,5 +19,6 @@
 
 pub mod core;
 pub mod hierarchy;
+pub mod people;
 pub mod run;
 pub mod spec;

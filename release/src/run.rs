@@ -12,8 +12,11 @@
 //! again under the same id deletes what it left (written under a key that
 //! is gone) and starts over. A complete release is never overwritten.
 
-use crate::core::{CoreError, Index, Output, Plan, RareRisk, ReleaseKey, Risk, precision_loss};
+use crate::core::{
+    CoreError, Index, Output, Pass, Plan, RareRisk, ReleaseKey, Risk, Who, precision_loss,
+};
 use crate::hierarchy::Hierarchy;
+use crate::people::People;
 use crate::spec::{Contract, Spec, TableSpec};
 use arrow_array::RecordBatch;
 use bytes::Bytes;
@@ -23,8 +26,9 @@ use chitose_lake::{Lake, LakeError, layout};
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
+use std::sync::Arc;
 
 /// A release or audit problem.
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +92,37 @@ pub enum ReleaseError {
         /// Files read.
         files: usize,
     },
+    /// A release over records another release used, at another
+    /// granularity.
+    #[error(
+        "table {table}: release {other} (Delta version {other_version}) released the same records at {theirs}; this release would at {ours}. \
+         Two releases of one person's records at different granularities can be intersected to single them out (a composition attack): \
+         release at the same levels, or pass --allow-composition to release anyway (the ledger records it)"
+    )]
+    Composition {
+        /// Table.
+        table: String,
+        /// The earlier release.
+        other: String,
+        /// The version it read.
+        other_version: u64,
+        /// Its levels.
+        theirs: String,
+        /// This release's levels.
+        ours: String,
+    },
+    /// Local spill files for the shuffle.
+    #[error("spill file in {dir}: {message}")]
+    Spill {
+        /// Folder.
+        dir: String,
+        /// Cause.
+        message: String,
+    },
     /// A bad release id.
-    #[error("release id {0:?}: expected letters, digits, '-', '_' or '.', not starting with '.'")]
+    #[error(
+        "release id {0:?}: expected letters, digits, '-', '_' or '.', not starting with '.' or '_'"
+    )]
     BadId(String),
 }
 
@@ -210,6 +243,7 @@ pub async fn released(
 fn check_id(id: &str) -> Result<(), ReleaseError> {
     let ok = !id.is_empty()
         && !id.starts_with('.')
+        && !id.starts_with('_')
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
@@ -270,6 +304,166 @@ async fn read(
     }))
 }
 
+/// The lake's tables: the folders under `pseudonymized/` with a Delta log.
+pub async fn lake_tables(lake: &Lake) -> Result<Vec<String>, ReleaseError> {
+    let listed = lake
+        .store
+        .list_with_delimiter(Some(&lake.path(layout::PSEUDONYMIZED)))
+        .await?;
+    let mut out: Vec<String> = listed
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_owned))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// What the people pass found.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeopleReport {
+    /// Tables read (every table of the lake: a link can be on any).
+    pub tables: Vec<(String, u64)>,
+    /// Distinct lake pseudonyms on records.
+    pub pseudonyms: u64,
+    /// The people they are, once joined.
+    pub people: u64,
+    /// Seconds spent.
+    pub seconds: f64,
+    /// Bytes the union–find held.
+    pub memory_bytes: usize,
+}
+
+/// The people pass: every table's `pseudonym` and `linkage_pseudonyms`
+/// (at the snapshots given, newest for the others) into one union–find.
+pub async fn people(
+    lake: &Lake,
+    snaps: &BTreeMap<String, Snapshot>,
+    batch_rows: usize,
+) -> Result<(People, PeopleReport), ReleaseError> {
+    let clock = std::time::Instant::now();
+    let mut people = People::new();
+    let mut tables = Vec::new();
+    let cols = [
+        crate::people::PSEUDONYM.to_owned(),
+        crate::people::LINKS.to_owned(),
+    ];
+    for table in lake_tables(lake).await? {
+        let snap = match snaps.get(&table) {
+            Some(s) => s.clone(),
+            None => match snapshot(lake, &table).await {
+                Ok(s) => s,
+                Err(ReleaseError::NoData(_)) => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        for f in &snap.files {
+            let mut s = std::pin::pin!(read(lake, f, Some(&cols), batch_rows).await?);
+            while let Some(b) = s.next().await {
+                people.add(&b?);
+            }
+        }
+        tables.push((table, snap.version));
+    }
+    people.freeze();
+    let report = PeopleReport {
+        tables,
+        pseudonyms: people.pseudonyms(),
+        people: people.people(),
+        seconds: clock.elapsed().as_secs_f64(),
+        memory_bytes: people.memory(),
+    };
+    tracing::info!(
+        pseudonyms = report.pseudonyms,
+        people = report.people,
+        "people joined across linkage bases and keys"
+    );
+    Ok((people, report))
+}
+
+/// One release in the ledger: what it read and at which levels.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LedgerEntry {
+    /// Release id.
+    pub release_id: String,
+    /// When.
+    pub created_at: String,
+    /// Per table.
+    pub tables: Vec<LedgerTable>,
+    /// Whether it was released over a composition risk on purpose.
+    pub allowed_composition: bool,
+}
+
+/// One table of a ledger entry.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct LedgerTable {
+    /// Table.
+    pub table: String,
+    /// The lake snapshot read.
+    pub version: u64,
+    /// Quasi-identifier → level released.
+    pub levels: Vec<(String, String)>,
+    /// Rare columns and their ladders.
+    pub rare: Vec<(String, Vec<String>)>,
+    /// k.
+    pub k: u32,
+}
+
+impl LedgerTable {
+    fn granularity(&self) -> String {
+        let mut parts: Vec<String> = self
+            .levels
+            .iter()
+            .map(|(c, l)| format!("{c} as {l}"))
+            .collect();
+        for (c, ladder) in &self.rare {
+            parts.push(format!("{c} rolled up to [{}]", ladder.join(", ")));
+        }
+        parts.join("; ")
+    }
+}
+
+/// The release ledger (`anonymized/_ledger/<release_id>.json`, one object
+/// per complete release, created only).
+pub async fn ledger(out: &Lake) -> Result<Vec<LedgerEntry>, ReleaseError> {
+    let metas: Vec<_> = out
+        .store
+        .list(Some(&out.path("anonymized/_ledger")))
+        .try_collect()
+        .await?;
+    let mut entries = Vec::new();
+    for m in metas {
+        let bytes = out.store.get(&m.location).await?.bytes().await?;
+        let e: LedgerEntry = serde_json::from_slice(&bytes).map_err(|e| ReleaseError::Parquet {
+            path: m.location.to_string(),
+            message: format!("expected a ledger entry (JSON), found {e}"),
+        })?;
+        entries.push(e);
+    }
+    entries.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+    Ok(entries)
+}
+
+/// The first earlier release of the same table at another granularity.
+fn composition(
+    ledger: &[LedgerEntry],
+    release_id: &str,
+    mine: &LedgerTable,
+) -> Option<ReleaseError> {
+    ledger
+        .iter()
+        .filter(|e| e.release_id != release_id)
+        .flat_map(|e| e.tables.iter().map(move |t| (e, t)))
+        .find(|(_, t)| t.table == mine.table && (t.levels != mine.levels || t.rare != mine.rare))
+        .map(|(e, t)| ReleaseError::Composition {
+            table: mine.table.clone(),
+            other: e.release_id.clone(),
+            other_version: t.version,
+            theirs: t.granularity(),
+            ours: mine.granularity(),
+        })
+}
+
 /// Pass one: the index of a table's files.
 async fn index(
     lake: &Lake,
@@ -324,6 +518,11 @@ pub struct Options {
     pub batch_rows: usize,
     /// Plan and report only; write nothing.
     pub dry_run: bool,
+    /// Release even when an earlier release used the same records at
+    /// another granularity (recorded in the ledger).
+    pub allow_composition: bool,
+    /// Rows the shuffle holds in memory at once (one spill bucket).
+    pub shuffle_rows: usize,
 }
 
 /// The release report.
@@ -341,6 +540,10 @@ pub struct ReleaseReport {
     pub dry_run: bool,
     /// The spec, as read.
     pub spec: Spec,
+    /// Pseudonyms joined into people, over the whole lake.
+    pub people: PeopleReport,
+    /// Whether it was released over a composition risk on purpose.
+    pub allowed_composition: bool,
     /// Per table.
     pub tables: Vec<TableReport>,
 }
@@ -362,17 +565,38 @@ pub struct TableReport {
     pub withdrawn: u64,
     /// Records released.
     pub records_out: u64,
-    /// Patients read.
+    /// People read (pseudonyms joined).
     pub patients_in: u64,
+    /// Lake pseudonyms read (≥ people: a person can have several).
+    pub pseudonyms_in: u64,
+    /// Records left out by `max_records_per_person`.
+    pub capped: u64,
     /// Level chosen per quasi-identifier.
     pub generalization: Vec<Generalized>,
-    /// Records suppressed to reach k (classes below k after generalization).
+    /// Records suppressed, all rules (= records in − records out).
     pub suppressed_k_anonymity: u64,
+    /// Of those: quasi-identifier classes below k people.
+    pub suppressed_classes: u64,
+    /// Of those: (class, rare labels) groups still below k people once
+    /// rare values were rolled up.
+    pub suppressed_rare_groups: u64,
+    /// Of those: groups with fewer than ℓ distinct values of a sensitive
+    /// attribute.
+    pub suppressed_l_diversity: u64,
+    /// ℓ asked, and the sensitive attributes it holds for.
+    pub l_diversity: Option<(u32, Vec<String>)>,
+    /// With a pseudonym released: people released, and those whose set of
+    /// released rows nobody else has (a trajectory singles them out to
+    /// whoever knows a few of their events).
+    pub trajectories: Option<Trajectories>,
     /// Rare-value rules' outcomes.
     pub rare: Vec<RareOutcome>,
     /// Risk over the quasi-identifiers as the lake holds them.
     pub before: Risk,
-    /// Risk over the released quasi-identifiers.
+    /// Risk over the quasi-identifiers and every rare column as the lake
+    /// holds them (an attacker who knows one value of the target).
+    pub before_with_rare: Risk,
+    /// Risk over the released groups (quasi-identifiers and rare labels).
     pub after: Risk,
     /// Per rare rule, (area, period, value) groups below its threshold as
     /// the lake holds them (none are released: step 4 rolls them up).
@@ -391,6 +615,17 @@ pub struct TableReport {
     pub read_back: Option<ReadBack>,
 }
 
+/// What linked records expose.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trajectories {
+    /// People released.
+    pub people: u64,
+    /// People whose multiset of released rows is unique.
+    pub unique_people: u64,
+    /// Their share.
+    pub uniqueness: f64,
+}
+
 /// The written files, read back and counted again.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReadBack {
@@ -402,7 +637,7 @@ pub struct ReadBack {
     /// records (not released: a class of k records has at most k patients,
     /// so this is the weaker check).
     pub counted_in: &'static str,
-    /// Rare (area, period, value) groups below their threshold.
+    /// Rare (class, value) groups below their threshold.
     pub rare_groups_below: u64,
 }
 
@@ -424,7 +659,7 @@ pub struct Generalized {
 pub struct RareOutcome {
     /// Column.
     pub column: String,
-    /// Threshold (patients per area, period and value).
+    /// Threshold (people per class and value).
     pub threshold: u32,
     /// Records per level the value was released at (`suppressed` last).
     pub records_at: Vec<(String, u64)>,
@@ -467,7 +702,7 @@ pub async fn release(
     opts: &Options,
 ) -> Result<ReleaseReport, ReleaseError> {
     check_id(&opts.release_id)?;
-    let root = format!("anonymized/{}", opts.release_id);
+    let root = format!("{}/{}", layout::ANONYMIZED, opts.release_id);
     let report_json = out.path(&format!("{root}/release-report.json"));
     if !opts.dry_run {
         match out.store.head(&report_json).await {
@@ -487,21 +722,67 @@ pub async fn release(
             }
         }
     }
+    // One snapshot per released table, read by the people pass and both
+    // passes of its release alike.
+    let mut snaps = BTreeMap::new();
+    for t in &spec.tables {
+        snaps.insert(t.name.clone(), snapshot(lake, &t.name).await?);
+    }
+    let (people, people_report) = people(lake, &snaps, opts.batch_rows).await?;
+    let people = Arc::new(people);
+    let history = ledger(out).await?;
     let mut tables = Vec::new();
+    let mut entry = LedgerEntry {
+        release_id: opts.release_id.clone(),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        tables: Vec::new(),
+        allowed_composition: false,
+    };
     for (t, c) in spec.tables.iter().zip(contracts) {
         let key = (t.pseudonym && !opts.dry_run).then(ReleaseKey::fresh);
-        tables.push(release_table(lake, out, spec, t, c, key, &root, opts).await?);
+        let snap = snaps.remove(&t.name).expect("snapshot taken above");
+        let ctx = TableRun {
+            lake,
+            dest: out,
+            spec,
+            t,
+            c,
+            root: &root,
+            opts,
+            people: &people,
+            history: &history,
+        };
+        let (report, ledger_table, composed) = release_table(&ctx, snap, key).await?;
+        entry.allowed_composition |= composed;
+        entry.tables.push(ledger_table);
+        tables.push(report);
     }
     let report = ReleaseReport {
         release_id: opts.release_id.clone(),
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        created_at: entry.created_at.clone(),
         output: out.path(&root).to_string(),
-        key: "pseudonyms re-keyed with a fresh random 256-bit HMAC-SHA256 key per table and release, held in memory only and never written".into(),
+        key: "one release pseudonym per person (pseudonyms joined first), HMAC-SHA256 under a fresh random 256-bit key per table and release, held in memory only and never written; none unless the spec names a recipient".into(),
         dry_run: opts.dry_run,
         spec: spec.clone(),
+        people: people_report,
+        allowed_composition: entry.allowed_composition,
         tables,
     };
     if !opts.dry_run {
+        // The ledger first: a complete release (its report) is always in it.
+        let at = out.path(&format!(
+            "{}/_ledger/{}.json",
+            layout::ANONYMIZED,
+            opts.release_id
+        ));
+        out.store
+            .put(
+                &at,
+                PutPayload::from(Bytes::from(
+                    serde_json::to_vec_pretty(&entry).expect("serializable"),
+                )),
+            )
+            .await?;
         let md = markdown(&report);
         out.store
             .put(
@@ -517,70 +798,114 @@ pub async fn release(
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every table of one release shares.
+struct TableRun<'a> {
+    lake: &'a Lake,
+    dest: &'a Lake,
+    spec: &'a Spec,
+    t: &'a TableSpec,
+    c: &'a Contract,
+    root: &'a str,
+    opts: &'a Options,
+    people: &'a Arc<People>,
+    history: &'a [LedgerEntry],
+}
+
 async fn release_table(
-    lake: &Lake,
-    dest: &Lake,
-    spec: &Spec,
-    t: &TableSpec,
-    c: &Contract,
+    x: &TableRun<'_>,
+    snap: Snapshot,
     key: Option<ReleaseKey>,
-    root: &str,
-    opts: &Options,
-) -> Result<TableReport, ReleaseError> {
+) -> Result<(TableReport, LedgerTable, bool), ReleaseError> {
+    let (spec, t, opts) = (x.spec, x.t, x.opts);
     let table = t.name.as_str();
     let core = |source| ReleaseError::Core {
         table: table.to_owned(),
         source,
     };
-    let snap = snapshot(lake, table).await?;
     let qis: Vec<Hierarchy> = t.qi.iter().map(Hierarchy::of_qi).collect();
     let rares: Vec<Hierarchy> = t.rare.iter().map(Hierarchy::of_rare).collect();
-    let ix = Index::new(qis, rares, Some("pseudonym".into()));
+    let sensitive: Vec<Hierarchy> = t.sensitive.iter().map(|c| Hierarchy::flat(c)).collect();
+    let ix = Index::new(
+        qis,
+        rares,
+        sensitive,
+        Who::People(x.people.clone()),
+        t.max_records_per_person,
+    );
     let clock = std::time::Instant::now();
-    let gone = withdrawn(lake, table, opts.batch_rows).await?;
-    let (ix, dropped) = index(lake, table, &snap, ix, opts.batch_rows, &gone).await?;
+    let gone = withdrawn(x.lake, table, opts.batch_rows).await?;
+    let (ix, dropped) = index(x.lake, table, &snap, ix, opts.batch_rows, &gone).await?;
     let index_s = clock.elapsed().as_secs_f64();
     tracing::info!(
         table,
         rows = ix.rows(),
         withdrawn = dropped,
+        capped = ix.capped(),
         cells = ix.cells(),
         "indexed"
     );
-    if ix.rows() + dropped != snap.rows {
+    if ix.rows() + ix.capped() + dropped != snap.rows {
         return Err(ReleaseError::Count {
             table: table.to_owned(),
             what: "rows in the snapshot's files (the log's count; run chitose lake verify)",
             expected: snap.rows,
-            found: ix.rows(),
+            found: ix.rows() + ix.capped(),
         });
     }
     let q = ix.qis.len();
     let before = ix.risk(&vec![0; q], 0, spec.k);
-    let mut plan = ix.plan(spec.k, spec.max_suppression).map_err(core)?;
-    let position = |col: &str| t.qi.iter().position(|x| x.column == col).expect("checked");
-    let rules: Vec<(usize, usize, u32)> = t
-        .rare
-        .iter()
-        .map(|r| (position(&r.area), position(&r.period), r.threshold))
-        .collect();
-    ix.plan_rare(&mut plan, &rules);
+    let before_with_rare = ix.risk_with_rares(&vec![0; q], spec.k);
+    let thresholds: Vec<u32> = t.rare.iter().map(|r| r.threshold).collect();
+    let plan = ix
+        .plan(spec.k, spec.max_suppression, &thresholds, t.l)
+        .map_err(core)?;
     let after = plan.risk();
+    // The ledger: an earlier release of these records at another
+    // granularity can be intersected with this one.
+    let mine = LedgerTable {
+        table: table.to_owned(),
+        version: snap.version,
+        levels: ix
+            .qis
+            .iter()
+            .zip(&plan.levels)
+            .map(|(d, l)| (d.hierarchy.column.clone(), d.hierarchy.level_name(*l)))
+            .collect(),
+        rare: t
+            .rare
+            .iter()
+            .map(|r| (r.column.clone(), r.ladder.clone()))
+            .collect(),
+        k: spec.k,
+    };
+    let mut composed = false;
+    if let Some(e) = composition(x.history, &opts.release_id, &mine) {
+        if !opts.allow_composition {
+            return Err(e);
+        }
+        tracing::warn!(table, "{e}");
+        composed = true;
+    }
     let attributes: Vec<(String, arrow_schema::DataType)> = t
         .attributes
         .iter()
-        .map(|a| (a.clone(), c.columns[a].data_type.clone()))
+        .map(|a| (a.clone(), x.c.columns[a].data_type.clone()))
         .collect();
     let out = Output::new(&ix, &attributes, key);
     let plan_s = clock.elapsed().as_secs_f64() - index_s;
-    let files = if opts.dry_run {
-        Vec::new()
+    let (files, trajectories) = if opts.dry_run {
+        (Vec::new(), None)
     } else {
-        write(
-            lake, dest, table, &snap, &ix, &plan, &out, root, opts, &gone,
-        )
-        .await?
+        let (files, pass) = write(x, &snap, &ix, &plan, &out, &gone, after.records).await?;
+        let traj = out.rekey.is_some().then(|| {
+            let (people, unique) = pass.trajectories();
+            Trajectories {
+                people,
+                unique_people: unique,
+                uniqueness: unique as f64 / people.max(1) as f64,
+            }
+        });
+        (files, traj)
     };
     let written: u64 = files.iter().map(|(_, r)| r).sum();
     if !opts.dry_run && written != after.records {
@@ -597,27 +922,37 @@ async fn release_table(
         clock.elapsed().as_secs_f64() - index_s - plan_s,
     );
     let records_in = ix.rows();
-    let mut report = report_of(spec, t, c, snap, &ix, &plan, before, after, files, seconds);
+    let mut report = report_of(
+        spec, t, x.c, snap, &ix, &plan, before, after, files, seconds,
+    );
     report.withdrawn = dropped;
+    report.before_with_rare = before_with_rare;
+    report.trajectories = trajectories;
     // The index is no longer needed: free it before the read-back builds
     // its own.
     drop((ix, plan, out));
     // Read the written files back and count again, with the audit's code
     // path rather than the plan's: a release that does not hold is never
-    // given its report.
+    // given its report. The group is every qi and every rare column.
     if !opts.dry_run {
-        let (qi, rare) = (t.qi_columns(), t.rare_rules());
-        let snap = released(dest, &opts.release_id, table).await?;
-        let patient = t.pseudonym.then(|| "pseudonym".to_owned());
-        let a = audit(dest, snap, &qi, &rare, patient, spec.k, opts.batch_rows).await?;
+        let rare = t.rare_rules();
+        let mut qi = t.qi_columns();
+        qi.extend(rare.iter().map(|(c, _)| c.clone()));
+        let snap = released(x.dest, &opts.release_id, table).await?;
+        let who = if t.pseudonym {
+            Who::Column(crate::people::PSEUDONYM.to_owned())
+        } else {
+            Who::Records
+        };
+        let a = audit(x.dest, snap, &qi, &rare, who, spec.k, opts.batch_rows).await?;
         let below = a.rare.iter().map(|r| r.groups_below).sum::<u64>();
         let records = report.records_out;
         if a.risk.records != records || (records > 0 && a.risk.k < spec.k) || below > 0 {
             return Err(ReleaseError::ReadBack {
                 table: table.to_owned(),
                 message: format!(
-                    "expected {records} records, every class ≥ {} and no rare group below its threshold; \
-                     found {} records, smallest class {}, {below} rare groups below",
+                    "expected {records} records, every group ≥ {} and no rare group below its threshold; \
+                     found {} records, smallest group {}, {below} rare groups below",
                     spec.k, a.risk.records, a.risk.k
                 ),
             });
@@ -625,7 +960,7 @@ async fn release_table(
         report.read_back = Some(ReadBack {
             records: a.risk.records,
             smallest_class: a.risk.k,
-            counted_in: if t.pseudonym { "patients" } else { "records" },
+            counted_in: if t.pseudonym { "people" } else { "records" },
             rare_groups_below: below,
         });
     }
@@ -637,25 +972,137 @@ async fn release_table(
         files = report.files.len(),
         "released"
     );
-    Ok(report)
+    Ok((report, mine, composed))
 }
 
-/// Writes the released rows as a Delta table (`<root>/<table>`): files of
-/// `rows_per_file` rows, one commit at the end, so a reader sees all of
-/// the table or none of it.
-#[allow(clippy::too_many_arguments)]
+/// The released rows, shuffled: each row goes to a random bucket (a local
+/// Arrow IPC file), and each bucket — at most about `shuffle_rows` rows —
+/// is permuted in memory and written in turn. The lake's order (prefecture
+/// blocks, months, Kafka partitions keyed by pseudonym) would otherwise
+/// tell what the release leaves out and align its tables.
+struct Shuffle {
+    dir: tempfile::TempDir,
+    writers: Vec<Option<arrow_ipc::writer::FileWriter<std::io::BufWriter<std::fs::File>>>>,
+    schema: arrow_schema::SchemaRef,
+    rng: rand::rngs::ThreadRng,
+}
+
+impl Shuffle {
+    fn new(
+        schema: arrow_schema::SchemaRef,
+        rows: u64,
+        bucket_rows: usize,
+    ) -> Result<Self, ReleaseError> {
+        let dir = tempfile::Builder::new()
+            .prefix("chitose-release-")
+            .tempdir()
+            .map_err(|e| ReleaseError::Spill {
+                dir: std::env::temp_dir().display().to_string(),
+                message: e.to_string(),
+            })?;
+        let buckets = (rows as usize).div_ceil(bucket_rows.max(1)).max(1);
+        Ok(Shuffle {
+            dir,
+            writers: (0..buckets).map(|_| None).collect(),
+            schema,
+            rng: rand::rng(),
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> ReleaseError {
+        ReleaseError::Spill {
+            dir: self.dir.path().display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn push(&mut self, b: &RecordBatch) -> Result<(), ReleaseError> {
+        use rand::Rng;
+        let n = self.writers.len();
+        if n == 1 {
+            return self.write(0, b);
+        }
+        let bucket: Vec<u32> = (0..b.num_rows())
+            .map(|_| self.rng.random_range(0..n as u32))
+            .collect();
+        for i in 0..n as u32 {
+            let idx: arrow_array::UInt32Array = bucket
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| **x == i)
+                .map(|(r, _)| r as u32)
+                .collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let part = arrow_select::take::take_record_batch(b, &idx).map_err(|e| self.err(e))?;
+            self.write(i as usize, &part)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, i: usize, b: &RecordBatch) -> Result<(), ReleaseError> {
+        if self.writers[i].is_none() {
+            let f = std::fs::File::create(self.dir.path().join(format!("{i}.arrow")))
+                .map_err(|e| self.err(e))?;
+            let w =
+                arrow_ipc::writer::FileWriter::try_new(std::io::BufWriter::new(f), &self.schema)
+                    .map_err(|e| self.err(e))?;
+            self.writers[i] = Some(w);
+        }
+        let w = self.writers[i].as_mut().expect("opened above");
+        w.write(b).map_err(|e| ReleaseError::Spill {
+            dir: String::new(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Each bucket's rows, permuted.
+    fn buckets(mut self) -> impl Iterator<Item = Result<RecordBatch, ReleaseError>> {
+        use rand::seq::SliceRandom;
+        for w in self.writers.iter_mut().flatten() {
+            let _ = w.finish();
+        }
+        let n = self.writers.len();
+        (0..n).filter_map(move |i| {
+            let path = self.dir.path().join(format!("{i}.arrow"));
+            if !path.exists() {
+                return None;
+            }
+            let r = (|| {
+                let f = std::fs::File::open(&path).map_err(|e| self.err(e))?;
+                let reader =
+                    arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(f), None)
+                        .map_err(|e| self.err(e))?;
+                let batches: Vec<RecordBatch> =
+                    reader.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+                let all = arrow_select::concat::concat_batches(&self.schema, &batches)
+                    .map_err(|e| self.err(e))?;
+                drop(batches);
+                let _ = std::fs::remove_file(&path);
+                let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
+                order.shuffle(&mut self.rng);
+                arrow_select::take::take_record_batch(&all, &arrow_array::UInt32Array::from(order))
+                    .map_err(|e| self.err(e))
+            })();
+            Some(r)
+        })
+    }
+}
+
+/// Writes the released rows, shuffled, as a Delta table
+/// (`<root>/<table>`): files of `rows_per_file` rows, one commit at the
+/// end, so a reader sees all of the table or none of it.
 async fn write(
-    lake: &Lake,
-    dest: &Lake,
-    table: &str,
+    x: &TableRun<'_>,
     snap: &Snapshot,
     ix: &Index,
     plan: &Plan,
     out: &Output,
-    root: &str,
-    opts: &Options,
     withdrawn: &HashSet<String>,
-) -> Result<Vec<(String, u64)>, ReleaseError> {
+    expected_rows: u64,
+) -> Result<(Vec<(String, u64)>, Pass), ReleaseError> {
+    let (lake, dest, opts, table) = (x.lake, x.dest, x.opts, x.t.name.as_str());
     let row_group = opts.rows_per_file.clamp(1, 65_536);
     // The release's columns in the types Delta readers share.
     let schema: arrow_schema::SchemaRef = std::sync::Arc::new(arrow_schema::Schema::new(
@@ -671,7 +1118,7 @@ async fn write(
             })
             .collect::<Vec<_>>(),
     ));
-    let dest_table = dest.table(&format!("{root}/{table}"));
+    let dest_table = dest.table(&format!("{}/{table}", x.root));
     let dsnap = dest_table.create_or_evolve(&schema, &[]).await?;
     let mut staged = Vec::new();
     let mut pending: Vec<RecordBatch> = Vec::new();
@@ -706,6 +1153,8 @@ async fn write(
     if !withdrawn.is_empty() {
         columns.push("event_id".into());
     }
+    let mut shuffle = Shuffle::new(schema.clone(), expected_rows, opts.shuffle_rows)?;
+    let mut pass = Pass::default();
     for f in &snap.files {
         let mut s = std::pin::pin!(read(lake, f, Some(&columns), opts.batch_rows).await?);
         while let Some(b) = s.next().await {
@@ -715,12 +1164,12 @@ async fn write(
                 path: f.object.to_string(),
                 message: e.to_string(),
             })?;
-            let released = ix
-                .apply(plan, out, &b)
-                .map_err(|source| ReleaseError::Core {
-                    table: table.to_owned(),
-                    source,
-                })?;
+            let released =
+                ix.apply(plan, out, &b, &mut pass)
+                    .map_err(|source| ReleaseError::Core {
+                        table: table.to_owned(),
+                        source,
+                    })?;
             if released.num_rows() == 0 {
                 continue;
             }
@@ -731,16 +1180,20 @@ async fn write(
                         message,
                     }
                 })?;
-            let mut at = 0;
-            while at < released.num_rows() {
-                let n = (opts.rows_per_file - pending_rows).min(released.num_rows() - at);
-                pending.push(released.slice(at, n));
-                pending_rows += n;
-                at += n;
-                if pending_rows >= opts.rows_per_file {
-                    staged.push(put(&dest_table, &dsnap, &schema, &mut pending, row_group).await?);
-                    pending_rows = 0;
-                }
+            shuffle.push(&released)?;
+        }
+    }
+    for bucket in shuffle.buckets() {
+        let released = bucket?;
+        let mut at = 0;
+        while at < released.num_rows() {
+            let n = (opts.rows_per_file - pending_rows).min(released.num_rows() - at);
+            pending.push(released.slice(at, n));
+            pending_rows += n;
+            at += n;
+            if pending_rows >= opts.rows_per_file {
+                staged.push(put(&dest_table, &dsnap, &schema, &mut pending, row_group).await?);
+                pending_rows = 0;
             }
         }
     }
@@ -755,7 +1208,7 @@ async fn write(
         .commit(&dsnap, &staged, &[], &[], true, Operation::Write)
         .await?
     {
-        Outcome::Committed(_) => Ok(files),
+        Outcome::Committed(_) => Ok((files, pass)),
         other => Err(ReleaseError::ReadBack {
             table: table.to_owned(),
             message: format!(
@@ -781,12 +1234,11 @@ fn report_of(
     let rows = ix.rows();
     let suppressed = rows - after.records;
     let finest = vec![0; ix.qis.len()];
-    let pos = |c: &str| t.qi.iter().position(|x| x.column == c).expect("checked");
     let rare_before = t
         .rare
         .iter()
         .enumerate()
-        .map(|(i, r)| ix.rare_risk(i, (pos(&r.area), pos(&r.period), r.threshold), &finest))
+        .map(|(i, r)| ix.rare_risk(i, r.threshold, &finest))
         .collect();
     let generalization = ix
         .qis
@@ -834,8 +1286,16 @@ fn report_of(
         withdrawn: 0,
         records_out: after.records,
         patients_in: ix.patients(),
+        pseudonyms_in: ix.pseudonyms(),
+        capped: ix.capped(),
         generalization,
         suppressed_k_anonymity: suppressed,
+        suppressed_classes: plan.suppressed_k,
+        suppressed_rare_groups: plan.suppressed_rare,
+        suppressed_l_diversity: plan.suppressed_l,
+        l_diversity: t.l.map(|l| (l, t.sensitive.clone())),
+        trajectories: None,
+        before_with_rare: Risk::default(),
         information_loss: Loss {
             precision: precision_loss(&plan.levels, &tops),
             suppression: suppressed as f64 / n,
@@ -881,14 +1341,25 @@ pub fn markdown(r: &ReleaseReport) -> String {
         r.spec.max_suppression * 100.0
     );
     let _ = writeln!(s, "Pseudonyms: {}.\n", r.key);
+    let _ = writeln!(
+        s,
+        "People: {} lake pseudonyms are {} people once joined across linkage bases, insurance changes and key eras ({} tables read).\n",
+        r.people.pseudonyms,
+        r.people.people,
+        r.people.tables.len()
+    );
+    if r.allowed_composition {
+        s.push_str("**Released over a composition risk** (--allow-composition): an earlier release used these records at another granularity; see the ledger.\n\n");
+    }
     for t in &r.tables {
         let _ = writeln!(s, "## {}\n", t.table);
         let _ = writeln!(
             s,
-            "Read {} records of {} patients from {} files of `{}` (Delta version {}). \
-             Released {} records; **k achieved: {}** (required {}).\n",
+            "Read {} records of {} people ({} lake pseudonyms) from {} files of `{}` (Delta version {}). \
+             Released {} records; **k achieved: {}** people (required {}).\n",
             t.records_in,
             t.patients_in,
+            t.pseudonyms_in,
             t.snapshot.file_count,
             t.snapshot.source,
             t.snapshot.version,
@@ -910,14 +1381,30 @@ pub fn markdown(r: &ReleaseReport) -> String {
         s.push_str("\n| suppression rule | records |\n|---|---|\n");
         let _ = writeln!(
             s,
-            "| k-anonymity: classes below {} patients | {} |",
-            t.k_required, t.suppressed_k_anonymity
+            "| k-anonymity: quasi-identifier classes below {} people | {} |",
+            t.k_required, t.suppressed_classes
         );
+        let _ = writeln!(
+            s,
+            "| k-anonymity: (class, rare labels) groups below {} people after the roll-up | {} |",
+            t.k_required, t.suppressed_rare_groups
+        );
+        if let Some((l, attrs)) = &t.l_diversity {
+            let _ = writeln!(
+                s,
+                "| ℓ-diversity: groups with fewer than {l} distinct {} | {} |",
+                attrs.join(", "),
+                t.suppressed_l_diversity
+            );
+        }
+        if t.capped > 0 {
+            let _ = writeln!(s, "| records beyond the cap per person | {} |", t.capped);
+        }
         for rr in &t.rare {
             for (level, n) in &rr.records_at {
                 let _ = writeln!(
                     s,
-                    "| rare `{}` (< {} patients per area and period): released as {level} | {n} |",
+                    "| rare `{}` (< {} people in its class): released as {level} | {n} |",
                     rr.column, rr.threshold
                 );
             }
@@ -951,11 +1438,26 @@ pub fn markdown(r: &ReleaseReport) -> String {
         for (name, x, y) in rows {
             let _ = writeln!(s, "| {name} | {x} | {y} |");
         }
+        let _ = writeln!(
+            s,
+            "| smallest group with the rare columns (people) | {} | {} |",
+            t.before_with_rare.k, a.k
+        );
         for r in &t.rare_before {
             let _ = writeln!(
                 s,
-                "| `{}` (area, period, value) groups below {} patients | {} ({} records) | 0 |",
+                "| `{}` (class, value) groups below {} people | {} ({} records) | 0 |",
                 r.column, r.threshold, r.groups_below, r.records_below
+            );
+        }
+        if let Some(tr) = &t.trajectories {
+            let _ = writeln!(
+                s,
+                "\nLinked records: {} of {} people ({:.1}%) have a set of released rows no one else has: \
+                 whoever knows a few of their events finds all of them.",
+                tr.unique_people,
+                tr.people,
+                tr.uniqueness * 100.0
             );
         }
         let l = &t.information_loss;
@@ -1000,8 +1502,11 @@ pub struct Audit {
     pub snapshot: Snapshot,
     /// Quasi-identifiers, as they are.
     pub qi: Vec<String>,
-    /// Column naming the patient (None: each record is one).
+    /// What a person is: `people` (lake pseudonyms joined), a column's
+    /// values, or `records`.
     pub patient: Option<String>,
+    /// Distinct pseudonyms (≥ patients when people are joined).
+    pub pseudonyms: u64,
     /// k the classes are held against.
     pub k: u32,
     /// Patients.
@@ -1014,35 +1519,42 @@ pub struct Audit {
 
 /// Risk measures of `snap`'s files over `qi` (as they are), changing nothing.
 ///
-/// `rare` rules are (column, area, period, threshold), area and period
-/// among `qi`: each column is counted as it is (a release's labels, or the
-/// lake's finest values).
+/// `rare` rules are (column, threshold): each column is counted as it is
+/// (a release's labels, or the lake's finest values) within its class of
+/// every `qi` column.
 pub async fn audit(
     lake: &Lake,
     snap: Snapshot,
     qi: &[String],
-    rare: &[(String, String, String, u32)],
-    patient: Option<String>,
+    rare: &[(String, u32)],
+    who: Who,
     k: u32,
     batch_rows: usize,
 ) -> Result<Audit, ReleaseError> {
+    let patient = match &who {
+        Who::Records => None,
+        Who::Column(c) => Some(c.clone()),
+        Who::People(_) => Some("people (lake pseudonyms joined)".to_owned()),
+    };
     let ix = Index::new(
         qi.iter().map(|c| Hierarchy::flat(c)).collect(),
-        rare.iter().map(|(c, ..)| Hierarchy::flat(c)).collect(),
-        patient.clone(),
+        rare.iter().map(|(c, _)| Hierarchy::flat(c)).collect(),
+        Vec::new(),
+        who,
+        None,
     );
     let (ix, _) = index(lake, &snap.source, &snap, ix, batch_rows, &HashSet::new()).await?;
     let levels = vec![0; qi.len()];
     let risk = ix.risk(&levels, 0, k);
-    let at = |c: &str| qi.iter().position(|q| q == c).unwrap_or(0);
     let rare = rare
         .iter()
         .enumerate()
-        .map(|(i, (_, a, p, t))| ix.rare_risk(i, (at(a), at(p), *t), &levels))
+        .map(|(i, (_, t))| ix.rare_risk(i, *t, &levels))
         .collect();
     Ok(Audit {
         rare,
         patients: ix.patients(),
+        pseudonyms: ix.pseudonyms(),
         snapshot: snap,
         qi: qi.to_vec(),
         patient,

@@ -50,14 +50,25 @@ fn default_max_suppression() -> f64 {
 pub struct TableSpec {
     /// Lake table (`diagnosis`, `lab_result`, …).
     pub name: String,
-    /// Release a pseudonym re-keyed with this release's key (records of a
-    /// patient stay linked within the release, never to the lake or another
-    /// release).
+    /// Release a pseudonym re-keyed with this release's key (one per
+    /// person: a person's records stay linked within the release, never to
+    /// the lake or another release). Needs `recipient`: linked records are
+    /// a trajectory, for a named, contracted recipient only.
     #[serde(default)]
     pub pseudonym: bool,
+    /// The named, contracted recipient a linked (pseudonym) release is for.
+    pub recipient: Option<String>,
     /// Sensitive attributes released as they are.
     #[serde(default)]
     pub attributes: Vec<String>,
+    /// Attributes held to ℓ-diversity: every released group has at least
+    /// `l` distinct values of each.
+    #[serde(default)]
+    pub sensitive: Vec<String>,
+    /// Distinct values each `sensitive` attribute needs per group.
+    pub l: Option<u32>,
+    /// At most this many records per person (the first in snapshot order).
+    pub max_records_per_person: Option<u32>,
     /// Quasi-identifiers and their hierarchies.
     pub qi: Vec<QiSpec>,
     /// Rare-value rules.
@@ -102,9 +113,11 @@ pub enum Period {
     Year,
 }
 
-/// A rare-value rule: in each area and period, a value held by fewer than
-/// `threshold` patients is rolled up the ladder until its group is big
-/// enough, or suppressed (null) at the top.
+/// A rare-value rule: within each class (every quasi-identifier as
+/// released), a value held by fewer than `threshold` people (and never
+/// fewer than k) is rolled up the ladder until its group is big enough, or
+/// suppressed (null) at the top. The released value is part of the class:
+/// whoever knows one value of the target finds at least k people.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RareSpec {
@@ -113,11 +126,14 @@ pub struct RareSpec {
     /// Coarser columns, finest first (`["icd10_3char", "icd10_block", "icd10_chapter"]`).
     #[serde(default)]
     pub ladder: Vec<String>,
-    /// The area: one of the table's `qi` columns (counted as released).
-    pub area: String,
-    /// The period: one of the table's `qi` columns (counted as released).
-    pub period: String,
-    /// Fewest patients a released value may have in an area and period.
+    /// No longer used (values are counted within the whole class); refused
+    /// with a message saying so.
+    #[serde(default, skip_serializing)]
+    pub area: Option<String>,
+    /// No longer used, as `area`.
+    #[serde(default, skip_serializing)]
+    pub period: Option<String>,
+    /// Fewest people a released value may have in its class.
     pub threshold: u32,
 }
 
@@ -126,6 +142,11 @@ pub struct RareSpec {
 pub struct Column {
     /// DI, QI, SA or OP (first word of the `.avsc` doc).
     pub class: String,
+    /// What else the class says: `code` (a code: leaves only through a
+    /// rare rule), `text` (free text: never), `public` (can be public
+    /// knowledge, like a death: a rare rule or a qi, never a plain
+    /// attribute), `(derived)`.
+    pub tag: String,
     /// Arrow type in the lake.
     pub data_type: DataType,
 }
@@ -150,16 +171,18 @@ impl Contract {
         if let apache_avro::Schema::Record(r) = &latest.schema {
             for f in &r.fields {
                 let (c, _) = chitose_schemas::docs::field_class(f.doc.as_deref().unwrap_or(""));
-                let word = c.split_whitespace().next().unwrap_or("").to_owned();
-                class.insert(f.name.clone(), word);
+                let (word, tag) = c.split_once(' ').unwrap_or((c, ""));
+                class.insert(f.name.clone(), (word.to_owned(), tag.trim().to_owned()));
             }
         }
         let columns = arrow
             .fields()
             .iter()
             .map(|f| {
+                let (class, tag) = class.get(f.name()).cloned().unwrap_or_default();
                 let c = Column {
-                    class: class.get(f.name()).cloned().unwrap_or_default(),
+                    class,
+                    tag,
                     data_type: f.data_type().clone(),
                 };
                 (f.name().clone(), c)
@@ -238,6 +261,11 @@ impl TableSpec {
                     "{what} {name}: expected a QI or SA column, found class {} (never released)",
                     k.class
                 )),
+                _ if k.tag == "text" => Err(format!(
+                    "{what} {name}: expected a coded or bounded value, found free text \
+                     ({} text: it can carry a name, a place, anything; never released)",
+                    k.class
+                )),
                 _ => Ok(k),
             }
         };
@@ -303,13 +331,13 @@ impl TableSpec {
             for l in &r.ladder {
                 not_link(l, &format!("rare {} ladder", r.column))?;
             }
-            for (what, a) in [("area", &r.area), ("period", &r.period)] {
-                if !qi_names.contains(a.as_str()) {
-                    return Err(format!(
-                        "rare {}: {what} expected one of the qi columns, found {a}",
-                        r.column
-                    ));
-                }
+            if r.area.is_some() || r.period.is_some() {
+                return Err(format!(
+                    "rare {}: area and period are no longer used: a value is counted within \
+                     its whole class (every qi as released), which holds an area and a \
+                     period and more; remove them",
+                    r.column
+                ));
             }
             if r.threshold < 2 {
                 return Err(format!(
@@ -332,6 +360,24 @@ impl TableSpec {
                     if k.class.is_empty() { "none" } else { &k.class }
                 ));
             }
+            not_link(a, "attribute")?;
+            match k.tag.as_str() {
+                "public" => {
+                    return Err(format!(
+                        "attribute {a}: expected a value an attacker cannot know, found one that \
+                         can be public knowledge (SA public: a death is published); release it \
+                         through a [[table.rare]] rule or a qi, so it is part of the class"
+                    ));
+                }
+                "code" => {
+                    return Err(format!(
+                        "attribute {a}: expected a bounded value, found a code (SA code) with no \
+                         rare rule; a code leaves only through a [[table.rare]] rule, which rolls \
+                         rare codes up within their class"
+                    ));
+                }
+                _ => {}
+            }
             if used.contains(a.as_str()) || families.contains(family(a)) {
                 return Err(format!(
                     "attribute {a}: expected a column outside the hierarchies, found it \
@@ -345,8 +391,53 @@ impl TableSpec {
                 );
             }
         }
+        for s in &self.sensitive {
+            if !self.attributes.contains(s) {
+                return Err(format!(
+                    "sensitive {s}: expected one of the attributes, found it is not released"
+                ));
+            }
+        }
+        match (self.sensitive.is_empty(), self.l) {
+            (true, Some(_)) => {
+                return Err(
+                    "l: expected sensitive = [attributes] to hold to it, found none".into(),
+                );
+            }
+            (false, None) => {
+                return Err(
+                    "sensitive: expected l = <distinct values per group>, found none".into(),
+                );
+            }
+            (false, Some(l)) if l < 2 => {
+                return Err(format!("l: expected 2 or more, found {l}"));
+            }
+            _ => {}
+        }
+        if self.max_records_per_person == Some(0) {
+            return Err("max_records_per_person: expected 1 or more, found 0".into());
+        }
         if self.pseudonym {
             col("pseudonym", "pseudonym")?;
+            if self
+                .recipient
+                .as_deref()
+                .is_none_or(|r| r.trim().is_empty())
+            {
+                return Err(
+                    "pseudonym = true: expected recipient = \"<the named, contracted \
+                            recipient>\", found none; linked records are a trajectory (every \
+                            diagnosis of one person follows from finding one), so a linked \
+                            release is never open data"
+                        .into(),
+                );
+            }
+        } else if self.recipient.is_some() {
+            return Err(
+                "recipient: expected pseudonym = true (a recipient is named only for a \
+                        linked release), found pseudonym = false"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -356,18 +447,11 @@ impl TableSpec {
         self.qi.iter().map(|q| q.column.clone()).collect()
     }
 
-    /// The rare rules as (column, area, period, threshold).
-    pub fn rare_rules(&self) -> Vec<(String, String, String, u32)> {
+    /// The rare rules as (column, threshold).
+    pub fn rare_rules(&self) -> Vec<(String, u32)> {
         self.rare
             .iter()
-            .map(|r| {
-                (
-                    r.column.clone(),
-                    r.area.clone(),
-                    r.period.clone(),
-                    r.threshold,
-                )
-            })
+            .map(|r| (r.column.clone(), r.threshold))
             .collect()
     }
 
@@ -424,6 +508,9 @@ mod tests {
         assert_eq!(c.columns["pseudonym"].class, "DI");
         assert_eq!(c.columns["age_at_event"].class, "QI");
         assert_eq!(c.columns["icd10_code"].class, "SA");
+        assert_eq!(c.columns["icd10_code"].tag, "code");
+        assert_eq!(c.columns["outcome"].tag, "public");
+        assert_eq!(c.columns["is_primary"].tag, "");
     }
 
     #[test]
@@ -449,6 +536,23 @@ mod tests {
             assert!(dropped.contains(&link.to_owned()), "{link} kept");
         }
         assert!(!dropped.contains(&"outcome".to_owned()));
+        assert!(dropped.contains(&"linkage_pseudonyms".to_owned()));
+        assert!(
+            dropped.contains(&"pseudonym".to_owned()),
+            "strict by default"
+        );
+        // A linked release for a named recipient, with ℓ and a cap.
+        let linked = GOOD.replacen(
+            r#"name = "diagnosis""#,
+            r#"name = "diagnosis"
+pseudonym = true
+recipient = "Univ. X, contract 2026-17"
+sensitive = ["is_suspected"]
+l = 2
+max_records_per_person = 20"#,
+            1,
+        );
+        check(&linked).unwrap();
     }
 
     #[test]
@@ -461,17 +565,17 @@ mod tests {
                 "table prescription: attribute drug_class_name: expected a column outside the hierarchies",
             ),
             (
-                r#"attributes = ["is_primary", "is_suspected", "outcome"]"#,
+                r#"attributes = ["is_primary", "is_suspected"]"#,
                 r#"attributes = ["source_offset"]"#,
                 "attribute source_offset: expected a sensitive attribute (SA), found class OP",
             ),
             (
-                r#"attributes = ["is_primary", "is_suspected", "outcome"]"#,
+                r#"attributes = ["is_primary", "is_suspected"]"#,
                 r#"attributes = ["event_date"]"#,
                 "attribute event_date: expected a sensitive attribute (SA), found class QI",
             ),
             (
-                r#"attributes = ["is_primary", "is_suspected", "outcome"]"#,
+                r#"attributes = ["is_primary", "is_suspected"]"#,
                 r#"attributes = ["icd10_block_name"]"#,
                 "attribute icd10_block_name: expected a column outside the hierarchies",
             ),
@@ -496,9 +600,44 @@ mod tests {
                 "unknown variant `decade`",
             ),
             (
-                r#"area = "residence_municipality_code""#,
-                r#"area = "facility_prefecture""#,
-                "area expected one of the qi columns, found facility_prefecture",
+                "threshold = 5",
+                "threshold = 5\narea = \"residence_municipality_code\"",
+                "area and period are no longer used",
+            ),
+            (
+                r#"attributes = ["is_primary", "is_suspected"]"#,
+                r#"attributes = ["is_primary", "outcome"]"#,
+                "attribute outcome: expected a value an attacker cannot know, found one that can be public knowledge",
+            ),
+            (
+                r#"attributes = ["is_primary", "is_suspected"]"#,
+                r#"attributes = ["medis_disease_code"]"#,
+                "attribute medis_disease_code: expected a bounded value, found a code (SA code) with no rare rule",
+            ),
+            (
+                r#"attributes = ["days_supply", "route"]"#,
+                r#"attributes = ["drug_name"]"#,
+                "attribute drug_name: expected a coded or bounded value, found free text",
+            ),
+            (
+                r#"name = "diagnosis""#,
+                "name = \"diagnosis\"\npseudonym = true",
+                "pseudonym = true: expected recipient = ",
+            ),
+            (
+                r#"name = "diagnosis""#,
+                "name = \"diagnosis\"\nrecipient = \"Univ. X\"",
+                "recipient: expected pseudonym = true",
+            ),
+            (
+                r#"name = "diagnosis""#,
+                "name = \"diagnosis\"\nsensitive = [\"is_primary\"]",
+                "sensitive: expected l = <distinct values per group>, found none",
+            ),
+            (
+                r#"name = "diagnosis""#,
+                "name = \"diagnosis\"\nsensitive = [\"route\"]\nl = 2",
+                "sensitive route: expected one of the attributes",
             ),
             (
                 "threshold = 5",

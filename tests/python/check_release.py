@@ -1,34 +1,50 @@
-"""Checks a chitose release with DuckDB, independently of the Rust code
-that made it, and prints the facts as JSON for the test to compare with
-the release report.
+"""An independent oracle for a chitose release: DuckDB and plain Python,
+none of the Rust code that made it. Prints the facts as JSON for the test
+to compare with the release report.
 
-usage: check_release.py LAKE_DIR RELEASE_ID SPEC.toml
+usage: check_release.py LAKE_DIR RELEASE_ID SPEC.toml [TRUTH.json]
 
-Per table of the spec:
-- classes_below_k: released classes (all quasi-identifier columns) with
-  fewer than k distinct pseudonyms — must be empty;
-- k: the smallest class;
-- rare_below: (area, period, value) groups of each rare rule with fewer
-  than `threshold` distinct pseudonyms, value not null — must be empty;
-- records, levels (records per `<column>_level`), nulls per rare column;
-- records_in, nulls_in: the pseudonymized table;
-- pseudonyms: the released pseudonyms; lake_overlap: how many of them are
-  pseudonyms of the lake;
-- columns: the released column names;
-- values: the distinct released values of each quasi-identifier and rare
-  column.
+TRUTH maps lake pseudonyms to the people the test planted (ground truth,
+not the release's union–find). Every other pseudonym's person comes from a
+union–find written here over every lake table's `pseudonym` and
+`linkage_pseudonyms`.
+
+People are counted from the lake side: each lake row of the snapshot the
+report names is generalized here (age bands, periods, ladders at the
+report's levels), its rare values placed at the lowest level the release
+shows for its group, and the row mapped to its released group. A group's
+row count must equal the released table's (`mismatched` lists those that
+do not: the mapping is then not what the release did), and its people are
+counted by ground truth. Per table:
+- k: the smallest released group (every qi and every rare column as
+  released) in people; classes_below_k: groups below the spec's k;
+- rare[c].below: (class, value) groups with fewer than `threshold` people,
+  value not null; levels: records per `<c>_level`; nulls;
+- l: per sensitive attribute, the fewest distinct values in a group;
+- records, records_in, columns, values, pseudonyms, lake_overlap;
+- order: per qi, the share of adjacent released rows with equal values,
+  what a random order gives (Σ p²), and the lake's read order.
 """
+import collections
 import json
+import os
 import sys
 import tomllib
 
 import duckdb
+from deltalake import DeltaTable
 
 import lakeio
 
-lake, release_id, spec_path = sys.argv[1:4]
-with open(spec_path, "rb") as f:
+lake, release_id = sys.argv[1], sys.argv[2]
+with open(sys.argv[3], "rb") as f:
     spec = tomllib.load(f)
+truth = {}
+if len(sys.argv) > 4:
+    with open(sys.argv[4]) as f:
+        truth = json.load(f)["people"]
+with open(f"{lake}/anonymized/{release_id}/release-report.json") as f:
+    report = json.load(f)
 con = duckdb.connect()
 
 
@@ -36,47 +52,196 @@ def one(sql):
     return con.sql(sql).fetchall()[0][0]
 
 
+# --- people: ground truth first, else a union-find over the whole lake ---
+parent = {}
+
+
+def find(x):
+    parent.setdefault(x, x)
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
+
+
+def union(a, b):
+    ra, rb = find(a), find(b)
+    if ra != rb:
+        parent[ra] = rb
+
+
+root = f"{lake}/pseudonymized"
+for t in sorted(os.listdir(root)):
+    if not os.path.isdir(f"{root}/{t}/_delta_log"):
+        continue
+    dt = DeltaTable(f"{root}/{t}")
+    cols = [c for c in ("pseudonym", "linkage_pseudonyms") if c in dt.schema().to_arrow().names]
+    if "pseudonym" not in cols:
+        continue
+    tab = dt.to_pyarrow_table(columns=cols).to_pydict()
+    links = tab.get("linkage_pseudonyms", [None] * len(tab["pseudonym"]))
+    for p, ls in zip(tab["pseudonym"], links):
+        if p in truth:
+            continue
+        find(p)
+        for l in (ls or "").split():
+            union(p, l)
+
+
+def person(p):
+    return ("truth", truth[p]) if p in truth else ("uf", find(p))
+
+
+# --- the hierarchies, as docs/release.md states them ---
+def age_band(age, width, top):
+    if age >= top:
+        return f"{top}+"
+    lo = max(age, 0) // width * width
+    return f"{lo}+" if lo + width > top else f"{lo}-{lo + width - 1}"
+
+
+def period(v, p):
+    y, m = v[:4], int(v[5:7])
+    return {"quarter": f"{y}-Q{(m - 1) // 3 + 1}", "half": f"{y}-H{(m - 1) // 6 + 1}", "year": y}[p]
+
+
+def text(v):
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def qi_label(q, row, level, top):
+    if level == top:
+        return "*"
+    v = row[q["column"]]
+    if level == 0:
+        return text(v)
+    if "age_bands" in q:
+        return None if v is None else age_band(int(v), q["age_bands"][level - 1], q.get("top_age", 90))
+    if "periods" in q:
+        return None if v is None else period(v, q["periods"][level - 1])
+    return text(row[q["ladder"][level - 1]])
+
+
+def level_name(column, ladder, level):
+    return column if level == 0 else ladder[level - 1]
+
+
+def withdrawn(table):
+    path = f"{root}/correction"
+    if not os.path.isdir(f"{path}/_delta_log"):
+        return set()
+    c = DeltaTable(path).to_pyarrow_table(columns=["event_id", "corrected_event_type"]).to_pydict()
+    return {e for e, t in zip(c["event_id"], c["corrected_event_type"]) if t == table}
+
+
+def adjacency(values):
+    if len(values) < 2:
+        return None
+    return sum(a == b for a, b in zip(values, values[1:])) / (len(values) - 1)
+
+
 out = {}
 for t in spec["table"]:
     name = t["name"]
+    tr = next(x for x in report["tables"] if x["table"] == name)
     rel = lakeio.duckdb_source(f"{lake}/anonymized/{release_id}/{name}")
-    src = lakeio.duckdb_source(f"{lake}/pseudonymized/{name}")
-    qis = [q["column"] for q in t["qi"]]
-    cols = ", ".join(qis)
-    sizes = con.sql(
-        f"select {cols}, count(distinct pseudonym) as n from {rel} group by all"
-    ).fetchall()
+    qis = t["qi"]
+    rares = t.get("rare", [])
+    qcols = [q["column"] for q in qis]
+    rcols = [r["column"] for r in rares]
+    key_cols = qcols + [c for r in rcols for c in (r, f"{r}_level")]
+    released = con.sql(f"select * from {rel}").to_arrow_table().to_pydict()
+    n_rel = len(released[key_cols[0]])
+    rel_rows = [tuple(text(released[c][i]) for c in key_cols) for i in range(n_rel)]
+    rel_count = collections.Counter(rel_rows)
+    # Prefixes the release shows: qi labels, then (value, level) per rule.
+    prefixes = [set() for _ in rares]
+    for r in rel_rows:
+        for i in range(len(rares)):
+            prefixes[i].add(r[: len(qcols) + 2 * (i + 1)])
+    # The lake rows the release read (its snapshot, withdrawals left out).
+    levels = {g["column"]: (g["level"], g["of"]) for g in tr["generalization"]}
+    dt = DeltaTable(f"{root}/{name}", version=tr["snapshot"]["version"])
+    names = dt.schema().to_arrow().names
+    need = set(qcols) | {"pseudonym", "event_id"}
+    for q in qis:
+        need |= set(q.get("ladder", []))
+    for r in rares:
+        need |= {r["column"], *r.get("ladder", [])}
+    need |= set(t.get("attributes", []))
+    lake_tab = dt.to_pyarrow_table(columns=sorted(c for c in need if c in names)).to_pylist()
+    gone = withdrawn(name)
+    lake_rows = [r for r in lake_tab if r["event_id"] not in gone]
+    groups = collections.defaultdict(lambda: [0, set()])
+    for row in lake_rows:
+        for c in need:
+            row.setdefault(c, None)
+        key = tuple(qi_label(q, row, *levels[q["column"]]) for q in qis)
+        for i, r in enumerate(rares):
+            ladder = r.get("ladder", [])
+            chosen = None
+            for lvl in range(len(ladder) + 1):
+                col = r["column"] if lvl == 0 else ladder[lvl - 1]
+                v = text(row[col])
+                cand = key + (v, level_name(r["column"], ladder, lvl))
+                if v is not None and cand in prefixes[i]:
+                    chosen = cand
+                    break
+            key = chosen or key + (None, "suppressed")
+        if key in rel_count:
+            groups[key][0] += 1
+            groups[key][1].add(person(row["pseudonym"]))
+    mismatched = [
+        [list(k), rel_count[k], groups[k][0]] for k in rel_count if groups[k][0] != rel_count[k]
+    ]
+    people = {k: len(g[1]) for k, g in groups.items()}
     facts = {
-        "records": one(f"select count(*) from {rel}"),
-        "records_in": one(f"select count(*) from {src}"),
-        "classes": len(sizes),
-        "k": min((r[-1] for r in sizes), default=0),
-        "classes_below_k": [list(map(str, r)) for r in sizes if r[-1] < spec["k"]],
-        "columns": [r[0] for r in con.sql(f"describe select * from {rel}").fetchall()],
-        "pseudonyms": sorted(r[0] for r in con.sql(f"select distinct pseudonym from {rel}").fetchall()),
-        "lake_overlap": one(f"select count(*) from (select distinct pseudonym from {rel}) r "
-            f"join (select distinct pseudonym from {src}) l using (pseudonym)"),
+        "records": n_rel,
+        "records_in": len(lake_rows),
+        "groups": len(rel_count),
+        "mismatched": mismatched,
+        "k": min(people.values(), default=0),
+        "classes_below_k": [list(map(str, k)) + [n] for k, n in people.items() if n < spec["k"]],
+        "columns": list(released.keys()),
+        "pseudonyms": sorted(set(released.get("pseudonym", []))),
+        "lake_overlap": 0,
         "rare": {},
-        "values": {
-            c: sorted(
-                str(r[0]) for r in con.sql(f"select distinct {c} from {rel}").fetchall()
-            )
-            for c in qis + [r["column"] for r in t.get("rare", [])]
-        },
+        "l": {},
+        "values": {c: sorted({str(v) for v in released[c]}) for c in qcols + rcols},
+        "order": {},
     }
-    for r in t.get("rare", []):
-        c = r["column"]
-        below = con.sql(
-            f"select {r['area']}, {r['period']}, {c}, count(distinct pseudonym) as n from {rel} "
-            f"where {c} is not null group by all having n < {r['threshold']}"
-        ).fetchall()
-        levels = dict(
-            con.sql(f"select {c}_level, count(*) from {rel} group by all").fetchall()
-        )
+    if "pseudonym" in released:
+        lake_ps = {r["pseudonym"] for r in lake_tab}
+        facts["lake_overlap"] = len(set(released["pseudonym"]) & lake_ps)
+    for i, r in enumerate(rares):
+        c, thr = r["column"], r["threshold"]
+        # (class, value): the class is every qi; the value as released.
+        by = collections.defaultdict(set)
+        for k, g in groups.items():
+            if k[len(qcols) + 2 * i] is not None:
+                by[k[: len(qcols)] + (k[len(qcols) + 2 * i], k[len(qcols) + 2 * i + 1])] |= g[1]
         facts["rare"][c] = {
-            "below": [list(map(str, x)) for x in below],
-            "levels": levels,
-            "nulls": one(f"select count(*) from {rel} where {c} is null"),
+            "below": [list(map(str, k)) for k, ps in by.items() if len(ps) < thr],
+            "levels": dict(collections.Counter(released[f"{c}_level"])),
+            "nulls": sum(v is None for v in released[c]),
+        }
+    for s in t.get("sensitive", []):
+        distinct = collections.defaultdict(set)
+        for i in range(n_rel):
+            if released[s][i] is not None:
+                distinct[rel_rows[i]].add(text(released[s][i]))
+        facts["l"][s] = min((len(v) for v in distinct.values()), default=0)
+    for c in qcols:
+        vals = [text(v) for v in released[c]]
+        counts = collections.Counter(vals)
+        facts["order"][c] = {
+            "released": adjacency(vals),
+            "random": sum((n / len(vals)) ** 2 for n in counts.values()) if vals else None,
+            "lake": adjacency([text(r[c]) for r in lake_tab]),
         }
     out[name] = facts
 print(json.dumps(out))
