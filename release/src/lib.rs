@@ -1,19 +1,21 @@
 //! chitose release: anonymized data sets from the pseudonymized lake.
 //!
 //! `chitose release --spec release.toml` reads one Delta snapshot of each
-//! lake table a spec names, finds the least general levels of the
-//! quasi-identifiers' hierarchies at which every equivalence class holds at
-//! least k patients (suppressing the records of smaller classes, within a
-//! budget), rolls rare sensitive values up their ladder per area and period
-//! (null at the top), re-keys pseudonyms with a key made for the release and
-//! never kept, drops everything else (source coordinates, event ids, key
-//! ids, every column the spec does not name) and writes
-//! `anonymized/<release_id>/<table>/` (a Delta table) with a report in JSON and
-//! Markdown. `chitose lake audit` computes the same risk measures on any
-//! table without changing it.
+//! lake table a spec names, joins every pseudonym of one person into one
+//! person (a union–find over every table's `linkage_pseudonyms`), finds the
+//! least general levels of the quasi-identifiers' hierarchies at which every
+//! released group — quasi-identifiers and each rare column as released —
+//! holds at least k people (rolling rare values up within their class,
+//! suppressing small groups and groups below ℓ, within a budget), re-keys
+//! one pseudonym per person only for a named recipient, drops everything
+//! else, shuffles the rows and writes `anonymized/<release_id>/<table>/` (a
+//! Delta table) with a ledger entry and a report in JSON and Markdown.
+//! `chitose lake audit` computes the same risk measures on any table without
+//! changing it.
 //!
 //! - [`spec`]: the spec and its checks against the contract's classes;
 //! - [`hierarchy`]: generalization hierarchies and value dictionaries;
+//! - [`people`]: the union–find of a person's pseudonyms;
 //! - [`core`]: index, plan, apply, risk — pure, no I/O;
 //! - [`run`]: the snapshot, the two streamed passes, the files and report.
 

@@ -598,7 +598,7 @@ pub struct TableReport {
     pub before_with_rare: Risk,
     /// Risk over the released groups (quasi-identifiers and rare labels).
     pub after: Risk,
-    /// Per rare rule, (area, period, value) groups below its threshold as
+    /// Per rare rule, (class, value) groups below its threshold as
     /// the lake holds them (none are released: step 4 rolls them up).
     pub rare_before: Vec<RareRisk>,
     /// Information loss.
