@@ -38,6 +38,12 @@ pub struct ReleaseArgs {
     /// local files (in TMPDIR) in buckets of this size.
     #[arg(long, default_value_t = 1_000_000)]
     shuffle_rows: usize,
+    /// Index cells held in memory per table (bytes, or with KiB, MiB,
+    /// GiB); beyond them the index spills to local files (TMPDIR) and is
+    /// counted bucket by bucket of whole classes (memory then bounded by
+    /// this and by the largest class at the chosen levels).
+    #[arg(long, default_value = "4GiB", value_parser = parse_size)]
+    index_memory: usize,
     /// Release even when an earlier release (in the ledger) used the same
     /// records at another granularity: the two can be intersected to
     /// single people out. Recorded in the ledger and the report.
@@ -58,6 +64,20 @@ pub struct ReleaseArgs {
     release_lake_options: Vec<String>,
     #[command(flatten)]
     at: LakeLocation,
+}
+
+/// `4GiB`, `512MiB`, `64KiB`, `1000` (bytes).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, mult) = [("GiB", 1usize << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+        .iter()
+        .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n, *m)))
+        .unwrap_or((t, 1));
+    num.trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("expected a size such as 4GiB, 512MiB, 64KiB or bytes, found {s:?}"))
 }
 
 /// Reads a spec and checks it against the lake tables' contract.
@@ -96,6 +116,7 @@ pub fn run(a: ReleaseArgs) -> Result<ExitCode> {
         dry_run: a.dry_run,
         allow_composition: a.allow_composition,
         shuffle_rows: a.shuffle_rows.max(1),
+        index_memory: a.index_memory.max(1),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -295,6 +295,7 @@ fn main() {
                 dry_run: false,
                 allow_composition: false,
                 shuffle_rows: 1_000_000,
+                index_memory: usize::MAX,
             };
             report = Some(
                 rt.block_on(release(&lake, &lake, &spec, &contracts, &opts))

@@ -15,6 +15,7 @@
 
 use crate::hierarchy::{Dict, FxMap, Hierarchy, Locator, write_value};
 use crate::people::People;
+use crate::spill::Cells;
 use arrow_array::builder::StringBuilder;
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -61,6 +62,9 @@ pub enum CoreError {
     /// Arrow refused a batch.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// The index's spill files (local, under TMPDIR).
+    #[error("index spill files: {0}")]
+    Spill(#[from] std::io::Error),
 }
 
 /// Who a record belongs to.
@@ -97,10 +101,12 @@ pub struct Index {
     per_person: FxMap<u32, u32>,
     /// Lake pseudonyms seen, and the people they are.
     pseudonyms: FxMap<u32, u32>,
-    /// cell (qi ids, rare ids, sensitive ids, person) → records.
-    cells: FxMap<Box<[u32]>, u64>,
+    /// cell (qi ids, rare ids, sensitive ids, person) → records, in memory
+    /// up to a budget, spilled beyond it.
+    cells: Cells,
     rows: u64,
     capped: u64,
+    budget: usize,
 }
 
 /// Per-batch positions of the index's columns.
@@ -143,6 +149,7 @@ impl Index {
         who: Who,
         cap: Option<u32>,
     ) -> Index {
+        let width = qis.len() + rares.len() + sensitive.len() + 1;
         Index {
             qis: qis.into_iter().map(Dict::new).collect(),
             rares: rares.into_iter().map(Dict::new).collect(),
@@ -153,10 +160,25 @@ impl Index {
             hasher: std::hash::RandomState::new(),
             per_person: FxMap::default(),
             pseudonyms: FxMap::default(),
-            cells: FxMap::default(),
+            cells: Cells::new(width, usize::MAX),
             rows: 0,
             capped: 0,
+            budget: usize::MAX,
         }
+    }
+
+    /// At most `bytes` of cells in memory; the rest spill to local files
+    /// and each plan is counted bucket by bucket (a bucket holds whole
+    /// classes). Set before the first [`Index::add`].
+    pub fn memory(mut self, bytes: usize) -> Index {
+        self.cells = Cells::new(self.cells.width(), bytes);
+        self.budget = bytes;
+        self
+    }
+
+    /// Whether cells were spilled.
+    pub fn spilled(&self) -> bool {
+        self.cells.spilled()
     }
 
     fn patient_column(&self) -> Option<&str> {
@@ -217,9 +239,35 @@ impl Index {
     }
 
     /// Cells held (the index's memory is about 70 bytes a cell, and twice
-    /// that while a plan is searched).
+    /// that while a plan is searched; beyond the budget they spill).
     pub fn cells(&self) -> usize {
-        self.cells.len()
+        self.cells.len() as usize
+    }
+
+    /// Runs `f` on every bucket of whole classes at `keys`: all cells at
+    /// once when nothing spilled, else the cells partitioned on disk, one
+    /// bucket in memory at a time.
+    fn buckets<T>(
+        &self,
+        keys: &Keys,
+        mut f: impl FnMut(&[(&[u32], u64)]) -> T,
+    ) -> Result<Vec<T>, CoreError> {
+        if let Some(cells) = self.cells.in_memory() {
+            return Ok(vec![f(cells.as_slice())]);
+        }
+        // A bucket, loaded and sorted, costs about three times its cells'
+        // bytes; aim at a third of the budget.
+        let per = (self.cells.width() * 4 + 32) * 3;
+        let n = (self.cells.len() as usize * per)
+            .div_ceil((self.budget / 3).max(1))
+            .max(1);
+        let parts = self.cells.partition(n, |c| keys.of(c))?;
+        let mut out = Vec::with_capacity(n);
+        for i in 0..parts.len() {
+            let loaded = parts.load(i)?;
+            out.push(f(&loaded.cells()));
+        }
+        Ok(out)
     }
 
     fn locate(&self, batch: &RecordBatch) -> Result<Located, CoreError> {
@@ -341,12 +389,7 @@ impl Index {
             }
             cell.push(person);
             self.rows += 1;
-            match self.cells.get_mut(cell.as_slice()) {
-                Some(n) => *n += 1,
-                None => {
-                    self.cells.insert(cell.as_slice().into(), 1);
-                }
-            }
+            self.cells.add(&cell, 1)?;
         }
         Ok(())
     }
@@ -371,100 +414,102 @@ impl Index {
         Keys { maps, mult }
     }
 
-    /// Classes at `levels`, sorted by key: (key, distinct people,
-    /// records). Distinct people come from sorting (class, person) pairs
-    /// rather than from a set.
-    fn classes(&self, keys: &Keys) -> Vec<(u128, u32, u64)> {
-        let mut pairs: Vec<(u128, u32, u64)> = self
-            .cells
-            .iter()
-            .map(|(cell, records)| (keys.of(cell), cell[cell.len() - 1], *records))
-            .collect();
-        pairs.sort_unstable_by_key(|(c, p, _)| (*c, *p));
-        count_groups(pairs)
-    }
-
     /// Risk measures of the table at `levels` over the quasi-identifiers,
     /// leaving out classes below `suppress_below` people (0: none left
     /// out); `k` counts the classes and records below it.
-    pub fn risk(&self, levels: &[usize], suppress_below: u32, k: u32) -> Risk {
-        let classes = self.classes(&self.keys(levels));
-        Risk::of(
-            classes
-                .iter()
-                .map(|(_, p, r)| (*p, *r))
-                .filter(|(p, _)| *p >= suppress_below),
-            k,
-        )
+    pub fn risk(&self, levels: &[usize], suppress_below: u32, k: u32) -> Result<Risk, CoreError> {
+        let keys = self.keys(levels);
+        let parts = self.buckets(&keys, |cells| {
+            Risk::of(
+                classes(cells, &keys)
+                    .iter()
+                    .map(|(_, p, r)| (*p, *r))
+                    .filter(|(p, _)| *p >= suppress_below),
+                k,
+            )
+        })?;
+        Ok(Risk::combine(parts))
     }
 
     /// Risk over the quasi-identifiers at `levels` and every rare column as
     /// it is: what an attacker who knows one of the target's values sees.
-    pub fn risk_with_rares(&self, levels: &[usize], k: u32) -> Risk {
+    pub fn risk_with_rares(&self, levels: &[usize], k: u32) -> Result<Risk, CoreError> {
         let keys = self.keys(levels);
         let q = self.qis.len();
         let r = self.rares.len();
-        let mut dense: FxMap<(u128, Box<[u32]>), u32> = FxMap::default();
-        let mut pairs: Vec<(u128, u32, u64)> = self
-            .cells
-            .iter()
-            .map(|(cell, records)| {
-                let n = dense.len() as u32;
-                let g = *dense
-                    .entry((keys.of(cell), cell[q..q + r].into()))
-                    .or_insert(n);
-                (u128::from(g), cell[cell.len() - 1], *records)
-            })
-            .collect();
-        pairs.sort_unstable_by_key(|(c, p, _)| (*c, *p));
-        Risk::of(count_groups(pairs).iter().map(|(_, p, r)| (*p, *r)), k)
+        let parts = self.buckets(&keys, |cells| {
+            let mut dense: FxMap<(u128, &[u32]), u32> = FxMap::default();
+            let mut pairs: Vec<(u128, u32, u64)> = cells
+                .iter()
+                .map(|(cell, records)| {
+                    let n = dense.len() as u32;
+                    let g = *dense.entry((keys.of(cell), &cell[q..q + r])).or_insert(n);
+                    (u128::from(g), cell[cell.len() - 1], *records)
+                })
+                .collect();
+            pairs.sort_unstable_by_key(|(c, p, _)| (*c, *p));
+            Risk::of(count_groups(pairs).iter().map(|(_, p, r)| (*p, *r)), k)
+        })?;
+        Ok(Risk::combine(parts))
     }
 
     /// Rare-value risk of rare rule `rule` with the quasi-identifiers at
     /// `levels`: (class, value) groups, and those with fewer than
     /// `threshold` distinct people (null values left out).
-    pub fn rare_risk(&self, rule: usize, threshold: u32, levels: &[usize]) -> RareRisk {
+    pub fn rare_risk(
+        &self,
+        rule: usize,
+        threshold: u32,
+        levels: &[usize],
+    ) -> Result<RareRisk, CoreError> {
         let keys = self.keys(levels);
         let d = &self.rares[rule];
         let q = self.qis.len();
-        let mut rows: Vec<(u128, u32, u32, u64)> = self
-            .cells
-            .iter()
-            .filter(|(cell, _)| d.label(cell[q + rule], 0).is_some())
-            .map(|(cell, records)| {
-                (
-                    keys.of(cell),
-                    cell[q + rule],
-                    cell[cell.len() - 1],
-                    *records,
-                )
-            })
-            .collect();
-        rows.sort_unstable_by_key(|r| (r.0, r.1, r.2));
         let mut risk = RareRisk {
             column: d.hierarchy.column.clone(),
             threshold,
             ..RareRisk::default()
         };
-        let mut i = 0;
-        while i < rows.len() {
-            let group = (rows[i].0, rows[i].1);
-            let (mut people, mut records, mut last) = (0u32, 0u64, None);
-            while i < rows.len() && (rows[i].0, rows[i].1) == group {
-                if last != Some(rows[i].2) {
-                    people += 1;
-                    last = Some(rows[i].2);
+        for (groups, below, records_below) in self.buckets(&keys, |cells| {
+            let mut rows: Vec<(u128, u32, u32, u64)> = cells
+                .iter()
+                .filter(|(cell, _)| d.label(cell[q + rule], 0).is_some())
+                .map(|(cell, records)| {
+                    (
+                        keys.of(cell),
+                        cell[q + rule],
+                        cell[cell.len() - 1],
+                        *records,
+                    )
+                })
+                .collect();
+            rows.sort_unstable_by_key(|r| (r.0, r.1, r.2));
+            let (mut groups, mut below, mut records_below) = (0u64, 0u64, 0u64);
+            let mut i = 0;
+            while i < rows.len() {
+                let group = (rows[i].0, rows[i].1);
+                let (mut people, mut records, mut last) = (0u32, 0u64, None);
+                while i < rows.len() && (rows[i].0, rows[i].1) == group {
+                    if last != Some(rows[i].2) {
+                        people += 1;
+                        last = Some(rows[i].2);
+                    }
+                    records += rows[i].3;
+                    i += 1;
                 }
-                records += rows[i].3;
-                i += 1;
+                groups += 1;
+                if people < threshold {
+                    below += 1;
+                    records_below += records;
+                }
             }
-            risk.groups += 1;
-            if people < threshold {
-                risk.groups_below += 1;
-                risk.records_below += records;
-            }
+            (groups, below, records_below)
+        })? {
+            risk.groups += groups;
+            risk.groups_below += below;
+            risk.records_below += records_below;
         }
-        risk
+        Ok(risk)
     }
 
     /// Finds the least general levels at which, once classes below k are
@@ -503,7 +548,7 @@ impl Index {
                 .then(a.cmp(b))
         });
         let budget = (self.rows as f64 * max_suppression).floor() as u64;
-        let cells: Vec<(&[u32], u64)> = self.cells.iter().map(|(c, r)| (&**c, *r)).collect();
+        let in_memory = !self.cells.spilled();
         let mut best: Option<(Plan, f64)> = None;
         let mut fewest = u64::MAX;
         let mut evaluated = 0;
@@ -516,17 +561,38 @@ impl Index {
             }
             evaluated += 1;
             let keys = self.keys(n);
-            let classes = self.classes(&keys);
-            let by_k: u64 = classes
-                .iter()
-                .filter(|(_, p, _)| *p < k)
-                .map(|(_, _, r)| r)
+            let by_k: u64 = self
+                .buckets(&keys, |cells| {
+                    classes(cells, &keys)
+                        .iter()
+                        .filter(|(_, p, _)| *p < k)
+                        .map(|(_, _, r)| r)
+                        .sum::<u64>()
+                })?
+                .into_iter()
                 .sum();
             if by_k > budget {
                 fewest = fewest.min(by_k);
                 continue;
             }
-            let plan = self.decide(&cells, n.clone(), &keys, &classes, k, thresholds, ell);
+            let mut released = None;
+            let mut stats = Stats::default();
+            for d in self.buckets(&keys, |cells| {
+                self.decide(cells, &keys, k, thresholds, ell, in_memory)
+            })? {
+                stats.merge(d.stats, k);
+                released = Some(d.released);
+            }
+            let plan = Plan {
+                k,
+                ell,
+                levels: n.clone(),
+                thresholds: thresholds.to_vec(),
+                released: if in_memory { released } else { None },
+                stats,
+                nodes: 0,
+                evaluated: 0,
+            };
             let total = plan.suppressed();
             fewest = fewest.min(total);
             if total <= budget && best.as_ref().is_none_or(|(b, _)| total < b.suppressed()) {
@@ -551,17 +617,19 @@ impl Index {
     /// it) until a label has ≥ max(threshold, k) people, else null; then
     /// every group (class, every rare label) below k people, or below ℓ
     /// distinct values of a sensitive attribute, suppressed.
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// `cells` hold whole classes (all of them, or one bucket); with
+    /// `map`, the decision for every released row key is kept.
     fn decide(
         &self,
         cells: &[(&[u32], u64)],
-        levels: Vec<usize>,
         keys: &Keys,
-        classes: &[(u128, u32, u64)],
         k: u32,
         thresholds: &[u32],
         ell: Option<u32>,
-    ) -> Plan {
+        map: bool,
+    ) -> Decision {
+        let classes = classes(cells, keys);
         let q = self.qis.len();
         let r_count = self.rares.len();
         let kept: FxMap<u128, u32> = classes
@@ -744,23 +812,102 @@ impl Index {
                     rare[r].null_in_lake += recs;
                 }
             }
-            released
-                .entry(cell[..cell.len() - 1].into())
-                .or_insert_with(|| dec.into());
+            if map {
+                released
+                    .entry(cell[..cell.len() - 1].into())
+                    .or_insert_with(|| dec.into());
+            }
         }
-        Plan {
-            k,
-            ell,
-            levels,
+        let discern = kept_groups
+            .iter()
+            .map(|(_, r)| u128::from(*r) * u128::from(*r))
+            .sum();
+        Decision {
             released,
-            groups: kept_groups,
-            rare,
-            suppressed_k,
-            suppressed_rare,
-            suppressed_l,
-            nodes: 0,
-            evaluated: 0,
+            stats: Stats {
+                risk: Risk::of(kept_groups.into_iter(), k),
+                discern,
+                rare,
+                suppressed_k,
+                suppressed_rare,
+                suppressed_l,
+            },
         }
+    }
+
+    /// The decisions of `plan` for `cells` (whole classes at its levels):
+    /// released row key → the level of each rare rule.
+    pub fn decisions(&self, plan: &Plan, cells: &[(&[u32], u64)]) -> Released {
+        let keys = self.keys(&plan.levels);
+        self.decide(cells, &keys, plan.k, &plan.thresholds, plan.ell, true)
+            .released
+    }
+
+    /// The class key of each row of `batch` at the plan's levels (rows
+    /// are sent to buckets of whole classes by it).
+    pub fn class_keys(&self, plan: &Plan, batch: &RecordBatch) -> Result<Vec<u128>, CoreError> {
+        let keys = self.keys(&plan.levels);
+        let at = self.locate(batch)?;
+        let (mut buf, mut ids) = (String::new(), Vec::new());
+        (0..batch.num_rows())
+            .map(|row| {
+                self.lookup(batch, &at, row, &mut buf, &mut ids)?;
+                Ok(keys.of(&ids))
+            })
+            .collect()
+    }
+
+    /// The cells of some rows (pass two, for a bucket of whole classes).
+    pub fn cells_of(&self, batches: &[RecordBatch]) -> Result<Vec<OwnedCell>, CoreError> {
+        let mut cells: FxMap<Box<[u32]>, u64> = FxMap::default();
+        let (mut buf, mut ids) = (String::new(), Vec::new());
+        let mut n = 0u32;
+        for batch in batches {
+            let at = self.locate(batch)?;
+            for row in 0..batch.num_rows() {
+                let person = match self.person_of(batch, &at, row, &mut buf)? {
+                    Some(p) => p,
+                    None if at.patient.is_none() => {
+                        n += 1;
+                        n
+                    }
+                    None => {
+                        return Err(CoreError::Unindexed {
+                            column: self.patient_column().unwrap_or_default().to_owned(),
+                        });
+                    }
+                };
+                self.lookup(batch, &at, row, &mut buf, &mut ids)?;
+                ids.push(person);
+                *cells.entry(ids.as_slice().into()).or_default() += 1;
+            }
+        }
+        Ok(cells.into_iter().collect())
+    }
+
+    /// `batch` without the records beyond the cap of records per person
+    /// (the same ones in both passes: `pass` counts in read order).
+    pub fn cap_filter(
+        &self,
+        batch: RecordBatch,
+        pass: &mut Pass,
+    ) -> Result<RecordBatch, CoreError> {
+        if self.cap.is_none() {
+            return Ok(batch);
+        }
+        let at = self.locate(&batch)?;
+        let mut buf = String::new();
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            keep.push(match self.person_of(&batch, &at, row, &mut buf)? {
+                Some(p) => Self::within_cap(self.cap, &mut pass.per_person, p),
+                None => true,
+            });
+        }
+        Ok(arrow_select::filter::filter_record_batch(
+            &batch,
+            &BooleanArray::from(keep),
+        )?)
     }
 
     fn lookup(
@@ -794,6 +941,7 @@ impl Index {
     pub fn apply(
         &self,
         plan: &Plan,
+        released: &Released,
         out: &Output,
         batch: &RecordBatch,
         pass: &mut Pass,
@@ -827,14 +975,8 @@ impl Index {
         let mut rekeyed = String::new();
         for row in 0..n {
             let person = self.person_of(batch, &at, row, &mut buf)?;
-            if let Some(p) = person
-                && !Self::within_cap(self.cap, &mut pass.per_person, p)
-            {
-                keep.push(false);
-                continue;
-            }
             self.lookup(batch, &at, row, &mut buf, &mut ids)?;
-            let Some(levels) = plan.released.get(ids.as_slice()) else {
+            let Some(levels) = released.get(ids.as_slice()) else {
                 keep.push(false);
                 continue;
             };
@@ -893,6 +1035,18 @@ impl Index {
     }
 }
 
+/// Classes of `cells` at `keys`, sorted by key: (key, distinct people,
+/// records). Distinct people come from sorting (class, person) pairs
+/// rather than from a set.
+fn classes(cells: &[(&[u32], u64)], keys: &Keys) -> Vec<(u128, u32, u64)> {
+    let mut pairs: Vec<(u128, u32, u64)> = cells
+        .iter()
+        .map(|(cell, records)| (keys.of(cell), cell[cell.len() - 1], *records))
+        .collect();
+    pairs.sort_unstable_by_key(|(c, p, _)| (*c, *p));
+    count_groups(pairs)
+}
+
 /// Counts sorted (group, person, records) triples into (group, distinct
 /// people, records).
 fn count_groups<G: PartialEq + Copy>(pairs: Vec<(G, u32, u64)>) -> Vec<(G, u32, u64)> {
@@ -922,25 +1076,80 @@ fn level_ids_opt(d: &Dict, level: usize) -> Vec<Option<u32>> {
         .collect()
 }
 
+/// A cell (quasi-identifier, rare and sensitive value ids, person) and
+/// its records.
+pub type OwnedCell = (Box<[u32]>, u64);
+
+/// Released row keys (quasi-identifier, rare and sensitive value ids)
+/// → the level each rare rule releases them at; absent: suppressed.
+pub type Released = FxMap<Box<[u32]>, Box<[u8]>>;
+
+/// One bucket's decisions and counts.
+struct Decision {
+    released: Released,
+    stats: Stats,
+}
+
+/// What a plan releases and suppresses, summed over buckets.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Risk of the released groups, in people.
+    pub risk: Risk,
+    discern: u128,
+    /// Rare-value outcomes, per rule.
+    pub rare: Vec<RarePlan>,
+    /// Records of quasi-identifier classes below k.
+    pub suppressed_k: u64,
+    /// Records of (class, rare labels) groups below k after the roll-up.
+    pub suppressed_rare: u64,
+    /// Records of groups with fewer than ℓ distinct values of a sensitive
+    /// attribute.
+    pub suppressed_l: u64,
+}
+
+impl Stats {
+    fn merge(&mut self, o: Stats, k: u32) {
+        self.risk = Risk::combine([std::mem::take(&mut self.risk), o.risk]);
+        let _ = k;
+        self.discern += o.discern;
+        if self.rare.is_empty() {
+            self.rare = o.rare;
+        } else {
+            for (a, b) in self.rare.iter_mut().zip(o.rare) {
+                for (x, y) in a.records_at.iter_mut().zip(b.records_at) {
+                    *x += y;
+                }
+                a.null_in_lake += b.null_in_lake;
+            }
+        }
+        self.suppressed_k += o.suppressed_k;
+        self.suppressed_rare += o.suppressed_rare;
+        self.suppressed_l += o.suppressed_l;
+    }
+}
+
 impl Plan {
     /// Risk of what the plan releases: groups of quasi-identifiers and
     /// rare labels, in people.
     pub fn risk(&self) -> Risk {
-        Risk::of(self.groups.iter().copied(), self.k)
+        self.stats.risk.clone()
     }
 
     /// Records suppressed, all rules.
     pub fn suppressed(&self) -> u64 {
-        self.suppressed_k + self.suppressed_rare + self.suppressed_l
+        self.stats.suppressed_k + self.stats.suppressed_rare + self.stats.suppressed_l
     }
 
     /// Σ records² over the released groups (the discernibility metric
     /// without its suppression term).
     pub fn discernibility(&self) -> u128 {
-        self.groups
-            .iter()
-            .map(|(_, r)| u128::from(*r) * u128::from(*r))
-            .sum()
+        self.stats.discern
+    }
+
+    /// The decisions for every row, when the index fit in memory (else
+    /// they are made bucket by bucket in pass two: [`Index::decisions`]).
+    pub fn released(&self) -> Option<&Released> {
+        self.released.as_ref()
     }
 }
 
@@ -1065,20 +1274,12 @@ pub struct Plan {
     pub ell: Option<u32>,
     /// Level per quasi-identifier.
     pub levels: Vec<usize>,
-    /// Released row keys (quasi-identifier, rare and sensitive value ids)
-    /// → the level each rare rule releases them at; absent: suppressed.
-    released: FxMap<Box<[u32]>, Box<[u8]>>,
-    /// The released groups: (people, records).
-    groups: Vec<(u32, u64)>,
-    /// Rare-value outcomes, per rule.
-    pub rare: Vec<RarePlan>,
-    /// Records of quasi-identifier classes below k.
-    pub suppressed_k: u64,
-    /// Records of (class, rare labels) groups below k after the roll-up.
-    pub suppressed_rare: u64,
-    /// Records of groups with fewer than ℓ distinct values of a sensitive
-    /// attribute.
-    pub suppressed_l: u64,
+    /// Threshold per rare rule.
+    pub thresholds: Vec<u32>,
+    /// The decisions, when the index fit in memory.
+    released: Option<Released>,
+    /// What it releases and suppresses.
+    pub stats: Stats,
     /// Generalization lattice size.
     pub nodes: usize,
     /// Nodes evaluated.
@@ -1086,7 +1287,7 @@ pub struct Plan {
 }
 
 /// What one rare rule released.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RarePlan {
     /// Records released at each level (the last: null, including the
     /// values null in the lake).
@@ -1151,6 +1352,39 @@ pub struct Risk {
 }
 
 impl Risk {
+    /// The risk of several buckets' classes together.
+    pub fn combine(parts: impl IntoIterator<Item = Risk>) -> Risk {
+        let mut r = Risk::default();
+        let mut any = false;
+        for p in parts {
+            if p.classes == 0 {
+                continue;
+            }
+            r.k = if any { r.k.min(p.k) } else { p.k };
+            any = true;
+            r.records += p.records;
+            r.classes += p.classes;
+            r.unique_records += p.unique_records;
+            r.unique_patients += p.unique_patients;
+            r.records_below_k += p.records_below_k;
+            r.classes_below_k += p.classes_below_k;
+            if r.class_sizes.is_empty() {
+                r.class_sizes = p.class_sizes;
+            } else {
+                for (a, b) in r.class_sizes.iter_mut().zip(p.class_sizes) {
+                    a.1 += b.1;
+                }
+            }
+        }
+        if r.classes > 0 {
+            r.uniqueness = r.unique_records as f64 / r.records as f64;
+            r.mean_class_records = r.records as f64 / r.classes as f64;
+        } else {
+            r.class_sizes = Risk::of(std::iter::empty(), 0).class_sizes;
+        }
+        r
+    }
+
     fn of(classes: impl Iterator<Item = (u32, u64)>, k: u32) -> Risk {
         let mut r = Risk {
             k: u32::MAX,
@@ -1300,11 +1534,25 @@ mod tests {
         Arc::new(p)
     }
 
+    /// Pass two as the shell runs it: the cap, then the plan's decisions
+    /// (made again from the rows' cells when the index spilled).
     fn released(ix: &Index, plan: &Plan, out: &Output, batches: &[RecordBatch]) -> RecordBatch {
         let mut pass = Pass::default();
+        let batches: Vec<RecordBatch> = batches
+            .iter()
+            .map(|b| ix.cap_filter(b.clone(), &mut pass).unwrap())
+            .collect();
+        let map = match plan.released() {
+            Some(m) => m.clone(),
+            None => {
+                let cells = ix.cells_of(&batches).unwrap();
+                let refs: Vec<(&[u32], u64)> = cells.iter().map(|(c, r)| (&**c, *r)).collect();
+                ix.decisions(plan, &refs)
+            }
+        };
         let parts: Vec<RecordBatch> = batches
             .iter()
-            .map(|b| ix.apply(plan, out, b, &mut pass).unwrap())
+            .map(|b| ix.apply(plan, &map, out, b, &mut pass).unwrap())
             .collect();
         arrow_select::concat::concat_batches(&out.schema, &parts).unwrap()
     }
@@ -1324,7 +1572,7 @@ mod tests {
             // Two batches, as files would come.
             ix.add(&b.slice(0, 1000)).unwrap();
             ix.add(&b.slice(1000, 2000)).unwrap();
-            let before = ix.risk(&[0, 0, 0, 0], 0, 5);
+            let before = ix.risk(&[0, 0, 0, 0], 0, 5).unwrap();
             assert!(before.unique_records > 0, "the data must start risky");
             let plan = ix.plan(5, 0.05, &[3], None).unwrap();
             let out = Output::new(
@@ -1341,23 +1589,79 @@ mod tests {
             assert_eq!(after.records, released.num_rows() as u64);
             assert_eq!(after.classes, groups.len() as u64);
             assert!(after.k >= 5);
-            let rare_before = ix.rare_risk(0, 3, &[0, 0, 0, 0]);
+            let rare_before = ix.rare_risk(0, 3, &[0, 0, 0, 0]).unwrap();
             assert!(rare_before.groups_below > 0 && rare_before.records_below > 0);
             let suppressed = 3000 - released.num_rows() as u64;
             assert_eq!(suppressed, plan.suppressed());
             assert!(suppressed <= 150, "within the budget: {suppressed}");
             assert_eq!(
-                plan.rare[0].records_at.iter().sum::<u64>(),
+                plan.stats.rare[0].records_at.iter().sum::<u64>(),
                 released.num_rows() as u64
             );
             let nulls = released.column_by_name("code").unwrap().null_count() as u64;
-            assert_eq!(nulls, *plan.rare[0].records_at.last().unwrap());
-            rolled += plan.rare[0].records_at[1..].iter().sum::<u64>();
+            assert_eq!(nulls, *plan.stats.rare[0].records_at.last().unwrap());
+            rolled += plan.stats.rare[0].records_at[1..].iter().sum::<u64>();
         }
         assert!(
             rolled > 0,
             "the data must make the rare rule roll values up"
         );
+    }
+
+    /// With a memory budget far below its cells, the index spills and
+    /// counts bucket by bucket of whole classes: the same plan, the same
+    /// counts, the same released rows as in memory.
+    #[test]
+    fn a_spilled_index_plans_and_releases_as_one_in_memory() {
+        let b = batch(3, 4000);
+        let run = |memory: usize| {
+            let mut ix = Index::new(
+                qis(),
+                vec![rare()],
+                vec![Hierarchy::flat("extra")],
+                Who::Column("pseudonym".into()),
+                Some(3),
+            )
+            .memory(memory);
+            ix.add(&b.slice(0, 2500)).unwrap();
+            ix.add(&b.slice(2500, 1500)).unwrap();
+            let plan = ix.plan(5, 0.1, &[3], Some(2)).unwrap();
+            let out = Output::new(&ix, &[("extra".into(), DataType::Utf8)], None);
+            let r = released(&ix, &plan, &out, &[b.slice(0, 2500), b.slice(2500, 1500)]);
+            let mut rows: Vec<Vec<Option<String>>> = (0..r.num_rows())
+                .map(|i| {
+                    r.columns()
+                        .iter()
+                        .map(|c| {
+                            let mut s = String::new();
+                            crate::hierarchy::write_value(c, i, &mut s).then_some(s)
+                        })
+                        .collect()
+                })
+                .collect();
+            rows.sort();
+            let before = ix.risk(&[0, 0, 0, 0], 0, 5).unwrap();
+            let rare = ix.rare_risk(0, 3, &[1, 0, 1, 1]).unwrap();
+            let with = ix.risk_with_rares(&[2, 1, 1, 2], 5).unwrap();
+            (ix.spilled(), plan, rows, before, rare, with, ix.capped())
+        };
+        let (spilled_a, a, rows_a, before_a, rare_a, with_a, capped_a) = run(usize::MAX);
+        let (spilled_b, b2, rows_b, before_b, rare_b, with_b, capped_b) = run(4096);
+        assert!(!spilled_a && spilled_b, "the small budget spills");
+        assert!(
+            b2.released().is_none(),
+            "decisions are made again in pass two"
+        );
+        assert_eq!(a.levels, b2.levels);
+        assert_eq!(a.suppressed(), b2.suppressed());
+        assert_eq!(a.risk(), b2.risk());
+        assert_eq!(a.discernibility(), b2.discernibility());
+        assert_eq!(a.stats.rare[0].records_at, b2.stats.rare[0].records_at);
+        assert_eq!((before_a, rare_a, with_a), (before_b, rare_b, with_b));
+        assert_eq!(capped_a, capped_b);
+        assert!(capped_a > 0, "the cap of 3 per person bites");
+        assert!(!rows_a.is_empty());
+        assert_eq!(rows_a, rows_b);
     }
 
     #[test]
@@ -1376,7 +1680,7 @@ mod tests {
                     for t in 0..=3 {
                         let n = [a, s, m, t];
                         if precision_loss(&n, &tops) < chosen - 1e-12 {
-                            let r = ix.risk(&n, 0, 2);
+                            let r = ix.risk(&n, 0, 2).unwrap();
                             assert!(r.records_below_k > budget, "{n:?} was better");
                         }
                     }
@@ -1410,7 +1714,7 @@ mod tests {
             None,
         );
         ix.add(&b).unwrap();
-        let r = ix.risk(&[0], 0, 2);
+        let r = ix.risk(&[0], 0, 2).unwrap();
         assert_eq!((r.k, r.unique_records, r.unique_patients), (1, 5, 1));
         assert_eq!(r.records_below_k, 5);
         let plan = ix.plan(2, 0.0, &[], None).unwrap();
@@ -1520,14 +1824,17 @@ mod tests {
         let plan = ix.plan(5, 0.2, &[5], None).unwrap();
         assert_eq!(plan.levels, vec![0], "sex stays");
         let out = Output::new(&ix, &[], None);
-        let r = released(&ix, &plan, &out, &[b.clone()]);
+        let r = released(&ix, &plan, &out, std::slice::from_ref(&b));
         let groups = recount_records(&r, &["sex", "code"]);
         assert!(
             !groups.contains_key(&vec![Some("f".into()), Some("X01".into())]),
             "the target's diagnosis is not released in the women's class: {groups:?}"
         );
         assert!(groups.values().all(|n| *n >= 5), "{groups:?}");
-        assert_eq!(plan.suppressed_rare, 1, "the target's null group of one");
+        assert_eq!(
+            plan.stats.suppressed_rare, 1,
+            "the target's null group of one"
+        );
     }
 
     fn recount_records(out: &RecordBatch, names: &[&str]) -> HashMap<Vec<Option<String>>, usize> {
@@ -1588,7 +1895,10 @@ mod tests {
         };
         let ix = ix_of(None);
         let plan = ix.plan(2, 0.0, &[], Some(2)).unwrap();
-        assert_eq!(plan.suppressed_l, 0, "one class of 6 people, 3 outcomes");
+        assert_eq!(
+            plan.stats.suppressed_l, 0,
+            "one class of 6 people, 3 outcomes"
+        );
         let ix2 = {
             let mut ix = Index::new(
                 vec![Hierarchy::flat("sex")],
@@ -1602,9 +1912,9 @@ mod tests {
         };
         let plan = ix2.plan(3, 0.6, &[], Some(2)).unwrap();
         assert_eq!(plan.levels, vec![0]);
-        assert_eq!(plan.suppressed_l, 6, "the men's class: everyone died");
+        assert_eq!(plan.stats.suppressed_l, 6, "the men's class: everyone died");
         let out = Output::new(&ix2, &[("outcome".into(), DataType::Utf8)], None);
-        let r = released(&ix2, &plan, &out, &[b.clone()]);
+        let r = released(&ix2, &plan, &out, std::slice::from_ref(&b));
         assert_eq!(r.num_rows(), 6);
         // At most one record per person.
         let ix = ix_of(Some(1));
@@ -1612,7 +1922,10 @@ mod tests {
         let plan = ix.plan(2, 0.0, &[], None).unwrap();
         let out = Output::new(&ix, &[], Some(ReleaseKey::fresh()));
         let mut pass = Pass::default();
-        let r = ix.apply(&plan, &out, &b, &mut pass).unwrap();
+        let capped = ix.cap_filter(b.clone(), &mut pass).unwrap();
+        let r = ix
+            .apply(&plan, plan.released().unwrap(), &out, &capped, &mut pass)
+            .unwrap();
         assert_eq!(r.num_rows(), 6);
         assert_eq!(recount(&r, &["age"]).values().next().unwrap().len(), 6);
         // Each person's one released row is the same (40, no rare): no

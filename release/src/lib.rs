@@ -24,3 +24,4 @@ pub mod hierarchy;
 pub mod people;
 pub mod run;
 pub mod spec;
+pub mod spill;

@@ -523,6 +523,9 @@ pub struct Options {
     pub allow_composition: bool,
     /// Rows the shuffle holds in memory at once (one spill bucket).
     pub shuffle_rows: usize,
+    /// Bytes of index cells held in memory; beyond them the index spills
+    /// to local files and is counted bucket by bucket.
+    pub index_memory: usize,
 }
 
 /// The release report.
@@ -546,6 +549,8 @@ pub struct ReleaseReport {
     pub allowed_composition: bool,
     /// Per table.
     pub tables: Vec<TableReport>,
+    /// The process's peak resident memory (VmHWM) when the report was made.
+    pub peak_memory_bytes: Option<u64>,
 }
 
 /// One table's outcome.
@@ -605,6 +610,9 @@ pub struct TableReport {
     pub information_loss: Loss,
     /// Lattice nodes evaluated, of all.
     pub search: (usize, usize),
+    /// Whether the index went past `--index-memory` and was counted
+    /// bucket by bucket from local spill files.
+    pub index_spilled: bool,
     /// Seconds spent indexing (pass one), planning, and writing (pass two).
     pub seconds: (f64, f64, f64),
     /// Columns left out, with their class.
@@ -767,6 +775,7 @@ pub async fn release(
         people: people_report,
         allowed_composition: entry.allowed_composition,
         tables,
+        peak_memory_bytes: chitose_runtime::procstat::peak_rss_bytes("self"),
     };
     if !opts.dry_run {
         // The ledger first: a complete release (its report) is always in it.
@@ -831,7 +840,8 @@ async fn release_table(
         sensitive,
         Who::People(x.people.clone()),
         t.max_records_per_person,
-    );
+    )
+    .memory(opts.index_memory);
     let clock = std::time::Instant::now();
     let gone = withdrawn(x.lake, table, opts.batch_rows).await?;
     let (ix, dropped) = index(x.lake, table, &snap, ix, opts.batch_rows, &gone).await?;
@@ -853,8 +863,8 @@ async fn release_table(
         });
     }
     let q = ix.qis.len();
-    let before = ix.risk(&vec![0; q], 0, spec.k);
-    let before_with_rare = ix.risk_with_rares(&vec![0; q], spec.k);
+    let before = ix.risk(&vec![0; q], 0, spec.k).map_err(core)?;
+    let before_with_rare = ix.risk_with_rares(&vec![0; q], spec.k).map_err(core)?;
     let thresholds: Vec<u32> = t.rare.iter().map(|r| r.threshold).collect();
     let plan = ix
         .plan(spec.k, spec.max_suppression, &thresholds, t.l)
@@ -922,11 +932,13 @@ async fn release_table(
         clock.elapsed().as_secs_f64() - index_s - plan_s,
     );
     let records_in = ix.rows();
+    let spilled = ix.spilled();
     let mut report = report_of(
         spec, t, x.c, snap, &ix, &plan, before, after, files, seconds,
-    );
+    )?;
     report.withdrawn = dropped;
     report.before_with_rare = before_with_rare;
+    report.index_spilled = spilled;
     report.trajectories = trajectories;
     // The index is no longer needed: free it before the read-back builds
     // its own.
@@ -975,24 +987,17 @@ async fn release_table(
     Ok((report, mine, composed))
 }
 
-/// The released rows, shuffled: each row goes to a random bucket (a local
-/// Arrow IPC file), and each bucket — at most about `shuffle_rows` rows —
-/// is permuted in memory and written in turn. The lake's order (prefecture
-/// blocks, months, Kafka partitions keyed by pseudonym) would otherwise
-/// tell what the release leaves out and align its tables.
-struct Shuffle {
+/// Rows in numbered buckets: local Arrow IPC files under a private
+/// temporary folder (removed on drop; a run killed by kill -9 leaves it in
+/// `TMPDIR/chitose-release-*`).
+struct SpillFiles {
     dir: tempfile::TempDir,
     writers: Vec<Option<arrow_ipc::writer::FileWriter<std::io::BufWriter<std::fs::File>>>>,
     schema: arrow_schema::SchemaRef,
-    rng: rand::rngs::ThreadRng,
 }
 
-impl Shuffle {
-    fn new(
-        schema: arrow_schema::SchemaRef,
-        rows: u64,
-        bucket_rows: usize,
-    ) -> Result<Self, ReleaseError> {
+impl SpillFiles {
+    fn new(schema: arrow_schema::SchemaRef, buckets: usize) -> Result<Self, ReleaseError> {
         let dir = tempfile::Builder::new()
             .prefix("chitose-release-")
             .tempdir()
@@ -1000,13 +1005,15 @@ impl Shuffle {
                 dir: std::env::temp_dir().display().to_string(),
                 message: e.to_string(),
             })?;
-        let buckets = (rows as usize).div_ceil(bucket_rows.max(1)).max(1);
-        Ok(Shuffle {
+        Ok(SpillFiles {
             dir,
-            writers: (0..buckets).map(|_| None).collect(),
+            writers: (0..buckets.max(1)).map(|_| None).collect(),
             schema,
-            rng: rand::rng(),
         })
+    }
+
+    fn len(&self) -> usize {
+        self.writers.len()
     }
 
     fn err(&self, e: impl std::fmt::Display) -> ReleaseError {
@@ -1016,27 +1023,23 @@ impl Shuffle {
         }
     }
 
-    fn push(&mut self, b: &RecordBatch) -> Result<(), ReleaseError> {
-        use rand::Rng;
-        let n = self.writers.len();
+    /// Rows of `b` to buckets: `bucket[i]` for row i.
+    fn scatter(&mut self, b: &RecordBatch, bucket: &[u32]) -> Result<(), ReleaseError> {
+        let n = self.len();
         if n == 1 {
             return self.write(0, b);
         }
-        let bucket: Vec<u32> = (0..b.num_rows())
-            .map(|_| self.rng.random_range(0..n as u32))
-            .collect();
-        for i in 0..n as u32 {
-            let idx: arrow_array::UInt32Array = bucket
-                .iter()
-                .enumerate()
-                .filter(|(_, x)| **x == i)
-                .map(|(r, _)| r as u32)
-                .collect();
+        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for (r, x) in bucket.iter().enumerate() {
+            rows[*x as usize].push(r as u32);
+        }
+        for (i, idx) in rows.into_iter().enumerate() {
             if idx.is_empty() {
                 continue;
             }
+            let idx = arrow_array::UInt32Array::from(idx);
             let part = arrow_select::take::take_record_batch(b, &idx).map_err(|e| self.err(e))?;
-            self.write(i as usize, &part)?;
+            self.write(i, &part)?;
         }
         Ok(())
     }
@@ -1050,43 +1053,100 @@ impl Shuffle {
                     .map_err(|e| self.err(e))?;
             self.writers[i] = Some(w);
         }
-        let w = self.writers[i].as_mut().expect("opened above");
-        w.write(b).map_err(|e| ReleaseError::Spill {
-            dir: String::new(),
-            message: e.to_string(),
+        let r = self.writers[i].as_mut().expect("opened above").write(b);
+        r.map_err(|e| self.err(e))
+    }
+
+    fn finish(&mut self) -> Result<(), ReleaseError> {
+        for i in 0..self.len() {
+            if let Some(w) = self.writers[i].as_mut() {
+                let r = w.finish();
+                r.map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bucket `i`'s batches (after [`SpillFiles::finish`]); the file is
+    /// removed once read.
+    fn read(&self, i: usize) -> Result<Vec<RecordBatch>, ReleaseError> {
+        let path = self.dir.path().join(format!("{i}.arrow"));
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let f = std::fs::File::open(&path).map_err(|e| self.err(e))?;
+        let reader = arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(f), None)
+            .map_err(|e| self.err(e))?;
+        let batches = reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        let _ = std::fs::remove_file(&path);
+        Ok(batches)
+    }
+}
+
+/// The released rows, shuffled: each row goes to a random bucket, and each
+/// bucket — at most about `shuffle_rows` rows — is permuted in memory and
+/// written in turn. The lake's order (prefecture blocks, months, Kafka
+/// partitions keyed by pseudonym) would otherwise tell what the release
+/// leaves out and align its tables.
+struct Shuffle {
+    files: SpillFiles,
+    rng: rand::rngs::ThreadRng,
+}
+
+impl Shuffle {
+    fn new(
+        schema: arrow_schema::SchemaRef,
+        rows: u64,
+        bucket_rows: usize,
+    ) -> Result<Self, ReleaseError> {
+        let buckets = (rows as usize).div_ceil(bucket_rows.max(1)).max(1);
+        Ok(Shuffle {
+            files: SpillFiles::new(schema, buckets)?,
+            rng: rand::rng(),
         })
     }
 
+    fn push(&mut self, b: &RecordBatch) -> Result<(), ReleaseError> {
+        use rand::Rng;
+        let n = self.files.len() as u32;
+        let bucket: Vec<u32> = (0..b.num_rows())
+            .map(|_| {
+                if n == 1 {
+                    0
+                } else {
+                    self.rng.random_range(0..n)
+                }
+            })
+            .collect();
+        self.files.scatter(b, &bucket)
+    }
+
     /// Each bucket's rows, permuted.
-    fn buckets(mut self) -> impl Iterator<Item = Result<RecordBatch, ReleaseError>> {
+    fn buckets(
+        mut self,
+    ) -> Result<impl Iterator<Item = Result<RecordBatch, ReleaseError>>, ReleaseError> {
         use rand::seq::SliceRandom;
-        for w in self.writers.iter_mut().flatten() {
-            let _ = w.finish();
-        }
-        let n = self.writers.len();
-        (0..n).filter_map(move |i| {
-            let path = self.dir.path().join(format!("{i}.arrow"));
-            if !path.exists() {
-                return None;
-            }
+        self.files.finish()?;
+        let n = self.files.len();
+        Ok((0..n).filter_map(move |i| {
             let r = (|| {
-                let f = std::fs::File::open(&path).map_err(|e| self.err(e))?;
-                let reader =
-                    arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(f), None)
-                        .map_err(|e| self.err(e))?;
-                let batches: Vec<RecordBatch> =
-                    reader.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
-                let all = arrow_select::concat::concat_batches(&self.schema, &batches)
-                    .map_err(|e| self.err(e))?;
+                let batches = self.files.read(i)?;
+                if batches.is_empty() {
+                    return Ok(None);
+                }
+                let all = arrow_select::concat::concat_batches(&self.files.schema, &batches)
+                    .map_err(|e| self.files.err(e))?;
                 drop(batches);
-                let _ = std::fs::remove_file(&path);
                 let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
                 order.shuffle(&mut self.rng);
                 arrow_select::take::take_record_batch(&all, &arrow_array::UInt32Array::from(order))
-                    .map_err(|e| self.err(e))
+                    .map(Some)
+                    .map_err(|e| self.files.err(e))
             })();
-            Some(r)
-        })
+            r.transpose()
+        }))
     }
 }
 
@@ -1155,6 +1215,31 @@ async fn write(
     }
     let mut shuffle = Shuffle::new(schema.clone(), expected_rows, opts.shuffle_rows)?;
     let mut pass = Pass::default();
+    let core = |source| ReleaseError::Core {
+        table: table.to_owned(),
+        source,
+    };
+    let released_batch = |pass: &mut Pass,
+                          shuffle: &mut Shuffle,
+                          map: &crate::core::Released,
+                          b: &RecordBatch|
+     -> Result<(), ReleaseError> {
+        let released = ix.apply(plan, map, out, b, pass).map_err(core)?;
+        if released.num_rows() == 0 {
+            return Ok(());
+        }
+        let released = chitose_lake::tables::conform(&released, &schema).map_err(|message| {
+            ReleaseError::Parquet {
+                path: dest_table.rel().to_owned(),
+                message,
+            }
+        })?;
+        shuffle.push(&released)
+    };
+    // When the index spilled, the decisions are made again bucket by
+    // bucket: the rows go to buckets of whole classes first (local files),
+    // and each bucket's cells are counted as in planning.
+    let mut by_class: Option<SpillFiles> = None;
     for f in &snap.files {
         let mut s = std::pin::pin!(read(lake, f, Some(&columns), opts.batch_rows).await?);
         while let Some(b) = s.next().await {
@@ -1164,26 +1249,42 @@ async fn write(
                 path: f.object.to_string(),
                 message: e.to_string(),
             })?;
-            let released =
-                ix.apply(plan, out, &b, &mut pass)
-                    .map_err(|source| ReleaseError::Core {
-                        table: table.to_owned(),
-                        source,
-                    })?;
-            if released.num_rows() == 0 {
-                continue;
-            }
-            let released =
-                chitose_lake::tables::conform(&released, &schema).map_err(|message| {
-                    ReleaseError::Parquet {
-                        path: dest_table.rel().to_owned(),
-                        message,
+            let b = ix.cap_filter(b, &mut pass).map_err(core)?;
+            match plan.released() {
+                Some(map) => released_batch(&mut pass, &mut shuffle, map, &b)?,
+                None => {
+                    if by_class.is_none() {
+                        let n = (ix.rows() as usize).div_ceil(opts.shuffle_rows.max(1));
+                        by_class = Some(SpillFiles::new(b.schema(), n)?);
                     }
-                })?;
-            shuffle.push(&released)?;
+                    let files = by_class.as_mut().expect("made above");
+                    let n = files.len();
+                    let bucket: Vec<u32> = ix
+                        .class_keys(plan, &b)
+                        .map_err(core)?
+                        .into_iter()
+                        .map(|k| crate::spill::bucket_of(k, n) as u32)
+                        .collect();
+                    files.scatter(&b, &bucket)?;
+                }
+            }
         }
     }
-    for bucket in shuffle.buckets() {
+    if let Some(mut files) = by_class {
+        files.finish()?;
+        for i in 0..files.len() {
+            let batches = files.read(i)?;
+            let map = {
+                let cells = ix.cells_of(&batches).map_err(core)?;
+                let refs: Vec<(&[u32], u64)> = cells.iter().map(|(c, r)| (&**c, *r)).collect();
+                ix.decisions(plan, &refs)
+            };
+            for b in &batches {
+                released_batch(&mut pass, &mut shuffle, &map, b)?;
+            }
+        }
+    }
+    for bucket in shuffle.buckets()? {
         let released = bucket?;
         let mut at = 0;
         while at < released.num_rows() {
@@ -1230,7 +1331,7 @@ fn report_of(
     after: Risk,
     files: Vec<(String, u64)>,
     seconds: (f64, f64, f64),
-) -> TableReport {
+) -> Result<TableReport, ReleaseError> {
     let rows = ix.rows();
     let suppressed = rows - after.records;
     let finest = vec![0; ix.qis.len()];
@@ -1238,8 +1339,14 @@ fn report_of(
         .rare
         .iter()
         .enumerate()
-        .map(|(i, r)| ix.rare_risk(i, r.threshold, &finest))
-        .collect();
+        .map(|(i, r)| {
+            ix.rare_risk(i, r.threshold, &finest)
+                .map_err(|source| ReleaseError::Core {
+                    table: t.name.clone(),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let generalization = ix
         .qis
         .iter()
@@ -1254,7 +1361,7 @@ fn report_of(
     let rare: Vec<RareOutcome> = ix
         .rares
         .iter()
-        .zip(&plan.rare)
+        .zip(&plan.stats.rare)
         .zip(&t.rare)
         .map(|((d, p), r)| {
             let top = p.records_at.len() - 1;
@@ -1277,7 +1384,7 @@ fn report_of(
     let tops: Vec<usize> = ix.qis.iter().map(|d| d.hierarchy.levels() - 1).collect();
     let squares = plan.discernibility() as f64;
     let n = rows.max(1) as f64;
-    TableReport {
+    Ok(TableReport {
         table: t.name.clone(),
         snapshot,
         k_required: spec.k,
@@ -1290,9 +1397,10 @@ fn report_of(
         capped: ix.capped(),
         generalization,
         suppressed_k_anonymity: suppressed,
-        suppressed_classes: plan.suppressed_k,
-        suppressed_rare_groups: plan.suppressed_rare,
-        suppressed_l_diversity: plan.suppressed_l,
+        suppressed_classes: plan.stats.suppressed_k,
+        suppressed_rare_groups: plan.stats.suppressed_rare,
+        suppressed_l_diversity: plan.stats.suppressed_l,
+        index_spilled: false,
         l_diversity: t.l.map(|l| (l, t.sensitive.clone())),
         trajectories: None,
         before_with_rare: Risk::default(),
@@ -1320,7 +1428,7 @@ fn report_of(
         dropped: t.dropped(c),
         files,
         read_back: None,
-    }
+    })
 }
 
 /// The report as Markdown, for the privacy officer.
@@ -1348,6 +1456,9 @@ pub fn markdown(r: &ReleaseReport) -> String {
         r.people.people,
         r.people.tables.len()
     );
+    if let Some(m) = r.peak_memory_bytes {
+        let _ = writeln!(s, "Peak memory: {} MiB.\n", m >> 20);
+    }
     if r.allowed_composition {
         s.push_str("**Released over a composition risk** (--allow-composition): an earlier release used these records at another granularity; see the ledger.\n\n");
     }
@@ -1545,12 +1656,16 @@ pub async fn audit(
     );
     let (ix, _) = index(lake, &snap.source, &snap, ix, batch_rows, &HashSet::new()).await?;
     let levels = vec![0; qi.len()];
-    let risk = ix.risk(&levels, 0, k);
+    let core = |source| ReleaseError::Core {
+        table: snap.source.clone(),
+        source,
+    };
+    let risk = ix.risk(&levels, 0, k).map_err(core)?;
     let rare = rare
         .iter()
         .enumerate()
-        .map(|(i, (_, t))| ix.rare_risk(i, *t, &levels))
-        .collect();
+        .map(|(i, (_, t))| ix.rare_risk(i, *t, &levels).map_err(core))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Audit {
         rare,
         patients: ix.patients(),
