@@ -444,13 +444,24 @@ fn a_release_holds_k_reconciles_and_links_to_nothing() {
         std::fs::read_to_string(spec()).unwrap().replace(
             "attributes = [",
             "pseudonym = true\nrecipient = \"Univ. X, contract 2026-17\"\nattributes = [",
+        )
+        // ℓ-diversity on the diagnosis table's is_suspected, which needs
+        // a larger suppression budget on this small lake.
+        .replacen("max_suppression = 0.05", "max_suppression = 0.1", 1)
+        .replacen(
+            "attributes = [\"is_primary\", \"is_suspected\"]",
+            "attributes = [\"is_primary\", \"is_suspected\"]\nsensitive = [\"is_suspected\"]\nl = 2",
+            1,
         ),
     )
     .unwrap();
     let linked = linked.to_str().unwrap();
+    // Their levels differ from r1's (ℓ changes the search): the ledger
+    // would refuse them as a composition with r1 — asked for here on
+    // purpose.
     let (l1, l2) = (
-        release_with(&dir, "l1", linked, &[]),
-        release_with(&dir, "l2", linked, &[]),
+        release_with(&dir, "l1", linked, &["--allow-composition"]),
+        release_with(&dir, "l2", linked, &["--allow-composition"]),
     );
     let (g1, g2) = (
         check_with(&dir, "l1", linked, Some(&truth)),
@@ -459,6 +470,16 @@ fn a_release_holds_k_reconciles_and_links_to_nothing() {
     for (report, facts) in [(&l1, &g1), (&l2, &g2)] {
         for table in report["tables"].as_array().unwrap() {
             reconcile(&report["spec"], table, facts);
+            if table["table"] == "diagnosis" {
+                // ℓ, by the oracle over the released rows.
+                assert_eq!(table["l_diversity"][0], 2);
+                let l = facts["diagnosis"]["l"]["is_suspected"].as_u64().unwrap();
+                assert!(l >= 2, "a group with one is_suspected value: {l}");
+                assert!(
+                    table["suppressed_l_diversity"].as_u64().unwrap() > 0,
+                    "{table}"
+                );
+            }
             // What linking exposes is reported: people whose set of rows
             // is unique.
             let tr = &table["trajectories"];

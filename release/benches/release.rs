@@ -34,6 +34,9 @@ use std::sync::Arc;
 /// A row's drawn values.
 struct Draw {
     patient: u64,
+    /// Which of the patient's pseudonyms the row carries (a fifth of the
+    /// patients have two: an insurance change).
+    variant: u64,
     pref: u32,
     muni: u32,
     month: u32,
@@ -72,7 +75,13 @@ fn batch(schema: &SchemaRef, rows: &[Draw], first: i64) -> RecordBatch {
                     for (i, d) in rows.iter().enumerate() {
                         let (code, c3, block, chapter) = icd(d.code);
                         let v = match name {
-                            "pseudonym" => format!("{:052}", d.patient),
+                            "pseudonym" => format!("{:051}{}", d.patient, d.variant),
+                            // Every record links its pseudonym to the
+                            // patient's kana pseudonym, as the transform
+                            // writes them: the people pass joins the two.
+                            "linkage_pseudonyms" => {
+                                format!("{:051}{} k{:050}", d.patient, d.variant, d.patient)
+                            }
                             "event_id" => format!("ev-{}", first + i as i64),
                             "sex" => ["male", "female"][(d.patient % 2) as usize].into(),
                             "prefecture" | "residence_prefecture" | "facility_prefecture" => {
@@ -146,6 +155,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    // The index's memory budget (MiB): past it the index spills and is
+    // counted bucket by bucket.
+    let index_mib: usize = std::env::var("CHITOSE_BENCH_INDEX_MEMORY_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096);
     let store = SchemaStore::embedded();
     let schemas = chitose_lake::tables::versions(&store);
     let (_, schema) = schemas["diagnosis"].last().unwrap().clone();
@@ -173,6 +188,11 @@ fn main() {
         let muni = zipf(&mut rand_chacha::ChaCha8Rng::seed_from_u64(patient), 40);
         let d = Draw {
             patient,
+            variant: if patient % 5 == 0 {
+                rng.random_range(0..2)
+            } else {
+                0
+            },
             pref,
             muni,
             month: rng.random_range(0..24),
@@ -295,7 +315,7 @@ fn main() {
                 dry_run: false,
                 allow_composition: false,
                 shuffle_rows: 1_000_000,
-                index_memory: usize::MAX,
+                index_memory: index_mib << 20,
             };
             report = Some(
                 rt.block_on(release(&lake, &lake, &spec, &contracts, &opts))
@@ -304,11 +324,23 @@ fn main() {
         },
     ));
     let peak = peak_rss_bytes("self").unwrap_or(0);
-    let t = &report.unwrap().tables[0];
+    let report = report.unwrap();
+    let t = &report.tables[0];
+    let p = &report.people;
     println!(
-        "release of a {n}-row diagnosis table ({} files, {} patients, {} MiB in memory as Arrow, {} MiB of Parquet)",
+        "people pass: {} pseudonyms joined into {} people in {:.2} s, union-find {} MiB; \
+         index budget {index_mib} MiB, spilled: {}",
+        p.pseudonyms,
+        p.people,
+        p.seconds,
+        p.memory_bytes >> 20,
+        t.index_spilled
+    );
+    println!(
+        "release of a {n}-row diagnosis table ({} files, {} people under {} pseudonyms, {} MiB in memory as Arrow, {} MiB of Parquet)",
         t.snapshot.file_count,
         t.patients_in,
+        t.pseudonyms_in,
         in_memory >> 20,
         on_disk >> 20
     );

@@ -580,7 +580,7 @@ impl Index {
             for d in self.buckets(&keys, |cells| {
                 self.decide(cells, &keys, k, thresholds, ell, in_memory)
             })? {
-                stats.merge(d.stats, k);
+                stats.merge(d.stats);
                 released = Some(d.released);
             }
             let plan = Plan {
@@ -1108,9 +1108,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn merge(&mut self, o: Stats, k: u32) {
+    fn merge(&mut self, o: Stats) {
         self.risk = Risk::combine([std::mem::take(&mut self.risk), o.risk]);
-        let _ = k;
         self.discern += o.discern;
         if self.rare.is_empty() {
             self.rare = o.rare;

@@ -1236,6 +1236,21 @@ async fn write(
         })?;
         shuffle.push(&released)
     };
+    let mut spill_columns = columns.clone();
+    spill_columns.sort();
+    spill_columns.dedup();
+    let spill_schema: arrow_schema::SchemaRef = Arc::new(arrow_schema::Schema::new(
+        spill_columns
+            .iter()
+            .map(|c| {
+                let t =
+                    x.c.columns
+                        .get(c)
+                        .map_or(arrow_schema::DataType::Utf8, |k| k.data_type.clone());
+                arrow_schema::Field::new(c, t, true)
+            })
+            .collect::<Vec<_>>(),
+    ));
     // When the index spilled, the decisions are made again bucket by
     // bucket: the rows go to buckets of whole classes first (local files),
     // and each bucket's cells are counted as in planning.
@@ -1253,9 +1268,18 @@ async fn write(
             match plan.released() {
                 Some(map) => released_batch(&mut pass, &mut shuffle, map, &b)?,
                 None => {
+                    // One schema for every file's rows (an older file
+                    // lacks a newer column: null, as the index read it).
+                    let b =
+                        chitose_lake::tables::conform(&b, &spill_schema).map_err(|message| {
+                            ReleaseError::Parquet {
+                                path: f.object.to_string(),
+                                message,
+                            }
+                        })?;
                     if by_class.is_none() {
                         let n = (ix.rows() as usize).div_ceil(opts.shuffle_rows.max(1));
-                        by_class = Some(SpillFiles::new(b.schema(), n)?);
+                        by_class = Some(SpillFiles::new(spill_schema.clone(), n)?);
                     }
                     let files = by_class.as_mut().expect("made above");
                     let n = files.len();

@@ -9,13 +9,13 @@ not the release's union–find). Every other pseudonym's person comes from a
 union–find written here over every lake table's `pseudonym` and
 `linkage_pseudonyms`.
 
-People are counted from the lake side: each lake row of the snapshot the
-report names is generalized here (age bands, periods, ladders at the
-report's levels), its rare values placed at the lowest level the release
-shows for its group, and the row mapped to its released group. A group's
-row count must equal the released table's (`mismatched` lists those that
-do not: the mapping is then not what the release did), and its people are
-counted by ground truth. Per table:
+People are counted from the lake side: the algorithm docs/release.md
+states is written again here, in Python, over the lake rows of the
+snapshot the report names, at the report's levels (age bands, periods,
+ladders; rare values rolled up within their class; groups below k or ℓ
+suppressed), with people from the ground truth. Every group it predicts
+must hold exactly as many rows as the released table's (`mismatched` lists
+those that do not), so its people counts are the release's. Per table:
 - k: the smallest released group (every qi and every rare column as
   released) in people; classes_below_k: groups below the spec's k;
 - rare[c].below: (class, value) groups with fewer than `threshold` people,
@@ -176,36 +176,71 @@ for t in spec["table"]:
     lake_tab = dt.to_pyarrow_table(columns=sorted(c for c in need if c in names)).to_pylist()
     gone = withdrawn(name)
     lake_rows = [r for r in lake_tab if r["event_id"] not in gone]
-    groups = collections.defaultdict(lambda: [0, set()])
+    # The documented algorithm, written again here: classes of k people;
+    # each rare rule rolled up within (class, labels before it) to a label
+    # of max(threshold, k) people, else null; groups below k, or below l
+    # distinct values of a sensitive attribute, suppressed.
+    k = spec["k"]
+    ell = t.get("l")
+    by_class = collections.defaultdict(list)
     for row in lake_rows:
         for c in need:
             row.setdefault(c, None)
-        key = tuple(qi_label(q, row, *levels[q["column"]]) for q in qis)
-        for i, r in enumerate(rares):
-            ladder = r.get("ladder", [])
-            chosen = None
-            for lvl in range(len(ladder) + 1):
-                col = r["column"] if lvl == 0 else ladder[lvl - 1]
-                v = text(row[col])
-                cand = key + (v, level_name(r["column"], ladder, lvl))
-                if v is not None and cand in prefixes[i]:
-                    chosen = cand
-                    break
-            key = chosen or key + (None, "suppressed")
-        if key in rel_count:
-            groups[key][0] += 1
-            groups[key][1].add(person(row["pseudonym"]))
+        row["_person"] = person(row["pseudonym"])
+        by_class[tuple(qi_label(q, row, *levels[q["column"]]) for q in qis)].append(row)
+    work = []
+    for key, rows in by_class.items():
+        if len({r["_person"] for r in rows}) >= k:
+            work.append((key, rows))
+    for r in rares:
+        ladder = r.get("ladder", [])
+        cols = [r["column"]] + ladder
+        thr = max(r["threshold"], k)
+        nxt = collections.defaultdict(list)
+        for key, rows in work:
+            pending = [x for x in rows if x[r["column"]] is not None]
+            for x in rows:
+                if x[r["column"]] is None:
+                    nxt[key + (None, "suppressed")].append(x)
+            for lvl, col in enumerate(cols):
+                people = collections.defaultdict(set)
+                for x in pending:
+                    if x[col] is not None:
+                        people[text(x[col])].add(x["_person"])
+                keep = []
+                for x in pending:
+                    lab = text(x[col])
+                    if lab is not None and len(people[lab]) >= thr:
+                        nxt[key + (lab, level_name(r["column"], ladder, lvl))].append(x)
+                    else:
+                        keep.append(x)
+                pending = keep
+            for x in pending:
+                nxt[key + (None, "suppressed")].append(x)
+        work = list(nxt.items())
+    groups = {}
+    for key, rows in work:
+        people = {x["_person"] for x in rows}
+        if len(people) < k:
+            continue
+        if ell and any(
+            len({text(x[a]) for x in rows if x[a] is not None}) < ell for a in t.get("sensitive", [])
+        ):
+            continue
+        groups[key] = [len(rows), people]
     mismatched = [
-        [list(k), rel_count[k], groups[k][0]] for k in rel_count if groups[k][0] != rel_count[k]
+        [list(g), rel_count.get(g, 0), groups[g][0] if g in groups else 0]
+        for g in set(rel_count) | set(groups)
+        if rel_count.get(g, 0) != (groups[g][0] if g in groups else 0)
     ]
-    people = {k: len(g[1]) for k, g in groups.items()}
+    people = {g: len(v[1]) for g, v in groups.items()}
     facts = {
         "records": n_rel,
         "records_in": len(lake_rows),
         "groups": len(rel_count),
         "mismatched": mismatched,
         "k": min(people.values(), default=0),
-        "classes_below_k": [list(map(str, k)) + [n] for k, n in people.items() if n < spec["k"]],
+        "classes_below_k": [list(map(str, g)) + [n] for g, n in people.items() if n < spec["k"]],
         "columns": list(released.keys()),
         "pseudonyms": sorted(set(released.get("pseudonym", []))),
         "lake_overlap": 0,
