@@ -132,6 +132,10 @@ enum LakeCommand {
         /// Exit 1 when the smallest class is below k.
         #[arg(long)]
         check: bool,
+        /// Index cells held in memory (bytes, or with KiB, MiB, GiB);
+        /// beyond them the index spills to local files (TMPDIR).
+        #[arg(long, default_value = "4GiB", value_parser = crate::release_cmd::parse_size)]
+        index_memory: usize,
         /// The result as JSON.
         #[arg(long)]
         json: bool,
@@ -154,6 +158,7 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
             patient_column,
             records,
             check,
+            index_memory,
             json,
         } => {
             let (qi, rare, spec_k, linked) = match &spec {
@@ -209,7 +214,15 @@ pub fn run(a: LakeArgs) -> Result<ExitCode> {
                         Who::Column(c),
                     ),
                 };
-                chitose_release::run::audit(&lake, snap, &qi, &rare, who, k, 8192).await
+                chitose_release::run::audit(
+                    &lake,
+                    snap,
+                    &qi,
+                    &rare,
+                    who,
+                    (k, 8192, index_memory.max(1)),
+                )
+                .await
             })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&audit)?);

@@ -67,7 +67,7 @@ pub struct ReleaseArgs {
 }
 
 /// `4GiB`, `512MiB`, `64KiB`, `1000` (bytes).
-fn parse_size(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let (num, mult) = [("GiB", 1usize << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
         .iter()

@@ -956,7 +956,15 @@ async fn release_table(
         } else {
             Who::Records
         };
-        let a = audit(x.dest, snap, &qi, &rare, who, spec.k, opts.batch_rows).await?;
+        let a = audit(
+            x.dest,
+            snap,
+            &qi,
+            &rare,
+            who,
+            (spec.k, opts.batch_rows, opts.index_memory),
+        )
+        .await?;
         let below = a.rare.iter().map(|r| r.groups_below).sum::<u64>();
         let records = report.records_out;
         if a.risk.records != records || (records > 0 && a.risk.k < spec.k) || below > 0 {
@@ -1652,7 +1660,8 @@ pub struct Audit {
     pub rare: Vec<RareRisk>,
 }
 
-/// Risk measures of `snap`'s files over `qi` (as they are), changing nothing.
+/// Risk measures of `snap`'s files over `qi` (as they are), changing
+/// nothing, with at most `memory` bytes of index cells in memory.
 ///
 /// `rare` rules are (column, threshold): each column is counted as it is
 /// (a release's labels, or the lake's finest values) within its class of
@@ -1663,8 +1672,7 @@ pub async fn audit(
     qi: &[String],
     rare: &[(String, u32)],
     who: Who,
-    k: u32,
-    batch_rows: usize,
+    (k, batch_rows, memory): (u32, usize, usize),
 ) -> Result<Audit, ReleaseError> {
     let patient = match &who {
         Who::Records => None,
@@ -1677,7 +1685,8 @@ pub async fn audit(
         Vec::new(),
         who,
         None,
-    );
+    )
+    .memory(memory);
     let (ix, _) = index(lake, &snap.source, &snap, ix, batch_rows, &HashSet::new()).await?;
     let levels = vec![0; qi.len()];
     let core = |source| ReleaseError::Core {
