@@ -475,6 +475,7 @@ fn a_release_holds_k_reconciles_and_links_to_nothing() {
                 assert_eq!(table["l_diversity"][0], 2);
                 let l = facts["diagnosis"]["l"]["is_suspected"].as_u64().unwrap();
                 assert!(l >= 2, "a group with one is_suspected value: {l}");
+                assert_eq!(table["l_achieved"][0][1], l, "the report's ℓ");
                 assert!(
                     table["suppressed_l_diversity"].as_u64().unwrap() > 0,
                     "{table}"

@@ -757,6 +757,8 @@ impl Index {
             records[g as usize] += r;
         }
         let mut diverse = vec![true; groups_n];
+        // Distinct values of each sensitive attribute per group.
+        let mut distincts: Vec<Vec<u32>> = Vec::new();
         if let Some(ell) = ell {
             let s0 = q + r_count;
             for (s, d) in self.sensitive.iter().enumerate() {
@@ -777,6 +779,7 @@ impl Index {
                         diverse[g] = false;
                     }
                 }
+                distincts.push(distinct);
             }
         }
         let (mut suppressed_rare, mut suppressed_l) = (0u64, 0u64);
@@ -822,12 +825,23 @@ impl Index {
             .iter()
             .map(|(_, r)| u128::from(*r) * u128::from(*r))
             .sum();
+        let l_achieved = distincts
+            .iter()
+            .map(|d| {
+                (0..groups_n)
+                    .filter(|g| people[*g] >= k && diverse[*g])
+                    .map(|g| d[g])
+                    .min()
+                    .unwrap_or(u32::MAX)
+            })
+            .collect();
         Decision {
             released,
             stats: Stats {
                 risk: Risk::of(kept_groups.into_iter(), k),
                 discern,
                 rare,
+                l_achieved,
                 suppressed_k,
                 suppressed_rare,
                 suppressed_l,
@@ -1098,6 +1112,9 @@ pub struct Stats {
     discern: u128,
     /// Rare-value outcomes, per rule.
     pub rare: Vec<RarePlan>,
+    /// Per sensitive attribute (with ℓ), the fewest distinct values in a
+    /// released group (`u32::MAX`: no group released).
+    pub l_achieved: Vec<u32>,
     /// Records of quasi-identifier classes below k.
     pub suppressed_k: u64,
     /// Records of (class, rare labels) groups below k after the roll-up.
@@ -1119,6 +1136,13 @@ impl Stats {
                     *x += y;
                 }
                 a.null_in_lake += b.null_in_lake;
+            }
+        }
+        if self.l_achieved.is_empty() {
+            self.l_achieved = o.l_achieved;
+        } else {
+            for (a, b) in self.l_achieved.iter_mut().zip(o.l_achieved) {
+                *a = (*a).min(b);
             }
         }
         self.suppressed_k += o.suppressed_k;
@@ -1912,6 +1936,11 @@ mod tests {
         let plan = ix2.plan(3, 0.6, &[], Some(2)).unwrap();
         assert_eq!(plan.levels, vec![0]);
         assert_eq!(plan.stats.suppressed_l, 6, "the men's class: everyone died");
+        assert_eq!(
+            plan.stats.l_achieved,
+            vec![2],
+            "the women's: cured, continuing"
+        );
         let out = Output::new(&ix2, &[("outcome".into(), DataType::Utf8)], None);
         let r = released(&ix2, &plan, &out, std::slice::from_ref(&b));
         assert_eq!(r.num_rows(), 6);

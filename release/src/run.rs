@@ -590,6 +590,9 @@ pub struct TableReport {
     pub suppressed_l_diversity: u64,
     /// ℓ asked, and the sensitive attributes it holds for.
     pub l_diversity: Option<(u32, Vec<String>)>,
+    /// Per sensitive attribute, the fewest distinct values in a released
+    /// group (the ℓ the release has).
+    pub l_achieved: Vec<(String, u32)>,
     /// With a pseudonym released: people released, and those whose set of
     /// released rows nobody else has (a trajectory singles them out to
     /// whoever knows a few of their events).
@@ -1434,6 +1437,12 @@ fn report_of(
         suppressed_l_diversity: plan.stats.suppressed_l,
         index_spilled: false,
         l_diversity: t.l.map(|l| (l, t.sensitive.clone())),
+        l_achieved: t
+            .sensitive
+            .iter()
+            .cloned()
+            .zip(plan.stats.l_achieved.iter().copied())
+            .collect(),
         trajectories: None,
         before_with_rare: Risk::default(),
         information_loss: Loss {
@@ -1539,6 +1548,12 @@ pub fn markdown(r: &ReleaseReport) -> String {
                 attrs.join(", "),
                 t.suppressed_l_diversity
             );
+            for (a, n) in &t.l_achieved {
+                let _ = writeln!(
+                    s,
+                    "| ℓ achieved: fewest distinct `{a}` in a released group | {n} |"
+                );
+            }
         }
         if t.capped > 0 {
             let _ = writeln!(s, "| records beyond the cap per person | {} |", t.capped);
