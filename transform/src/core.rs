@@ -276,13 +276,14 @@ impl Transformer {
     ) -> Result<Outcome, TransformError> {
         self.contract.check(ev).map_err(TransformError::Contract)?;
         let basis = pseudonym::linkage_key(ev, &self.policy.linkage, &mut s.linkage);
-        pseudonym::pseudonym(&self.keys, &s.linkage, &mut s.pseudonym);
+        let mac = pseudonym::pseudonym(&self.keys, &s.linkage, &mut s.pseudonym);
         pseudonym::event_id(&self.keys, ev, &mut s.event_id);
         if self.links {
             pseudonym::linkage_pseudonyms(
                 &self.keys,
                 ev,
                 &self.policy.linkage,
+                (basis, &s.linkage, mac),
                 (&mut s.link_key, &mut s.link_macs),
                 &mut s.links,
             );

@@ -161,23 +161,35 @@ pub fn linkage_key(ev: &RawEvent, bases: &[Basis], out: &mut String) -> Basis {
 /// and a release that counted pseudonyms would count that person several
 /// times. Any two records of one person that share a basis (or a key era)
 /// share one of these values, so the release can join them (union–find)
-/// without ever seeing an input. `key` and `macs` are buffers (no
-/// allocation per record once they have grown).
+/// without ever seeing an input. `primary` is the basis that made the
+/// record's pseudonym, its linkage key and its HMAC under the current key:
+/// the bases before it in the policy did not apply, and its own values are
+/// not made twice. `key` and `macs` are buffers (no allocation per record
+/// once they have grown).
 pub fn linkage_pseudonyms(
     keys: &KeyRing,
     ev: &RawEvent,
     bases: &[Basis],
+    primary: (Basis, &str, [u8; 32]),
     (key, macs): (&mut String, &mut Vec<[u8; 32]>),
     out: &mut String,
 ) {
     out.clear();
     macs.clear();
-    for &b in bases {
-        if !basis_key(ev, b, key) {
+    let (first, primary_key, primary_mac) = primary;
+    let from = bases.iter().position(|b| *b == first).unwrap_or(0);
+    for &b in &bases[from..] {
+        let k: &str = if b == first {
+            primary_key
+        } else if basis_key(ev, b, key) {
+            key
+        } else {
             continue;
-        }
+        };
         for id in keys.pseudonym_ids() {
-            if let Some(m) = keys.mac(id, &[key.as_bytes()]) {
+            if b == first && id == keys.current_id() {
+                macs.push(primary_mac);
+            } else if let Some(m) = keys.mac(id, &[k.as_bytes()]) {
                 macs.push(m);
             }
         }
@@ -207,9 +219,13 @@ pub fn insurance_without_branch(ev: &RawEvent) -> bool {
 pub use chitose_schemas::base32::encode as base32;
 
 /// The pseudonym of a linkage key under the ring's current key.
-pub fn pseudonym(keys: &KeyRing, linkage_key: &str, out: &mut String) {
+/// Returns the HMAC itself as well (the record's linkage pseudonyms reuse
+/// it).
+pub fn pseudonym(keys: &KeyRing, linkage_key: &str, out: &mut String) -> [u8; 32] {
     out.clear();
-    base32(&keys.mac_current(&[linkage_key.as_bytes()]), out);
+    let mac = keys.mac_current(&[linkage_key.as_bytes()]);
+    base32(&mac, out);
+    mac
 }
 
 /// Domain tag of the date shift's HMAC input.
