@@ -49,7 +49,7 @@ pub enum ReleaseError {
         message: String,
     },
     /// The core refused a table.
-    #[error("table {table}: {source}")]
+    #[error("table {table}")]
     Core {
         /// Table.
         table: String,
