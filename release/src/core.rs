@@ -106,7 +106,6 @@ pub struct Index {
     cells: Cells,
     rows: u64,
     capped: u64,
-    budget: usize,
 }
 
 /// Per-batch positions of the index's columns.
@@ -163,7 +162,6 @@ impl Index {
             cells: Cells::new(width, usize::MAX),
             rows: 0,
             capped: 0,
-            budget: usize::MAX,
         }
     }
 
@@ -172,7 +170,6 @@ impl Index {
     /// classes). Set before the first [`Index::add`].
     pub fn memory(mut self, bytes: usize) -> Index {
         self.cells = Cells::new(self.cells.width(), bytes);
-        self.budget = bytes;
         self
     }
 
@@ -250,16 +247,27 @@ impl Index {
     fn buckets<T>(
         &self,
         keys: &Keys,
+        f: impl FnMut(&[(&[u32], u64)]) -> T,
+    ) -> Result<Vec<T>, CoreError> {
+        self.buckets_in(self.cells.in_memory().as_deref(), keys, f)
+    }
+
+    /// [`Index::buckets`] with the in-memory cells already listed (`mem`:
+    /// None when they spilled), so a search lists them once, not per node.
+    fn buckets_in<T>(
+        &self,
+        mem: Option<&[(&[u32], u64)]>,
+        keys: &Keys,
         mut f: impl FnMut(&[(&[u32], u64)]) -> T,
     ) -> Result<Vec<T>, CoreError> {
-        if let Some(cells) = self.cells.in_memory() {
-            return Ok(vec![f(cells.as_slice())]);
+        if let Some(cells) = mem {
+            return Ok(vec![f(cells)]);
         }
         // A bucket, loaded and sorted, costs about three times its cells'
         // bytes; aim at a third of the budget.
         let per = (self.cells.width() * 4 + 32) * 3;
         let n = (self.cells.len() as usize * per)
-            .div_ceil((self.budget / 3).max(1))
+            .div_ceil((self.cells.budget() / 3).max(1))
             .max(1);
         let parts = self.cells.partition(n, |c| keys.of(c))?;
         let mut out = Vec::with_capacity(n);
@@ -548,7 +556,8 @@ impl Index {
                 .then(a.cmp(b))
         });
         let budget = (self.rows as f64 * max_suppression).floor() as u64;
-        let in_memory = !self.cells.spilled();
+        let mem = self.cells.in_memory();
+        let in_memory = mem.is_some();
         let mut best: Option<(Plan, f64)> = None;
         let mut fewest = u64::MAX;
         let mut evaluated = 0;
@@ -562,7 +571,7 @@ impl Index {
             evaluated += 1;
             let keys = self.keys(n);
             let by_k: u64 = self
-                .buckets(&keys, |cells| {
+                .buckets_in(mem.as_deref(), &keys, |cells| {
                     classes(cells, &keys)
                         .iter()
                         .filter(|(_, p, _)| *p < k)
@@ -577,7 +586,7 @@ impl Index {
             }
             let mut released = None;
             let mut stats = Stats::default();
-            for d in self.buckets(&keys, |cells| {
+            for d in self.buckets_in(mem.as_deref(), &keys, |cells| {
                 self.decide(cells, &keys, k, thresholds, ell, in_memory)
             })? {
                 stats.merge(d.stats);

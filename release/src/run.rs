@@ -1122,14 +1122,11 @@ impl Shuffle {
     fn push(&mut self, b: &RecordBatch) -> Result<(), ReleaseError> {
         use rand::Rng;
         let n = self.files.len() as u32;
+        if n == 1 {
+            return self.files.write(0, b);
+        }
         let bucket: Vec<u32> = (0..b.num_rows())
-            .map(|_| {
-                if n == 1 {
-                    0
-                } else {
-                    self.rng.random_range(0..n)
-                }
-            })
+            .map(|_| self.rng.random_range(0..n))
             .collect();
         self.files.scatter(b, &bucket)
     }

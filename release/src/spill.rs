@@ -58,6 +58,11 @@ impl Cells {
         self.width
     }
 
+    /// Bytes of cells held in memory before they spill.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
     /// Bytes the in-memory cells hold (an estimate).
     pub fn memory(&self) -> usize {
         self.mem.capacity() * cell_bytes(self.width)

@@ -158,11 +158,6 @@ for t in spec["table"]:
     n_rel = len(released[key_cols[0]])
     rel_rows = [tuple(text(released[c][i]) for c in key_cols) for i in range(n_rel)]
     rel_count = collections.Counter(rel_rows)
-    # Prefixes the release shows: qi labels, then (value, level) per rule.
-    prefixes = [set() for _ in rares]
-    for r in rel_rows:
-        for i in range(len(rares)):
-            prefixes[i].add(r[: len(qcols) + 2 * (i + 1)])
     # The lake rows the release read (its snapshot, withdrawals left out).
     levels = {g["column"]: (g["level"], g["of"]) for g in tr["generalization"]}
     dt = DeltaTable(f"{root}/{name}", version=tr["snapshot"]["version"])
