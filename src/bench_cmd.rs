@@ -274,7 +274,11 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
                 cpu.insert(p.name, cpu_seconds_of(&p.pid()));
             }
         }
-        accepted = scrape(&ops[0], "chitose_ingest_events_accepted_total").max(accepted);
+        accepted = scrape(
+            &ops[0],
+            chitose_ingest::metrics::names::EVENTS_ACCEPTED_TOTAL,
+        )
+        .max(accepted);
         // Ingest stops after --events: its last line has the final count.
         if let Some(st) = procs[0].child.try_wait()? {
             if !st.success() {
@@ -293,7 +297,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
                 accepted = n;
             }
         }
-        landed = scrape(&ops[2], "chitose_sink_rows_total");
+        landed = scrape(&ops[2], chitose_sink::metrics::names::ROWS_TOTAL);
         if accepted >= a.events as f64 && landed >= accepted {
             break;
         }
@@ -338,7 +342,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             catchup_rss = b;
             catchup_cpu = cpu_seconds_of(&catchup.pid());
         }
-        if scrape(&catchup_ops, "chitose_sink_rows_total") >= landed {
+        if scrape(&catchup_ops, chitose_sink::metrics::names::ROWS_TOTAL) >= landed {
             break;
         }
         if t3.elapsed() > Duration::from_secs(600) {

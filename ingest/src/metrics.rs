@@ -3,6 +3,53 @@
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
+/// Every metric name this stage exports, spelled once: the services
+/// register them, and `chitose bench`, `chitose up` and the tests read
+/// them from here.
+pub mod names {
+    /// `chitose_ingest_events_read_total`.
+    pub const EVENTS_READ_TOTAL: &str = "chitose_ingest_events_read_total";
+    /// `chitose_ingest_events_accepted_total`.
+    pub const EVENTS_ACCEPTED_TOTAL: &str = "chitose_ingest_events_accepted_total";
+    /// `chitose_ingest_produced_bytes_total`.
+    pub const PRODUCED_BYTES_TOTAL: &str = "chitose_ingest_produced_bytes_total";
+    /// `chitose_ingest_delivery_failures_total`.
+    pub const DELIVERY_FAILURES_TOTAL: &str = "chitose_ingest_delivery_failures_total";
+    /// `chitose_ingest_events_rejected_total`.
+    pub const EVENTS_REJECTED_TOTAL: &str = "chitose_ingest_events_rejected_total";
+    /// `chitose_ingest_produce_latency_seconds`.
+    pub const PRODUCE_LATENCY_SECONDS: &str = "chitose_ingest_produce_latency_seconds";
+    /// `chitose_ingest_queue_depth`.
+    pub const QUEUE_DEPTH: &str = "chitose_ingest_queue_depth";
+    /// `chitose_ingest_broker_up`.
+    pub const BROKER_UP: &str = "chitose_ingest_broker_up";
+    /// `chitose_ingest_http_refused_total`.
+    pub const HTTP_REFUSED_TOTAL: &str = "chitose_ingest_http_refused_total";
+    /// `chitose_ingest_fhir_entries_skipped_total`.
+    pub const FHIR_ENTRIES_SKIPPED_TOTAL: &str = "chitose_ingest_fhir_entries_skipped_total";
+    /// `chitose_ingest_files_refused_total`.
+    pub const FILES_REFUSED_TOTAL: &str = "chitose_ingest_files_refused_total";
+    /// `chitose_ingest_ssmix2_messages_total`.
+    pub const SSMIX2_MESSAGES_TOTAL: &str = "chitose_ingest_ssmix2_messages_total";
+
+    /// Every family, for checks that the dashboard and alerts use only
+    /// what is exported.
+    pub const ALL: &[&str] = &[
+        EVENTS_READ_TOTAL,
+        EVENTS_ACCEPTED_TOTAL,
+        PRODUCED_BYTES_TOTAL,
+        DELIVERY_FAILURES_TOTAL,
+        EVENTS_REJECTED_TOTAL,
+        PRODUCE_LATENCY_SECONDS,
+        QUEUE_DEPTH,
+        BROKER_UP,
+        HTTP_REFUSED_TOTAL,
+        FHIR_ENTRIES_SKIPPED_TOTAL,
+        FILES_REFUSED_TOTAL,
+        SSMIX2_MESSAGES_TOTAL,
+    ];
+}
+
 /// The ingest metric families.
 #[derive(Debug, Clone)]
 pub struct IngestMetrics {
@@ -76,25 +123,22 @@ impl IngestMetrics {
                 .expect("unique metric");
             c
         };
-        let read = counter(
-            "chitose_ingest_events_read_total",
-            "Records read from the source.",
-        );
+        let read = counter(names::EVENTS_READ_TOTAL, "Records read from the source.");
         let accepted = counter(
-            "chitose_ingest_events_accepted_total",
+            names::EVENTS_ACCEPTED_TOTAL,
             "Records the broker acknowledged.",
         );
         let produced_bytes = counter(
-            "chitose_ingest_produced_bytes_total",
+            names::PRODUCED_BYTES_TOTAL,
             "Bytes of acknowledged messages.",
         );
         let delivery_failures = counter(
-            "chitose_ingest_delivery_failures_total",
+            names::DELIVERY_FAILURES_TOTAL,
             "Deliveries that failed and will be retried.",
         );
         let rejected = IntCounterVec::new(
             Opts::new(
-                "chitose_ingest_events_rejected_total",
+                names::EVENTS_REJECTED_TOTAL,
                 "Records rejected at the edge, by reason.",
             ),
             &["reason"],
@@ -105,7 +149,7 @@ impl IngestMetrics {
             .expect("unique metric");
         let produce_latency = Histogram::with_opts(
             HistogramOpts::new(
-                "chitose_ingest_produce_latency_seconds",
+                names::PRODUCE_LATENCY_SECONDS,
                 "Enqueue to broker acknowledgement.",
             )
             .buckets(vec![
@@ -124,16 +168,16 @@ impl IngestMetrics {
             g
         };
         let queue_depth = gauge(
-            "chitose_ingest_queue_depth",
+            names::QUEUE_DEPTH,
             "Records produced but not yet acknowledged.",
         );
         let broker_up = gauge(
-            "chitose_ingest_broker_up",
+            names::BROKER_UP,
             "1 when the broker answered the last metadata request.",
         );
         let http_refused = IntCounterVec::new(
             Opts::new(
-                "chitose_ingest_http_refused_total",
+                names::HTTP_REFUSED_TOTAL,
                 "HTTP requests and connections refused before any record was read, by reason.",
             ),
             &["reason"],
@@ -157,19 +201,19 @@ impl IngestMetrics {
             v
         };
         let fhir_skipped = vec(
-            "chitose_ingest_fhir_entries_skipped_total",
+            names::FHIR_ENTRIES_SKIPPED_TOTAL,
             "FHIR entries read as context, merged into a checkup, or of no event type, by kind.",
             "kind",
             &crate::fhir::Skip::ALL.map(crate::fhir::Skip::as_str),
         );
         let files_refused = vec(
-            "chitose_ingest_files_refused_total",
+            names::FILES_REFUSED_TOTAL,
             "Files refused whole and moved to rejects/, by reason.",
             "reason",
             FILE_REFUSALS,
         );
         let ssmix2_messages = vec(
-            "chitose_ingest_ssmix2_messages_total",
+            names::SSMIX2_MESSAGES_TOTAL,
             "SS-MIX2 messages taken from the storage, by outcome.",
             "outcome",
             &["event", "correction", "rejected", "skipped"],
@@ -195,5 +239,37 @@ impl IngestMetrics {
     pub fn refuse(&self, reason: &'static str) {
         debug_assert!(HTTP_REFUSALS.contains(&reason));
         self.http_refused.with_label_values(&[reason]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The names in one place are the names served: every family the
+    /// registry gathers is in `names::ALL`, listed once.
+    #[test]
+    fn every_served_family_is_named_once() {
+        let m = super::IngestMetrics::new("27", "simulate");
+        let served: std::collections::BTreeSet<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        for f in &served {
+            assert!(
+                super::names::ALL.contains(&f.as_str()),
+                "{f} not in names::ALL"
+            );
+        }
+        let all: std::collections::BTreeSet<&str> = super::names::ALL.iter().copied().collect();
+        assert_eq!(all.len(), super::names::ALL.len(), "a name listed twice");
+        // The lag gauges, which the dashboard and the autoscalers read,
+        // are served from start-up (a zero series before any assignment).
+        for n in super::names::ALL
+            .iter()
+            .filter(|n| n.contains("consumer_lag"))
+        {
+            assert!(served.contains(*n), "{n} not served from start-up");
+        }
     }
 }

@@ -3,6 +3,58 @@
 use chitose_runtime::lag::LagGauges;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+/// Every metric name this stage exports, spelled once: the services
+/// register them, and `chitose bench`, `chitose up` and the tests read
+/// them from here.
+pub mod names {
+    /// `chitose_sink_rows_total`.
+    pub const ROWS_TOTAL: &str = "chitose_sink_rows_total";
+    /// `chitose_sink_bytes_total`.
+    pub const BYTES_TOTAL: &str = "chitose_sink_bytes_total";
+    /// `chitose_sink_files_total`.
+    pub const FILES_TOTAL: &str = "chitose_sink_files_total";
+    /// `chitose_sink_skipped_rows_total`.
+    pub const SKIPPED_ROWS_TOTAL: &str = "chitose_sink_skipped_rows_total";
+    /// `chitose_sink_flush_seconds`.
+    pub const FLUSH_SECONDS: &str = "chitose_sink_flush_seconds";
+    /// `chitose_sink_buffered_bytes`.
+    pub const BUFFERED_BYTES: &str = "chitose_sink_buffered_bytes";
+    /// `chitose_sink_buffered_partitions`.
+    pub const BUFFERED_PARTITIONS: &str = "chitose_sink_buffered_partitions";
+    /// `chitose_sink_oldest_unflushed_seconds`.
+    pub const OLDEST_UNFLUSHED_SECONDS: &str = "chitose_sink_oldest_unflushed_seconds";
+    /// `chitose_sink_commits_total`.
+    pub const COMMITS_TOTAL: &str = "chitose_sink_commits_total";
+    /// `chitose_sink_table_version`.
+    pub const TABLE_VERSION: &str = "chitose_sink_table_version";
+    /// `chitose_sink_paused_partitions`.
+    pub const PAUSED_PARTITIONS: &str = "chitose_sink_paused_partitions";
+    /// `chitose_sink_consumer_lag_records`.
+    pub const CONSUMER_LAG_RECORDS: &str = "chitose_sink_consumer_lag_records";
+    /// `chitose_sink_consumer_lag_seconds`.
+    pub const CONSUMER_LAG_SECONDS: &str = "chitose_sink_consumer_lag_seconds";
+    // The lag families are registered by chitose_runtime::lag::LagGauges
+    // under these names (a test checks they agree).
+
+    /// Every family, for checks that the dashboard and alerts use only
+    /// what is exported.
+    pub const ALL: &[&str] = &[
+        ROWS_TOTAL,
+        BYTES_TOTAL,
+        FILES_TOTAL,
+        SKIPPED_ROWS_TOTAL,
+        FLUSH_SECONDS,
+        BUFFERED_BYTES,
+        BUFFERED_PARTITIONS,
+        OLDEST_UNFLUSHED_SECONDS,
+        COMMITS_TOTAL,
+        TABLE_VERSION,
+        PAUSED_PARTITIONS,
+        CONSUMER_LAG_RECORDS,
+        CONSUMER_LAG_SECONDS,
+    ];
+}
+
 /// Every sink metric.
 #[derive(Clone)]
 pub struct SinkMetrics {
@@ -44,28 +96,24 @@ impl SinkMetrics {
             c
         };
         let rows = counter(
-            "chitose_sink_rows_total",
+            names::ROWS_TOTAL,
             "Rows in committed Parquet files.",
             &["table"],
         );
         let bytes = counter(
-            "chitose_sink_bytes_total",
+            names::BYTES_TOTAL,
             "Bytes of committed Parquet files.",
             &["table"],
         );
-        let files = counter(
-            "chitose_sink_files_total",
-            "Committed Parquet files.",
-            &["table"],
-        );
+        let files = counter(names::FILES_TOTAL, "Committed Parquet files.", &["table"]);
         let skipped = counter(
-            "chitose_sink_skipped_rows_total",
+            names::SKIPPED_ROWS_TOTAL,
             "Rows not landed on purpose: duplicate_event_id (a client's retry or a transform replay: the same event id within the de-duplication window) or replay (another writer committed their offsets first).",
             &["table", "reason"],
         );
         let flush = Histogram::with_opts(
             HistogramOpts::new(
-                "chitose_sink_flush_seconds",
+                names::FLUSH_SECONDS,
                 "Time to write a table's files and commit them to its Delta log.",
             )
             .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
@@ -78,25 +126,25 @@ impl SinkMetrics {
             g
         };
         let buffered_bytes = gauge(
-            "chitose_sink_buffered_bytes",
+            names::BUFFERED_BYTES,
             "Bytes of records waiting for their table's next roll (as read, then as Arrow once decoded).",
         );
         let buffered_partitions = gauge(
-            "chitose_sink_buffered_partitions",
+            names::BUFFERED_PARTITIONS,
             "Lake partitions with decoded rows waiting for the next roll (each becomes one file); records are decoded in bulk, so between decodes this counts only what was decoded.",
         );
         let oldest_unflushed = gauge(
-            "chitose_sink_oldest_unflushed_seconds",
+            names::OLDEST_UNFLUSHED_SECONDS,
             "Age of the oldest buffered row: how long it has waited to land.",
         );
         let commits = counter(
-            "chitose_sink_commits_total",
+            names::COMMITS_TOTAL,
             "Delta commits by outcome: committed, or lost (another writer committed the same offsets first; the rows were dropped as replays).",
             &["table", "outcome"],
         );
         let version = IntGaugeVec::new(
             Opts::new(
-                "chitose_sink_table_version",
+                names::TABLE_VERSION,
                 "The newest version of each table this instance committed or read.",
             ),
             &["table"],
@@ -107,7 +155,7 @@ impl SinkMetrics {
             .expect("unique");
         let paused = IntGaugeVec::new(
             Opts::new(
-                "chitose_sink_paused_partitions",
+                names::PAUSED_PARTITIONS,
                 "Kafka partitions paused because a record cannot be landed (unknown or incompatible schema, undecodable record).",
             ),
             &["table", "reason"],
@@ -182,5 +230,37 @@ pub const PAUSE_REASONS: [&str; 4] = [
 impl Default for SinkMetrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The names in one place are the names served: every family the
+    /// registry gathers is in `names::ALL`, listed once.
+    #[test]
+    fn every_served_family_is_named_once() {
+        let m = super::SinkMetrics::new();
+        let served: std::collections::BTreeSet<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        for f in &served {
+            assert!(
+                super::names::ALL.contains(&f.as_str()),
+                "{f} not in names::ALL"
+            );
+        }
+        let all: std::collections::BTreeSet<&str> = super::names::ALL.iter().copied().collect();
+        assert_eq!(all.len(), super::names::ALL.len(), "a name listed twice");
+        // The lag gauges, which the dashboard and the autoscalers read,
+        // are served from start-up (a zero series before any assignment).
+        for n in super::names::ALL
+            .iter()
+            .filter(|n| n.contains("consumer_lag"))
+        {
+            assert!(served.contains(*n), "{n} not served from start-up");
+        }
     }
 }

@@ -4,6 +4,46 @@
 use chitose_runtime::lag::LagGauges;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 
+/// Every metric name this stage exports, spelled once: the services
+/// register them, and `chitose bench`, `chitose up` and the tests read
+/// them from here.
+pub mod names {
+    /// `chitose_transform_records_total`.
+    pub const RECORDS_TOTAL: &str = "chitose_transform_records_total";
+    /// `chitose_transform_dlq_total`.
+    pub const DLQ_TOTAL: &str = "chitose_transform_dlq_total";
+    /// `chitose_transform_dropped_total`.
+    pub const DROPPED_TOTAL: &str = "chitose_transform_dropped_total";
+    /// `chitose_transform_aborted_batches_total`.
+    pub const ABORTED_BATCHES_TOTAL: &str = "chitose_transform_aborted_batches_total";
+    /// `chitose_transform_latency_seconds`.
+    pub const LATENCY_SECONDS: &str = "chitose_transform_latency_seconds";
+    /// `chitose_transform_batch_seconds`.
+    pub const BATCH_SECONDS: &str = "chitose_transform_batch_seconds";
+    /// `chitose_transform_linkage_fallback_total`.
+    pub const LINKAGE_FALLBACK_TOTAL: &str = "chitose_transform_linkage_fallback_total";
+    /// `chitose_transform_consumer_lag_records`.
+    pub const CONSUMER_LAG_RECORDS: &str = "chitose_transform_consumer_lag_records";
+    /// `chitose_transform_consumer_lag_seconds`.
+    pub const CONSUMER_LAG_SECONDS: &str = "chitose_transform_consumer_lag_seconds";
+    // The lag families are registered by chitose_runtime::lag::LagGauges
+    // under these names (a test checks they agree).
+
+    /// Every family, for checks that the dashboard and alerts use only
+    /// what is exported.
+    pub const ALL: &[&str] = &[
+        RECORDS_TOTAL,
+        DLQ_TOTAL,
+        DROPPED_TOTAL,
+        ABORTED_BATCHES_TOTAL,
+        LATENCY_SECONDS,
+        BATCH_SECONDS,
+        LINKAGE_FALLBACK_TOTAL,
+        CONSUMER_LAG_RECORDS,
+        CONSUMER_LAG_SECONDS,
+    ];
+}
+
 /// Every transform metric.
 #[derive(Clone)]
 pub struct TransformMetrics {
@@ -37,22 +77,22 @@ impl TransformMetrics {
             c
         };
         let processed = counter(
-            "chitose_transform_records_total",
+            names::RECORDS_TOTAL,
             "Records written to health.pseudo.<event_type>.",
             &["event_type"],
         );
         let dlq = counter(
-            "chitose_transform_dlq_total",
+            names::DLQ_TOTAL,
             "Records sent to the DLQ, by error class (decode, validation, policy, and the contract's reasons: my_number, control_character, too_long, invalid_code, not_finite).",
             &["reason"],
         );
         let dropped = counter(
-            "chitose_transform_dropped_total",
+            names::DROPPED_TOTAL,
             "Records skipped on purpose (empty values), by reason.",
             &["reason"],
         );
         let aborts = counter(
-            "chitose_transform_aborted_batches_total",
+            names::ABORTED_BATCHES_TOTAL,
             "Transactions aborted and retried, by cause.",
             &["cause"],
         );
@@ -63,14 +103,14 @@ impl TransformMetrics {
             h
         };
         let latency = hist(
-            "chitose_transform_latency_seconds",
+            names::LATENCY_SECONDS,
             "From the raw record's broker timestamp to the commit of its output.",
             vec![
                 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
             ],
         );
         let batch = hist(
-            "chitose_transform_batch_seconds",
+            names::BATCH_SECONDS,
             "Time to transform and commit one batch.",
             vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
         );
@@ -84,7 +124,7 @@ impl TransformMetrics {
             aborts.with_label_values(&[c]);
         }
         let linkage_fallback = counter(
-            "chitose_transform_linkage_fallback_total",
+            names::LINKAGE_FALLBACK_TOTAL,
             "Records whose pseudonym could not use a linkage basis they had inputs for, by reason (insurance_without_branch: an insurance tuple without its 枝番 names a family, not a person).",
             &["reason"],
         );
@@ -110,5 +150,37 @@ pub const ABORT_CAUSES: [&str; 4] = ["retriable", "abortable", "fatal", "commit"
 impl Default for TransformMetrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The names in one place are the names served: every family the
+    /// registry gathers is in `names::ALL`, listed once.
+    #[test]
+    fn every_served_family_is_named_once() {
+        let m = super::TransformMetrics::new();
+        let served: std::collections::BTreeSet<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        for f in &served {
+            assert!(
+                super::names::ALL.contains(&f.as_str()),
+                "{f} not in names::ALL"
+            );
+        }
+        let all: std::collections::BTreeSet<&str> = super::names::ALL.iter().copied().collect();
+        assert_eq!(all.len(), super::names::ALL.len(), "a name listed twice");
+        // The lag gauges, which the dashboard and the autoscalers read,
+        // are served from start-up (a zero series before any assignment).
+        for n in super::names::ALL
+            .iter()
+            .filter(|n| n.contains("consumer_lag"))
+        {
+            assert!(served.contains(*n), "{n} not served from start-up");
+        }
     }
 }
