@@ -152,10 +152,17 @@ fn is_loopback(bootstrap: &str) -> bool {
 }
 
 fn errors(errs: Vec<chitose_runtime::kafka::KafkaConfigError>) -> anyhow::Error {
-    let lines: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
-    anyhow::anyhow!(
-        "{} problem(s) with the Kafka settings:\n{}",
-        errs.len(),
-        lines.join("\n")
-    )
+    // A configuration error like any other (exit code 2), every problem
+    // listed.
+    let mut p = chitose_runtime::config::Problems::default();
+    for e in errs {
+        p.push(chitose_runtime::config::ConfigError::Invalid {
+            origin: "Kafka settings".into(),
+            message: e.to_string(),
+        });
+    }
+    match p.into_result() {
+        Err(e) => e.into(),
+        Ok(()) => anyhow::anyhow!("Kafka settings: expected a problem to report, found none"),
+    }
 }

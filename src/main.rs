@@ -209,8 +209,20 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("chitose: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// 2 for a configuration the command refused (as for bad arguments:
+/// nothing ran), 1 for anything else.
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    if e.chain()
+        .any(|c| c.is::<chitose_runtime::config::ConfigError>())
+    {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -223,13 +235,18 @@ pub(crate) fn load_config<T>(
     print: bool,
 ) -> Result<Option<T>>
 where
-    T: serde::de::DeserializeOwned + serde::Serialize + Default,
+    T: serde::de::DeserializeOwned + serde::Serialize + Default + chitose_runtime::config::Validate,
 {
-    let cfg: T = chitose_runtime::config::load(file, prefix, std::env::vars(), flags)?;
     if print {
+        // The effective configuration as loaded, even one its service's
+        // checks would refuse: that is when an operator looks at it.
+        let cfg: T = chitose_runtime::config::load(file, prefix, std::env::vars(), flags)?;
         print!("{}", chitose_runtime::config::print_redacted(&cfg));
         return Ok(None);
     }
+    // Every problem of the file, the environment, the flags and the
+    // service's own checks, in one error (exit code 2).
+    let cfg: T = chitose_runtime::config::load_checked(file, prefix, std::env::vars(), flags)?;
     Ok(Some(cfg))
 }
 
@@ -258,7 +275,9 @@ pub(crate) fn report(json: bool, line: String) {
     }
 }
 
-pub(crate) fn init_logs(json: bool) {
+/// The filter every command logs with: INFO, librdkafka's warnings, and
+/// `RUST_LOG` over both.
+fn log_filter() -> tracing_subscriber::EnvFilter {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,rdkafka=warn".into());
     // delta-kernel narrates every snapshot at INFO (spans, no message):
@@ -271,14 +290,36 @@ pub(crate) fn init_logs(json: bool) {
             filter = filter.add_directive(d.parse().expect("a valid directive"));
         }
     }
+    filter
+}
+
+pub(crate) fn init_logs(json: bool) {
     let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr);
     if json {
         b.json().init();
     } else {
         b.init();
     }
+}
+
+/// Logs to a new file `<dir>/<name>-<UTC time>.log` instead of the
+/// terminal; returns its path.
+pub(crate) fn init_logs_to_file(dir: &std::path::Path, name: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!(
+        "{name}-{}.log",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    ));
+    let file = std::fs::File::create(&path)
+        .with_context(|| format!("creating the log file {}", path.display()))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter())
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
+    Ok(path)
 }
 
 fn ingest(a: IngestArgs) -> Result<ExitCode> {

@@ -2,6 +2,7 @@
 //! `CHITOSE_INGEST__<SECTION>__<KEY>` environment overrides, and flags.
 
 use crate::simulate::SimConfig;
+use chitose_runtime::config::{Problems, Validate};
 use chitose_runtime::kafka::KafkaSettings;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -259,11 +260,10 @@ impl IngestConfig {
         self.topic.replace("{prefecture}", &self.prefecture)
     }
 
-    fn validate_http(&self) -> Result<(), chitose_runtime::config::ConfigError> {
-        use chitose_runtime::config::ConfigError;
+    fn http_problems(&self, p: &mut Problems) {
         let h = &self.http;
         if h.token_sha256.is_empty() && h.token_sha256_files.is_empty() {
-            return ConfigError::value(
+            p.value(
                 "http.token_sha256",
                 "the hash of at least one bearer token (chitose ingest token --prefecture NN)",
                 "none",
@@ -271,7 +271,7 @@ impl IngestConfig {
         }
         for (i, t) in h.token_sha256.iter().enumerate() {
             if !is_sha256_hex(t) {
-                return ConfigError::value(
+                p.value(
                     &format!("http.token_sha256[{i}]"),
                     "64 hexadecimal digits (the token's hash, not the token)",
                     format!("{} characters", t.len()),
@@ -280,7 +280,7 @@ impl IngestConfig {
         }
         for (i, t) in h.tls.client_cert_sha256.iter().enumerate() {
             if !is_sha256_hex(&t.replace(':', "")) {
-                return ConfigError::value(
+                p.value(
                     &format!("http.tls.client_cert_sha256[{i}]"),
                     "a SHA-256 certificate fingerprint (64 hexadecimal digits)",
                     format!("{} characters", t.len()),
@@ -289,7 +289,7 @@ impl IngestConfig {
         }
         match (&h.tls.cert_file, &h.tls.key_file) {
             (Some(_), None) | (None, Some(_)) => {
-                return ConfigError::value(
+                p.value(
                     "http.tls",
                     "both cert_file and key_file, or neither",
                     "only one of them",
@@ -297,7 +297,7 @@ impl IngestConfig {
             }
             (None, None) => {
                 if h.tls.client_ca_file.is_some() {
-                    return ConfigError::value(
+                    p.value(
                         "http.tls.client_ca_file",
                         "cert_file and key_file as well (client certificates need TLS)",
                         "no server certificate",
@@ -309,7 +309,7 @@ impl IngestConfig {
                     .map(|a| a.ip().is_loopback())
                     .unwrap_or(false);
                 if !loopback && !h.allow_plaintext {
-                    return ConfigError::value(
+                    p.value(
                         "http.tls.cert_file",
                         "a certificate for an address beyond loopback \
                          (or allow_plaintext = true behind a TLS proxy on this host)",
@@ -326,78 +326,89 @@ impl IngestConfig {
             ("http.header_timeout_ms", h.header_timeout_ms as usize),
         ] {
             if v == 0 {
-                return ConfigError::value(key, "at least 1", "0");
+                p.value(key, "at least 1", "0");
             }
         }
-        Ok(())
     }
 
-    /// Checks values serde cannot; the error names the key.
+    /// Checks values serde cannot; every problem, each naming its key.
     pub fn validate(&self) -> Result<(), chitose_runtime::config::ConfigError> {
-        let bad = |key: &str, expected: &str, found: String| {
-            chitose_runtime::config::ConfigError::value(key, expected, found)
-        };
+        Validate::validate(self)
+    }
+}
+
+impl Validate for IngestConfig {
+    fn problems(&self, p: &mut Problems) {
+        // The CSV mapping is checked here, at start-up, not at a file's
+        // first row.
+        if let Err(all) = crate::records::CsvMapping::new(&self.files.csv) {
+            for message in all.split("; ") {
+                p.push(chitose_runtime::config::ConfigError::Invalid {
+                    origin: "configuration".to_owned(),
+                    message: message.to_owned(),
+                });
+            }
+        }
         let reference = chitose_schemas::reference::Reference::load().expect("shipped tables load");
         if reference.prefecture(&self.prefecture).is_none() {
-            return bad(
+            p.value(
                 "prefecture",
                 "a JIS X 0401 code 01-47",
                 format!("{:?}", self.prefecture),
             );
         }
         if self.max_in_flight == 0 {
-            return bad("max_in_flight", "at least 1", "0".into());
+            p.value("max_in_flight", "at least 1", "0".to_owned());
         }
         if self.topic_partitions < 1 {
-            return bad(
+            p.value(
                 "topic_partitions",
                 "at least 1",
                 self.topic_partitions.to_string(),
             );
         }
         if self.kafka.bootstrap_servers.trim().is_empty() {
-            return bad(
+            p.value(
                 "kafka.bootstrap_servers",
                 "host:port",
-                "an empty string".into(),
+                "an empty string".to_owned(),
             );
         }
         if encoding_rs::Encoding::for_label(self.files.encoding.as_bytes()).is_none() {
-            return bad(
+            p.value(
                 "files.encoding",
                 "an encoding label such as utf-8, shift_jis, euc-jp or utf-16le",
                 format!("{:?}", self.files.encoding),
             );
         }
         if self.source == SourceKind::Http {
-            self.validate_http()?;
+            self.http_problems(p);
         }
         if self.source == SourceKind::Ssmix2 {
             let f = &self.ssmix2.facility_code;
             if chitose_schemas::edge::facility_kind(f).is_none() || !f.starts_with(&self.prefecture)
             {
-                return bad(
+                p.value(
                     "ssmix2.facility_code",
                     "the hospital's 10-digit medical institution code, in this hub's prefecture",
                     if f.is_empty() {
-                        "none".into()
+                        "none".to_owned()
                     } else {
-                        "another value".into()
+                        "another value".to_owned()
                     },
                 );
             }
             if self.ssmix2.batch_messages == 0 {
-                return bad("ssmix2.batch_messages", "at least 1", "0".into());
+                p.value("ssmix2.batch_messages", "at least 1", "0".to_owned());
             }
         }
         if !(self.simulate.rate >= 0.0 && self.simulate.rate.is_finite()) {
-            return bad(
+            p.value(
                 "simulate.rate",
                 "events per second, 0 or more",
                 self.simulate.rate.to_string(),
             );
         }
-        Ok(())
     }
 }
 

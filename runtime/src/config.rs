@@ -2,8 +2,8 @@
 //! environment (`CHITOSE_<SECTION>__<KEY>`) → flags. Unknown keys are
 //! errors, and every error names the key.
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use toml::Value;
 
@@ -37,6 +37,77 @@ pub enum ConfigError {
         /// What was given.
         found: String,
     },
+    /// Every problem found, reported together (file, environment, flags
+    /// and the service's own checks), so an operator fixes them in one go.
+    #[error("{}", render_many(.0))]
+    Many(Vec<ConfigError>),
+}
+
+fn render_many(all: &[ConfigError]) -> String {
+    let mut out = format!("{} problems with the configuration:", all.len());
+    for e in all {
+        out.push_str("\n  - ");
+        out.push_str(&e.to_string());
+    }
+    out
+}
+
+/// Problems collected while checking a configuration, reported at once.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    /// A value outside what the service accepts.
+    pub fn value(&mut self, key: &str, expected: &str, found: impl Into<String>) {
+        self.0.push(ConfigError::Value {
+            key: key.into(),
+            expected: expected.into(),
+            found: found.into(),
+        });
+    }
+
+    /// Any problem (a `Many` is taken apart).
+    pub fn push(&mut self, e: ConfigError) {
+        match e {
+            ConfigError::Many(all) => self.0.extend(all),
+            e => self.0.push(e),
+        }
+    }
+
+    /// The problem of a check, if it found one.
+    pub fn check(&mut self, r: Result<(), ConfigError>) {
+        if let Err(e) = r {
+            self.push(e);
+        }
+    }
+
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok` when nothing was found; the one problem; or all of them.
+    pub fn into_result(mut self) -> Result<(), ConfigError> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(self.0.remove(0)),
+            _ => Err(ConfigError::Many(self.0)),
+        }
+    }
+}
+
+/// A service configuration's own checks (ranges, paths, combinations),
+/// made after it loaded; every problem is reported, not the first.
+pub trait Validate {
+    /// Adds every problem found to `p`.
+    fn problems(&self, p: &mut Problems);
+
+    /// `Ok`, or every problem found.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Problems::default();
+        self.problems(&mut p);
+        p.into_result()
+    }
 }
 
 impl ConfigError {
@@ -145,62 +216,210 @@ fn env_value(existing: Option<&Value>, raw: &str) -> Value {
 }
 
 /// Loads `T`: defaults, then `file`, then `CHITOSE_<PREFIX>__A__B=…`
-/// variables (`A.B`, lower-cased), then `flags` (dotted key, value).
+/// variables (`A.B`, lower-cased), then `flags` (dotted key, value). Every
+/// problem is reported at once: each bad key of the file with its line,
+/// each bad variable by name, then what the layers make together.
 pub fn load<T: DeserializeOwned + Serialize + Default>(
     file: Option<&Path>,
     env_prefix: &str,
     env: impl IntoIterator<Item = (String, String)>,
     flags: Vec<(&str, Value)>,
 ) -> Result<T, ConfigError> {
+    let mut p = Problems::default();
+    let t: Option<T> = load_collecting(file, env_prefix, env, flags, &mut p)?;
+    p.into_result()?;
+    t.ok_or_else(|| ConfigError::Invalid {
+        origin: "configuration".into(),
+        message: "expected a complete configuration, found one that does not load".into(),
+    })
+}
+
+/// As [`load`], then the service's own checks on what loaded (bad values
+/// set aside for their defaults, so those checks still run): one error
+/// listing every problem.
+pub fn load_checked<T: DeserializeOwned + Serialize + Default + Validate>(
+    file: Option<&Path>,
+    env_prefix: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: Vec<(&str, Value)>,
+) -> Result<T, ConfigError> {
+    let mut p = Problems::default();
+    let t: Option<T> = load_collecting(file, env_prefix, env, flags, &mut p)?;
+    if let Some(t) = &t {
+        t.problems(&mut p);
+    }
+    p.into_result()?;
+    t.ok_or_else(|| ConfigError::Invalid {
+        origin: "configuration".into(),
+        message: "expected a complete configuration, found one that does not load".into(),
+    })
+}
+
+/// A bound on the problems one configuration reports (and on the retries
+/// that find them).
+const MAX_PROBLEMS: usize = 64;
+
+/// Loads what it can, adding every problem to `p`; an entry with a
+/// problem is set aside (its default stands) so the rest is still
+/// checked. `Err` only when the defaults themselves do not load.
+fn load_collecting<T: DeserializeOwned + Serialize + Default>(
+    file: Option<&Path>,
+    env_prefix: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: Vec<(&str, Value)>,
+    p: &mut Problems,
+) -> Result<Option<T>, ConfigError> {
     let mut root = Value::try_from(T::default()).map_err(|e| ConfigError::Invalid {
         origin: "defaults".into(),
         message: e.to_string(),
     })?;
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let v: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-            origin: format!("config file {}", path.display()),
-            message: toml_message(&text, &e),
-        })?;
-        // Deserialize the file alone first, so an unknown key is reported
-        // against the file, with its line.
-        toml::from_str::<T>(&text).map_err(|e| ConfigError::Invalid {
-            origin: format!("config file {}", path.display()),
-            message: toml_message(&text, &e),
-        })?;
-        merge(&mut root, Value::Table(v));
+        match std::fs::read_to_string(path) {
+            Err(source) => p.push(ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+            Ok(text) => {
+                if let Some(v) =
+                    file_layer::<T>(&text, &format!("config file {}", path.display()), p)
+                {
+                    merge(&mut root, v);
+                }
+            }
+        }
     }
     let prefix = format!("CHITOSE_{}__", env_prefix.to_uppercase());
     // Every malformed variable is reported, all at once, by name (never
     // by value: it may be a secret).
-    let mut bad = Vec::new();
+    let mut from_env: Vec<(String, String)> = Vec::new();
     let mut env: Vec<(String, String)> = env.into_iter().collect();
     env.sort();
     for (k, v) in env {
         if let Some(rest) = k.strip_prefix(&prefix) {
             let dotted = rest.to_lowercase().replace("__", ".");
             let value = env_value(get(&root, &dotted), &v);
-            if let Err(e) = try_set(&mut root, &dotted, value) {
-                bad.push(format!("{k}: {e}"));
+            match try_set(&mut root, &dotted, value) {
+                Ok(()) => from_env.push((dotted, k)),
+                Err(e) => p.push(ConfigError::Invalid {
+                    origin: "environment".into(),
+                    message: format!("{k}: {e}"),
+                }),
             }
         }
-    }
-    if !bad.is_empty() {
-        return Err(ConfigError::Invalid {
-            origin: "environment".into(),
-            message: bad.join("; "),
-        });
     }
     for (k, v) in flags {
         set(&mut root, k, v);
     }
-    T::deserialize(root).map_err(|e| ConfigError::Invalid {
-        origin: "configuration (file, environment and flags)".into(),
-        message: e.to_string().trim_end().to_owned(),
-    })
+    // What the layers make together; each bad entry is named (by its
+    // variable when the environment set it), set aside, and the rest
+    // tried again.
+    for _ in 0..MAX_PROBLEMS {
+        match serde_path_to_error::deserialize::<_, T>(root.clone()) {
+            Ok(t) => return Ok(Some(t)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let message = e.inner().message().trim_end().to_owned();
+                let var = from_env
+                    .iter()
+                    .find(|(dotted, _)| *dotted == path || path.starts_with(&format!("{dotted}.")))
+                    .map(|(_, var)| var.clone());
+                p.push(match var {
+                    Some(var) if crate::secret::is_secret_key(&path) => ConfigError::Invalid {
+                        origin: "environment".into(),
+                        message: format!("{var}: the value is not valid (not shown: secret)"),
+                    },
+                    Some(var) => ConfigError::Invalid {
+                        origin: "environment".into(),
+                        message: format!("{var}: {message}"),
+                    },
+                    None => ConfigError::Invalid {
+                        origin: "configuration (file, environment and flags)".into(),
+                        message: if path.is_empty() || path == "." {
+                            message
+                        } else {
+                            format!("{path}: {message}")
+                        },
+                    },
+                });
+                if path.is_empty() || path == "." || !remove_path(&mut root, &path) {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The file as a layer: every key it has that `T` does not take, or
+/// whose value is of the wrong kind, is a problem with its line, and is
+/// left out; the rest is returned.
+fn file_layer<T: DeserializeOwned>(text: &str, origin: &str, p: &mut Problems) -> Option<Value> {
+    let mut doc = match toml::de::DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            p.push(ConfigError::Invalid {
+                origin: origin.into(),
+                message: toml_message(text, &e),
+            });
+            return None;
+        }
+    };
+    for _ in 0..MAX_PROBLEMS {
+        let Err(mut e) = T::deserialize(toml::de::Deserializer::from(doc.clone())) else {
+            break;
+        };
+        e.set_input(Some(text));
+        p.push(ConfigError::Invalid {
+            origin: origin.into(),
+            message: toml_message(text, &e),
+        });
+        let Some(span) = e.span() else {
+            return None;
+        };
+        if !remove_spanned(doc.get_mut(), span.start) {
+            return None;
+        }
+    }
+    Value::deserialize(toml::de::Deserializer::from(doc)).ok()
+}
+
+/// Removes the entry (at any depth) whose key or value holds byte `pos`
+/// of the file; false when none does.
+fn remove_spanned(t: &mut toml::de::DeTable<'_>, pos: usize) -> bool {
+    let covers = |s: std::ops::Range<usize>| s.start <= pos && pos < s.end.max(s.start + 1);
+    let mut hit = None;
+    for (k, v) in t.iter_mut() {
+        if let toml::de::DeValue::Table(inner) = v.get_mut()
+            && remove_spanned(inner, pos)
+        {
+            return true;
+        }
+        if covers(k.span()) || covers(v.span()) {
+            hit = Some(k.clone());
+            break;
+        }
+    }
+    match hit {
+        Some(k) => t.remove(&k).is_some(),
+        None => false,
+    }
+}
+
+/// Removes a dotted path (as serde_path_to_error prints it) from a table;
+/// false when it is not there.
+fn remove_path(root: &mut Value, path: &str) -> bool {
+    let parts: Vec<&str> = path.split('.').collect();
+    let mut cur = root;
+    for part in &parts[..parts.len() - 1] {
+        match cur.get_mut(*part) {
+            Some(next) => cur = next,
+            None => return false,
+        }
+    }
+    // An index into an array (`files.csv.columns[2]`) removes the array.
+    let last = parts[parts.len() - 1];
+    let key = last.split('[').next().unwrap_or(last);
+    cur.as_table_mut().is_some_and(|t| t.remove(key).is_some())
 }
 
 /// A TOML error as `line L column C: message`, without the quoted source
@@ -222,6 +441,9 @@ pub fn toml_message(text: &str, e: &toml::de::Error) -> String {
                     "line {line} column {column}: the value of {} is not valid (not shown: secret)",
                     key.trim()
                 )
+            } else if this_line.contains('=') && !message.contains(key.trim()) {
+                // serde names the type, not the key: name it.
+                format!("line {line} column {column}: {}: {message}", key.trim())
             } else {
                 format!("line {line} column {column}: {message}")
             }
@@ -284,6 +506,14 @@ mod tests {
     struct Cfg {
         inner: Inner,
         tokens: BTreeMap<String, String>,
+    }
+
+    impl Validate for Cfg {
+        fn problems(&self, p: &mut Problems) {
+            if self.inner.name.is_empty() {
+                p.value("inner.name", "a name", "an empty string");
+            }
+        }
     }
 
     fn file(text: &str) -> std::path::PathBuf {
@@ -354,6 +584,42 @@ mod tests {
             assert!(e.contains(name), "{name} in {e}");
         }
         assert!(!e.contains("secret-looking"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_of_file_environment_and_checks_is_reported_at_once() {
+        // Line 2: wrong type; line 3: unknown key; line 5: unknown
+        // section. The name stays empty, so the check fails too.
+        let p = file("[inner]\nport = \"eighty\"\nprot = 1\n\n[nope]\nx = 1\n");
+        let env = vec![
+            ("CHITOSE_Y__INNER__PORT__X".to_string(), "1".to_string()),
+            ("CHITOSE_Y__TOKENS".to_string(), "a".to_string()),
+            ("CHITOSE_Y__INNER__COLOUR".to_string(), "blue".to_string()),
+        ];
+        let e = load_checked::<Cfg>(Some(&p), "y", env, vec![]).unwrap_err();
+        let ConfigError::Many(all) = &e else {
+            panic!("expected every problem, found one: {e}");
+        };
+        let text = e.to_string();
+        for needle in [
+            "problems with the configuration",
+            "line 2",
+            "line 3",
+            "unknown field `prot`",
+            "line 5",
+            "unknown field `nope`",
+            "CHITOSE_Y__INNER__PORT__X: expected inner.port to be a section",
+            "CHITOSE_Y__TOKENS",
+            "CHITOSE_Y__INNER__COLOUR: unknown field `colour`",
+            "config key inner.name: expected a name",
+        ] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
+        assert_eq!(all.len(), 7, "{text}");
+        // With the problems gone, the same layers load.
+        let p = file("[inner]\nport = 80\nname = \"n\"\n");
+        let c = load_checked::<Cfg>(Some(&p), "y", vec![], vec![]).unwrap();
+        assert_eq!(c.inner.port, 80);
     }
 
     #[test]

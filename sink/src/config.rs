@@ -1,7 +1,7 @@
 //! `chitose sink` configuration: defaults that work locally, a TOML file,
 //! `CHITOSE_SINK__<KEY>` environment overrides, and flags.
 
-use chitose_runtime::config::ConfigError;
+use chitose_runtime::config::{ConfigError, Problems, Validate};
 use chitose_runtime::kafka::KafkaSettings;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -90,13 +90,17 @@ impl Default for SinkConfig {
 }
 
 impl SinkConfig {
-    /// Checks values serde cannot; the error names the key.
+    /// Checks values serde cannot; every problem, each naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad =
-            |key: &str, expected: &str, found: String| ConfigError::value(key, expected, found);
+        Validate::validate(self)
+    }
+}
+
+impl Validate for SinkConfig {
+    fn problems(&self, p: &mut Problems) {
         for c in &self.partition_columns {
             if !chitose_lake::layout::EXTRA_PARTITION_COLUMNS.contains(&c.as_str()) {
-                return bad(
+                p.value(
                     "partition_columns",
                     &format!(
                         "columns from {}",
@@ -107,14 +111,14 @@ impl SinkConfig {
             }
         }
         if self.dedupe_window_records < 0 {
-            return bad(
+            p.value(
                 "dedupe_window_records",
                 "0 (off) or a positive number of records",
                 self.dedupe_window_records.to_string(),
             );
         }
         if !self.input_pattern.starts_with('^') {
-            return bad(
+            p.value(
                 "input_pattern",
                 "a regex starting with ^",
                 format!("{:?}", self.input_pattern),
@@ -129,23 +133,22 @@ impl SinkConfig {
             ("batch_max_records", self.batch_max_records as u64),
         ] {
             if v == 0 {
-                return bad(k, "at least 1", "0".into());
+                p.value(k, "at least 1", "0".to_owned());
             }
         }
         if self.upload_part_bytes < 5 * 1024 * 1024 && self.lake.starts_with("s3") {
-            return bad(
+            p.value(
                 "upload_part_bytes",
                 "at least 5 MiB for S3",
                 self.upload_part_bytes.to_string(),
             );
         }
         if self.lake.trim().is_empty() {
-            return bad(
+            p.value(
                 "lake",
                 "a folder or an object store URL",
-                "an empty string".into(),
+                "an empty string".to_owned(),
             );
         }
-        Ok(())
     }
 }

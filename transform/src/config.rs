@@ -2,7 +2,7 @@
 //! file, `CHITOSE_TRANSFORM__<KEY>` environment overrides, and flags.
 
 use crate::keys::KeysConfig;
-use chitose_runtime::config::ConfigError;
+use chitose_runtime::config::{ConfigError, Problems, Validate};
 use chitose_runtime::kafka::KafkaSettings;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -65,46 +65,49 @@ impl Default for TransformConfig {
 }
 
 impl TransformConfig {
-    /// Checks values serde cannot; the error names the key.
+    /// Checks values serde cannot; every problem, each naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad =
-            |key: &str, expected: &str, found: String| ConfigError::value(key, expected, found);
+        Validate::validate(self)
+    }
+
+    /// The transactional.id of this instance.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-{}", self.group_id, self.instance_id)
+    }
+}
+
+impl Validate for TransformConfig {
+    fn problems(&self, p: &mut Problems) {
         if !self.input_pattern.starts_with('^') {
-            return bad(
+            p.value(
                 "input_pattern",
                 "a regex starting with ^ (librdkafka treats only those as patterns)",
                 format!("{:?}", self.input_pattern),
             );
         }
         if self.batch_max_records == 0 {
-            return bad("batch_max_records", "at least 1", "0".into());
+            p.value("batch_max_records", "at least 1", "0".to_owned());
         }
         if self.output_partitions < 1 {
-            return bad(
+            p.value(
                 "output_partitions",
                 "at least 1",
                 self.output_partitions.to_string(),
             );
         }
         if self.instance_id.trim().is_empty() {
-            return bad(
+            p.value(
                 "instance_id",
                 "a non-empty id unique in the group",
-                "an empty string".into(),
+                "an empty string".to_owned(),
             );
         }
         if self.output_prefix.is_empty() || self.dlq_topic.is_empty() {
-            return bad(
+            p.value(
                 "output_prefix / dlq_topic",
                 "topic names",
-                "an empty string".into(),
+                "an empty string".to_owned(),
             );
         }
-        Ok(())
-    }
-
-    /// The transactional.id of this instance.
-    pub fn transactional_id(&self) -> String {
-        format!("{}-{}", self.group_id, self.instance_id)
     }
 }
