@@ -53,9 +53,16 @@ pub struct UpArgs {
     /// Share of malformed records the hubs send (rejected at ingest).
     #[arg(long, default_value_t = 0.01)]
     bad_share: f64,
-    /// No progress bars (logs only).
+    /// No progress bars: the summary only.
     #[arg(long)]
     quiet: bool,
+    /// Logs in the terminal too (otherwise they go to a file under
+    /// `--logs-dir`, whose path is printed once).
+    #[arg(long, short)]
+    verbose: bool,
+    /// Where the run's log file goes unless `--verbose`.
+    #[arg(long, default_value = ".chitose/logs")]
+    logs_dir: PathBuf,
     /// /metrics, /healthz, /readyz of the transform on this port and of
     /// the sink on the next (0: any free ports).
     #[arg(long, default_value_t = 9465)]
@@ -89,23 +96,24 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
         bail!("--events: expected at least 1, found 0");
     }
     let generated = ensure_demo_keys(&a.keys_dir)?;
-    crate::init_logs(false);
+    // A first look is the bars and the summary: the services' logs go to a
+    // file (named once) unless asked for.
+    if a.verbose {
+        crate::init_logs(false);
+    } else {
+        let path = crate::init_logs_to_file(&a.logs_dir, "up")?;
+        eprintln!("chitose up: logs in {}", path.display());
+    }
     if generated {
         eprintln!(
             "chitose up: generated demo keys in {} (keep them to get the same pseudonyms next time)",
             a.keys_dir.display()
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(up(a))
-}
-
-async fn up(a: UpArgs) -> Result<ExitCode> {
-    let started = Instant::now();
-    // The embedded broker lives as long as this function.
-    // `--bootstrap` (the shared Kafka flag) means the same as `--broker`.
+    // The embedded broker outlives the runtime: every client (the
+    // services', and the lag watchers' in their tasks) is gone before the
+    // broker stops, so the end of a run is not a burst of librdkafka
+    // "all brokers down" errors.
     let external = a.broker.clone().or_else(|| a.kafka.bootstrap.clone());
     let mock = match &external {
         Some(_) => None,
@@ -113,7 +121,48 @@ async fn up(a: UpArgs) -> Result<ExitCode> {
             Some(rdkafka::mocking::MockCluster::new(1).context("starting the embedded broker")?)
         }
     };
-    let kafka = match (&external, &mock) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let out = rt.block_on(up(a, external, mock.as_ref()));
+    rt.shutdown_timeout(Duration::from_secs(10));
+    drop(mock);
+    out
+}
+
+/// A rate for a person: `850/s`, `3.4 k/s`, `1.2 M/s`.
+pub(crate) fn human_rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec < 0.0 {
+        return "-".to_owned();
+    }
+    if per_sec < 1_000.0 {
+        format!("{per_sec:.0}/s")
+    } else if per_sec < 1_000_000.0 {
+        format!("{:.1} k/s", per_sec / 1e3)
+    } else {
+        format!("{:.1} M/s", per_sec / 1e6)
+    }
+}
+
+/// A count for a person: `850`, `3.4 k`, `1.2 M`.
+fn human_count(n: u64) -> String {
+    if n < 10_000 {
+        n.to_string()
+    } else if n < 1_000_000 {
+        format!("{:.1} k", n as f64 / 1e3)
+    } else {
+        format!("{:.1} M", n as f64 / 1e6)
+    }
+}
+
+async fn up<C: rdkafka::ClientContext>(
+    a: UpArgs,
+    external: Option<String>,
+    mock: Option<&rdkafka::mocking::MockCluster<'static, C>>,
+) -> Result<ExitCode> {
+    let started = Instant::now();
+    // `--bootstrap` (the shared Kafka flag) means the same as `--broker`.
+    let kafka = match (&external, mock) {
         (Some(b), _) => {
             let mut k = a.kafka.settings()?;
             k.bootstrap_servers = b.clone();
@@ -122,7 +171,7 @@ async fn up(a: UpArgs) -> Result<ExitCode> {
         (None, Some(m)) => chitose_runtime::kafka::KafkaSettings::at(m.bootstrap_servers()),
         _ => unreachable!("one of them"),
     };
-    if let Some(m) = &mock {
+    if let Some(m) = mock {
         // MockCluster has no CreateTopics: make every topic up front.
         for h in HUBS {
             m.create_topic(&format!("health.raw.{h}"), 3, 1)?;
@@ -197,11 +246,17 @@ async fn up(a: UpArgs) -> Result<ExitCode> {
     if a.quiet {
         bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let style = ProgressStyle::with_template(
-        "{prefix:>12} [{bar:40}] {pos:>7}/{len:7} {per_sec:>12} {msg}",
-    )
-    .expect("valid template")
-    .progress_chars("=> ");
+    // indicatif's own {per_sec} prints a raw float ("3,405.799588547894/s").
+    let style =
+        ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos:>7}/{len:7} {rate:>10}  {msg}")
+            .expect("valid template")
+            .with_key(
+                "rate",
+                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&human_rate(s.per_sec()));
+                },
+            )
+            .progress_chars("=> ");
     let bar = |name: &str, len: u64| {
         let b = bars.add(ProgressBar::new(len));
         b.set_style(style.clone());
@@ -249,12 +304,22 @@ async fn up(a: UpArgs) -> Result<ExitCode> {
             .sum();
         let rows: u64 = EventType::ALL.iter().map(|t| table_rows(t.symbol())).sum();
         produced.set_position(accepted + rejected);
-        produced.set_message(format!("{rejected} rejected"));
+        produced.set_message(format!("{} rejected at the edge", human_count(rejected)));
         transformed.set_length(accepted.max(1));
         transformed.set_position(written + dlq);
-        transformed.set_message(format!("{dlq} to the DLQ"));
+        // One screen says what the services' /metrics say: each stage's
+        // rate, how far it is behind the one before, and the DLQ.
+        transformed.set_message(format!(
+            "{} behind, {} to the DLQ",
+            human_count(accepted.saturating_sub(written + dlq)),
+            human_count(dlq)
+        ));
         landed.set_length(written.max(1));
         landed.set_position(rows);
+        landed.set_message(format!(
+            "{} behind",
+            human_count(written.saturating_sub(rows))
+        ));
         let hubs_done = hubs.iter().all(|h| h.is_finished());
         if user.is_triggered() || (hubs_done && written + dlq >= accepted && rows >= written) {
             break;
