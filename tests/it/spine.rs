@@ -1,7 +1,7 @@
 //! The spine: synthetic events → JSON edge → SOE → Kafka → decode, through
 //! rdkafka's in-process MockCluster (fast) and the real nisshi broker.
 
-mod helpers;
+use crate::helpers;
 
 use rdkafka::mocking::MockCluster;
 

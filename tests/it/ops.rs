@@ -3,7 +3,7 @@
 //! /healthz and /readyz answering, every metric the dashboard and the alert
 //! rules use actually exported, and `--log-json` logs that are JSON lines.
 
-mod helpers;
+use crate::helpers;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -59,9 +59,9 @@ fn services_expose_checked_metrics_and_json_logs() {
         );
         std::thread::sleep(Duration::from_secs(1));
         if let [Some(i), Some(t), Some(k)] = &p.scrape()[..]
-            && helpers::metric_sum(i, "chitose_ingest_events_rejected_total") > 0.0
-            && helpers::metric_sum(t, "chitose_transform_records_total") > 0.0
-            && helpers::metric_sum(k, "chitose_sink_rows_total") > 0.0
+            && helpers::metric_sum(i, chitose_ingest::metrics::names::EVENTS_REJECTED_TOTAL) > 0.0
+            && helpers::metric_sum(t, chitose_transform::metrics::names::RECORDS_TOTAL) > 0.0
+            && helpers::metric_sum(k, chitose_sink::metrics::names::ROWS_TOTAL) > 0.0
             && k.lines().any(|l| {
                 l.starts_with("chitose_sink_consumer_lag_records{")
                     && !l.contains("partition=\"-1\"")

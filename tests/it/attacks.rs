@@ -14,7 +14,7 @@
 //! log line of any service, or any metric. A positive control proves the
 //! scanner finds them where they are allowed (the raw topic).
 
-mod helpers;
+use crate::helpers;
 
 use aho_corasick::AhoCorasick;
 use chitose_ingest::simulate::{Generator, SimConfig, Verdict};
@@ -276,8 +276,9 @@ fn no_identifier_reaches_the_lake_the_pseudonymized_topics_the_logs_or_the_metri
         &[],
     );
     let scrapes = drained(&p, 180, |_, t, k| {
-        helpers::metric_sum(k, "chitose_sink_rows_total") as u64 >= good + echoed
-            && helpers::metric_sum(t, "chitose_transform_records_total") as u64 >= good + echoed
+        helpers::metric_sum(k, chitose_sink::metrics::names::ROWS_TOTAL) as u64 >= good + echoed
+            && helpers::metric_sum(t, chitose_transform::metrics::names::RECORDS_TOTAL) as u64
+                >= good + echoed
     });
     p.stop();
     let needles: Vec<String> = identifiers.into_iter().collect();
@@ -675,21 +676,32 @@ fn attack_profile(profile: &str) {
             .filter_map(|e| e.ok())
             .filter(|e| e.path().is_file())
             .count();
-        let accepted = helpers::metric_sum(i, "chitose_ingest_events_accepted_total") as u64;
-        let transformed = helpers::metric_sum(t, "chitose_transform_records_total") as u64;
-        let dlq = helpers::metric_sum(t, "chitose_transform_dlq_total") as u64;
-        let rows = helpers::metric_sum(k, "chitose_sink_rows_total") as u64;
+        let accepted =
+            helpers::metric_sum(i, chitose_ingest::metrics::names::EVENTS_ACCEPTED_TOTAL) as u64;
+        let transformed =
+            helpers::metric_sum(t, chitose_transform::metrics::names::RECORDS_TOTAL) as u64;
+        let dlq = helpers::metric_sum(t, chitose_transform::metrics::names::DLQ_TOTAL) as u64;
+        let rows = helpers::metric_sum(k, chitose_sink::metrics::names::ROWS_TOTAL) as u64;
         pending == 0 && accepted > 0 && transformed + dlq >= accepted && rows >= transformed
     });
     p.stop();
     let read = |t: &str, m: &str| helpers::metric_sum(t, m) as u64;
     let (accepted, rejected) = (
-        read(&scrapes[0], "chitose_ingest_events_accepted_total"),
-        read(&scrapes[0], "chitose_ingest_events_rejected_total"),
+        read(
+            &scrapes[0],
+            chitose_ingest::metrics::names::EVENTS_ACCEPTED_TOTAL,
+        ),
+        read(
+            &scrapes[0],
+            chitose_ingest::metrics::names::EVENTS_REJECTED_TOTAL,
+        ),
     );
     let (transformed, dlq) = (
-        read(&scrapes[1], "chitose_transform_records_total"),
-        read(&scrapes[1], "chitose_transform_dlq_total"),
+        read(
+            &scrapes[1],
+            chitose_transform::metrics::names::RECORDS_TOTAL,
+        ),
+        read(&scrapes[1], chitose_transform::metrics::names::DLQ_TOTAL),
     );
 
     // 1. Nothing lost: every record is landed, rejected or dead-lettered.
@@ -1062,11 +1074,12 @@ fn hospital_exports_leak_nothing_and_a_cancelled_order_is_withdrawn_from_the_lak
         std::thread::sleep(Duration::from_secs(3));
     }
     let scrapes = drained(&p, 180, |_, t, k| {
-        helpers::metric_sum(t, "chitose_transform_records_total") as i64 >= last
-            && (helpers::metric_sum(k, "chitose_sink_rows_total")
-                + helpers::metric_sum(k, "chitose_sink_skipped_rows_total")) as i64
-                >= helpers::metric_sum(t, "chitose_transform_records_total") as i64
-                    - helpers::metric_sum(t, "chitose_transform_dlq_total") as i64
+        helpers::metric_sum(t, chitose_transform::metrics::names::RECORDS_TOTAL) as i64 >= last
+            && (helpers::metric_sum(k, chitose_sink::metrics::names::ROWS_TOTAL)
+                + helpers::metric_sum(k, chitose_sink::metrics::names::SKIPPED_ROWS_TOTAL))
+                as i64
+                >= helpers::metric_sum(t, chitose_transform::metrics::names::RECORDS_TOTAL) as i64
+                    - helpers::metric_sum(t, chitose_transform::metrics::names::DLQ_TOTAL) as i64
     });
     p.stop();
     let (dump, rows) = dump_lake(&dir, &p.lake);

@@ -1,10 +1,10 @@
 //! `chitose ingest` end to end on nisshi: every source, kill -9 of the files
 //! source mid-file, the HTTP contract with the broker down and back.
 
-mod helpers;
+use crate::helpers;
 
+use crate::helpers::{OwnBroker, chitose, free_port, read_topic, topic_size};
 use chitose_ingest::simulate::{Generator, SimConfig, Verdict};
-use helpers::{OwnBroker, chitose, free_port, read_topic, topic_size};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -435,9 +435,9 @@ fn http_source_answers_202_only_after_ack_and_503_while_the_broker_is_down() {
             .sum()
     };
     let (read, accepted, rejected) = (
-        value("chitose_ingest_events_read_total"),
-        value("chitose_ingest_events_accepted_total"),
-        value("chitose_ingest_events_rejected_total"),
+        value(chitose_ingest::metrics::names::EVENTS_READ_TOTAL),
+        value(chitose_ingest::metrics::names::EVENTS_ACCEPTED_TOTAL),
+        value(chitose_ingest::metrics::names::EVENTS_REJECTED_TOTAL),
     );
     assert!(
         accepted >= acked.len() as f64,

@@ -2,7 +2,8 @@
 //! nothing, bad records reach the DLQ with their reason, `chitose dlq`
 //! lists and replays them, and the metrics reconcile.
 
-mod helpers;
+use crate::helpers;
+use chitose_transform::metrics::names;
 
 use apache_avro::types::Value;
 use chitose_ingest::simulate::{Generator, SimConfig};
@@ -360,13 +361,6 @@ fn chitose_out(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn metric(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn dead_letters_are_listed_and_replayed_and_metrics_reconcile() {
     let s = setup("transform-dlq", true);
@@ -385,21 +379,19 @@ fn dead_letters_are_listed_and_replayed_and_metrics_reconcile() {
         &[],
     );
     wait_until("all committed", 120, || committed(&s) >= n as i64);
-    let url = format!("http://{ops}/metrics");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let scrape = || rt.block_on(async { reqwest::get(&url).await.unwrap().text().await.unwrap() });
+    let scrape = || helpers::scrape(&ops).expect("the transform serves /metrics");
     // Lag comes from librdkafka's statistics, every 5 s: it drains to 0.
     wait_until("lag gauges at 0", 30, || {
         let text = scrape();
         // A real partition's series, not the zero shown before any is assigned.
         text.lines().any(|l| {
-            l.starts_with("chitose_transform_consumer_lag_records{")
+            l.starts_with(&format!("{}{{", names::CONSUMER_LAG_RECORDS))
                 && !l.contains("partition=\"-1\"")
-        }) && metric(&text, "chitose_transform_consumer_lag_records", "partition") == 0.0
+        }) && helpers::metric(&text, names::CONSUMER_LAG_RECORDS, "partition") == 0.0
     });
     let text = scrape();
     assert_eq!(
-        metric(&text, "chitose_transform_records_total", "event_type"),
+        helpers::metric(&text, names::RECORDS_TOTAL, "event_type"),
         good as f64,
         "{text}"
     );
@@ -409,15 +401,11 @@ fn dead_letters_are_listed_and_replayed_and_metrics_reconcile() {
     assert_eq!(
         chitose_transform::core::DLQ_CLASSES
             .iter()
-            .map(|c| metric(
-                &text,
-                "chitose_transform_dlq_total",
-                &format!("reason=\"{c}\"")
-            ))
+            .map(|c| helpers::metric(&text, names::DLQ_TOTAL, &format!("reason=\"{c}\"")))
             .sum::<f64>(),
         bad
     );
-    assert!(metric(&text, "chitose_transform_dlq_total", "reason=\"my_number\"") > 0.0);
+    assert!(helpers::metric(&text, names::DLQ_TOTAL, "reason=\"my_number\"") > 0.0);
 
     let (ok, list, err) = chitose_out(&[
         "dlq",

@@ -3,10 +3,10 @@
 //! HTTPS ingest with tokens, client certificates and limits, and the
 //! start-up refusals an operator meets.
 
-mod helpers;
+use crate::helpers;
 
+use crate::helpers::{Pki, TlsBroker, assert_ok, chitose, free_port, scratch};
 use chitose_ingest::simulate::{Generator, SimConfig};
-use helpers::{Pki, TlsBroker, assert_ok, chitose, free_port, scratch};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -100,10 +100,13 @@ fn every_service_and_tool_speaks_tls_with_client_certificates_and_a_wrong_ca_is_
     loop {
         std::thread::sleep(Duration::from_secs(1));
         if let [Some(i), Some(t), Some(k)] = &p.scrape()[..] {
-            let accepted = helpers::metric_sum(i, "chitose_ingest_events_accepted_total") as u64;
-            let written = helpers::metric_sum(t, "chitose_transform_records_total") as u64;
-            let dlq = helpers::metric_sum(t, "chitose_transform_dlq_total") as u64;
-            let landed = helpers::metric_sum(k, "chitose_sink_rows_total") as u64;
+            let accepted =
+                helpers::metric_sum(i, chitose_ingest::metrics::names::EVENTS_ACCEPTED_TOTAL)
+                    as u64;
+            let written =
+                helpers::metric_sum(t, chitose_transform::metrics::names::RECORDS_TOTAL) as u64;
+            let dlq = helpers::metric_sum(t, chitose_transform::metrics::names::DLQ_TOTAL) as u64;
+            let landed = helpers::metric_sum(k, chitose_sink::metrics::names::ROWS_TOTAL) as u64;
             if accepted == n as u64 && written + dlq == accepted && landed == written && landed > 0
             {
                 break;
@@ -500,7 +503,7 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
     let refused = |reason: &str| -> f64 {
         m.lines()
             .filter(|l| {
-                l.starts_with("chitose_ingest_http_refused_total")
+                l.starts_with(chitose_ingest::metrics::names::HTTP_REFUSED_TOTAL)
                     && l.contains(&format!("reason=\"{reason}\""))
             })
             .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())

@@ -2,7 +2,7 @@
 //! `topics list`, `tail` (masked, `--show-identifiers`, `--limit`,
 //! `--follow`).
 
-mod helpers;
+use crate::helpers;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

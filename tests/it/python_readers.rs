@@ -2,7 +2,7 @@
 //! messages from the shipped `.avsc` alone, and the stock jsonschema package
 //! agrees with our converter about the JSON form.
 
-mod helpers;
+use crate::helpers;
 
 use chitose_ingest::edge::Edge;
 use chitose_ingest::simulate::{BadKind, Generator, SimConfig};

@@ -4,7 +4,7 @@
 //! counts reconcile: landed + rejected + dead-lettered (+ empty messages,
 //! counted as dropped: nothing to dead-letter) = sent.
 
-mod helpers;
+use crate::helpers;
 
 use chitose_ingest::simulate::{Generator, SimConfig};
 use chitose_schemas::catalog::{RAW_EVENT, SchemaStore};
@@ -188,8 +188,8 @@ async fn every_bad_input_is_named_or_dead_lettered_and_the_counts_reconcile() {
         // Pipeline::scrape blocks: off the async runtime.
         let scraped = std::thread::scope(|s| s.spawn(|| p.scrape()).join().unwrap());
         if let [Some(i), Some(t), Some(k)] = &scraped[..]
-            && helpers::metric_sum(k, "chitose_sink_rows_total") as u64 >= good
-            && helpers::metric_sum(t, "chitose_transform_dlq_total") as u64 >= dead
+            && helpers::metric_sum(k, chitose_sink::metrics::names::ROWS_TOTAL) as u64 >= good
+            && helpers::metric_sum(t, chitose_transform::metrics::names::DLQ_TOTAL) as u64 >= dead
         {
             break [i.clone(), t.clone(), k.clone()];
         }
@@ -208,12 +208,15 @@ async fn every_bad_input_is_named_or_dead_lettered_and_the_counts_reconcile() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let [i, t, k] = &m;
-    let ingest_rejected = helpers::metric_sum(i, "chitose_ingest_events_rejected_total") as u64;
-    let ingest_accepted = helpers::metric_sum(i, "chitose_ingest_events_accepted_total") as u64;
-    let transformed = helpers::metric_sum(t, "chitose_transform_records_total") as u64;
-    let dlq = helpers::metric_sum(t, "chitose_transform_dlq_total") as u64;
-    let landed = helpers::metric_sum(k, "chitose_sink_rows_total") as u64;
-    let dropped = helpers::metric_sum(t, "chitose_transform_dropped_total") as u64;
+    let ingest_rejected =
+        helpers::metric_sum(i, chitose_ingest::metrics::names::EVENTS_REJECTED_TOTAL) as u64;
+    let ingest_accepted =
+        helpers::metric_sum(i, chitose_ingest::metrics::names::EVENTS_ACCEPTED_TOTAL) as u64;
+    let transformed =
+        helpers::metric_sum(t, chitose_transform::metrics::names::RECORDS_TOTAL) as u64;
+    let dlq = helpers::metric_sum(t, chitose_transform::metrics::names::DLQ_TOTAL) as u64;
+    let landed = helpers::metric_sum(k, chitose_sink::metrics::names::ROWS_TOTAL) as u64;
+    let dropped = helpers::metric_sum(t, chitose_transform::metrics::names::DROPPED_TOTAL) as u64;
     assert_eq!(ingest_rejected, rejected);
     assert_eq!(ingest_accepted, good);
     assert_eq!(dlq, dead, "every broken Avro message dead-lettered");

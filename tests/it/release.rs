@@ -4,7 +4,7 @@
 //! is checked again by DuckDB (tests/python/check_release.py), not by the
 //! code that made it.
 
-mod helpers;
+use crate::helpers;
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

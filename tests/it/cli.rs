@@ -1,6 +1,6 @@
 //! The `chitose` binary as a user meets it.
 
-mod helpers;
+use crate::helpers;
 
 use chitose_ingest::simulate::{Generator, SimConfig};
 use std::process::Command;
@@ -113,7 +113,7 @@ fn ingest_config_errors_name_the_key_and_print_config_hides_secrets() {
         .args(["ingest", "--prefecture", "99"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("config key prefecture: expected a JIS X 0401 code"),
@@ -132,7 +132,7 @@ fn ingest_config_errors_name_the_key_and_print_config_hides_secrets() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         err.contains("unknown field `lisen`") && err.contains("line 4"),
         "{err}"
@@ -169,6 +169,99 @@ fn ingest_config_errors_name_the_key_and_print_config_hides_secrets() {
     }
     assert!(printed.contains("token_sha256 = \"***\""), "{printed}");
     assert!(printed.contains("\"sasl.password\" = \"***\""), "{printed}");
+}
+
+/// Every kind of bad environment override and bad config value, in each
+/// service at once: one error that lists them all, exit code 2, no panic.
+#[test]
+fn every_config_problem_is_reported_at_once_with_exit_code_2() {
+    let dir = helpers::scratch("cfg-all");
+    // (service, its file, its environment, what the error must name).
+    let cases: [(&str, &str, Vec<(&str, &str)>, Vec<&str>); 3] = [
+        (
+            "sink",
+            // Line 1: wrong type; line 2: unknown key; line 3 and 4: values
+            // only the service's own checks refuse.
+            "roll_rows = \"ten\"\nrol_age_ms = 5\nroll_age_ms = 0\ninput_pattern = \"health\"\n",
+            vec![
+                // A key under a plain value (panicked on main).
+                ("CHITOSE_SINK__ROLL_BYTES__X", "1"),
+                // One level shallower: a value for a whole section
+                // (silently ignored on main).
+                ("CHITOSE_SINK__KAFKA", "x"),
+                // A doubled separator.
+                ("CHITOSE_SINK____LAKE", "y"),
+                // A key the service does not have.
+                ("CHITOSE_SINK__NO_SUCH_KEY", "1"),
+                // The wrong type.
+                ("CHITOSE_SINK__ROW_GROUP_ROWS", "many"),
+            ],
+            vec![
+                "line 1",
+                "roll_rows",
+                "line 2",
+                "unknown field `rol_age_ms`",
+                "config key roll_age_ms: expected at least 1",
+                "config key input_pattern: expected a regex starting with ^",
+                "CHITOSE_SINK__ROLL_BYTES__X: expected roll_bytes to be a section",
+                "CHITOSE_SINK__KAFKA: expected a key inside section kafka",
+                "CHITOSE_SINK____LAKE: expected KEY or SECTION__KEY",
+                "CHITOSE_SINK__NO_SUCH_KEY: unknown field `no_such_key`",
+                "CHITOSE_SINK__ROW_GROUP_ROWS: invalid type",
+            ],
+        ),
+        (
+            "ingest",
+            // A CSV mapping whose paths collide (panicked at the first row
+            // on main), an unknown encoding and an unknown prefecture.
+            "prefecture = \"99\"\n[files]\nencoding = \"klingon\"\n[files.csv.columns]\n\"患者\" = \"patient\"\n\"性別\" = \"patient.sex\"\n",
+            vec![("CHITOSE_INGEST__MAX_IN_FLIGHT", "0")],
+            vec![
+                "config key prefecture: expected a JIS X 0401 code",
+                "config key files.encoding",
+                "found patient.sex inside patient",
+                "config key max_in_flight: expected at least 1",
+            ],
+        ),
+        (
+            "transform",
+            "batch_max_records = -3\ninstance_id = \" \"\n",
+            vec![("CHITOSE_TRANSFORM__OUTPUT_PARTITIONS", "0")],
+            vec![
+                "line 1",
+                "batch_max_records",
+                "config key instance_id: expected a non-empty id",
+                "config key output_partitions: expected at least 1",
+            ],
+        ),
+    ];
+    for (service, text, env, needles) in cases {
+        let file = dir.join(format!("{service}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let out = chitose()
+            .args([service, "--config", file.to_str().unwrap()])
+            .envs(env)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{service}: {err}");
+        assert!(!err.contains("panicked"), "{service}: {err}");
+        // One error: one `chitose:` line, the count, then every problem.
+        assert_eq!(err.matches("chitose:").count(), 1, "{service}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{} problems with the configuration",
+                needles.len()
+            )) || err.contains("problems with the configuration"),
+            "{service}: {err}"
+        );
+        for n in needles {
+            assert!(err.contains(n), "{service}: expected {n:?} in\n{err}");
+        }
+        // Nothing started: no log line, no topic, no lake.
+        assert!(!err.contains("INFO"), "{service}: {err}");
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! Short in the test suite (`CHITOSE_CHAOS_ROUNDS`, default 4); the long
 //! form is `tests/chaos.sh` (20 rounds). `CHITOSE_CHAOS_SEED` replays a run.
 
-mod helpers;
+use crate::helpers;
 
 use chitose_ingest::simulate::{Generator, SimConfig, Verdict};
 use rand::{Rng, SeedableRng};

@@ -1,7 +1,7 @@
 //! `chitose up` end to end: embedded broker, eight simulated hubs,
 //! transform, sink; the lake then holds every accepted event once.
 
-mod helpers;
+use crate::helpers;
 
 #[test]
 fn up_lands_every_accepted_event_once() {

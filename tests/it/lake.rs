@@ -3,7 +3,7 @@
 //! named by path, exit 1; `chitose lake vacuum` removes what no snapshot
 //! lists, after its retention.
 
-mod helpers;
+use crate::helpers;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

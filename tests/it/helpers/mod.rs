@@ -741,23 +741,7 @@ impl Pipeline {
 
     /// The three /metrics texts (None for a service not answering).
     pub fn scrape(&self) -> Vec<Option<String>> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        self.ops
-            .iter()
-            .map(|o| {
-                rt.block_on(async {
-                    reqwest::get(format!("http://{o}/metrics"))
-                        .await
-                        .ok()?
-                        .text()
-                        .await
-                        .ok()
-                })
-            })
-            .collect()
+        self.ops.iter().map(|o| scrape(o)).collect()
     }
 
     /// SIGTERM to every service, then waits: each must exit 0 within 60 s.
@@ -785,11 +769,35 @@ impl Pipeline {
     }
 }
 
+/// A service's /metrics text, from its ops address (`host:port`); None
+/// while it does not answer. Every test scrapes through this.
+pub fn scrape(ops: &str) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        reqwest::get(format!("http://{ops}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    })
+}
+
 /// The sum of a metric's samples in a scrape (every label set).
 pub fn metric_sum(text: &str, name: &str) -> f64 {
+    metric(text, name, "")
+}
+
+/// The sum of a metric's samples whose label set contains `labels` (e.g.
+/// `partition="0"`; "" for every sample).
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
         .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.is_empty() || l.contains(labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

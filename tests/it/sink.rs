@@ -2,7 +2,8 @@
 //! and pyarrow, exactly once through kill -9 and rebalances, on a local
 //! folder and on S3 (moto).
 
-mod helpers;
+use crate::helpers;
+use chitose_sink::metrics::names;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -73,25 +74,6 @@ fn run(s: &Setup, instance: &str, ops: &str) -> helpers::Child {
             ("AWS_SECRET_ACCESS_KEY", "test"),
         ],
     )
-}
-
-fn scrape(ops: &str) -> Option<String> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        reqwest::get(format!("http://{ops}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()
-    })
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Rows in the lake's Delta tables, from their logs (what readers count).
@@ -188,9 +170,13 @@ fn n_events_land_once_with_the_right_types_for_duckdb_and_pyarrow() {
     let n: usize = ids.values().map(Vec::len).sum();
     let child = run(&s, "a", &s.ops);
     wait_until("all rows committed", 120, || lake_rows(&s.lake) == n as u64);
-    let text = scrape(&s.ops).unwrap();
-    assert_eq!(metric(&text, "chitose_sink_rows_total"), n as f64, "{text}");
-    assert!(metric(&text, "chitose_sink_files_total") >= 6.0);
+    let text = helpers::scrape(&s.ops).unwrap();
+    assert_eq!(
+        helpers::metric_sum(&text, names::ROWS_TOTAL),
+        n as f64,
+        "{text}"
+    );
+    assert!(helpers::metric_sum(&text, names::FILES_TOTAL) >= 6.0);
     drop(child);
     let lake = helpers::read_lake(&s.lake, None);
     check_lake(&lake, &ids);
@@ -378,7 +364,8 @@ fn on_s3_the_lake_lands_once_and_a_create_only_commit_fences_a_second_writer() {
     let n: usize = ids.values().map(Vec::len).sum();
     let child = run(&s, "a", &s.ops);
     wait_until("all rows committed", 120, || {
-        scrape(&s.ops).is_some_and(|t| metric(&t, "chitose_sink_rows_total") >= n as f64)
+        helpers::scrape(&s.ops)
+            .is_some_and(|t| helpers::metric_sum(&t, names::ROWS_TOTAL) >= n as f64)
     });
     drop(child);
     check_lake(&helpers::read_lake(&url, Some(&endpoint)), &ids);
@@ -523,8 +510,8 @@ fn a_compatible_version_adds_columns_and_an_incompatible_one_pauses_its_partitio
         })
     };
     wait_until("v1 and v2 rows committed, partitions paused", 120, || {
-        scrape(&s.ops).is_some_and(|t| {
-            metric(&t, "chitose_sink_rows_total") >= (n + 50) as f64
+        helpers::scrape(&s.ops).is_some_and(|t| {
+            helpers::metric_sum(&t, names::ROWS_TOTAL) >= (n + 50) as f64
                 && paused(&t, "encounter", "incompatible_schema")
                 && paused(&t, "diagnosis", "undecodable")
         })
@@ -649,10 +636,10 @@ fn a_zombie_sink_that_wakes_after_its_partitions_moved_lands_nothing_twice() {
     signal("-CONT");
     // A wakes with stale buffers: give it two rolls to try.
     std::thread::sleep(Duration::from_secs(8));
-    let text = scrape(&s.ops).unwrap_or_default();
+    let text = helpers::scrape(&s.ops).unwrap_or_default();
     let (lost, replays) = (
-        metric(&text, "chitose_sink_commits_total{outcome=\"lost\""),
-        metric(&text, "chitose_sink_skipped_rows_total{reason=\"replay\""),
+        helpers::metric(&text, names::COMMITS_TOTAL, "outcome=\"lost\""),
+        helpers::metric(&text, names::SKIPPED_ROWS_TOTAL, "reason=\"replay\""),
     );
     eprintln!("zombie: {lost} commits lost, {replays} rows dropped as replays");
     // It did try: its commits found the versions moved and were dropped.

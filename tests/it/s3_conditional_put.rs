@@ -5,7 +5,7 @@
 //! credentials path. Without any Authorization header moto treats the
 //! request as anonymous and answers 403 instead of 412.)
 
-mod helpers;
+use crate::helpers;
 
 #[tokio::test]
 async fn moto_honours_if_none_match() {
