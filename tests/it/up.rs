@@ -168,3 +168,99 @@ fn up_runs_either_shipped_profile() {
     assert_eq!(n[3], n[0], "date_shift_key_id set: {text}");
     assert_eq!(n[4], n[0], "one row per event: {text}");
 }
+
+/// `chitose up` in a real terminal (tmux), as a newcomer sees it: the
+/// path of the log file once, one set of bars with human rates, the
+/// summary, and no log line, no ERROR (on main: ~30 INFO lines before the
+/// bars, raw-float rates, bars drawn twice, and a wall of librdkafka
+/// "all brokers down" errors after the summary).
+#[test]
+fn up_in_a_terminal_shows_bars_once_the_summary_and_no_log_line() {
+    let tmux = helpers::tool("CHITOSE_TEST_TMUX", "tests/infra/tmux.sh install");
+    let dir = helpers::scratch("up-tty");
+    // A tmux server of the test's own (its own socket), so nothing else
+    // on the machine is touched.
+    let socket = dir.join("tmux.sock");
+    let run = |args: &[&str]| {
+        std::process::Command::new(&tmux)
+            .arg("-S")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let script = format!(
+        "cd '{}' && CHITOSE_LAKE=lake '{}' up --events 20000 --ops-port 0 --seed 3; \
+         echo CHITOSE-UP-EXIT=$?; sleep 600",
+        dir.display(),
+        env!("CARGO_BIN_EXE_chitose"),
+    );
+    let out = run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "up",
+        "-x",
+        "200",
+        "-y",
+        "60",
+        &script,
+    ]);
+    helpers::assert_ok(&out);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let screen = loop {
+        // The whole history, wrapped lines joined.
+        let cap = run(&["capture-pane", "-p", "-J", "-S", "-", "-t", "up"]);
+        let text = String::from_utf8_lossy(&cap.stdout).into_owned();
+        if text.contains("CHITOSE-UP-EXIT=") {
+            break text;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = run(&["kill-server"]);
+            panic!("up did not finish in 300 s; the terminal:\n{text}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let _ = run(&["kill-server"]);
+    assert!(screen.contains("CHITOSE-UP-EXIT=0"), "{screen}");
+    // No log line and no error of any level.
+    for level in ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "rdkafka", "panicked"] {
+        assert!(!screen.contains(level), "{level} in the terminal:\n{screen}");
+    }
+    // One set of bars, finished.
+    for bar in ["produced [", "transformed [", "landed ["] {
+        let n = screen.lines().filter(|l| l.contains(bar)).count();
+        assert_eq!(n, 1, "{bar} drawn {n} times:\n{screen}");
+    }
+    // Rates a person reads (`1.7 k/s`), not indicatif's raw float.
+    let bars: Vec<&str> = screen.lines().filter(|l| l.contains(" [")).collect();
+    for b in &bars {
+        assert!(b.contains("/s"), "no rate on {b:?}");
+        assert!(
+            !b.split_whitespace()
+                .any(|w| w.ends_with("/s") && w.split('.').nth(1).is_some_and(|f| f.len() > 3)),
+            "a raw float rate on {b:?}"
+        );
+    }
+    // The log file is named once and holds the services' logs.
+    assert_eq!(screen.matches("logs in .chitose/logs/").count(), 1, "{screen}");
+    let logs: Vec<_> = std::fs::read_dir(dir.join(".chitose/logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let log = std::fs::read_to_string(&logs[0]).unwrap();
+    assert!(log.contains("INFO"), "the services logged to the file: {log}");
+    // And the summary, with files, median rows per file and where to look
+    // next, comes after the bars.
+    let summary_at = screen.find("sent by 8 hubs").expect("the summary");
+    assert!(screen.find("landed [").unwrap() < summary_at, "{screen}");
+    for s in [
+        "median rows/file",
+        "chitose lake verify",
+        "delta_scan(",
+        "chitose release",
+    ] {
+        assert!(screen[summary_at..].contains(s), "{s}:\n{screen}");
+    }
+}
