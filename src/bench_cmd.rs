@@ -83,12 +83,21 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let specs = crate::topics_cmd::layout(
+    use chitose_runtime::topics;
+    let specs = topics::layout(
         &prefix,
         &["27".to_owned()],
-        (6, 6, 1),
+        topics::Partitions {
+            raw: 6,
+            pseudo: 6,
+            dlq: 1,
+        },
         1,
-        (1, 1, 1),
+        topics::RetentionDays {
+            raw: 1,
+            pseudo: 1,
+            dlq: 1,
+        },
         &BTreeMap::new(),
     );
     rt.block_on(kafka.create_topics(&specs))

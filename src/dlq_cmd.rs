@@ -1,15 +1,13 @@
 //! `chitose dlq list | replay`: what was dead-lettered, and re-submitting it
 //! to its source topic after the cause is fixed.
 
-use crate::topic_read::{Start, assign, drain};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chitose_runtime::dlq;
 use chitose_runtime::kafka::ErrorMemory;
+use chitose_runtime::topic_read::{Start, assign, drain};
 use clap::{Args, Subcommand};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
@@ -21,7 +19,7 @@ pub struct DlqArgs {
     #[command(flatten)]
     kafka: crate::kafka_args::KafkaArgs,
     /// The dead-letter topic.
-    #[arg(long, global = true, default_value = "health.dlq")]
+    #[arg(long, global = true, default_value = chitose_runtime::topics::DLQ)]
     topic: String,
 }
 
@@ -51,7 +49,7 @@ enum DlqCommand {
         /// Records go back only to `<raw-prefix>NN` topics (a hub's raw
         /// topic): a DLQ record whose header names any other topic (a
         /// pseudonymized topic the sink lands unchecked) is refused.
-        #[arg(long, default_value = "health.raw.")]
+        #[arg(long, default_value = chitose_runtime::topics::RAW_PREFIX)]
         raw_prefix: String,
     },
 }
@@ -68,7 +66,7 @@ pub fn run(a: DlqArgs) -> Result<ExitCode> {
             let ends = assign(&c, &a.topic, Start::Beginning)?;
             let mut counts: BTreeMap<String, u64> = BTreeMap::new();
             let mut shown = 0;
-            drain(
+            drain::<anyhow::Error>(
                 &c,
                 ends,
                 false,
@@ -107,110 +105,35 @@ pub fn run(a: DlqArgs) -> Result<ExitCode> {
             dry_run,
             raw_prefix,
         } => {
-            let c: BaseConsumer<ErrorMemory> = kafka
-                .consumer_config("chitose-dlq-replay")
-                .create_with_context(ErrorMemory::default())?;
-            let ends = assign(&c, &a.topic, Start::Committed)?;
-            let producer: FutureProducer = kafka.producer_config().create()?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let (mut replayed, mut passed, mut refused) = (0u64, 0u64, 0u64);
-            let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-            let mut pending = Vec::new();
-            drain(
-                &c,
-                ends,
-                false,
-                || false,
-                |m| {
-                    next.insert(m.partition(), m.offset() + 1);
-                    let matches = dlq::header(m, dlq::STAGE) == Some(stage.as_str())
-                        && class
-                            .as_deref()
-                            .is_none_or(|k| dlq::header(m, dlq::ERROR_CLASS) == Some(k));
-                    let Some(source) = dlq::header(m, dlq::SOURCE_TOPIC).filter(|_| matches) else {
-                        passed += 1;
-                        return Ok(());
-                    };
-                    if !is_raw_topic(source, &raw_prefix) {
-                        refused += 1;
-                        eprintln!(
-                            "refused {}/{}: expected a source topic {raw_prefix}NN, found another topic",
-                            m.partition(),
-                            m.offset()
-                        );
-                        return Ok(());
-                    }
-                    replayed += 1;
-                    if dry_run {
-                        println!("would replay {}/{} to {source}", m.partition(), m.offset());
-                        return Ok(());
-                    }
-                    let mut rec = FutureRecord::to(source)
-                        .payload(m.payload().unwrap_or(&[]))
-                        .headers(dlq::replay_headers(m));
-                    if let Some(k) = m.key() {
-                        rec = rec.key(k);
-                    }
-                    pending.push(producer.send_result(rec).map_err(|(e, _)| {
-                        anyhow::anyhow!("replaying {}/{}: {e}", m.partition(), m.offset())
-                    })?);
-                    Ok(())
-                },
-            )?;
-            if !dry_run {
-                // Commit the cursor only once every replayed record is acknowledged.
-                for f in pending {
-                    rt.block_on(f)
-                        .context("delivery cancelled")?
-                        .map_err(|(e, _)| anyhow::anyhow!("replay not acknowledged: {e}"))?;
-                }
-                let mut tpl = TopicPartitionList::new();
-                for (p, o) in &next {
-                    tpl.add_partition_offset(&a.topic, *p, Offset::Offset(*o))?;
-                }
-                if !next.is_empty() {
-                    c.commit(&tpl, CommitMode::Sync)?;
-                }
-            }
+            let filter = dlq::ReplayFilter {
+                stage,
+                class,
+                raw_prefix,
+            };
+            let sum = dlq::replay(&kafka, &a.topic, &filter, dry_run, |step| match step {
+                dlq::ReplayStep::Refused { partition, offset } => eprintln!(
+                    "refused {partition}/{offset}: expected a source topic {}NN, found another topic",
+                    filter.raw_prefix
+                ),
+                dlq::ReplayStep::Replayed {
+                    partition,
+                    offset,
+                    to,
+                } if dry_run => println!("would replay {partition}/{offset} to {to}"),
+                dlq::ReplayStep::Replayed { .. } => {}
+            })?;
             println!(
-                "{} {replayed} records, passed over {passed}, refused {refused}",
-                if dry_run { "would replay" } else { "replayed" }
+                "{} {} records, passed over {}, refused {}",
+                if dry_run { "would replay" } else { "replayed" },
+                sum.replayed,
+                sum.passed,
+                sum.refused
             );
-            Ok(if refused > 0 {
+            Ok(if sum.refused > 0 {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
             })
-        }
-    }
-}
-
-/// Whether `topic` is a hub's raw topic, `<raw_prefix>NN`: the only place a
-/// replay may write, since only the transform checks what it reads.
-fn is_raw_topic(topic: &str, raw_prefix: &str) -> bool {
-    topic
-        .strip_prefix(raw_prefix)
-        .is_some_and(|nn| nn.len() == 2 && nn.bytes().all(|b| b.is_ascii_digit()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_raw_topic;
-
-    #[test]
-    fn replay_goes_only_to_raw_topics() {
-        assert!(is_raw_topic("health.raw.27", "health.raw."));
-        for t in [
-            "health.pseudo.diagnosis",
-            "health.raw.27x",
-            "health.raw.",
-            "health.dlq",
-            "other.raw.27",
-            "health.raw.2",
-        ] {
-            assert!(!is_raw_topic(t, "health.raw."), "{t}");
         }
     }
 }

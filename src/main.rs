@@ -17,7 +17,6 @@ mod lake_cmd;
 mod release_cmd;
 mod sink_cmd;
 mod tail_cmd;
-mod topic_read;
 mod topics_cmd;
 mod transform_cmd;
 mod up_cmd;

@@ -4,9 +4,9 @@
 //! `--show-identifiers`; message keys (a hub-local patient id on raw
 //! topics) likewise.
 
-use crate::topic_read::{Start, assign, drain};
 use anyhow::{Context, Result};
 use chitose_runtime::kafka::ErrorMemory;
+use chitose_runtime::topic_read::{Start, assign, drain};
 use chitose_schemas::catalog::SchemaStore;
 use chitose_schemas::registry::SchemaRegistry;
 use chitose_schemas::render::{MASK, Renderer};
@@ -95,7 +95,7 @@ pub fn run(a: TailArgs) -> Result<ExitCode> {
     let mut failed = 0u64;
     let limit = a.limit.unwrap_or(u64::MAX);
     let done = |n: u64| n >= limit;
-    let result = drain(
+    let result = drain::<anyhow::Error>(
         &c,
         ends,
         a.follow,

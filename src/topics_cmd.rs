@@ -3,15 +3,13 @@
 //! auto-create defaults (one partition, the broker's retention).
 
 use anyhow::{Context, Result, bail};
-use chitose_runtime::kafka::{Created, ErrorMemory, TopicSpec};
-use chitose_schemas::raw::EventType;
+use chitose_runtime::kafka::{Created, ErrorMemory};
+use chitose_runtime::topics;
 use clap::{Args, Subcommand};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
-
-const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// `chitose topics` arguments.
 #[derive(Args)]
@@ -22,7 +20,7 @@ pub struct TopicsArgs {
     kafka: crate::kafka_args::KafkaArgs,
     /// Topic name prefix: <prefix>.raw.NN, <prefix>.pseudo.<type>, <prefix>.dlq
     /// (the services' defaults use "health").
-    #[arg(long, global = true, default_value = "health")]
+    #[arg(long, global = true, default_value = topics::PREFIX)]
     prefix: String,
 }
 
@@ -87,50 +85,6 @@ enum TopicsCommand {
     },
 }
 
-/// The topic layout for `create`'s flags.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn layout(
-    prefix: &str,
-    prefectures: &[String],
-    (raw_p, pseudo_p, dlq_p): (i32, i32, i32),
-    replication: i32,
-    (raw_d, pseudo_d, dlq_d): (u64, u64, u64),
-    extra: &BTreeMap<String, String>,
-) -> Vec<TopicSpec> {
-    let spec = |name: String, partitions: i32, days: u64| {
-        let mut configs = BTreeMap::from([
-            ("cleanup.policy".to_owned(), "delete".to_owned()),
-            ("retention.ms".to_owned(), (days * DAY_MS).to_string()),
-            // acks=all means "all in-sync replicas": with three replicas,
-            // two must hold a record before the producer hears yes.
-            (
-                "min.insync.replicas".to_owned(),
-                replication.clamp(1, 2).to_string(),
-            ),
-        ]);
-        configs.extend(extra.clone());
-        TopicSpec {
-            name,
-            partitions,
-            replication,
-            configs,
-        }
-    };
-    let mut out: Vec<TopicSpec> = prefectures
-        .iter()
-        .map(|p| spec(format!("{prefix}.raw.{p}"), raw_p, raw_d))
-        .collect();
-    out.extend(EventType::ALL.iter().map(|t| {
-        spec(
-            format!("{prefix}.pseudo.{}", t.symbol()),
-            pseudo_p,
-            pseudo_d,
-        )
-    }));
-    out.push(spec(format!("{prefix}.dlq"), dlq_p, dlq_d));
-    out
-}
-
 /// Runs `chitose topics …`.
 pub fn run(a: TopicsArgs) -> Result<ExitCode> {
     match a.command {
@@ -192,16 +146,20 @@ pub fn run(a: TopicsArgs) -> Result<ExitCode> {
                     .with_context(|| format!("--config: expected KEY=VALUE, found {c:?}"))?;
                 extra.insert(k.trim().to_owned(), v.trim().to_owned());
             }
-            let specs = layout(
+            let specs = topics::layout(
                 &a.prefix,
                 &prefectures,
-                (raw_partitions, pseudo_partitions, dlq_partitions),
+                topics::Partitions {
+                    raw: raw_partitions,
+                    pseudo: pseudo_partitions,
+                    dlq: dlq_partitions,
+                },
                 replication,
-                (
-                    raw_retention_days,
-                    pseudo_retention_days,
-                    dlq_retention_days,
-                ),
+                topics::RetentionDays {
+                    raw: raw_retention_days,
+                    pseudo: pseudo_retention_days,
+                    dlq: dlq_retention_days,
+                },
                 &extra,
             );
             if dry_run {
@@ -257,7 +215,7 @@ pub fn run(a: TopicsArgs) -> Result<ExitCode> {
             let md = c
                 .fetch_metadata(None, Duration::from_secs(10))
                 .map_err(|e| {
-                    crate::topic_read::why(
+                    chitose_runtime::topic_read::why(
                         &c,
                         format!("fetching metadata from {}: {e}", kafka.bootstrap_servers),
                     )
@@ -293,31 +251,4 @@ fn configs_line(c: &BTreeMap<String, String>) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layout_has_one_topic_per_hub_table_and_the_dlq() {
-        let specs = layout(
-            "health",
-            &["27".into(), "28".into()],
-            (6, 4, 3),
-            3,
-            (7, 3, 30),
-            &BTreeMap::from([("compression.type".into(), "lz4".into())]),
-        );
-        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names.len(), 2 + EventType::ALL.len() + 1);
-        assert!(names.contains(&"health.raw.27") && names.contains(&"health.dlq"));
-        let raw = &specs[0];
-        assert_eq!((raw.partitions, raw.replication), (6, 3));
-        assert_eq!(raw.configs["retention.ms"], (7 * DAY_MS).to_string());
-        assert_eq!(raw.configs["min.insync.replicas"], "2");
-        assert_eq!(raw.configs["compression.type"], "lz4");
-        let dlq = specs.last().unwrap();
-        assert_eq!(dlq.configs["retention.ms"], (30 * DAY_MS).to_string());
-    }
 }

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use chitose_ingest::config::{IngestConfig, SourceKind};
 use chitose_ingest::metrics::IngestMetrics;
 use chitose_runtime::shutdown::Shutdown;
+use chitose_runtime::topics;
 use chitose_schemas::raw::EventType;
 use chitose_sink::config::SinkConfig;
 use chitose_sink::metrics::SinkMetrics;
@@ -174,12 +175,12 @@ async fn up<C: rdkafka::ClientContext>(
     if let Some(m) = mock {
         // MockCluster has no CreateTopics: make every topic up front.
         for h in HUBS {
-            m.create_topic(&format!("health.raw.{h}"), 3, 1)?;
+            m.create_topic(&topics::raw(topics::PREFIX, h), 3, 1)?;
         }
         for t in EventType::ALL {
-            m.create_topic(&format!("health.pseudo.{}", t.symbol()), 3, 1)?;
+            m.create_topic(&topics::pseudo(topics::PREFIX, t.symbol()), 3, 1)?;
         }
-        m.create_topic("health.dlq", 3, 1)?;
+        m.create_topic(topics::DLQ, 3, 1)?;
     }
     // Ctrl-C (or SIGTERM) ends the run early; either way the services stop
     // together through `trigger`, which flushes and commits.

@@ -185,7 +185,7 @@ impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             prefecture: "27".into(),
-            topic: "health.raw.{prefecture}".into(),
+            topic: chitose_runtime::topics::RAW_TEMPLATE.into(),
             topic_partitions: 6,
             source: SourceKind::Files,
             ops_listen: "127.0.0.1:9464".into(),

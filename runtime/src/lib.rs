@@ -21,3 +21,5 @@ pub mod procstat;
 pub mod registry;
 pub mod secret;
 pub mod shutdown;
+pub mod topic_read;
+pub mod topics;

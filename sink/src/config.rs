@@ -65,7 +65,7 @@ pub struct SinkConfig {
 impl Default for SinkConfig {
     fn default() -> Self {
         SinkConfig {
-            input_pattern: r"^health\.pseudo\..+".into(),
+            input_pattern: chitose_runtime::topics::PSEUDO_PATTERN.into(),
             group_id: "chitose-sink".into(),
             instance_id: "0".into(),
             lake: "./.chitose/lake".into(),

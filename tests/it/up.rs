@@ -224,8 +224,13 @@ fn up_in_a_terminal_shows_bars_once_the_summary_and_no_log_line() {
     let _ = run(&["kill-server"]);
     assert!(screen.contains("CHITOSE-UP-EXIT=0"), "{screen}");
     // No log line and no error of any level.
-    for level in ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "rdkafka", "panicked"] {
-        assert!(!screen.contains(level), "{level} in the terminal:\n{screen}");
+    for level in [
+        "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "rdkafka", "panicked",
+    ] {
+        assert!(
+            !screen.contains(level),
+            "{level} in the terminal:\n{screen}"
+        );
     }
     // One set of bars, finished.
     for bar in ["produced [", "transformed [", "landed ["] {
@@ -243,14 +248,21 @@ fn up_in_a_terminal_shows_bars_once_the_summary_and_no_log_line() {
         );
     }
     // The log file is named once and holds the services' logs.
-    assert_eq!(screen.matches("logs in .chitose/logs/").count(), 1, "{screen}");
+    assert_eq!(
+        screen.matches("logs in .chitose/logs/").count(),
+        1,
+        "{screen}"
+    );
     let logs: Vec<_> = std::fs::read_dir(dir.join(".chitose/logs"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(logs.len(), 1, "{logs:?}");
     let log = std::fs::read_to_string(&logs[0]).unwrap();
-    assert!(log.contains("INFO"), "the services logged to the file: {log}");
+    assert!(
+        log.contains("INFO"),
+        "the services logged to the file: {log}"
+    );
     // And the summary, with files, median rows per file and where to look
     // next, comes after the bars.
     let summary_at = screen.find("sent by 8 hubs").expect("the summary");

@@ -46,10 +46,10 @@ pub struct TransformConfig {
 impl Default for TransformConfig {
     fn default() -> Self {
         TransformConfig {
-            input_pattern: r"^health\.raw\..+".into(),
-            output_prefix: "health.pseudo.".into(),
+            input_pattern: chitose_runtime::topics::RAW_PATTERN.into(),
+            output_prefix: chitose_runtime::topics::PSEUDO_PREFIX.into(),
             output_partitions: 6,
-            dlq_topic: "health.dlq".into(),
+            dlq_topic: chitose_runtime::topics::DLQ.into(),
             group_id: "chitose-transform".into(),
             instance_id: "0".into(),
             exactly_once: true,

@@ -2,13 +2,29 @@
 //! every partition, read to the end seen at the start (or on, with
 //! `follow`).
 
-use anyhow::{Result, bail};
-use chitose_runtime::kafka::ErrorMemory;
+use crate::kafka::ErrorMemory;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// Why a topic could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// What failed, with the connection error behind it (a refused
+    /// certificate, a failed login) when librdkafka reported one.
+    #[error("{0}")]
+    Explained(String),
+    /// The topic is not there.
+    #[error("topic {0}: expected it to exist, found no partitions")]
+    NoTopic(String),
+    /// A client call failed.
+    #[error("reading the topic: {0}")]
+    Kafka(#[from] KafkaError),
+}
 
 /// Where each partition starts.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +39,7 @@ pub enum Start {
 
 /// `what` failed: the error, with the connection error behind it (a
 /// refused certificate, a failed login) when librdkafka reported one.
-pub fn why(c: &BaseConsumer<ErrorMemory>, what: String) -> anyhow::Error {
+pub fn why(c: &BaseConsumer<ErrorMemory>, what: String) -> ReadError {
     // librdkafka queues its logs and errors for the client: serve the
     // queue until it is empty so the context hears them (each poll hands
     // back at most one error event).
@@ -34,7 +50,7 @@ pub fn why(c: &BaseConsumer<ErrorMemory>, what: String) -> anyhow::Error {
             Some(Ok(_)) => {}
         }
     }
-    anyhow::anyhow!(c.context().explain(what))
+    ReadError::Explained(c.context().explain(what))
 }
 
 /// Assigns every partition of `topic` and returns the high watermarks seen
@@ -43,7 +59,7 @@ pub fn assign(
     c: &BaseConsumer<ErrorMemory>,
     topic: &str,
     start: Start,
-) -> Result<BTreeMap<i32, i64>> {
+) -> Result<BTreeMap<i32, i64>, ReadError> {
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| why(c, format!("fetching metadata of {topic}: {e}")))?;
@@ -52,7 +68,7 @@ pub fn assign(
         .iter()
         .find(|t| t.name() == topic && !t.partitions().is_empty())
     else {
-        bail!("topic {topic}: expected it to exist, found no partitions");
+        return Err(ReadError::NoTopic(topic.to_owned()));
     };
     let mut tpl = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
@@ -84,14 +100,15 @@ pub fn assign(
 
 /// Calls `f` per record until every partition reached its end as of
 /// [`assign`]; records arriving meanwhile are left for the next run. With
-/// `follow`, goes on reading until `stop` returns true.
-pub fn drain(
+/// `follow`, goes on reading until `stop` returns true. `f`'s error ends
+/// the read and is returned.
+pub fn drain<E: From<ReadError>>(
     c: &BaseConsumer<ErrorMemory>,
     mut ends: BTreeMap<i32, i64>,
     follow: bool,
     stop: impl Fn() -> bool,
-    mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
-) -> Result<()> {
+    mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<(), E>,
+) -> Result<(), E> {
     let mut idle = 0;
     while follow || !ends.is_empty() {
         if stop() {
@@ -113,7 +130,7 @@ pub fn drain(
                     }
                 }
             }
-            Some(Err(e)) => bail!("reading the topic: {e}"),
+            Some(Err(e)) => return Err(ReadError::Kafka(e).into()),
             None if !follow => {
                 // A partition written in transactions ends with a commit
                 // marker, which is never delivered: its last record's
