@@ -70,9 +70,9 @@ pub struct UpArgs {
     ops_port: u16,
 }
 
-fn ops_addr(base: u16, n: u16) -> String {
+fn ops_addr(base: u16, n: u16) -> std::net::SocketAddr {
     let port = if base == 0 { 0 } else { base.saturating_add(n) };
-    format!("127.0.0.1:{port}")
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// Makes each key the default configuration needs that `dir` lacks (a
@@ -194,7 +194,7 @@ async fn up<C: rdkafka::ClientContext>(
         let mut cfg = IngestConfig {
             prefecture: (*h).into(),
             source: SourceKind::Simulate,
-            ops_listen: "127.0.0.1:0".into(),
+            ops_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             topic_partitions: 3,
             ..Default::default()
         };

@@ -52,7 +52,7 @@ fn files_cfg(bootstrap: &str, dir: &std::path::Path, topic: &str) -> IngestConfi
         source: SourceKind::Files,
         prefecture: "27".into(),
         topic: topic.into(),
-        ops_listen: "127.0.0.1:0".into(),
+        ops_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         ..Default::default()
     };
     cfg.kafka.bootstrap_servers = bootstrap.into();

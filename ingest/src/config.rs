@@ -35,7 +35,7 @@ pub struct IngestConfig {
     /// Which source runs.
     pub source: SourceKind,
     /// `/metrics`, `/healthz`, `/readyz`.
-    pub ops_listen: String,
+    pub ops_listen: std::net::SocketAddr,
     /// Bound on records produced but not yet acknowledged (backpressure).
     pub max_in_flight: usize,
     /// Kafka connection.
@@ -118,7 +118,7 @@ impl Default for Ssmix2Config {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Listen address.
-    pub listen: String,
+    pub listen: std::net::SocketAddr,
     /// Request body limit; larger requests get 413.
     pub max_body_bytes: usize,
     /// How long a request waits for the broker's acknowledgements before
@@ -188,7 +188,7 @@ impl Default for IngestConfig {
             topic: chitose_runtime::topics::RAW_TEMPLATE.into(),
             topic_partitions: 6,
             source: SourceKind::Files,
-            ops_listen: "127.0.0.1:9464".into(),
+            ops_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
             max_in_flight: 20_000,
             kafka: KafkaSettings::default(),
             files: FilesConfig::default(),
@@ -216,7 +216,7 @@ impl Default for FilesConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            listen: "127.0.0.1:8080".into(),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 8 * 1024 * 1024,
             ack_deadline_ms: 10_000,
             token_sha256: Vec::new(),
@@ -303,11 +303,7 @@ impl IngestConfig {
                         "no server certificate",
                     );
                 }
-                let loopback = h
-                    .listen
-                    .parse::<std::net::SocketAddr>()
-                    .map(|a| a.ip().is_loopback())
-                    .unwrap_or(false);
+                let loopback = h.listen.ip().is_loopback();
                 if !loopback && !h.allow_plaintext {
                     p.value(
                         "http.tls.cert_file",

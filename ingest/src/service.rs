@@ -10,7 +10,6 @@ use chitose_runtime::ops::{self, Readiness};
 use chitose_runtime::shutdown::Shutdown;
 use chitose_schemas::catalog::SchemaStore;
 use chitose_schemas::codec::Timestamp;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Why the service stopped with an error.
@@ -59,13 +58,6 @@ pub struct RunSummary {
     pub rejected: u64,
 }
 
-fn addr(key: &'static str, s: &str) -> Result<SocketAddr, ServiceError> {
-    s.parse().map_err(|e| ServiceError::Listen {
-        key,
-        message: format!("expected host:port, found {s:?} ({e})"),
-    })
-}
-
 /// The source's name, as a metric label.
 pub fn source_name(kind: SourceKind) -> &'static str {
     match kind {
@@ -106,7 +98,7 @@ pub async fn run_with(
     // a client can connect.
     let mut http_listener = match cfg.source {
         SourceKind::Http => Some(
-            tokio::net::TcpListener::bind(addr("http.listen", &cfg.http.listen)?)
+            tokio::net::TcpListener::bind(cfg.http.listen)
                 .await
                 .map_err(|e| ServiceError::Listen {
                     key: "http.listen",
@@ -116,16 +108,12 @@ pub async fn run_with(
         _ => None,
     };
     let ready = Readiness::default();
-    let ops_addr = ops::serve(
-        addr("ops_listen", &cfg.ops_listen)?,
-        metrics.registry.clone(),
-        ready.clone(),
-    )
-    .await
-    .map_err(|e| ServiceError::Listen {
-        key: "ops_listen",
-        message: e.to_string(),
-    })?;
+    let ops_addr = ops::serve(cfg.ops_listen, metrics.registry.clone(), ready.clone())
+        .await
+        .map_err(|e| ServiceError::Listen {
+            key: "ops_listen",
+            message: e.to_string(),
+        })?;
     tracing::info!(%ops_addr, "ops endpoint: /metrics /healthz /readyz");
 
     let topic = cfg.topic_name();

@@ -307,7 +307,12 @@ fn load_collecting<T: DeserializeOwned + Serialize + Default>(
             }
         }
     }
+    let mut from_flags: Vec<String> = Vec::new();
     for (k, v) in flags {
+        // A flag overrides the variable for the same key: a problem with
+        // it is the flag's.
+        from_env.retain(|(dotted, _)| dotted != k && !dotted.starts_with(&format!("{k}.")));
+        from_flags.push(k.to_owned());
         set(&mut root, k, v);
     }
     // What the layers make together; each bad entry is named (by its
@@ -332,6 +337,15 @@ fn load_collecting<T: DeserializeOwned + Serialize + Default>(
                         origin: "environment".into(),
                         message: format!("{var}: {message}"),
                     },
+                    None if from_flags
+                        .iter()
+                        .any(|k| path == *k || path.starts_with(&format!("{k}."))) =>
+                    {
+                        ConfigError::Invalid {
+                            origin: "command line".into(),
+                            message: format!("the flag for {path}: {message}"),
+                        }
+                    }
                     None => ConfigError::Invalid {
                         origin: "configuration (file, environment and flags)".into(),
                         message: if path.is_empty() || path == "." {

@@ -121,7 +121,7 @@ fn main() {
     // The records in MockCluster's topics, once, for every service run.
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
     let mut cfg = chitose_sink::config::SinkConfig {
-        ops_listen: "127.0.0.1:0".into(),
+        ops_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         roll_age_ms: 2_000,
         ..Default::default()
     };

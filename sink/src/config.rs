@@ -52,7 +52,7 @@ pub struct SinkConfig {
     /// Confluent-compatible schema registry, for Confluent-framed records.
     pub registry_url: Option<String>,
     /// `/metrics`, `/healthz`, `/readyz`.
-    pub ops_listen: String,
+    pub ops_listen: std::net::SocketAddr,
     /// A record whose event id appeared at most this many offsets earlier
     /// in its partition is a duplicate (an HTTP client's retry) and is not
     /// landed; 0 lands every copy. ~50 bytes of memory per record and
@@ -82,7 +82,7 @@ impl Default for SinkConfig {
             batch_max_ms: 200,
             schemas_dir: None,
             registry_url: None,
-            ops_listen: "127.0.0.1:9466".into(),
+            ops_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9466)),
             dedupe_window_records: 50_000,
             kafka: KafkaSettings::default(),
         }

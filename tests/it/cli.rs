@@ -195,6 +195,8 @@ fn every_config_problem_is_reported_at_once_with_exit_code_2() {
                 ("CHITOSE_SINK__NO_SUCH_KEY", "1"),
                 // The wrong type.
                 ("CHITOSE_SINK__ROW_GROUP_ROWS", "many"),
+                // Not an address (a typed field: host:port).
+                ("CHITOSE_SINK__OPS_LISTEN", "not-an-address"),
             ],
             vec![
                 "line 1",
@@ -208,6 +210,7 @@ fn every_config_problem_is_reported_at_once_with_exit_code_2() {
                 "CHITOSE_SINK____LAKE: expected KEY or SECTION__KEY",
                 "CHITOSE_SINK__NO_SUCH_KEY: unknown field `no_such_key`",
                 "CHITOSE_SINK__ROW_GROUP_ROWS: invalid type",
+                "CHITOSE_SINK__OPS_LISTEN: invalid socket address",
             ],
         ),
         (
@@ -225,12 +228,13 @@ fn every_config_problem_is_reported_at_once_with_exit_code_2() {
         ),
         (
             "transform",
-            "batch_max_records = -3\ninstance_id = \" \"\n",
+            "batch_max_records = -3\ninstance_id = \" \"\nops_listen = \"localhost\"\n",
             vec![("CHITOSE_TRANSFORM__OUTPUT_PARTITIONS", "0")],
             vec![
                 "line 1",
                 "batch_max_records",
                 "config key instance_id: expected a non-empty id",
+                "line 3 column 14: ops_listen: invalid socket address",
                 "config key output_partitions: expected at least 1",
             ],
         ),

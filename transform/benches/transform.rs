@@ -121,7 +121,7 @@ fn main() {
     }
     mock.create_topic("health.dlq", 6, 1).unwrap();
     let mut cfg = TransformConfig {
-        ops_listen: "127.0.0.1:0".into(),
+        ops_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         ..Default::default()
     };
     cfg.kafka.bootstrap_servers = bootstrap.clone();

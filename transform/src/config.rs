@@ -38,7 +38,7 @@ pub struct TransformConfig {
     /// A transaction waits at most this long for more records.
     pub batch_max_ms: u64,
     /// `/metrics`, `/healthz`, `/readyz`.
-    pub ops_listen: String,
+    pub ops_listen: std::net::SocketAddr,
     /// Kafka connection.
     pub kafka: KafkaSettings,
 }
@@ -58,7 +58,7 @@ impl Default for TransformConfig {
             keys: KeysConfig::default(),
             batch_max_records: 10_000,
             batch_max_ms: 250,
-            ops_listen: "127.0.0.1:9465".into(),
+            ops_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9465)),
             kafka: KafkaSettings::default(),
         }
     }

@@ -142,13 +142,7 @@ pub async fn run_with(
     shutdown: Shutdown,
 ) -> Result<RunSummary, ServiceError> {
     let ready = Readiness::default();
-    let addr = cfg.ops_listen.parse().map_err(|e| {
-        ServiceError::Listen(format!(
-            "expected host:port, found {:?} ({e})",
-            cfg.ops_listen
-        ))
-    })?;
-    let ops_addr = ops::serve(addr, metrics.registry.clone(), ready.clone())
+    let ops_addr = ops::serve(cfg.ops_listen, metrics.registry.clone(), ready.clone())
         .await
         .map_err(|e| ServiceError::Listen(e.to_string()))?;
     tracing::info!(%ops_addr, "ops endpoint: /metrics /healthz /readyz");
