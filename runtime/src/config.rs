@@ -577,7 +577,10 @@ mod tests {
         );
         let env = vec![("CHITOSE_X__INNER__PORT".to_string(), "many".to_string())];
         let e = load::<Cfg>(None, "x", env, vec![]).unwrap_err().to_string();
-        assert!(e.contains("invalid type") && e.contains("port"), "{e}");
+        assert!(
+            e.contains("invalid type") && e.contains("CHITOSE_X__INNER__PORT"),
+            "{e}"
+        );
     }
 
     #[test]
