@@ -6,6 +6,7 @@
 # instrumentation flags are nightly-only, so the machine's stable toolchain
 # runs them with RUSTC_BOOTSTRAP=1. No sanitizer: the code forbids unsafe.
 #   tests/fuzz.sh [SECONDS]
+#   tests/fuzz.sh install    only install cargo-fuzz
 set -euo pipefail
 source "$(dirname "$0")/infra/common.sh"
 secs="${1:-20}"
@@ -14,6 +15,7 @@ if [[ ! -x "$CARGO_FUZZ" ]]; then
     log "installing cargo-fuzz into $TOOLS/cargo-fuzz"
     cargo install cargo-fuzz --version 0.13.2 --locked --root "$TOOLS/cargo-fuzz" >&2
 fi
+[[ "$secs" == install ]] && exit 0
 cd "$REPO/fuzz"
 for target in json_to_avro soe_decode; do
     work="$(mktemp -d)"

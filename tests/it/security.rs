@@ -313,11 +313,9 @@ fn every_service_and_tool_speaks_tls_with_client_certificates_and_a_wrong_ca_is_
 /// certificate; responses carry the server's certificate (`TlsInfo`).
 fn https_client(pki: &Pki, identity: Option<(&Path, &Path)>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap(),
-        )
+        .tls_backend_rustls()
+        // The test CA only: no system roots.
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap()])
         .timeout(Duration::from_secs(60))
         .tls_info(true);
     if let Some((cert, key)) = identity {
@@ -574,14 +572,15 @@ fn unsafe_settings_are_refused_at_start_up() {
     let (code, err) = run(&format!(
         "source = \"http\"\n[http]\nlisten = \"0.0.0.0:0\"\ntoken_sha256 = {hash}\n"
     ));
-    assert_eq!(code, Some(1));
+    // A configuration refused: exit code 2, nothing ran.
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("http.tls.cert_file") && err.contains("plain HTTP"),
         "{err}"
     );
     // A token where its hash belongs: refused, not echoed.
     let (code, err) = run("source = \"http\"\n[http]\ntoken_sha256 = [\"my-plain-token-value\"]\n");
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("http.token_sha256[0]") && !err.contains("my-plain"),
         "{err}"
@@ -619,7 +618,7 @@ fn unsafe_settings_are_refused_at_start_up() {
         .env("CHITOSE_KAFKA_SASL_PASSWORD_FILE", dir.join("missing"))
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "Kafka settings refused: exit 2");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("sasl.password") && err.contains("security.protocol"),
