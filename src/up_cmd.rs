@@ -132,7 +132,7 @@ pub fn run(a: UpArgs) -> Result<ExitCode> {
 }
 
 /// A rate for a person: `850/s`, `3.4 k/s`, `1.2 M/s`.
-pub(crate) fn human_rate(per_sec: f64) -> String {
+fn human_rate(per_sec: f64) -> String {
     if !per_sec.is_finite() || per_sec < 0.0 {
         return "-".to_owned();
     }
@@ -406,4 +406,21 @@ async fn up<C: rdkafka::ClientContext>(
         a.lake
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{human_count, human_rate};
+
+    #[test]
+    fn rates_and_counts_read_as_a_person_would_say_them() {
+        // indicatif's own {per_sec} printed "3,405.799588547894/s".
+        assert_eq!(human_rate(3_405.799_588_547_894), "3.4 k/s");
+        assert_eq!(human_rate(850.4), "850/s");
+        assert_eq!(human_rate(1_250_000.0), "1.2 M/s");
+        assert_eq!(human_rate(f64::NAN), "-");
+        assert_eq!(human_count(9_999), "9999");
+        assert_eq!(human_count(19_815), "19.8 k");
+        assert_eq!(human_count(2_500_000), "2.5 M");
+    }
 }
