@@ -387,9 +387,7 @@ fn file_layer<T: DeserializeOwned>(text: &str, origin: &str, p: &mut Problems) -
             origin: origin.into(),
             message: toml_message(text, &e),
         });
-        let Some(span) = e.span() else {
-            return None;
-        };
+        let span = e.span()?;
         if !remove_spanned(doc.get_mut(), span.start) {
             return None;
         }

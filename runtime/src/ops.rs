@@ -58,6 +58,33 @@ async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     }
 }
 
+/// What is wrong between a stage's registry and its list of metric names
+/// (`metrics::names::ALL`), for the stage's test: a family served but not
+/// listed, a name listed twice, or a lag gauge (which the dashboard and
+/// the autoscalers read) not served from start-up. Empty when they agree.
+pub fn name_problems(registry: &Registry, names: &[&str]) -> Vec<String> {
+    let served: std::collections::BTreeSet<String> = registry
+        .gather()
+        .iter()
+        .map(|f| f.name().to_owned())
+        .collect();
+    let mut out: Vec<String> = served
+        .iter()
+        .filter(|f| !names.contains(&f.as_str()))
+        .map(|f| format!("{f} is served but not in names::ALL"))
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for n in names {
+        if !seen.insert(*n) {
+            out.push(format!("{n} is listed twice"));
+        }
+        if n.contains("consumer_lag") && !served.contains(*n) {
+            out.push(format!("{n} is not served from start-up"));
+        }
+    }
+    out
+}
+
 /// The ops routes, to merge into a service's own router or serve alone.
 pub fn router(registry: Registry, ready: Readiness) -> Router {
     Router::new()
@@ -83,4 +110,41 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_problems;
+    use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
+
+    #[test]
+    fn name_problems_names_each_kind_of_disagreement() {
+        let r = Registry::new();
+        let c = IntCounter::new("chitose_x_total", "x").unwrap();
+        r.register(Box::new(c)).unwrap();
+        let lag =
+            IntGaugeVec::new(Opts::new("chitose_x_consumer_lag_records", "l"), &["p"]).unwrap();
+        r.register(Box::new(lag.clone())).unwrap();
+        // Agreeing (the vec not served yet: it has no series).
+        assert!(name_problems(&r, &["chitose_x_total"]).is_empty());
+        let p = name_problems(
+            &r,
+            &[
+                "chitose_x_total",
+                "chitose_x_total",
+                "chitose_x_consumer_lag_records",
+            ],
+        );
+        assert!(p.iter().any(|m| m.contains("listed twice")), "{p:?}");
+        assert!(
+            p.iter().any(|m| m.contains("not served from start-up")),
+            "{p:?}"
+        );
+        lag.with_label_values(&["-1"]).set(0);
+        let p = name_problems(&r, &["chitose_x_total"]);
+        assert!(
+            p.iter().any(|m| m.contains("served but not in names::ALL")),
+            "{p:?}"
+        );
+    }
 }

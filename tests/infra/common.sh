@@ -44,3 +44,19 @@ stop_pid() {
     fi
     rm -f "$f"
 }
+
+# debian_install PACKAGE COMMAND: installs Debian's PACKAGE unless COMMAND
+# is already on PATH, then prints COMMAND's path. A fresh machine may have
+# no package lists yet.
+debian_install() {
+    local package=$1 command=$2
+    if ! command -v "$command" >/dev/null 2>&1; then
+        log "installing Debian's $package"
+        export DEBIAN_FRONTEND=noninteractive
+        if ! apt-get install -y -q "$package" >&2 2>/dev/null; then
+            apt-get update >&2
+            apt-get install -y -q "$package" >&2
+        fi
+    fi
+    command -v "$command"
+}

@@ -177,7 +177,8 @@ fn ingest_config_errors_name_the_key_and_print_config_hides_secrets() {
 fn every_config_problem_is_reported_at_once_with_exit_code_2() {
     let dir = helpers::scratch("cfg-all");
     // (service, its file, its environment, what the error must name).
-    let cases: [(&str, &str, Vec<(&str, &str)>, Vec<&str>); 3] = [
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: [Case; 3] = [
         (
             "sink",
             // Line 1: wrong type; line 2: unknown key; line 3 and 4: values
