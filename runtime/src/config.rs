@@ -74,18 +74,6 @@ impl Problems {
         }
     }
 
-    /// The problem of a check, if it found one.
-    pub fn check(&mut self, r: Result<(), ConfigError>) {
-        if let Err(e) = r {
-            self.push(e);
-        }
-    }
-
-    /// Whether nothing was found.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// `Ok` when nothing was found; the one problem; or all of them.
     pub fn into_result(mut self) -> Result<(), ConfigError> {
         match self.0.len() {
@@ -107,18 +95,6 @@ pub trait Validate {
         let mut p = Problems::default();
         self.problems(&mut p);
         p.into_result()
-    }
-}
-
-impl ConfigError {
-    /// `Err(Value { .. })`: what every service's `validate` returns for a
-    /// value outside what it accepts.
-    pub fn value<T>(key: &str, expected: &str, found: impl Into<String>) -> Result<T, ConfigError> {
-        Err(ConfigError::Value {
-            key: key.into(),
-            expected: expected.into(),
-            found: found.into(),
-        })
     }
 }
 
@@ -227,11 +203,7 @@ pub fn load<T: DeserializeOwned + Serialize + Default>(
 ) -> Result<T, ConfigError> {
     let mut p = Problems::default();
     let t: Option<T> = load_collecting(file, env_prefix, env, flags, &mut p)?;
-    p.into_result()?;
-    t.ok_or_else(|| ConfigError::Invalid {
-        origin: "configuration".into(),
-        message: "expected a complete configuration, found one that does not load".into(),
-    })
+    loaded(t, p)
 }
 
 /// As [`load`], then the service's own checks on what loaded (bad values
@@ -248,11 +220,24 @@ pub fn load_checked<T: DeserializeOwned + Serialize + Default + Validate>(
     if let Some(t) = &t {
         t.problems(&mut p);
     }
+    loaded(t, p)
+}
+
+/// What loaded, unless a problem was found.
+fn loaded<T>(t: Option<T>, p: Problems) -> Result<T, ConfigError> {
     p.into_result()?;
     t.ok_or_else(|| ConfigError::Invalid {
         origin: "configuration".into(),
         message: "expected a complete configuration, found one that does not load".into(),
     })
+}
+
+/// Whether dotted `path` is `key` or lies inside it.
+fn under(path: &str, key: &str) -> bool {
+    path == key
+        || path
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// A bound on the problems one configuration reports (and on the retries
@@ -311,7 +296,7 @@ fn load_collecting<T: DeserializeOwned + Serialize + Default>(
     for (k, v) in flags {
         // A flag overrides the variable for the same key: a problem with
         // it is the flag's.
-        from_env.retain(|(dotted, _)| dotted != k && !dotted.starts_with(&format!("{k}.")));
+        from_env.retain(|(dotted, _)| !under(dotted, k));
         from_flags.push(k.to_owned());
         set(&mut root, k, v);
     }
@@ -326,7 +311,7 @@ fn load_collecting<T: DeserializeOwned + Serialize + Default>(
                 let message = e.inner().message().trim_end().to_owned();
                 let var = from_env
                     .iter()
-                    .find(|(dotted, _)| *dotted == path || path.starts_with(&format!("{dotted}.")))
+                    .find(|(dotted, _)| under(&path, dotted))
                     .map(|(_, var)| var.clone());
                 p.push(match var {
                     Some(var) if crate::secret::is_secret_key(&path) => ConfigError::Invalid {
@@ -337,15 +322,10 @@ fn load_collecting<T: DeserializeOwned + Serialize + Default>(
                         origin: "environment".into(),
                         message: format!("{var}: {message}"),
                     },
-                    None if from_flags
-                        .iter()
-                        .any(|k| path == *k || path.starts_with(&format!("{k}."))) =>
-                    {
-                        ConfigError::Invalid {
-                            origin: "command line".into(),
-                            message: format!("the flag for {path}: {message}"),
-                        }
-                    }
+                    None if from_flags.iter().any(|k| under(&path, k)) => ConfigError::Invalid {
+                        origin: "command line".into(),
+                        message: format!("the flag for {path}: {message}"),
+                    },
                     None => ConfigError::Invalid {
                         origin: "configuration (file, environment and flags)".into(),
                         message: if path.is_empty() || path == "." {

@@ -109,6 +109,9 @@ pub enum ReplayError {
     /// A client call failed.
     #[error("the dead-letter topic: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The runtime that waits for acknowledgements could not start.
+    #[error("starting the runtime that waits for acknowledgements: {0}")]
+    Runtime(#[from] std::io::Error),
     /// A replayed record was not acknowledged; nothing was committed.
     #[error("replaying {partition}/{offset}: expected an acknowledgement, found {error}")]
     NotAcknowledged {
@@ -247,12 +250,7 @@ pub fn replay(
     // Commit the cursor only once every replayed record is acknowledged.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .map_err(|e| ReplayError::NotAcknowledged {
-            partition: -1,
-            offset: -1,
-            error: e.to_string(),
-        })?;
+        .build()?;
     for (partition, offset, f) in pending {
         let not_acked = |error: String| ReplayError::NotAcknowledged {
             partition,
