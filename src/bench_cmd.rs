@@ -237,7 +237,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
                     format!(r"^{prefix}\.pseudo\..+"),
                 ),
                 ("CHITOSE_SINK__GROUP_ID", format!("{prefix}-sink")),
-                ("CHITOSE_SINK__ROLL_AGE_MS", s("2000")),
+                ("CHITOSE_SINK__ROLL_AGE", s("2s")),
             ],
         )?,
     ];
@@ -341,7 +341,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
                 format!(r"^{prefix}\.pseudo\..+"),
             ),
             ("CHITOSE_SINK__GROUP_ID", format!("{prefix}-sink-catchup")),
-            ("CHITOSE_SINK__ROLL_AGE_MS", s("5000")),
+            ("CHITOSE_SINK__ROLL_AGE", s("5s")),
         ],
     )?;
     let (mut catchup_cpu, mut catchup_rss) = (0.0, 0u64);

@@ -44,7 +44,7 @@ pub struct TailArgs {
     show_identifiers: bool,
     /// Confluent schema registry, for Confluent-framed records.
     #[arg(long, env = "CHITOSE_REGISTRY_URL")]
-    registry_url: Option<String>,
+    registry_url: Option<url::Url>,
     /// Load `.avsc` files from this folder as well as the built-in ones.
     #[arg(long, env = "CHITOSE_SCHEMA_DIR")]
     schemas_dir: Option<PathBuf>,

@@ -232,7 +232,7 @@ async fn up<C: rdkafka::ClientContext>(
     let mut scfg = SinkConfig {
         lake: a.lake.clone(),
         ops_listen: ops_addr(a.ops_port, 1),
-        roll_age_ms: 5_000,
+        roll_age: std::time::Duration::from_secs(5),
         ..Default::default()
     };
     scfg.kafka = kafka.clone();

@@ -57,7 +57,8 @@ pub struct FilesConfig {
     /// Watched directory; `done/`, `rejects/` and `.chitose/` live inside it.
     pub dir: PathBuf,
     /// How often to look for new files.
-    pub poll_interval_ms: u64,
+    #[serde(with = "chitose_runtime::config::duration")]
+    pub poll_interval: std::time::Duration,
     /// Write the checkpoint after this many acknowledged lines.
     pub checkpoint_every_lines: u64,
     /// Stop when the directory has no more files (batch mode, for tests
@@ -94,10 +95,12 @@ pub struct Ssmix2Config {
     /// Messages per queued batch.
     pub batch_messages: usize,
     /// How often to look for new messages.
-    pub poll_interval_ms: u64,
+    #[serde(with = "chitose_runtime::config::duration")]
+    pub poll_interval: std::time::Duration,
     /// A file modified less than this long ago is left for a later pass:
     /// the EHR may still be writing it.
-    pub min_age_ms: u64,
+    #[serde(with = "chitose_runtime::config::duration")]
+    pub min_age: std::time::Duration,
 }
 
 impl Default for Ssmix2Config {
@@ -107,8 +110,8 @@ impl Default for Ssmix2Config {
             state_dir: PathBuf::from("./ssmix2-state"),
             facility_code: String::new(),
             batch_messages: 1000,
-            poll_interval_ms: 5000,
-            min_age_ms: 2000,
+            poll_interval: std::time::Duration::from_secs(5),
+            min_age: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -123,7 +126,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// How long a request waits for the broker's acknowledgements before
     /// answering 503.
-    pub ack_deadline_ms: u64,
+    #[serde(with = "chitose_runtime::config::duration")]
+    pub ack_deadline: std::time::Duration,
     /// Hashes of the bearer tokens this hub's clients may use
     /// (`chitose ingest token --prefecture NN` makes a token and its hash;
     /// the hash binds the token to the prefecture, so another hub's token
@@ -138,10 +142,12 @@ pub struct HttpConfig {
     pub allow_plaintext: bool,
     /// A request (headers, body, broker acknowledgement) that takes longer
     /// is answered 503.
-    pub request_timeout_ms: u64,
+    #[serde(with = "chitose_runtime::config::duration")]
+    pub request_timeout: std::time::Duration,
     /// A client that has not sent its headers (or finished its TLS
     /// handshake) within this time is disconnected (slow-loris).
-    pub header_timeout_ms: u64,
+    #[serde(with = "chitose_runtime::config::duration")]
+    pub header_timeout: std::time::Duration,
     /// Requests served at once; more are answered 503 with `Retry-After`.
     pub max_concurrent_requests: usize,
     /// Records in one request; more are answered 413.
@@ -166,7 +172,8 @@ pub struct TlsConfig {
     pub client_cert_sha256: Vec<String>,
     /// How often the certificate and key files are looked at for a change
     /// (a rotated certificate is served to new connections); 0 = never.
-    pub reload_interval_ms: u64,
+    #[serde(with = "chitose_runtime::config::duration")]
+    pub reload_interval: std::time::Duration,
 }
 
 /// Simulate source settings.
@@ -203,7 +210,7 @@ impl Default for FilesConfig {
     fn default() -> Self {
         FilesConfig {
             dir: PathBuf::from("./incoming"),
-            poll_interval_ms: 500,
+            poll_interval: std::time::Duration::from_millis(500),
             checkpoint_every_lines: 1_000,
             exit_when_idle: false,
             csv: Default::default(),
@@ -218,13 +225,13 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 8 * 1024 * 1024,
-            ack_deadline_ms: 10_000,
+            ack_deadline: std::time::Duration::from_secs(10),
             token_sha256: Vec::new(),
             token_sha256_files: Vec::new(),
             tls: TlsConfig::default(),
             allow_plaintext: false,
-            request_timeout_ms: 30_000,
-            header_timeout_ms: 10_000,
+            request_timeout: std::time::Duration::from_secs(30),
+            header_timeout: std::time::Duration::from_secs(10),
             max_concurrent_requests: 64,
             max_records_per_request: 10_000,
             max_errors_per_request: 100,
@@ -239,7 +246,7 @@ impl Default for TlsConfig {
             key_file: None,
             client_ca_file: None,
             client_cert_sha256: Vec::new(),
-            reload_interval_ms: 10_000,
+            reload_interval: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -318,11 +325,17 @@ impl IngestConfig {
         for (key, v) in [
             ("http.max_concurrent_requests", h.max_concurrent_requests),
             ("http.max_records_per_request", h.max_records_per_request),
-            ("http.request_timeout_ms", h.request_timeout_ms as usize),
-            ("http.header_timeout_ms", h.header_timeout_ms as usize),
         ] {
             if v == 0 {
                 p.value(key, "at least 1", "0");
+            }
+        }
+        for (key, v) in [
+            ("http.request_timeout", h.request_timeout),
+            ("http.header_timeout", h.header_timeout),
+        ] {
+            if v.is_zero() {
+                p.value(key, "a duration above zero", "0");
             }
         }
     }

@@ -445,7 +445,7 @@ impl FilesSource {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(self.cfg.poll_interval_ms)) => {}
+                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
                 _ = shutdown.wait() => return Ok(total),
             }
         }

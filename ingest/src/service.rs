@@ -179,7 +179,7 @@ pub async fn run_with(
                 listener,
                 app,
                 tls.take(),
-                Duration::from_millis(cfg.http.header_timeout_ms),
+                cfg.http.header_timeout,
                 metrics.clone(),
                 shutdown.clone(),
             )
@@ -294,7 +294,7 @@ async fn ssmix2(
         Some(metrics.clone()),
     )
     .map_err(ServiceError::Ssmix2)?
-    .with_min_age(Duration::from_millis(s.min_age_ms));
+    .with_min_age(s.min_age);
     let mut queue_cfg = cfg.files.clone();
     queue_cfg.dir = s.state_dir.join("queue");
     queue_cfg.exit_when_idle = true;
@@ -328,12 +328,12 @@ async fn ssmix2(
         }
         // Files too young to take are looked at again soon.
         let wait = if w.deferred > 0 {
-            s.min_age_ms.min(s.poll_interval_ms)
+            s.min_age.min(s.poll_interval)
         } else {
-            s.poll_interval_ms
+            s.poll_interval
         };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.wait() => return Ok(()),
         }
     }

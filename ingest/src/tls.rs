@@ -157,8 +157,7 @@ impl Tls {
         let resolver = ReloadingIdentity {
             cert: cert.clone(),
             key: key.clone(),
-            every: (cfg.reload_interval_ms > 0)
-                .then(|| Duration::from_millis(cfg.reload_interval_ms)),
+            every: (!cfg.reload_interval.is_zero()).then_some(cfg.reload_interval),
             provider: provider.clone(),
             state: Mutex::new(Loaded {
                 identity: Arc::new(identity),

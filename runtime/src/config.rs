@@ -481,6 +481,54 @@ pub fn print_redacted<T: Serialize>(cfg: &T) -> String {
     toml::to_string_pretty(&v).expect("TOML renders")
 }
 
+/// Durations in configuration are written with their unit (`"60s"`,
+/// `"250ms"`, `"5m"`, `"1h 30m"`), parsed by `humantime`: a bare number of
+/// unknown unit is the mistake this prevents (`roll_age = 60` meant as
+/// seconds, read as milliseconds). Use as `#[serde(with =
+/// "chitose_runtime::config::duration")]` on a `std::time::Duration`.
+pub mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// What a duration setting looks like, for error messages.
+    pub const EXPECTED: &str = "a duration with its unit, such as \"60s\", \"250ms\" or \"5m\"";
+
+    /// Parses `"60s"`-style text.
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        humantime::parse_duration(text.trim())
+            .map_err(|e| format!("expected {EXPECTED}, found {text:?} ({e})"))
+    }
+
+    /// Renders the way [`parse`] reads it (`1m 30s`, `250ms`).
+    pub fn render(d: &Duration) -> String {
+        humantime::format_duration(*d).to_string()
+    }
+
+    /// serde: as [`render`] writes it.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&render(d))
+    }
+
+    /// serde: text as [`parse`] reads it; a bare number is refused (its
+    /// unit is unknown) unless it is 0.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(i64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
+            // Zero is zero in every unit ("0 = never" settings).
+            Raw::Number(0) => Ok(Duration::ZERO),
+            Raw::Number(n) => Err(serde::de::Error::custom(format!(
+                "expected {EXPECTED}, found the bare number {n} (which unit?)"
+            ))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,6 +663,62 @@ mod tests {
         let p = file("[inner]\nport = 80\nname = \"n\"\n");
         let c = load_checked::<Cfg>(Some(&p), "y", vec![], vec![]).unwrap();
         assert_eq!(c.inner.port, 80);
+    }
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct Timed {
+        #[serde(with = "duration")]
+        roll_age: std::time::Duration,
+    }
+
+    impl Default for Timed {
+        fn default() -> Self {
+            Timed {
+                roll_age: std::time::Duration::from_secs(60),
+            }
+        }
+    }
+
+    #[test]
+    fn durations_take_units_and_refuse_bare_numbers() {
+        use std::time::Duration;
+        let load_one = |text: &str, env: Vec<(String, String)>| {
+            load::<Timed>(Some(&file(text)), "T", env, vec![])
+        };
+        assert_eq!(
+            load_one("roll_age = \"1m 30s\"\n", vec![])
+                .unwrap()
+                .roll_age,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            load_one("", vec![("CHITOSE_T__ROLL_AGE".into(), "250ms".into())])
+                .unwrap()
+                .roll_age,
+            Duration::from_millis(250)
+        );
+        let bare = load_one("roll_age = 60\n", vec![]).unwrap_err().to_string();
+        assert!(
+            bare.contains("roll_age") && bare.contains("bare number 60"),
+            "{bare}"
+        );
+        assert!(bare.contains("line 1"), "the file's line: {bare}");
+        let typo = load_one(
+            "",
+            vec![("CHITOSE_T__ROLL_AGE".into(), "60 sec0nds".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            typo.contains("CHITOSE_T__ROLL_AGE") && typo.contains("with its unit"),
+            "{typo}"
+        );
+        // The defaults render the way they parse (`--print-config` output is
+        // a valid file).
+        let printed = print_redacted(&Timed::default());
+        assert!(printed.contains("roll_age = \"1m\""), "{printed}");
+        assert_eq!(duration::parse("1m").unwrap(), Duration::from_secs(60));
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn main() {
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
     let mut cfg = chitose_sink::config::SinkConfig {
         ops_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        roll_age_ms: 2_000,
+        roll_age: std::time::Duration::from_secs(2),
         ..Default::default()
     };
     cfg.kafka.bootstrap_servers = mock.bootstrap_servers();

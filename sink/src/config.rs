@@ -6,6 +6,7 @@ use chitose_runtime::kafka::KafkaSettings;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The whole sink configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,7 +33,8 @@ pub struct SinkConfig {
     /// … or this many bytes (Arrow, in memory: a file is ~5–10× smaller).
     pub roll_bytes: u64,
     /// … or when its oldest buffered row is this old (the lake's freshness).
-    pub roll_age_ms: u64,
+    #[serde(with = "chitose_runtime::config::duration")]
+    pub roll_age: Duration,
     /// Rows per Parquet row group at most.
     pub row_group_rows: usize,
     /// Multipart upload part size (S3 needs at least 5 MiB).
@@ -46,11 +48,12 @@ pub struct SinkConfig {
     /// Records handled per step at most.
     pub batch_max_records: usize,
     /// A step waits at most this long for more records.
-    pub batch_max_ms: u64,
+    #[serde(with = "chitose_runtime::config::duration")]
+    pub batch_max: Duration,
     /// Extra `.avsc` folder (table versions added after this release).
     pub schemas_dir: Option<PathBuf>,
     /// Confluent-compatible schema registry, for Confluent-framed records.
-    pub registry_url: Option<String>,
+    pub registry_url: Option<url::Url>,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub ops_listen: std::net::SocketAddr,
     /// A record whose event id appeared at most this many offsets earlier
@@ -73,13 +76,13 @@ impl Default for SinkConfig {
             partition_columns: Vec::new(),
             roll_rows: 1_000_000,
             roll_bytes: 512 * 1024 * 1024,
-            roll_age_ms: 60_000,
+            roll_age: Duration::from_secs(60),
             row_group_rows: 128 * 1024,
             upload_part_bytes: 5 * 1024 * 1024,
             max_buffered_bytes: 192 * 1024 * 1024,
             checkpoint_interval: 100,
             batch_max_records: 10_000,
-            batch_max_ms: 200,
+            batch_max: Duration::from_millis(200),
             schemas_dir: None,
             registry_url: None,
             ops_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9466)),
@@ -127,7 +130,6 @@ impl Validate for SinkConfig {
         for (k, v) in [
             ("roll_rows", self.roll_rows),
             ("roll_bytes", self.roll_bytes),
-            ("roll_age_ms", self.roll_age_ms),
             ("checkpoint_interval", self.checkpoint_interval),
             ("row_group_rows", self.row_group_rows as u64),
             ("batch_max_records", self.batch_max_records as u64),
@@ -135,6 +137,18 @@ impl Validate for SinkConfig {
             if v == 0 {
                 p.value(k, "at least 1", "0".to_owned());
             }
+        }
+        if let Some(u) = &self.registry_url
+            && !matches!(u.scheme(), "http" | "https")
+        {
+            p.value(
+                "registry_url",
+                "an http:// or https:// URL",
+                format!("a {}: URL", u.scheme()),
+            );
+        }
+        if self.roll_age.is_zero() {
+            p.value("roll_age", "a duration above zero", "0".to_owned());
         }
         if self.upload_part_bytes < 5 * 1024 * 1024 && self.lake.starts_with("s3") {
             p.value(

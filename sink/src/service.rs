@@ -11,7 +11,7 @@
 //! per poll (issue 17: a trickle of 8 hubs cost 13× the CPU per row of
 //! catching up when each poll's handful of rows was decoded and split).
 //! A table rolls when its oldest row is
-//! `roll_age_ms` old, a lake partition holds `roll_rows` or `roll_bytes`,
+//! `roll_age` old, a lake partition holds `roll_rows` or `roll_bytes`,
 //! or the sink is over `max_buffered_bytes` (the table holding most rolls
 //! first): one Parquet file per lake partition, one Delta commit per
 //! table, carrying a `txn` per Kafka partition it read ([`crate::offsets`]).
@@ -792,7 +792,7 @@ impl Sink {
     /// largest while over the memory bound. Returns partitions to read
     /// again, and failures.
     async fn roll(&mut self, all: bool) -> (Vec<Reseek>, Vec<(String, LakeError)>) {
-        let age = Duration::from_millis(self.cfg.roll_age_ms);
+        let age = self.cfg.roll_age;
         let mut reseek = Vec::new();
         let mut failed = Vec::new();
         let topics: Vec<String> = self.tables.keys().cloned().collect();
@@ -997,7 +997,7 @@ pub async fn run_with(
                         Ok(m) => {
                             add(&mut batch, &m);
                             n += 1;
-                            deadline = Some(Instant::now() + Duration::from_millis(cfg.batch_max_ms));
+                            deadline = Some(Instant::now() + cfg.batch_max);
                         }
                         Err(e) => tracing::debug!(error = %e, "consumer"),
                     },

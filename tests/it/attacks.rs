@@ -1018,7 +1018,7 @@ fn hospital_exports_leak_nothing_and_a_cancelled_order_is_withdrawn_from_the_lak
             ("RUST_LOG", "debug,rdkafka=info"),
             ("CHITOSE_INGEST__SSMIX2__STATE_DIR", state.to_str().unwrap()),
             ("CHITOSE_INGEST__SSMIX2__FACILITY_CODE", "2710000001"),
-            ("CHITOSE_INGEST__SSMIX2__POLL_INTERVAL_MS", "500"),
+            ("CHITOSE_INGEST__SSMIX2__POLL_INTERVAL", "500ms"),
         ],
         &[],
     );

@@ -49,9 +49,18 @@ impl Workers {
             "sink" => {
                 c.args(["sink", "--lake", &self.lake])
                     .envs(s3_env(&self.s3))
-                    .env("CHITOSE_SINK__ROLL_AGE_MS", "1500");
+                    .env("CHITOSE_SINK__ROLL_AGE", "1500ms");
             }
             _ => unreachable!(),
+        }
+        if matches!(name, "transform" | "sink") {
+            // A killed consumer's partitions move after 6 s, not 45 s.
+            c.args([
+                "-X",
+                "session.timeout.ms=6000",
+                "-X",
+                "heartbeat.interval.ms=500",
+            ]);
         }
         c.args(["--bootstrap", &self.bootstrap, "--ops-listen", &ops])
             .env("RUST_LOG", "info,rdkafka=warn")

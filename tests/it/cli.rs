@@ -182,8 +182,9 @@ fn every_config_problem_is_reported_at_once_with_exit_code_2() {
         (
             "sink",
             // Line 1: wrong type; line 2: unknown key; line 3 and 4: values
-            // only the service's own checks refuse.
-            "roll_rows = \"ten\"\nrol_age_ms = 5\nroll_age_ms = 0\ninput_pattern = \"health\"\n",
+            // only the service's own checks refuse; line 5: a duration
+            // without its unit.
+            "roll_rows = \"ten\"\nrol_age = \"5s\"\nroll_age = \"0s\"\ninput_pattern = \"health\"\nbatch_max = 100\n",
             vec![
                 // A key under a plain value (panicked on main).
                 ("CHITOSE_SINK__ROLL_BYTES__X", "1"),
@@ -198,13 +199,17 @@ fn every_config_problem_is_reported_at_once_with_exit_code_2() {
                 ("CHITOSE_SINK__ROW_GROUP_ROWS", "many"),
                 // Not an address (a typed field: host:port).
                 ("CHITOSE_SINK__OPS_LISTEN", "not-an-address"),
+                // Not a URL (a typed field).
+                ("CHITOSE_SINK__REGISTRY_URL", "registry:8081"),
             ],
             vec![
                 "line 1",
                 "roll_rows",
                 "line 2",
-                "unknown field `rol_age_ms`",
-                "config key roll_age_ms: expected at least 1",
+                "unknown field `rol_age`",
+                "config key roll_age: expected a duration above zero",
+                "line 5",
+                "bare number 100",
                 "config key input_pattern: expected a regex starting with ^",
                 "CHITOSE_SINK__ROLL_BYTES__X: expected roll_bytes to be a section",
                 "CHITOSE_SINK__KAFKA: expected a key inside section kafka",
@@ -212,6 +217,7 @@ fn every_config_problem_is_reported_at_once_with_exit_code_2() {
                 "CHITOSE_SINK__NO_SUCH_KEY: unknown field `no_such_key`",
                 "CHITOSE_SINK__ROW_GROUP_ROWS: invalid type",
                 "CHITOSE_SINK__OPS_LISTEN: invalid socket address",
+                "config key registry_url: expected an http:// or https:// URL",
             ],
         ),
         (
@@ -219,12 +225,17 @@ fn every_config_problem_is_reported_at_once_with_exit_code_2() {
             // A CSV mapping whose paths collide (panicked at the first row
             // on main), an unknown encoding and an unknown prefecture.
             "prefecture = \"99\"\n[files]\nencoding = \"klingon\"\n[files.csv.columns]\n\"患者\" = \"patient\"\n\"性別\" = \"patient.sex\"\n",
-            vec![("CHITOSE_INGEST__MAX_IN_FLIGHT", "0")],
+            vec![
+                ("CHITOSE_INGEST__MAX_IN_FLIGHT", "0"),
+                // A duration whose unit is not one.
+                ("CHITOSE_INGEST__HTTP__ACK_DEADLINE", "10 fortnights"),
+            ],
             vec![
                 "config key prefecture: expected a JIS X 0401 code",
                 "config key files.encoding",
                 "found patient.sex inside patient",
                 "config key max_in_flight: expected at least 1",
+                "CHITOSE_INGEST__HTTP__ACK_DEADLINE: expected a duration with its unit",
             ],
         ),
         (

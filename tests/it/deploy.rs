@@ -273,11 +273,11 @@ fn shipped_configs_load_without_unknown_keys() {
     // A typo in one is refused with its name.
     let bad = helpers::scratch("bad-config").join("sink.toml");
     let text = std::fs::read_to_string(config.join("sink.toml")).unwrap();
-    std::fs::write(&bad, text.replace("roll_age_ms", "roll_age")).unwrap();
+    std::fs::write(&bad, text.replace("roll_age", "rol_age")).unwrap();
     let (ok, out) = run(Command::new(env!("CARGO_BIN_EXE_chitose"))
         .args(["sink", "--print-config", "--config"])
         .arg(&bad));
-    assert!(!ok && out.contains("roll_age"), "{out}");
+    assert!(!ok && out.contains("rol_age"), "{out}");
 }
 
 /// Metric names an expression uses (histogram series folded to their family).

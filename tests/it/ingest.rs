@@ -308,7 +308,7 @@ fn http_source_answers_202_only_after_ack_and_503_while_the_broker_is_down() {
         ],
         &[
             ("CHITOSE_INGEST__HTTP__TOKEN_SHA256", &osaka_hash),
-            ("CHITOSE_INGEST__HTTP__ACK_DEADLINE_MS", "3000"),
+            ("CHITOSE_INGEST__HTTP__ACK_DEADLINE", "3s"),
             ("CHITOSE_INGEST__HTTP__MAX_BODY_BYTES", "2000000"),
         ],
     );

@@ -374,9 +374,9 @@ async fn https_ingest_checks_certificates_and_tokens_before_the_body_and_limits_
         format!(
             "prefecture = \"27\"\nsource = \"http\"\ntopic = \"{topic}\"\n\
              [http]\nlisten = \"127.0.0.1:{port}\"\ntoken_sha256 = {hashes}\n\
-             max_concurrent_requests = 1\nrequest_timeout_ms = 4000\nmax_records_per_request = 50\n\
+             max_concurrent_requests = 1\nrequest_timeout = \"4s\"\nmax_records_per_request = 50\n\
              [http.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n\
-             client_cert_sha256 = [\"{}\"]\nreload_interval_ms = 300\n",
+             client_cert_sha256 = [\"{}\"]\nreload_interval = \"300ms\"\n",
             served_cert.display(),
             served_key.display(),
             pki.ca.display(),

@@ -26,10 +26,10 @@ fn setup(name: &str, lake: Option<String>, extra: &str) -> Setup {
     let prefix = format!("health.pseudo.s{id}.");
     let ops = format!("127.0.0.1:{}", helpers::free_port());
     let config = dir.join("sink.toml");
-    let roll = if extra.contains("roll_age_ms") {
+    let roll = if extra.contains("roll_age") {
         ""
     } else {
-        "roll_age_ms = 1500\n"
+        "roll_age = \"1500ms\"\n"
     };
     std::fs::write(
         &config,
@@ -37,7 +37,7 @@ fn setup(name: &str, lake: Option<String>, extra: &str) -> Setup {
             r#"input_pattern = '^health\.pseudo\.s{id}\..+'
 group_id = "sink-{id}"
 lake = "{lake}"
-{roll}batch_max_ms = 100
+{roll}batch_max = "100ms"
 ops_listen = "{ops}"
 {extra}
 
@@ -237,7 +237,12 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 fn kill_9_ten_times_during_one_run_lands_every_event_exactly_once() {
     // With a client's retry of every 20th event (the same event id from
     // another raw record): each lands once, across every restart.
-    let s = setup("sink-kill", None, "roll_rows = 700");
+    // A killed instance's partitions move after 6 s, not 45 s.
+    let s = setup(
+        "sink-kill",
+        None,
+        "roll_rows = 700\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"",
+    );
     let ids = helpers::produce_pseudo_with_retries(&s.bootstrap, &s.prefix, 30_000, 62, 3, 20);
     let n: usize = ids.values().map(Vec::len).sum();
     let mut child = run(&s, "a", "127.0.0.1:0");
@@ -456,7 +461,7 @@ fn a_compatible_version_adds_columns_and_an_incompatible_one_pauses_its_partitio
     let s = setup(
         "sink-evolve",
         None,
-        &format!("schemas_dir = \"{}\"\nroll_age_ms = 500", dir.display()),
+        &format!("schemas_dir = \"{}\"\nroll_age = \"500ms\"", dir.display()),
     );
     // v1 records of every table, then v2 and v3 encounters on partition 0.
     let ids = helpers::produce_pseudo(&s.bootstrap, &s.prefix, 2_000, 65, 1);
@@ -567,7 +572,7 @@ fn two_hundred_active_partitions_make_one_file_each_per_roll_in_bounded_memory()
     let s = setup(
         "sink-memory",
         None,
-        "partition_columns = [\"age_band\"]\nroll_age_ms = 5000",
+        "partition_columns = [\"age_band\"]\nroll_age = \"5s\"",
     );
     let ids = helpers::produce_pseudo(&s.bootstrap, &s.prefix, 40_000, 66, 2);
     let n: usize = ids.values().map(Vec::len).sum();
@@ -614,7 +619,7 @@ fn a_zombie_sink_that_wakes_after_its_partitions_moved_lands_nothing_twice() {
     let s = setup(
         "sink-zombie",
         None,
-        "roll_age_ms = 2500\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"",
+        "roll_age = \"2500ms\"\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"",
     );
     let ids = helpers::produce_pseudo(&s.bootstrap, &s.prefix, 30_000, 67, 3);
     let n: usize = ids.values().map(Vec::len).sum();

@@ -36,7 +36,8 @@ pub struct TransformConfig {
     /// Records per transaction at most.
     pub batch_max_records: usize,
     /// A transaction waits at most this long for more records.
-    pub batch_max_ms: u64,
+    #[serde(with = "chitose_runtime::config::duration")]
+    pub batch_max: std::time::Duration,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub ops_listen: std::net::SocketAddr,
     /// Kafka connection.
@@ -57,7 +58,7 @@ impl Default for TransformConfig {
             schemas_dir: None,
             keys: KeysConfig::default(),
             batch_max_records: 10_000,
-            batch_max_ms: 250,
+            batch_max: std::time::Duration::from_millis(250),
             ops_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9465)),
             kafka: KafkaSettings::default(),
         }

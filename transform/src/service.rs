@@ -308,7 +308,7 @@ fn collect<'c>(
     stop: &AtomicBool,
 ) -> Vec<BorrowedMessage<'c>> {
     let mut batch = Vec::new();
-    let deadline = Instant::now() + Duration::from_millis(cfg.batch_max_ms);
+    let deadline = Instant::now() + cfg.batch_max;
     while batch.len() < cfg.batch_max_records && !stop.load(Ordering::Relaxed) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -317,7 +317,7 @@ fn collect<'c>(
         match consumer.poll(left.min(Duration::from_millis(100))) {
             Some(Ok(m)) => batch.push(m),
             Some(Err(e)) => tracing::debug!(error = %e, "consumer"),
-            None if !batch.is_empty() && left < Duration::from_millis(cfg.batch_max_ms / 2) => {
+            None if !batch.is_empty() && left < cfg.batch_max / 2 => {
                 break;
             }
             None => {}

@@ -720,7 +720,7 @@ impl Pipeline {
                         format!(r"^{prefix}\.pseudo\..+"),
                     ),
                     v("CHITOSE_SINK__GROUP_ID", format!("{prefix}-sink")),
-                    v("CHITOSE_SINK__ROLL_AGE_MS", s("1000")),
+                    v("CHITOSE_SINK__ROLL_AGE", s("1s")),
                 ],
             ),
         ];
