@@ -496,7 +496,7 @@ pub mod duration {
     /// Parses `"60s"`-style text.
     pub fn parse(text: &str) -> Result<Duration, String> {
         humantime::parse_duration(text.trim())
-            .map_err(|e| format!("expected {EXPECTED}, found {text:?} ({e})"))
+            .map_err(|e| format!("expected {EXPECTED}, found text that is not one ({e})"))
     }
 
     /// Renders the way [`parse`] reads it (`1m 30s`, `250ms`).
@@ -517,12 +517,16 @@ pub mod duration {
         enum Raw {
             Text(String),
             Number(i64),
+            Fraction(f64),
         }
         match Raw::deserialize(d)? {
             Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
             // Zero is zero in every unit ("0 = never" settings).
             Raw::Number(0) => Ok(Duration::ZERO),
             Raw::Number(n) => Err(serde::de::Error::custom(format!(
+                "expected {EXPECTED}, found the bare number {n} (which unit?)"
+            ))),
+            Raw::Fraction(n) => Err(serde::de::Error::custom(format!(
                 "expected {EXPECTED}, found the bare number {n} (which unit?)"
             ))),
         }
@@ -698,6 +702,10 @@ mod tests {
                 .roll_age,
             Duration::from_millis(250)
         );
+        let half = load_one("roll_age = 0.5\n", vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(half.contains("bare number 0.5"), "{half}");
         let bare = load_one("roll_age = 60\n", vec![]).unwrap_err().to_string();
         assert!(
             bare.contains("roll_age") && bare.contains("bare number 60"),
