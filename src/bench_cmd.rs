@@ -50,17 +50,63 @@ impl Proc {
 }
 
 fn scrape(addr: &str, name: &str) -> f64 {
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return 0.0;
-    };
+    metrics_text(addr).map_or(0.0, |t| sum_where(&t, name, ""))
+}
+
+/// A service's `/metrics` text (None when it is gone).
+fn metrics_text(addr: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
     use std::io::{Read, Write};
-    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
     let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// The sum of `name`'s samples whose labels contain `labels` ("" = all).
+fn sum_where(text: &str, name: &str, labels: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.is_empty() || l.contains(labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// What a stage's clients asked the broker for, from librdkafka's
+/// statistics in its `/metrics` text: a table row per request type sent,
+/// with messages per request for Produce and Fetch.
+fn kafka_requests(stage: &str, text: &str) -> String {
+    use chitose_runtime::client_stats::REQUESTS;
+    let requests = format!("chitose_{stage}_kafka_requests_total");
+    let messages = format!("chitose_{stage}_kafka_messages_total");
+    let mut out = String::new();
+    for client in ["producer", "consumer"] {
+        for r in REQUESTS.iter().chain(&["other"]) {
+            let n = sum_where(
+                text,
+                &requests,
+                &format!("client=\"{client}\",request=\"{r}\""),
+            );
+            if n <= 0.0 {
+                continue;
+            }
+            let per = match *r {
+                "Produce" | "Fetch" => {
+                    let dir = if *r == "Produce" { "sent" } else { "received" };
+                    let m = sum_where(
+                        text,
+                        &messages,
+                        &format!("client=\"{client}\",direction=\"{dir}\""),
+                    );
+                    format!("{:.1}", m / n)
+                }
+                _ => String::new(),
+            };
+            out.push_str(&format!("| {stage} | {client} | {r} | {n:.0} | {per} |\n"));
+        }
+    }
+    out
 }
 
 fn free_port() -> Result<u16> {
@@ -264,6 +310,10 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
                 kafka.bootstrap_servers.clone(),
                 s("--ops-listen"),
                 ops[0].clone(),
+                // Ingest exits when it has sent --events: statistics every
+                // second, so its last report is close to its end.
+                s("-X"),
+                s("statistics.interval.ms=1000"),
             ],
             vec![(
                 "CHITOSE_INGEST__TOPIC",
@@ -274,6 +324,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let mut peak: BTreeMap<&str, u64> = BTreeMap::new();
     let mut cpu: BTreeMap<&str, f64> = BTreeMap::new();
     let mut accepted = 0.0;
+    let mut ingest_metrics = String::new();
     let mut landed;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
@@ -283,11 +334,17 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
                 cpu.insert(p.name, cpu_seconds_of(&p.pid()));
             }
         }
-        accepted = scrape(
-            &ops[0],
-            chitose_ingest::metrics::names::EVENTS_ACCEPTED_TOTAL,
-        )
-        .max(accepted);
+        // Ingest exits after --events, and its /metrics with it: its
+        // client statistics are kept from its last scrape.
+        if let Some(t) = metrics_text(&ops[0]) {
+            accepted = sum_where(
+                &t,
+                chitose_ingest::metrics::names::EVENTS_ACCEPTED_TOTAL,
+                "",
+            )
+            .max(accepted);
+            ingest_metrics = t;
+        }
         // Ingest stops after --events: its last line has the final count.
         if let Some(st) = procs[0].child.try_wait()? {
             if !st.success() {
@@ -316,6 +373,15 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(250));
     }
     let e2e_s = t2.elapsed().as_secs_f64();
+    // librdkafka reports every 5 s: one more report covers the run's end.
+    // (CPU was read above; the wait costs the figures nothing.)
+    std::thread::sleep(Duration::from_millis(5_500));
+    let requests = format!(
+        "| stage | client | request | requests | messages per request |\n|---|---|---|---:|---:|\n{}{}{}",
+        kafka_requests("ingest", &ingest_metrics),
+        kafka_requests("transform", &metrics_text(&ops[1]).unwrap_or_default()),
+        kafka_requests("sink", &metrics_text(&ops[2]).unwrap_or_default()),
+    );
     for p in &mut procs {
         let _ = p.child.kill();
         let _ = p.child.wait();
@@ -419,6 +485,9 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             mib(peak.get(name).copied().unwrap_or(0))
         );
     }
+    println!(
+        "\nKafka requests during the run (librdkafka statistics, `chitose_<stage>_kafka_*`; ingest's as of its last report, up to 1 s before it exited):\n\n{requests}"
+    );
     match python {
         Some(Ok(p)) => {
             let rows = p["rows"].as_f64().unwrap_or(0.0);

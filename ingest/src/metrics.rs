@@ -31,6 +31,19 @@ pub mod names {
     pub const FILES_REFUSED_TOTAL: &str = "chitose_ingest_files_refused_total";
     /// `chitose_ingest_ssmix2_messages_total`.
     pub const SSMIX2_MESSAGES_TOTAL: &str = "chitose_ingest_ssmix2_messages_total";
+    /// `chitose_ingest_kafka_requests_total`.
+    pub const KAFKA_REQUESTS_TOTAL: &str = "chitose_ingest_kafka_requests_total";
+    /// `chitose_ingest_kafka_messages_total`.
+    pub const KAFKA_MESSAGES_TOTAL: &str = "chitose_ingest_kafka_messages_total";
+    /// `chitose_ingest_kafka_message_bytes_total`.
+    pub const KAFKA_MESSAGE_BYTES_TOTAL: &str = "chitose_ingest_kafka_message_bytes_total";
+    /// `chitose_ingest_kafka_produce_batch_messages`.
+    pub const KAFKA_PRODUCE_BATCH_MESSAGES: &str = "chitose_ingest_kafka_produce_batch_messages";
+    /// `chitose_ingest_kafka_produce_batch_bytes`.
+    pub const KAFKA_PRODUCE_BATCH_BYTES: &str = "chitose_ingest_kafka_produce_batch_bytes";
+    // The client families are registered by
+    // chitose_runtime::client_stats::ClientStats under these names (a test
+    // checks they agree).
 
     /// Every family, for checks that the dashboard and alerts use only
     /// what is exported.
@@ -47,6 +60,11 @@ pub mod names {
         FHIR_ENTRIES_SKIPPED_TOTAL,
         FILES_REFUSED_TOTAL,
         SSMIX2_MESSAGES_TOTAL,
+        KAFKA_REQUESTS_TOTAL,
+        KAFKA_MESSAGES_TOTAL,
+        KAFKA_MESSAGE_BYTES_TOTAL,
+        KAFKA_PRODUCE_BATCH_MESSAGES,
+        KAFKA_PRODUCE_BATCH_BYTES,
     ];
 }
 
@@ -84,6 +102,8 @@ pub struct IngestMetrics {
     /// SS-MIX2 messages taken from the storage, by outcome: event,
     /// correction, rejected, skipped.
     pub ssmix2_messages: IntCounterVec,
+    /// The producer's librdkafka statistics.
+    pub client: chitose_runtime::client_stats::ClientStats,
 }
 
 /// Why the files source refused a whole file.
@@ -218,7 +238,10 @@ impl IngestMetrics {
             "outcome",
             &["event", "correction", "rejected", "skipped"],
         );
+        let client =
+            chitose_runtime::client_stats::ClientStats::new("ingest", &["producer"], &registry);
         IngestMetrics {
+            client,
             ssmix2_messages,
             fhir_skipped,
             files_refused,

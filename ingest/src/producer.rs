@@ -3,6 +3,7 @@
 
 use crate::metrics::IngestMetrics;
 use chitose_runtime::kafka::KafkaSettings;
+use chitose_runtime::lag::StatsContext;
 use chitose_runtime::ops::Readiness;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -21,10 +22,23 @@ pub struct Ack {
     pub offset: i64,
 }
 
+/// A producer whose librdkafka statistics feed the ingest metrics.
+fn create(
+    settings: &KafkaSettings,
+    metrics: &IngestMetrics,
+) -> Result<FutureProducer<StatsContext>, KafkaError> {
+    settings
+        .with_statistics(&mut settings.producer_config())
+        .create_with_context(StatsContext {
+            client: metrics.client.clone(),
+            lag: None,
+        })
+}
+
 /// Producer with backpressure and metrics.
 #[derive(Clone)]
 pub struct RawProducer {
-    producer: Arc<std::sync::RwLock<FutureProducer>>,
+    producer: Arc<std::sync::RwLock<FutureProducer<StatsContext>>>,
     settings: KafkaSettings,
     topic: Arc<str>,
     permits: Arc<Semaphore>,
@@ -40,7 +54,7 @@ impl RawProducer {
         metrics: IngestMetrics,
     ) -> Result<Self, KafkaError> {
         Ok(RawProducer {
-            producer: Arc::new(std::sync::RwLock::new(settings.producer_config().create()?)),
+            producer: Arc::new(std::sync::RwLock::new(create(settings, &metrics)?)),
             settings: settings.clone(),
             topic: topic.into(),
             permits: Arc::new(Semaphore::new(max_in_flight)),
@@ -151,7 +165,7 @@ impl RawProducer {
     /// no longer match the broker's and every later send fails; a fresh
     /// producer is the way out. Call it only when nothing is in flight.
     pub fn reset(&self) -> Result<(), KafkaError> {
-        let fresh: FutureProducer = self.settings.producer_config().create()?;
+        let fresh = create(&self.settings, &self.metrics)?;
         *self.producer.write().expect("not poisoned") = fresh;
         Ok(())
     }

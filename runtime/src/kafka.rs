@@ -237,6 +237,17 @@ impl KafkaSettings {
             .collect()
     }
 
+    /// Turns on librdkafka's statistics (the lag gauges and the client
+    /// metrics feed on them) every [`crate::lag::STATS_INTERVAL_MS`],
+    /// unless the operator set `statistics.interval.ms` (a benchmark asks
+    /// for 1 s).
+    pub fn with_statistics<'c>(&self, c: &'c mut ClientConfig) -> &'c mut ClientConfig {
+        if !self.properties.contains_key("statistics.interval.ms") {
+            c.set("statistics.interval.ms", crate::lag::STATS_INTERVAL_MS);
+        }
+        c
+    }
+
     fn base(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers)

@@ -161,15 +161,24 @@ mod tests {
 /// How often librdkafka reports statistics (and the lag gauges move).
 pub const STATS_INTERVAL_MS: &str = "5000";
 
-/// A consumer context that feeds the lag gauges from librdkafka's
-/// statistics; set `statistics.interval.ms` to [`STATS_INTERVAL_MS`].
+/// A client context that feeds librdkafka's statistics to the stage's
+/// client metrics and, for a consumer, its lag gauges; set
+/// `statistics.interval.ms` to [`STATS_INTERVAL_MS`].
 #[derive(Clone)]
-pub struct LagContext(pub LagGauges);
+pub struct StatsContext {
+    /// Requests, messages and batches ([`crate::client_stats`]).
+    pub client: crate::client_stats::ClientStats,
+    /// The consumer's lag gauges (none for a producer).
+    pub lag: Option<LagGauges>,
+}
 
-impl ClientContext for LagContext {
+impl ClientContext for StatsContext {
     fn stats(&self, statistics: Statistics) {
-        self.0.observe(&statistics);
+        self.client.observe(&statistics);
+        if let Some(lag) = &self.lag {
+            lag.observe(&statistics);
+        }
     }
 }
 
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for StatsContext {}

@@ -11,6 +11,7 @@
 //! ([`secret`]) and owner-only files for personal data ([`private`]).
 
 pub mod acl;
+pub mod client_stats;
 pub mod config;
 pub mod dlq;
 pub mod kafka;

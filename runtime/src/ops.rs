@@ -78,7 +78,10 @@ pub fn name_problems(registry: &Registry, names: &[&str]) -> Vec<String> {
         if !seen.insert(*n) {
             out.push(format!("{n} is listed twice"));
         }
-        if n.contains("consumer_lag") && !served.contains(*n) {
+        // Gauges fed by librdkafka's statistics exist from start-up: the
+        // dashboard and alerts must not see "no data" before the first
+        // report (issue 20's scrape-before-statistics failure).
+        if (n.contains("consumer_lag") || n.contains("_kafka_")) && !served.contains(*n) {
             out.push(format!("{n} is not served from start-up"));
         }
     }

@@ -1,5 +1,6 @@
 //! Sink metrics. Labels: table, reason, topic, partition — never a value.
 
+use chitose_runtime::client_stats::ClientStats;
 use chitose_runtime::lag::LagGauges;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
@@ -33,8 +34,15 @@ pub mod names {
     pub const CONSUMER_LAG_RECORDS: &str = "chitose_sink_consumer_lag_records";
     /// `chitose_sink_consumer_lag_seconds`.
     pub const CONSUMER_LAG_SECONDS: &str = "chitose_sink_consumer_lag_seconds";
-    // The lag families are registered by chitose_runtime::lag::LagGauges
-    // under these names (a test checks they agree).
+    /// `chitose_sink_kafka_requests_total`.
+    pub const KAFKA_REQUESTS_TOTAL: &str = "chitose_sink_kafka_requests_total";
+    /// `chitose_sink_kafka_messages_total`.
+    pub const KAFKA_MESSAGES_TOTAL: &str = "chitose_sink_kafka_messages_total";
+    /// `chitose_sink_kafka_message_bytes_total`.
+    pub const KAFKA_MESSAGE_BYTES_TOTAL: &str = "chitose_sink_kafka_message_bytes_total";
+    // The lag and client families are registered by chitose_runtime's
+    // LagGauges and ClientStats under these names (a test checks they
+    // agree).
 
     /// Every family, for checks that the dashboard and alerts use only
     /// what is exported.
@@ -52,6 +60,9 @@ pub mod names {
         PAUSED_PARTITIONS,
         CONSUMER_LAG_RECORDS,
         CONSUMER_LAG_SECONDS,
+        KAFKA_REQUESTS_TOTAL,
+        KAFKA_MESSAGES_TOTAL,
+        KAFKA_MESSAGE_BYTES_TOTAL,
     ];
 }
 
@@ -84,6 +95,8 @@ pub struct SinkMetrics {
     pub paused: IntGaugeVec,
     /// Lag.
     pub lag: LagGauges,
+    /// The consumer's librdkafka statistics.
+    pub client: ClientStats,
 }
 
 impl SinkMetrics {
@@ -163,7 +176,9 @@ impl SinkMetrics {
         .expect("valid metric");
         registry.register(Box::new(paused.clone())).expect("unique");
         let lag = LagGauges::new("sink", &registry);
+        let client = ClientStats::new("sink", &["consumer"], &registry);
         let m = SinkMetrics {
+            client,
             registry,
             rows,
             bytes,

@@ -86,11 +86,16 @@ enum Event {
 }
 
 #[derive(Clone)]
-struct Ctx(Arc<Mutex<Vec<Event>>>, chitose_runtime::lag::LagGauges);
+struct Ctx(
+    Arc<Mutex<Vec<Event>>>,
+    chitose_runtime::lag::LagGauges,
+    chitose_runtime::client_stats::ClientStats,
+);
 
 impl ClientContext for Ctx {
     fn stats(&self, statistics: rdkafka::Statistics) {
         self.1.observe(&statistics);
+        self.2.observe(&statistics);
     }
 }
 
@@ -908,12 +913,9 @@ pub async fn run_with(
         .await
         .map_err(|e| ServiceError::Listen(e.to_string()))?;
     tracing::info!(%ops_addr, lake = %cfg.lake, "sink: ops endpoint /metrics /healthz /readyz");
-    let ctx = Ctx(Arc::default(), metrics.lag.clone());
+    let ctx = Ctx(Arc::default(), metrics.lag.clone(), metrics.client.clone());
     let mut cc = cfg.kafka.consumer_config(&cfg.group_id);
-    cc.set(
-        "statistics.interval.ms",
-        chitose_runtime::lag::STATS_INTERVAL_MS,
-    );
+    cfg.kafka.with_statistics(&mut cc);
     // Rows wait up to a roll (60 s) anyway: fetches that wait for 1 MiB or
     // a second cost a trickle one round trip per second per broker, not
     // one per record (librdkafka's default, fetch.min.bytes = 1). The

@@ -51,7 +51,7 @@ fn services_expose_checked_metrics_and_json_logs() {
 
     // Wait until records went all the way through.
     let deadline = Instant::now() + Duration::from_secs(120);
-    let scrapes: Vec<String> = loop {
+    let mut scrapes: Vec<String> = loop {
         assert!(
             Instant::now() < deadline,
             "no rows landed: see {}",
@@ -68,6 +68,65 @@ fn services_expose_checked_metrics_and_json_logs() {
             })
         {
             break vec![i.clone(), t.clone(), k.clone()];
+        }
+    };
+
+    // librdkafka's own statistics reach every stage's metrics: what each
+    // client asked the broker for, and how the producers batch. They
+    // arrive with the statistics, every 5 s.
+    let wanted: [(usize, &str, &str); 7] = [
+        (
+            0,
+            chitose_ingest::metrics::names::KAFKA_REQUESTS_TOTAL,
+            "request=\"Produce\"",
+        ),
+        (
+            0,
+            chitose_ingest::metrics::names::KAFKA_PRODUCE_BATCH_MESSAGES,
+            "",
+        ),
+        (
+            1,
+            chitose_transform::metrics::names::KAFKA_REQUESTS_TOTAL,
+            "request=\"Fetch\"",
+        ),
+        (
+            1,
+            chitose_transform::metrics::names::KAFKA_REQUESTS_TOTAL,
+            "request=\"EndTxn\"",
+        ),
+        (
+            1,
+            chitose_transform::metrics::names::KAFKA_MESSAGES_TOTAL,
+            "direction=\"sent\"",
+        ),
+        (
+            2,
+            chitose_sink::metrics::names::KAFKA_REQUESTS_TOTAL,
+            "request=\"Fetch\"",
+        ),
+        (
+            2,
+            chitose_sink::metrics::names::KAFKA_MESSAGE_BYTES_TOTAL,
+            "direction=\"received\"",
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let scrapes = loop {
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|(i, name, labels)| helpers::metric(&scrapes[*i], name, labels) <= 0.0)
+            .collect();
+        if missing.is_empty() {
+            break scrapes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "client statistics never arrived: {missing:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        if let [Some(i), Some(t), Some(k)] = &p.scrape()[..] {
+            scrapes = vec![i.clone(), t.clone(), k.clone()];
         }
     };
 

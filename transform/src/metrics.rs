@@ -1,6 +1,7 @@
 //! Transform metrics. Labels: event_type, reason, topic, partition — never
 //! a patient value.
 
+use chitose_runtime::client_stats::ClientStats;
 use chitose_runtime::lag::LagGauges;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 
@@ -26,8 +27,19 @@ pub mod names {
     pub const CONSUMER_LAG_RECORDS: &str = "chitose_transform_consumer_lag_records";
     /// `chitose_transform_consumer_lag_seconds`.
     pub const CONSUMER_LAG_SECONDS: &str = "chitose_transform_consumer_lag_seconds";
-    // The lag families are registered by chitose_runtime::lag::LagGauges
-    // under these names (a test checks they agree).
+    /// `chitose_transform_kafka_requests_total`.
+    pub const KAFKA_REQUESTS_TOTAL: &str = "chitose_transform_kafka_requests_total";
+    /// `chitose_transform_kafka_messages_total`.
+    pub const KAFKA_MESSAGES_TOTAL: &str = "chitose_transform_kafka_messages_total";
+    /// `chitose_transform_kafka_message_bytes_total`.
+    pub const KAFKA_MESSAGE_BYTES_TOTAL: &str = "chitose_transform_kafka_message_bytes_total";
+    /// `chitose_transform_kafka_produce_batch_messages`.
+    pub const KAFKA_PRODUCE_BATCH_MESSAGES: &str = "chitose_transform_kafka_produce_batch_messages";
+    /// `chitose_transform_kafka_produce_batch_bytes`.
+    pub const KAFKA_PRODUCE_BATCH_BYTES: &str = "chitose_transform_kafka_produce_batch_bytes";
+    // The lag and client families are registered by chitose_runtime's
+    // LagGauges and ClientStats under these names (a test checks they
+    // agree).
 
     /// Every family, for checks that the dashboard and alerts use only
     /// what is exported.
@@ -41,6 +53,11 @@ pub mod names {
         LINKAGE_FALLBACK_TOTAL,
         CONSUMER_LAG_RECORDS,
         CONSUMER_LAG_SECONDS,
+        KAFKA_REQUESTS_TOTAL,
+        KAFKA_MESSAGES_TOTAL,
+        KAFKA_MESSAGE_BYTES_TOTAL,
+        KAFKA_PRODUCE_BATCH_MESSAGES,
+        KAFKA_PRODUCE_BATCH_BYTES,
     ];
 }
 
@@ -65,6 +82,8 @@ pub struct TransformMetrics {
     pub linkage_fallback: IntCounterVec,
     /// Lag gauges.
     pub lag: LagGauges,
+    /// The consumer's and producer's librdkafka statistics.
+    pub client: ClientStats,
 }
 
 impl TransformMetrics {
@@ -130,7 +149,9 @@ impl TransformMetrics {
         );
         linkage_fallback.with_label_values(&["insurance_without_branch"]);
         let lag = LagGauges::new("transform", &registry);
+        let client = ClientStats::new("transform", &["consumer", "producer"], &registry);
         TransformMetrics {
+            client,
             linkage_fallback,
             registry,
             processed,

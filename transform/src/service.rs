@@ -16,8 +16,9 @@ use crate::core::{Coords, Scratch, Transformer, raw_leaves};
 use crate::keys::KeyRing;
 use crate::metrics::TransformMetrics;
 use crate::policy::Policy;
+use chitose_runtime::client_stats::ClientStats;
 use chitose_runtime::dlq;
-use chitose_runtime::lag::{LagContext, STATS_INTERVAL_MS};
+use chitose_runtime::lag::StatsContext;
 use chitose_runtime::ops::{self, Readiness};
 use chitose_runtime::shutdown::Shutdown;
 use chitose_schemas::catalog::SchemaStore;
@@ -92,11 +93,16 @@ pub fn build(
     Ok(Transformer::new(policy, keys, store, reference)?)
 }
 
-/// Counts delivery failures (at-least-once mode checks it before committing).
-#[derive(Default, Clone)]
-struct Deliveries(Arc<AtomicU64>);
+/// Counts delivery failures (at-least-once mode checks it before
+/// committing) and feeds the producer's statistics to the metrics.
+#[derive(Clone)]
+struct Deliveries(Arc<AtomicU64>, ClientStats);
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.1.observe(&statistics);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -112,6 +118,7 @@ type Out = ThreadedProducer<Deliveries>;
 
 fn producer(cfg: &TransformConfig, ctx: Deliveries) -> Result<Out, KafkaError> {
     let mut c = cfg.kafka.producer_config();
+    cfg.kafka.with_statistics(&mut c);
     if cfg.exactly_once {
         c.set("transactional.id", cfg.transactional_id())
             .set("transaction.timeout.ms", "60000");
@@ -190,13 +197,15 @@ fn worker(
     ready: &Readiness,
     stop: &AtomicBool,
 ) -> Result<RunSummary, ServiceError> {
-    let consumer: BaseConsumer<LagContext> = cfg
+    let consumer: BaseConsumer<StatsContext> = cfg
         .kafka
-        .consumer_config(&cfg.group_id)
-        .set("statistics.interval.ms", STATS_INTERVAL_MS)
-        .create_with_context(LagContext(metrics.lag.clone()))?;
+        .with_statistics(&mut cfg.kafka.consumer_config(&cfg.group_id))
+        .create_with_context(StatsContext {
+            client: metrics.client.clone(),
+            lag: Some(metrics.lag.clone()),
+        })?;
     consumer.subscribe(&[&cfg.input_pattern])?;
-    let deliveries = Deliveries::default();
+    let deliveries = Deliveries(Arc::default(), metrics.client.clone());
     let mut out = producer(cfg, deliveries.clone())?;
     ready.set(true);
     tracing::info!(
@@ -304,7 +313,7 @@ fn worker(
 
 fn collect<'c>(
     cfg: &TransformConfig,
-    consumer: &'c BaseConsumer<LagContext>,
+    consumer: &'c BaseConsumer<StatsContext>,
     stop: &AtomicBool,
 ) -> Vec<BorrowedMessage<'c>> {
     let mut batch = Vec::new();
@@ -327,7 +336,7 @@ fn collect<'c>(
 }
 
 /// Seeks every assigned partition back to its committed offset.
-fn rewind(consumer: &BaseConsumer<LagContext>) {
+fn rewind(consumer: &BaseConsumer<StatsContext>) {
     let Ok(assignment) = consumer.assignment() else {
         return;
     };
@@ -367,7 +376,7 @@ fn send(out: &Out, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError
 fn process(
     cfg: &TransformConfig,
     t: &Transformer,
-    consumer: &BaseConsumer<LagContext>,
+    consumer: &BaseConsumer<StatsContext>,
     out: &Out,
     deliveries: &Deliveries,
     batch: &[BorrowedMessage<'_>],
