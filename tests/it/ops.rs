@@ -74,41 +74,20 @@ fn services_expose_checked_metrics_and_json_logs() {
     // librdkafka's own statistics reach every stage's metrics: what each
     // client asked the broker for, and how the producers batch. They
     // arrive with the statistics, every 5 s.
+    use chitose_ingest::metrics::names as ingest;
+    use chitose_sink::metrics::names as sink;
+    use chitose_transform::metrics::names as transform;
     let wanted: [(usize, &str, &str); 7] = [
-        (
-            0,
-            chitose_ingest::metrics::names::KAFKA_REQUESTS_TOTAL,
-            "request=\"Produce\"",
-        ),
-        (
-            0,
-            chitose_ingest::metrics::names::KAFKA_PRODUCE_BATCH_MESSAGES,
-            "",
-        ),
-        (
-            1,
-            chitose_transform::metrics::names::KAFKA_REQUESTS_TOTAL,
-            "request=\"Fetch\"",
-        ),
-        (
-            1,
-            chitose_transform::metrics::names::KAFKA_REQUESTS_TOTAL,
-            "request=\"EndTxn\"",
-        ),
-        (
-            1,
-            chitose_transform::metrics::names::KAFKA_MESSAGES_TOTAL,
-            "direction=\"sent\"",
-        ),
+        (0, ingest::KAFKA_REQUESTS_TOTAL, r#"request="Produce""#),
+        (0, ingest::KAFKA_PRODUCE_BATCH_MESSAGES, ""),
+        (1, transform::KAFKA_REQUESTS_TOTAL, r#"request="Fetch""#),
+        (1, transform::KAFKA_REQUESTS_TOTAL, r#"request="EndTxn""#),
+        (1, transform::KAFKA_MESSAGES_TOTAL, r#"direction="sent""#),
+        (2, sink::KAFKA_REQUESTS_TOTAL, r#"request="Fetch""#),
         (
             2,
-            chitose_sink::metrics::names::KAFKA_REQUESTS_TOTAL,
-            "request=\"Fetch\"",
-        ),
-        (
-            2,
-            chitose_sink::metrics::names::KAFKA_MESSAGE_BYTES_TOTAL,
-            "direction=\"received\"",
+            sink::KAFKA_MESSAGE_BYTES_TOTAL,
+            r#"direction="received""#,
         ),
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
