@@ -2,8 +2,8 @@
 //! with a bounded number of unacknowledged records (backpressure).
 
 use crate::metrics::IngestMetrics;
+use chitose_runtime::client_stats::StatsContext;
 use chitose_runtime::kafka::KafkaSettings;
-use chitose_runtime::lag::StatsContext;
 use chitose_runtime::ops::Readiness;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};

@@ -11,6 +11,8 @@
 //! direction names from fixed lists — never a topic or a value.
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use rdkafka::ClientContext;
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::statistics::Statistics;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -226,6 +228,28 @@ impl ClientStats {
         last.insert(s.name.clone(), now);
     }
 }
+
+/// A client context that feeds librdkafka's statistics to the stage's
+/// client metrics and, for a consumer, its lag gauges; set
+/// `statistics.interval.ms` to [`crate::lag::STATS_INTERVAL_MS`].
+#[derive(Clone)]
+pub struct StatsContext {
+    /// Requests, messages and batches ([`ClientStats`]).
+    pub client: ClientStats,
+    /// The consumer's lag gauges (none for a producer).
+    pub lag: Option<crate::lag::LagGauges>,
+}
+
+impl ClientContext for StatsContext {
+    fn stats(&self, statistics: Statistics) {
+        self.client.observe(&statistics);
+        if let Some(lag) = &self.lag {
+            lag.observe(&statistics);
+        }
+    }
+}
+
+impl ConsumerContext for StatsContext {}
 
 #[cfg(test)]
 mod tests {

@@ -11,8 +11,6 @@
 //! of "no data".
 
 use prometheus::{IntGaugeVec, Opts, Registry};
-use rdkafka::ClientContext;
-use rdkafka::consumer::ConsumerContext;
 use rdkafka::statistics::Statistics;
 use std::collections::HashMap;
 
@@ -134,6 +132,9 @@ impl LagGauges {
 /// Labels of the zero series shown while no partition is assigned.
 const NONE: (&str, &str) = ("none", "-1");
 
+/// How often librdkafka reports statistics (and the lag gauges move).
+pub const STATS_INTERVAL_MS: &str = "5000";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,28 +158,3 @@ mod tests {
         );
     }
 }
-
-/// How often librdkafka reports statistics (and the lag gauges move).
-pub const STATS_INTERVAL_MS: &str = "5000";
-
-/// A client context that feeds librdkafka's statistics to the stage's
-/// client metrics and, for a consumer, its lag gauges; set
-/// `statistics.interval.ms` to [`STATS_INTERVAL_MS`].
-#[derive(Clone)]
-pub struct StatsContext {
-    /// Requests, messages and batches ([`crate::client_stats`]).
-    pub client: crate::client_stats::ClientStats,
-    /// The consumer's lag gauges (none for a producer).
-    pub lag: Option<LagGauges>,
-}
-
-impl ClientContext for StatsContext {
-    fn stats(&self, statistics: Statistics) {
-        self.client.observe(&statistics);
-        if let Some(lag) = &self.lag {
-            lag.observe(&statistics);
-        }
-    }
-}
-
-impl ConsumerContext for StatsContext {}

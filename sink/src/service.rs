@@ -88,14 +88,12 @@ enum Event {
 #[derive(Clone)]
 struct Ctx(
     Arc<Mutex<Vec<Event>>>,
-    chitose_runtime::lag::LagGauges,
-    chitose_runtime::client_stats::ClientStats,
+    chitose_runtime::client_stats::StatsContext,
 );
 
 impl ClientContext for Ctx {
     fn stats(&self, statistics: rdkafka::Statistics) {
-        self.1.observe(&statistics);
-        self.2.observe(&statistics);
+        self.1.stats(statistics);
     }
 }
 
@@ -913,7 +911,13 @@ pub async fn run_with(
         .await
         .map_err(|e| ServiceError::Listen(e.to_string()))?;
     tracing::info!(%ops_addr, lake = %cfg.lake, "sink: ops endpoint /metrics /healthz /readyz");
-    let ctx = Ctx(Arc::default(), metrics.lag.clone(), metrics.client.clone());
+    let ctx = Ctx(
+        Arc::default(),
+        chitose_runtime::client_stats::StatsContext {
+            client: metrics.client.clone(),
+            lag: Some(metrics.lag.clone()),
+        },
+    );
     let mut cc = cfg.kafka.consumer_config(&cfg.group_id);
     cfg.kafka.with_statistics(&mut cc);
     // Rows wait up to a roll (60 s) anyway: fetches that wait for 1 MiB or
