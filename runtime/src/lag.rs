@@ -10,8 +10,8 @@
 //! dashboard, the alerts and the autoscalers see 0 from start-up instead
 //! of "no data".
 
+use crate::client_stats::Report;
 use prometheus::{IntGaugeVec, Opts, Registry};
-use rdkafka::statistics::Statistics;
 use std::collections::HashMap;
 
 /// The two lag gauges of a stage.
@@ -83,7 +83,7 @@ impl LagGauges {
     /// [`STATS_INTERVAL_MS`]): its cached watermarks and positions, so no
     /// request goes to the broker (a blocking ListOffsets per partition
     /// stalled the stages when the broker was slow to answer).
-    pub fn observe(&self, stats: &Statistics) {
+    pub fn observe(&self, stats: &Report) {
         let now_ms = stats.time * 1000;
         self.records.reset();
         self.seconds.reset();

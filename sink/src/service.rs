@@ -92,8 +92,8 @@ struct Ctx(
 );
 
 impl ClientContext for Ctx {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        self.1.stats(statistics);
+    fn stats_raw(&self, raw: &[u8]) {
+        self.1.report(raw);
     }
 }
 

@@ -16,7 +16,6 @@ use crate::core::{Coords, Scratch, Transformer, raw_leaves};
 use crate::keys::KeyRing;
 use crate::metrics::TransformMetrics;
 use crate::policy::Policy;
-use chitose_runtime::client_stats::ClientStats;
 use chitose_runtime::client_stats::StatsContext;
 use chitose_runtime::dlq;
 use chitose_runtime::ops::{self, Readiness};
@@ -96,11 +95,11 @@ pub fn build(
 /// Counts delivery failures (at-least-once mode checks it before
 /// committing) and feeds the producer's statistics to the metrics.
 #[derive(Clone)]
-struct Deliveries(Arc<AtomicU64>, ClientStats);
+struct Deliveries(Arc<AtomicU64>, StatsContext);
 
 impl ClientContext for Deliveries {
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        self.1.observe(&statistics);
+    fn stats_raw(&self, raw: &[u8]) {
+        self.1.report(raw);
     }
 }
 
@@ -205,7 +204,13 @@ fn worker(
             lag: Some(metrics.lag.clone()),
         })?;
     consumer.subscribe(&[&cfg.input_pattern])?;
-    let deliveries = Deliveries(Arc::default(), metrics.client.clone());
+    let deliveries = Deliveries(
+        Arc::default(),
+        StatsContext {
+            client: metrics.client.clone(),
+            lag: None,
+        },
+    );
     let mut out = producer(cfg, deliveries.clone())?;
     ready.set(true);
     tracing::info!(
