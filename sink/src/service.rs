@@ -143,6 +143,8 @@ struct Records {
     offsets: Vec<i64>,
     ends: Vec<usize>,
     data: Vec<u8>,
+    /// The Kafka timestamp (ms) of the last record that had one.
+    last_ts: Option<i64>,
 }
 
 impl Records {
@@ -487,6 +489,10 @@ impl Sink {
         let ps = t.parts.get_mut(&partition).expect("checked");
         let raw = t.raw.entry(partition).or_default();
         let before = raw.data.len();
+        // Grown once per batch (amortised doubling), not record by record.
+        raw.data.reserve(msgs.data.len());
+        raw.offsets.reserve(msgs.len());
+        raw.ends.reserve(msgs.len());
         let (mut next, mut duplicates, mut stop) = (position, 0u64, None);
         for (o, m) in msgs.iter().filter(|(o, _)| *o >= position) {
             if let Err(e) = core::admit(&self.schemas, m, o) {
@@ -970,22 +976,20 @@ pub async fn run_with(
         let mut n = 0;
         let add = |batch: &mut Vec<((String, i32), Records)>,
                    m: &rdkafka::message::BorrowedMessage<'_>| {
-            metrics
-                .lag
-                .saw(m.topic(), m.partition(), m.timestamp().to_millis());
             let (topic, partition) = (m.topic(), m.partition());
             let payload = m.payload().unwrap_or(&[]);
-            match batch
-                .iter_mut()
-                .find(|((t, p), _)| *p == partition && t == topic)
+            let v = match batch
+                .iter()
+                .position(|((t, p), _)| *p == partition && t == topic)
             {
-                Some((_, v)) => v.push(m.offset(), payload),
+                Some(i) => &mut batch[i].1,
                 None => {
-                    let mut v = Records::default();
-                    v.push(m.offset(), payload);
-                    batch.push(((topic.to_owned(), partition), v));
+                    batch.push(((topic.to_owned(), partition), Records::default()));
+                    &mut batch.last_mut().expect("just pushed").1
                 }
-            }
+            };
+            v.push(m.offset(), payload);
+            v.last_ts = m.timestamp().to_millis().or(v.last_ts);
         };
         // The batch's clock starts at its first record, so an idle sink
         // wakes only for the tick. After it the loop takes what is already
@@ -1035,6 +1039,9 @@ pub async fn run_with(
             }
         };
         for (key, msgs) in batch {
+            // The lag gauges want the last record's time: once per
+            // partition and batch, not a lock per record.
+            metrics.lag.saw(&key.0, key.1, msgs.last_ts);
             sink.land(&key, &msgs).await;
         }
         let (reseek, failed) = sink.roll(stop).await;
