@@ -21,6 +21,26 @@ pub fn cpu_seconds_of(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// User + system CPU seconds of this process's live threads whose name
+/// starts with `prefix` (e.g. `rdk:mock`, librdkafka's mock broker, which
+/// a benchmark runs in its own process but does not bill to the service).
+pub fn threads_cpu_seconds(prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(prefix))
+        })
+        .map(|t| {
+            let tid = t.file_name().to_string_lossy().into_owned();
+            cpu_seconds_of(&format!("self/task/{tid}"))
+        })
+        .sum()
+}
+
 /// Peak resident set size in bytes (VmHWM) of process `pid` ("self" for this one).
 pub fn peak_rss_bytes(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
