@@ -114,20 +114,6 @@ pub struct PartitionReport {
     pub committed_offset: i64,
 }
 
-impl Default for PartitionReport {
-    fn default() -> Self {
-        PartitionReport {
-            desired: false,
-            fetch_state: String::new(),
-            ls_offset: -1,
-            hi_offset: -1,
-            lo_offset: -1,
-            app_offset: -1,
-            committed_offset: -1,
-        }
-    }
-}
-
 fn unknown() -> i64 {
     -1
 }
