@@ -58,7 +58,10 @@ pub fn contains_my_number(s: &str) -> bool {
     if s.is_ascii() {
         // The hot path (codes, ids, numbers): bytes counted without decoding,
         // and short strings scanned from a stack buffer, not a Vec.
-        if s.bytes().filter(u8::is_ascii_digit).count() < 12 || is_uuid(s.as_bytes()) {
+        if s.bytes().filter(u8::is_ascii_digit).count() < 12
+            || is_uuid(s.as_bytes())
+            || !has_run_of_4_or_12(s.as_bytes())
+        {
             return false;
         }
         let mut buf = ['\0'; 128];
@@ -70,11 +73,46 @@ pub fn contains_my_number(s: &str) -> bool {
         }
         return scan(&s.chars().collect::<Vec<_>>());
     }
-    // Cheap exit: fewer than 12 digit-like characters cannot hold one.
-    if s.chars().filter(|c| c.is_numeric()).count() < 12 {
+    // Cheap exit: a string whose characters cannot make 12 digits under
+    // NFKC cannot hold one.
+    if s.chars().map(digits_at_most).sum::<usize>() < 12 {
         return false;
     }
     scan(&s.nfkc().collect::<Vec<_>>())
+}
+
+/// At most how many ASCII digits `c` becomes under NFKC (checked over every
+/// character by a test). Kana and kanji, nearly all of Japanese text, are
+/// answered without a Unicode table lookup; a numeric character or a
+/// squared/enclosed form (`⑳`, `㏾` = "31日", `⒇`) two, a fraction
+/// (`⅒` = "1⁄10") three. The count it replaced (numeric characters, one
+/// each) let twelve digits through as six `⑳`-like characters.
+fn digits_at_most(c: char) -> usize {
+    match c as u32 {
+        0x30..=0x39 => 1,
+        0..=0x7F | 0x3040..=0x30FF | 0x4E00..=0x9FFF => 0,
+        0x3200..=0x33FF | 0x1F100..=0x1F10F => 2,
+        _ if c.is_numeric() => 3,
+        _ => 0,
+    }
+}
+
+/// Whether `b` has a run of exactly 4 or exactly 12 ASCII digits: a My
+/// Number is one 12-digit group or three 4-digit ones, so a string without
+/// such a run (a JLAC10 code, a long lot number) needs no scan.
+fn has_run_of_4_or_12(b: &[u8]) -> bool {
+    let mut run = 0;
+    for c in b.iter().chain(std::iter::once(&b' ')) {
+        if c.is_ascii_digit() {
+            run += 1;
+        } else {
+            if run == 4 || run == 12 {
+                return true;
+            }
+            run = 0;
+        }
+    }
+    false
 }
 
 /// Whether `b` is exactly one UUID (`8-4-4-4-12` hexadecimal): the usual
@@ -211,6 +249,42 @@ fn hit(c: &[char], chain: &[Group], uuids: &mut Option<Vec<(usize, usize)>>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_my_number_in_circled_numbers_is_found() {
+        // ⑫㉞㊺㉓⑪㉒-like: six characters, twelve digits under NFKC.
+        let n = complete(&[1, 2, 3, 4, 4, 5, 2, 3, 1, 1, 2]);
+        let circled: String = n
+            .as_bytes()
+            .chunks(2)
+            .map(|p| {
+                let v = u32::from((p[0] - b'0') * 10 + (p[1] - b'0'));
+                char::from_u32(match v {
+                    1..=20 => 0x2460 + v - 1,
+                    21..=35 => 0x3251 + v - 21,
+                    _ => 0x32B1 + v - 36,
+                })
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(circled.chars().count(), 6);
+        assert!(
+            contains_my_number(&format!("番号 {circled} です")),
+            "{circled}"
+        );
+    }
+
+    #[test]
+    fn no_character_makes_more_digits_than_the_cheap_exit_counts() {
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            let n = c.to_string().nfkc().filter(char::is_ascii_digit).count();
+            assert!(
+                n <= digits_at_most(c),
+                "U+{:04X} gives {n} digits under NFKC",
+                c as u32
+            );
+        }
+    }
 
     // 12-digit example built from the algorithm: first 11 = 12345678901.
     fn sample() -> String {
