@@ -6,8 +6,20 @@ const B32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
 /// RFC 4648 base32, lower case, no padding.
 pub fn encode(data: &[u8], out: &mut String) {
+    // Five bytes make eight characters: whole groups through a stack buffer
+    // (one append per group, not one per character; every record's
+    // pseudonyms pass here).
+    let mut chunks = data.chunks_exact(5);
+    for c in &mut chunks {
+        let v = c.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b));
+        let mut buf = [0u8; 8];
+        for (i, o) in buf.iter_mut().enumerate() {
+            *o = B32[((v >> (35 - 5 * i)) & 31) as usize];
+        }
+        out.push_str(std::str::from_utf8(&buf).expect("base32 alphabet is ASCII"));
+    }
     let (mut acc, mut bits) = (0u32, 0u32);
-    for &b in data {
+    for &b in chunks.remainder() {
         acc = (acc << 8) | u32::from(b);
         bits += 8;
         while bits >= 5 {

@@ -84,6 +84,13 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    /// Goes back to a position read earlier with [`Reader::position`] (to
+    /// read a union's branch again).
+    pub fn rewind(&mut self, position: usize) {
+        debug_assert!(position <= self.pos);
+        self.pos = position;
+    }
+
     /// Fails unless every byte was consumed.
     pub fn finish(&self) -> Result<(), DecodeError> {
         match self.buf.len() - self.pos {
@@ -238,6 +245,14 @@ pub trait AvroCodec: Sized {
     fn encode(&self, out: &mut Vec<u8>);
     /// Reads one value; `field` names it in errors.
     fn decode(r: &mut Reader<'_>, field: &'static str) -> Result<Self, DecodeError>;
+    /// Reads one value over `self`, reusing its buffers (strings keep their
+    /// capacity), so a decoder that keeps one value per stream allocates
+    /// nothing per record once the buffers have grown. On error `self` holds
+    /// a mix of old and new fields and must be decoded over again.
+    fn decode_into(&mut self, r: &mut Reader<'_>, field: &'static str) -> Result<(), DecodeError> {
+        *self = Self::decode(r, field)?;
+        Ok(())
+    }
 }
 
 /// A top-level record with a schema in the catalog.
@@ -267,6 +282,12 @@ impl AvroCodec for String {
     }
     fn decode(r: &mut Reader<'_>, field: &'static str) -> Result<Self, DecodeError> {
         r.str(field).map(str::to_owned)
+    }
+    fn decode_into(&mut self, r: &mut Reader<'_>, field: &'static str) -> Result<(), DecodeError> {
+        let s = r.str(field)?;
+        self.clear();
+        self.push_str(s);
+        Ok(())
     }
 }
 
@@ -323,6 +344,14 @@ impl<T: AvroCodec> AvroCodec for Option<T> {
             _ => T::decode(r, field).map(Some),
         }
     }
+    fn decode_into(&mut self, r: &mut Reader<'_>, field: &'static str) -> Result<(), DecodeError> {
+        match (r.index(field, 2)?, self.as_mut()) {
+            (0, _) => *self = None,
+            (_, Some(v)) => v.decode_into(r, field)?,
+            (_, None) => *self = Some(T::decode(r, field)?),
+        }
+        Ok(())
+    }
 }
 
 /// Avro `date`: days since 1970-01-01. Its JSON form is `YYYY-MM-DD`.
@@ -335,6 +364,24 @@ impl Date {
     /// From a calendar date.
     pub fn from_naive(d: NaiveDate) -> Self {
         Date(d.num_days_from_ce() - Self::EPOCH_CE_DAYS)
+    }
+
+    /// (year, month, day) in the proleptic Gregorian calendar, by integer
+    /// arithmetic (H. Hinnant's `civil_from_days`): the transform truncates
+    /// and ages every record's dates, and chrono's conversion was a visible
+    /// share of it. Defined for every `i32` day (checked against chrono over
+    /// its range by a test).
+    pub fn ymd(self) -> (i32, u32, u32) {
+        let z = i64::from(self.0) + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097); // [0, 146096]
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+        let mp = (5 * doy + 2) / 153; // [0, 11], March first
+        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        (y as i32, m, d)
     }
 
     /// To a calendar date (None outside chrono's range).
@@ -394,6 +441,16 @@ impl Timestamp {
     /// Now, to the millisecond.
     pub fn now() -> Self {
         Timestamp(Utc::now().timestamp_millis())
+    }
+
+    /// The day in Japan Standard Time (UTC+9, no daylight saving), by
+    /// integer arithmetic.
+    pub fn jst_day(self) -> Date {
+        Date(
+            (i128::from(self.0) + 9 * 3_600_000)
+                .div_euclid(86_400_000)
+                .clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i32,
+        )
     }
 
     /// The calendar date in Japan Standard Time.
@@ -468,6 +525,18 @@ macro_rules! avro_record {
                     )?, )*
                 })
             }
+            fn decode_into(
+                &mut self,
+                r: &mut $crate::codec::Reader<'_>,
+                _field: &'static str,
+            ) -> Result<(), $crate::codec::DecodeError> {
+                $( $crate::codec::AvroCodec::decode_into(
+                    &mut self.$field,
+                    r,
+                    concat!(stringify!($name), ".", stringify!($field)),
+                )?; )*
+                Ok(())
+            }
         }
     };
 }
@@ -528,6 +597,40 @@ macro_rules! avro_enum {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integer_dates_agree_with_chrono() {
+        use chrono::Datelike;
+        let mut day = -200_000_000i64;
+        while day < 200_000_000 {
+            let d = Date(day as i32);
+            if let Some(n) = d.to_naive() {
+                assert_eq!(d.ymd(), (n.year(), n.month(), n.day()), "day {day}");
+            }
+            day += 9_973;
+        }
+        for day in -800_000..800_000 {
+            let d = Date(day);
+            let n = d.to_naive().unwrap();
+            assert_eq!(d.ymd(), (n.year(), n.month(), n.day()), "day {day}");
+        }
+        for ms in [
+            0i64,
+            -1,
+            15 * 3_600_000 - 1,
+            15 * 3_600_000,
+            1_790_000_000_000,
+            -2_208_988_800_000,
+            8_000_000_000_000_000,
+        ] {
+            let t = Timestamp(ms);
+            assert_eq!(
+                Some(t.jst_day()),
+                t.jst_date().map(Date::from_naive),
+                "{ms}"
+            );
+        }
+    }
 
     #[test]
     fn varint_round_trips_edges() {

@@ -83,19 +83,15 @@ pub fn check(ev: &RawEvent, hub_prefecture: Option<&str>, now: Timestamp) -> Res
         ));
     }
     let birth = ev.patient.birth_date;
-    let today = now.jst_date().map(crate::codec::Date::from_naive);
-    if birth.0 < OLDEST_BIRTH_DAYS || today.is_some_and(|t| birth > t) {
+    let today = now.jst_day();
+    if birth.0 < OLDEST_BIRTH_DAYS || birth > today {
         return Err(reject(
             "patient.birth_date",
             "a birth date between 1890-01-01 and today",
             "a date outside it",
         ));
     }
-    let event_day = ev
-        .occurred_at
-        .jst_date()
-        .map(crate::codec::Date::from_naive);
-    if event_day.is_some_and(|d| d < birth) {
+    if ev.occurred_at.jst_day() < birth {
         return Err(reject(
             "occurred_at",
             "a time on or after the birth date",
@@ -123,9 +119,7 @@ pub fn check(ev: &RawEvent, hub_prefecture: Option<&str>, now: Timestamp) -> Res
                     "none of them",
                 ));
             }
-            if d.onset_date
-                .is_some_and(|o| o < birth || today.is_some_and(|t| o > t))
-            {
+            if d.onset_date.is_some_and(|o| o < birth || o > today) {
                 return Err(reject(
                     "payload.onset_date",
                     "a date between the birth date and today",
@@ -166,9 +160,7 @@ pub fn check(ev: &RawEvent, hub_prefecture: Option<&str>, now: Timestamp) -> Res
                     "neither",
                 ));
             }
-            if a.onset_date
-                .is_some_and(|o| o < birth || today.is_some_and(|t| o > t))
-            {
+            if a.onset_date.is_some_and(|o| o < birth || o > today) {
                 return Err(reject(
                     "payload.onset_date",
                     "a date between the birth date and today",

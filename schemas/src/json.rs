@@ -10,7 +10,6 @@
 use crate::mynumber;
 use apache_avro::Schema;
 use apache_avro::schema::RecordField;
-use regex::Regex;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt;
@@ -138,10 +137,38 @@ pub fn shape(v: &Value) -> String {
     }
 }
 
+/// A field's `chitose.pattern` (a code shape, anchored), compiled once,
+/// with its source for error messages.
+#[derive(Debug, Clone)]
+pub struct CodePattern {
+    source: String,
+    re: regex::Regex,
+}
+
+impl CodePattern {
+    /// Compiles `pattern`.
+    pub fn new(pattern: &str) -> Result<CodePattern, String> {
+        Ok(CodePattern {
+            source: pattern.to_owned(),
+            re: regex::Regex::new(pattern).map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// The pattern as written in the schema.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether `s` matches (the schema's patterns anchor themselves).
+    pub fn is_match(&self, s: &str) -> bool {
+        self.re.is_match(s)
+    }
+}
+
 /// A string field's rules, from `chitose.pattern` and `chitose.max_length`.
 #[derive(Debug, Clone)]
 struct StrRule {
-    pattern: Option<(String, Regex)>,
+    pattern: Option<CodePattern>,
     max_chars: usize,
 }
 
@@ -250,10 +277,10 @@ fn compile(
         Schema::String => {
             let attr = |k: &str| field.and_then(|f| f.custom_attributes.get(k));
             let pattern = match attr("chitose.pattern") {
-                Some(Value::String(p)) => Some((
-                    p.clone(),
-                    Regex::new(p).map_err(|e| format!("chitose.pattern is not a regex: {e}"))?,
-                )),
+                Some(Value::String(p)) => Some(
+                    CodePattern::new(p)
+                        .map_err(|e| format!("chitose.pattern is not a regex: {e}"))?,
+                ),
                 Some(_) => return Err("chitose.pattern must be a string".into()),
                 None => None,
             };
@@ -568,7 +595,7 @@ pub fn is_forbidden_control(c: char) -> bool {
 /// the transform, which re-checks what any producer wrote to a raw topic.
 pub fn check_string_rules(
     s: &str,
-    pattern: Option<&(String, Regex)>,
+    pattern: Option<&CodePattern>,
     max_chars: usize,
 ) -> Result<(), (String, String, RejectReason)> {
     if mynumber::contains_my_number(s) {
@@ -578,7 +605,12 @@ pub fn check_string_rules(
             RejectReason::MyNumber,
         ));
     }
-    if s.chars().any(is_forbidden_control) {
+    let control = if s.is_ascii() {
+        s.bytes().any(|b| is_forbidden_control(char::from(b)))
+    } else {
+        s.chars().any(is_forbidden_control)
+    };
+    if control {
         return Err((
             "a string without control characters".into(),
             "a control character".into(),
@@ -596,11 +628,11 @@ pub fn check_string_rules(
             ));
         }
     }
-    if let Some((src, re)) = pattern
-        && !re.is_match(s)
+    if let Some(p) = pattern
+        && !p.is_match(s)
     {
         return Err((
-            format!("a code matching {src}"),
+            format!("a code matching {}", p.source()),
             format!(
                 "a string of {} characters that does not match",
                 s.chars().count()

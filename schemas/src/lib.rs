@@ -127,6 +127,32 @@ impl RawCodec {
 
     /// Decodes a framed message.
     pub fn decode(&self, msg: &[u8]) -> Result<RawEvent, MessageError> {
+        match self.datum(msg)? {
+            std::borrow::Cow::Borrowed(d) => Ok(RawEvent::from_datum(d)?),
+            std::borrow::Cow::Owned(d) => Ok(RawEvent::from_datum(&d)?),
+        }
+    }
+
+    /// Decodes a framed message over `ev`, reusing its buffers (the
+    /// transform keeps one event per worker, so a record in the current
+    /// schema allocates nothing; `spares` keeps a payload of each type). On
+    /// error `ev` must not be used.
+    pub fn decode_into(
+        &self,
+        msg: &[u8],
+        ev: &mut RawEvent,
+        spares: &mut raw::PayloadSpares,
+    ) -> Result<(), MessageError> {
+        let datum = self.datum(msg)?;
+        let mut r = codec::Reader::new(&datum);
+        ev.decode_sparing(&mut r, spares)?;
+        r.finish()?;
+        Ok(())
+    }
+
+    /// The datum of a framed message in the current schema: the message's
+    /// own bytes when it was written with it, else resolved.
+    fn datum<'m>(&self, msg: &'m [u8]) -> Result<std::borrow::Cow<'m, [u8]>, MessageError> {
         let (fp, datum) = match unframe(msg)? {
             Framed::SingleObject { fingerprint, datum } => (fingerprint, datum),
             Framed::Confluent { schema_id, datum } => (
@@ -138,7 +164,7 @@ impl RawCodec {
             ),
         };
         if fp == self.current.fingerprint {
-            return Ok(RawEvent::from_datum(datum)?);
+            return Ok(std::borrow::Cow::Borrowed(datum));
         }
         let writer = self
             .store
@@ -150,8 +176,11 @@ impl RawCodec {
                 found: writer.full_name.clone(),
             });
         }
-        let datum = resolve(writer, &self.current.schema, datum)?;
-        Ok(RawEvent::from_datum(&datum)?)
+        Ok(std::borrow::Cow::Owned(resolve(
+            writer,
+            &self.current.schema,
+            datum,
+        )?))
     }
 }
 

@@ -572,6 +572,59 @@ impl AvroCodec for Payload {
             },
         )
     }
+
+    fn decode_into(&mut self, r: &mut Reader<'_>, field: &'static str) -> Result<(), DecodeError> {
+        self.decode_sparing(r, field, &mut PayloadSpares::default())
+    }
+}
+
+/// One payload of each type put aside by [`RawEvent::decode_sparing`]: a
+/// stream mixes types, and a record of another type than the last is
+/// decoded over the spare of its own type instead of a fresh one.
+#[derive(Debug, Default)]
+pub struct PayloadSpares([Option<Payload>; 8]);
+
+impl Payload {
+    fn branch(&self) -> usize {
+        EventType::ALL
+            .iter()
+            .position(|t| *t == self.event_type())
+            .expect("every payload has an event type")
+    }
+
+    fn decode_sparing(
+        &mut self,
+        r: &mut Reader<'_>,
+        field: &'static str,
+        spares: &mut PayloadSpares,
+    ) -> Result<(), DecodeError> {
+        let at = r.position();
+        let branch = r.index(field, EventType::ALL.len())?;
+        let old = self.branch();
+        if branch != old {
+            let spare = match spares.0[branch].take() {
+                Some(p) => p,
+                None => {
+                    // The first of its type: decoded fresh, and done.
+                    r.rewind(at);
+                    let fresh = Payload::decode(r, field)?;
+                    spares.0[old] = Some(std::mem::replace(self, fresh));
+                    return Ok(());
+                }
+            };
+            spares.0[old] = Some(std::mem::replace(self, spare));
+        }
+        match self {
+            Payload::Encounter(p) => p.decode_into(r, field),
+            Payload::Diagnosis(p) => p.decode_into(r, field),
+            Payload::LabResult(p) => p.decode_into(r, field),
+            Payload::Prescription(p) => p.decode_into(r, field),
+            Payload::Checkup(p) => p.decode_into(r, field),
+            Payload::Vaccination(p) => p.decode_into(r, field),
+            Payload::Allergy(p) => p.decode_into(r, field),
+            Payload::Correction(p) => p.decode_into(r, field),
+        }
+    }
 }
 
 /// A health event as a hub sends it (raw zone).
@@ -610,6 +663,10 @@ impl AvroCodec for RawEvent {
         self.payload.encode(out);
     }
 
+    fn decode_into(&mut self, r: &mut Reader<'_>, _field: &'static str) -> Result<(), DecodeError> {
+        self.decode_sparing(r, &mut PayloadSpares::default())
+    }
+
     fn decode(r: &mut Reader<'_>, _field: &'static str) -> Result<Self, DecodeError> {
         let ev = RawEvent {
             event_id: AvroCodec::decode(r, "event_id")?,
@@ -622,15 +679,42 @@ impl AvroCodec for RawEvent {
             patient: AvroCodec::decode(r, "patient")?,
             payload: AvroCodec::decode(r, "payload")?,
         };
-        // The JSON converter derives the branch from event_type, so a
-        // mismatch means a foreign producer wrote the record: refuse it.
-        if ev.payload.event_type() != ev.event_type {
+        ev.check_branch()?;
+        Ok(ev)
+    }
+}
+
+impl RawEvent {
+    /// [`AvroCodec::decode_into`] with a spare payload of each type kept in
+    /// `spares` (no allocation once each type has been seen). On error
+    /// `self` must be decoded over again before it is used.
+    pub fn decode_sparing(
+        &mut self,
+        r: &mut Reader<'_>,
+        spares: &mut PayloadSpares,
+    ) -> Result<(), DecodeError> {
+        self.event_id.decode_into(r, "event_id")?;
+        self.event_type.decode_into(r, "event_type")?;
+        self.hub_prefecture.decode_into(r, "hub_prefecture")?;
+        self.facility_code.decode_into(r, "facility_code")?;
+        self.occurred_at.decode_into(r, "occurred_at")?;
+        self.recorded_at.decode_into(r, "recorded_at")?;
+        self.source_format.decode_into(r, "source_format")?;
+        self.patient.decode_into(r, "patient")?;
+        self.payload.decode_sparing(r, "payload", spares)?;
+        self.check_branch()
+    }
+
+    /// The JSON converter derives the branch from event_type, so a
+    /// mismatch means a foreign producer wrote the record: refuse it.
+    fn check_branch(&self) -> Result<(), DecodeError> {
+        if self.payload.event_type() != self.event_type {
             return Err(DecodeError::PayloadMismatch {
-                expected: ev.event_type.symbol(),
-                found: ev.payload.event_type().symbol(),
+                expected: self.event_type.symbol(),
+                found: self.payload.event_type().symbol(),
             });
         }
-        Ok(ev)
+        Ok(())
     }
 }
 

@@ -11,17 +11,16 @@
 
 use crate::fields::{FIELDS, Get, Kind, Leaf, Val};
 use chitose_schemas::json::{
-    DEFAULT_MAX_STRING_CHARS, JsonError, RejectReason, check_string_rules,
+    CodePattern, DEFAULT_MAX_STRING_CHARS, JsonError, RejectReason, check_string_rules,
 };
 use chitose_schemas::raw::{EventType, RawEvent};
-use regex::Regex;
 
 struct FieldCheck {
     path: String,
     get: Get,
     kind: Kind,
     is_enum: bool,
-    pattern: Option<(String, Regex)>,
+    pattern: Option<CodePattern>,
     max_chars: usize,
 }
 
@@ -63,10 +62,7 @@ impl Contract {
                             get,
                             kind: l.kind,
                             is_enum: l.is_enum,
-                            pattern: l
-                                .pattern
-                                .as_ref()
-                                .and_then(|p| Regex::new(p).ok().map(|re| (p.clone(), re))),
+                            pattern: l.pattern.as_deref().and_then(|p| CodePattern::new(p).ok()),
                             max_chars: l.max_length.unwrap_or(DEFAULT_MAX_STRING_CHARS),
                         })
                     })

@@ -3,7 +3,7 @@
 //! caller passes `now`, so the same input, keys and time give the same
 //! bytes.
 
-use crate::fields::{Kind, Leaf, Val};
+use crate::fields::{Kind, Leaf, Small, Val};
 use crate::keys::KeyRing;
 use crate::plan::{IcdColumn, Slot, Source, TablePlan};
 use crate::policy::{Basis, IcdLevel, Policy, PolicyError, Trunc};
@@ -15,7 +15,6 @@ use chitose_schemas::framing::put_soe_header;
 use chitose_schemas::json::JsonError;
 use chitose_schemas::raw::{EventType, Payload, RawEvent};
 use chitose_schemas::reference::{Icd10Range, Judgement, Reference};
-use chrono::Datelike;
 use std::collections::HashMap;
 
 /// Where a raw record was read.
@@ -99,6 +98,10 @@ pub struct Scratch {
     link_key: String,
     link_macs: Vec<[u8; 32]>,
     ids: std::cell::RefCell<IdCache>,
+    /// The last record decoded: the next is decoded over it, reusing its
+    /// strings, and a spare payload of each type.
+    event: Option<RawEvent>,
+    spares: chitose_schemas::raw::PayloadSpares,
 }
 
 /// The current record's direct identifiers, normalized; buffers reused.
@@ -127,6 +130,8 @@ pub struct Outcome {
 struct Icd {
     chapter: Icd10Range,
     block: Option<Icd10Range>,
+    /// The block as written in the table ("E10-E14").
+    block_range: Option<String>,
 }
 
 /// A compiled policy with its keys and reference tables.
@@ -208,6 +213,7 @@ impl Transformer {
                         cat,
                         Icd {
                             chapter: chapter.clone(),
+                            block_range: block.as_ref().map(Icd10Range::range),
                             block,
                         },
                     );
@@ -261,9 +267,19 @@ impl Transformer {
         now: Timestamp,
         s: &mut Scratch,
     ) -> Result<Outcome, TransformError> {
-        let ev = self.codec.decode(msg)?;
-        chitose_schemas::edge::check(&ev, None, now).map_err(TransformError::Validation)?;
-        self.transform_event(&ev, src, now, s)
+        let ev = match s.event.take() {
+            Some(mut ev) => match self.codec.decode_into(msg, &mut ev, &mut s.spares) {
+                Ok(()) => ev,
+                // A half-overwritten event is not kept.
+                Err(e) => return Err(e.into()),
+            },
+            None => self.codec.decode(msg)?,
+        };
+        let out = chitose_schemas::edge::check(&ev, None, now)
+            .map_err(TransformError::Validation)
+            .and_then(|()| self.transform_event(&ev, src, now, s));
+        s.event = Some(ev);
+        out
     }
 
     /// Transforms an already decoded event.
@@ -354,7 +370,7 @@ fn write(out: &mut Vec<u8>, slot: &Slot, v: Val<'_>) -> Result<(), ()> {
     match v {
         Val::Null => return Err(()),
         Val::Str(s) => put_bytes(out, s.as_bytes()),
-        Val::Owned(s) => put_bytes(out, s.as_bytes()),
+        Val::Small(s) => put_bytes(out, s.as_str().as_bytes()),
         Val::Int(i) | Val::Date(i) => put_long(out, i64::from(i)),
         Val::Long(l) | Val::TsMillis(l) => put_long(out, l),
         Val::Double(d) => put_double(out, d),
@@ -438,13 +454,9 @@ impl<'a> Ctx<'a> {
     /// birthday to within days and, in a shifted profile, the shift; one
     /// that steps on 1 January tells neither.
     fn age(&self, birth: i32) -> u32 {
-        let (Some(b), Some(e)) = (
-            Date(birth).to_naive(),
-            Date(self.event_day + self.shift).to_naive(),
-        ) else {
-            return 0;
-        };
-        (e.year() - b.year()).max(0) as u32
+        let (b, _, _) = Date(birth).ymd();
+        let (e, _, _) = Date(self.event_day.saturating_add(self.shift)).ymd();
+        (e - b).max(0) as u32
     }
 
     fn residence(&self) -> (Option<&'a str>, Option<&'a str>) {
@@ -502,11 +514,9 @@ impl<'a> Ctx<'a> {
                     .map_or(Val::Null, Val::Str),
                 _ => Val::Null,
             },
-            Source::Keep(get, code) => {
+            Source::Keep(get, checked) => {
                 let v = get(ev);
-                if let Some(text) = v.as_str()
-                    && !code.as_ref().is_some_and(|re| re.is_match(text))
-                {
+                if *checked && let Some(text) = v.as_str() {
                     self.no_identifier(col, text)?;
                 }
                 v
@@ -582,14 +592,22 @@ impl<'a> Ctx<'a> {
                 match trunc {
                     Trunc::Day => Val::Date(day),
                     Trunc::Month | Trunc::Year => {
-                        let d = Date(day).to_naive().ok_or_else(|| {
-                            self.err(col, "a representable date", "one out of range")
-                        })?;
-                        Val::Owned(if *trunc == Trunc::Month {
-                            format!("{:04}-{:02}", d.year(), d.month())
+                        let (year, month, _) = Date(day).ymd();
+                        if !(0..=9999).contains(&year) {
+                            return Err(self.err(
+                                col,
+                                "a date in the years 0000 to 9999",
+                                "one out of range",
+                            ));
+                        }
+                        let text = if *trunc == Trunc::Month {
+                            Small::format(format_args!("{year:04}-{month:02}"))
                         } else {
-                            format!("{:04}", d.year())
-                        })
+                            Small::format(format_args!("{year:04}"))
+                        };
+                        Val::Small(
+                            text.ok_or_else(|| self.err(col, "a four-digit year", "a longer one"))?,
+                        )
                     }
                 }
             }
@@ -603,11 +621,11 @@ impl<'a> Ctx<'a> {
                 let capped = age.min(*top);
                 match slot.source {
                     Source::BirthYear(..) if age >= *top => Val::Null,
-                    Source::BirthYear(..) => {
-                        Val::Int(Date(birth).to_naive().map_or(0, |d| d.year()))
-                    }
+                    Source::BirthYear(..) => Val::Int(Date(birth).ymd().0),
                     Source::AgeAtEvent(..) => Val::Int(capped as i32),
-                    _ if age >= *top => Val::Owned(format!("{top}+")),
+                    _ if age >= *top => Val::Small(
+                        Small::format(format_args!("{top}+")).expect("a u32 and '+' fit"),
+                    ),
                     _ => Val::Str(band(self.t, capped)),
                 }
             }
@@ -619,8 +637,11 @@ impl<'a> Ctx<'a> {
                     // A MEDIS-only diagnosis: no ICD-10 column to fill.
                     return Ok(Val::Null);
                 };
-                let mut norm = String::with_capacity(8);
-                pseudonym::normalize_id(raw, &mut norm);
+                let mut norm = Small::default();
+                pseudonym::normalize_id_to(raw, &mut norm).map_err(|_| {
+                    self.err(col, "an ICD-10 code of at most 23 characters", &shape(raw))
+                })?;
+                let norm = norm.as_str();
                 let cat = norm.get(..3).unwrap_or("");
                 let Some(icd) = self.t.icd.get(cat) else {
                     return Err(self.err(
@@ -638,15 +659,19 @@ impl<'a> Ctx<'a> {
                 if level < *finest {
                     return Ok(Val::Null);
                 }
+                let text = |args| {
+                    Small::format(args).ok_or_else(|| {
+                        self.err(col, "an ICD-10 code of at most 22 characters", &shape(raw))
+                    })
+                };
                 match column {
                     IcdColumn::Code if norm.len() > 3 => {
-                        Val::Owned(format!("{cat}.{}", &norm[3..]))
+                        Val::Small(text(format_args!("{cat}.{}", &norm[3..]))?)
                     }
-                    IcdColumn::Code | IcdColumn::Category => Val::Owned(cat.to_owned()),
-                    IcdColumn::Block => icd
-                        .block
-                        .as_ref()
-                        .map_or(Val::Null, |b| Val::Owned(b.range())),
+                    IcdColumn::Code | IcdColumn::Category => {
+                        Val::Small(text(format_args!("{cat}"))?)
+                    }
+                    IcdColumn::Block => icd.block_range.as_deref().map_or(Val::Null, Val::Str),
                     IcdColumn::BlockName => icd
                         .block
                         .as_ref()

@@ -14,8 +14,9 @@ pub enum Val<'a> {
     Null,
     /// A string (enum symbols included).
     Str(&'a str),
-    /// A string computed by the transform.
-    Owned(String),
+    /// A short string computed by the transform (a month, an ICD-10 code),
+    /// held inline: no allocation per record.
+    Small(Small),
     /// int.
     Int(i32),
     /// long.
@@ -30,12 +31,52 @@ pub enum Val<'a> {
     TsMillis(i64),
 }
 
+/// A string of at most [`Small::CAP`] bytes, inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Small {
+    buf: [u8; Small::CAP],
+    len: u8,
+}
+
+impl Small {
+    /// Capacity in bytes.
+    pub const CAP: usize = 23;
+
+    /// Formats `args`; `None` when the text does not fit.
+    pub fn format(args: std::fmt::Arguments<'_>) -> Option<Small> {
+        let mut s = Small {
+            buf: [0; Small::CAP],
+            len: 0,
+        };
+        std::fmt::Write::write_fmt(&mut s, args).ok()?;
+        Some(s)
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).expect("written from str")
+    }
+}
+
+impl std::fmt::Write for Small {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let at = usize::from(self.len);
+        let end = at + s.len();
+        if end > Small::CAP {
+            return Err(std::fmt::Error);
+        }
+        self.buf[at..end].copy_from_slice(s.as_bytes());
+        self.len = end as u8;
+        Ok(())
+    }
+}
+
 impl<'a> Val<'a> {
     /// The string, if this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Val::Str(s) => Some(s),
-            Val::Owned(s) => Some(s),
+            Val::Small(s) => Some(s.as_str()),
             _ => None,
         }
     }

@@ -64,11 +64,13 @@ pub enum Source {
     Vocabulary(Get, String),
     /// The event id, keyed-hashed.
     EventIdHash,
-    /// A field copied. With a code pattern (upper-case letters and digits
-    /// only), a value of that shape is a code, not text that could carry an
-    /// identifier: the identifier check passes it (long numeric codes
-    /// contain a patient's digits by chance).
-    Keep(Get, Option<regex::Regex>),
+    /// A field copied; `true` when the value could carry one of the
+    /// record's identifiers and is checked for them. An enum symbol cannot,
+    /// and neither can a value of a code pattern (upper-case letters and
+    /// digits only), which the contract has already matched before any
+    /// column is written: a code, not text (long numeric codes contain a
+    /// patient's digits by chance). Decided once here, not per record.
+    Keep(Get, bool),
     /// Top/bottom coded number.
     Numeric(Get, Option<f64>, Option<f64>),
     /// Prefecture code, checked against the reference.
@@ -175,13 +177,10 @@ fn outputs(op: &Op, leaf: &Leaf, get: Get) -> Vec<(String, Kind, bool, Source)> 
         .unwrap_or(&leaf.name)
         .to_owned();
     let n = leaf.nullable;
-    let code = leaf
-        .pattern
-        .as_deref()
-        .filter(|p| !p.contains("a-z"))
-        .and_then(|p| regex::Regex::new(p).ok());
+    let is_code = leaf.pattern.as_deref().is_some_and(|p| !p.contains("a-z"));
+    let checked = leaf.kind == Kind::Str && !leaf.is_enum && !is_code;
     match op {
-        Op::Keep | Op::KeepFreeText => vec![(last, leaf.kind, n, Source::Keep(get, code))],
+        Op::Keep | Op::KeepFreeText => vec![(last, leaf.kind, n, Source::Keep(get, checked))],
         Op::Vocabulary { list } => {
             vec![(last, leaf.kind, true, Source::Vocabulary(get, list.clone()))]
         }
@@ -298,7 +297,7 @@ fn outputs(op: &Op, leaf: &Leaf, get: Get) -> Vec<(String, Kind, bool, Source)> 
         })
         .collect(),
         Op::DrugClass => vec![
-            (last, Kind::Str, n, Source::Keep(get, code.clone())),
+            (last, Kind::Str, n, Source::Keep(get, checked)),
             (
                 "drug_class_code".into(),
                 Kind::Str,
@@ -313,7 +312,7 @@ fn outputs(op: &Op, leaf: &Leaf, get: Get) -> Vec<(String, Kind, bool, Source)> 
             ),
         ],
         Op::Jlac10 => vec![
-            (last, Kind::Str, n, Source::Keep(get, code.clone())),
+            (last, Kind::Str, n, Source::Keep(get, checked)),
             (
                 "jlac10_analyte".into(),
                 Kind::Str,
@@ -507,7 +506,7 @@ impl Val<'_> {
         matches!(
             (self, kind),
             (Val::Null, _)
-                | (Val::Str(_) | Val::Owned(_), Kind::Str)
+                | (Val::Str(_) | Val::Small(_), Kind::Str)
                 | (Val::Int(_), Kind::Int)
                 | (Val::Long(_), Kind::Long)
                 | (Val::Double(_), Kind::Double)

@@ -53,24 +53,58 @@ fn for_each_nfkc(s: &str, mut f: impl FnMut(char)) {
 
 /// NFKC, noise removed, ASCII upper-cased.
 pub fn normalize_id(s: &str, out: &mut String) {
+    normalize_id_to(s, out).expect("a String takes any text");
+}
+
+/// [`normalize_id`] into any writer (a fixed buffer fails when full).
+pub fn normalize_id_to<W: std::fmt::Write>(s: &str, out: &mut W) -> std::fmt::Result {
+    if s.is_ascii() {
+        // Most ids are ASCII, which NFKC leaves alone: bytes, not chars
+        // (the same result, checked by a test).
+        for b in s.bytes() {
+            if !b.is_ascii_whitespace() && b != b'-' && b != b'.' && b != 0x0B {
+                out.write_char(char::from(b.to_ascii_uppercase()))?;
+            }
+        }
+        return Ok(());
+    }
+    let mut r = Ok(());
     for_each_nfkc(s, |c| {
-        if !is_noise(c) {
-            out.push(c.to_ascii_uppercase());
+        if r.is_ok() {
+            r = id_char(c, out);
         }
     });
+    r
+}
+
+fn id_char<W: std::fmt::Write>(c: char, out: &mut W) -> std::fmt::Result {
+    if is_noise(c) {
+        return Ok(());
+    }
+    out.write_char(c.to_ascii_uppercase())
 }
 
 /// NFKC, hiragana folded to katakana, spaces and middle dots removed. The
 /// long-vowel mark is kept: it is part of a name (ユーコ), not a separator.
 pub fn normalize_kana(s: &str, out: &mut String) {
-    for_each_nfkc(s, |c| {
-        if c.is_whitespace() || c == '・' {
-            return;
-        }
-        out.push(match c {
-            'ぁ'..='ゖ' => char::from_u32(c as u32 + 0x60).unwrap_or(c),
-            c => c,
-        });
+    if s.is_ascii() {
+        out.extend(
+            s.bytes()
+                .filter(|b| !b.is_ascii_whitespace() && *b != 0x0B)
+                .map(char::from),
+        );
+        return;
+    }
+    for_each_nfkc(s, |c| kana_char(c, out));
+}
+
+fn kana_char(c: char, out: &mut String) {
+    if c.is_whitespace() || c == '・' {
+        return;
+    }
+    out.push(match c {
+        'ぁ'..='ゖ' => char::from_u32(c as u32 + 0x60).unwrap_or(c),
+        c => c,
     });
 }
 
@@ -126,7 +160,10 @@ pub fn basis_key(ev: &RawEvent, b: Basis, out: &mut String) -> bool {
         Basis::KanaBirthSex => match &ev.patient.name_kana {
             Some(k) if ev.patient.sex != Sex::Unknown => {
                 let kana_ok = part(out, |o| normalize_kana(k, o));
-                part(out, |o| o.push_str(&ev.patient.birth_date.0.to_string()));
+                part(out, |o| {
+                    use std::fmt::Write;
+                    write!(o, "{}", ev.patient.birth_date.0).expect("a String takes any text")
+                });
                 part(out, |o| o.push_str(ev.patient.sex.symbol()));
                 kana_ok
             }
@@ -303,6 +340,21 @@ mod tests {
     }
 
     #[test]
+    fn the_ascii_path_agrees_with_the_general_one_on_every_ascii_byte() {
+        for b in 0u8..0x80 {
+            let s = format!("a{}Z-{}.9", char::from(b), char::from(b));
+            let (mut fast, mut slow) = (String::new(), String::new());
+            normalize_id(&s, &mut fast);
+            for_each_nfkc(&s, |c| id_char(c, &mut slow).unwrap());
+            assert_eq!(fast, slow, "id, byte {b:#04x}");
+            let (mut fast, mut slow) = (String::new(), String::new());
+            normalize_kana(&s, &mut fast);
+            for_each_nfkc(&s, |c| kana_char(c, &mut slow));
+            assert_eq!(fast, slow, "kana, byte {b:#04x}");
+        }
+    }
+
+    #[test]
     fn the_fast_path_agrees_with_nfkc_on_every_bmp_character() {
         for cp in 0..0x10000u32 {
             let Some(c) = char::from_u32(cp) else {
@@ -342,7 +394,11 @@ mod tests {
             ("", ""),
             ("f", "my"),
             ("fo", "mzxq"),
+            ("foo", "mzxw6"),
+            ("foob", "mzxw6yq"),
+            ("fooba", "mzxw6ytb"),
             ("foobar", "mzxw6ytboi"),
+            ("foobarfooba", "mzxw6ytbojtg633cme"),
         ] {
             let mut s = String::new();
             base32(input.as_bytes(), &mut s);
