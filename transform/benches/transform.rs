@@ -9,9 +9,12 @@
 //!    topic → transform → pseudo topics (the in-process broker's CPU counts).
 //!
 //! Per core = per CPU-second of this process. Compare ratios within a run.
+//! The two pure measures run `CHITOSE_BENCH_RUNS` (5) times interleaved and
+//! print median, min and max, with heap allocations per event counted by a
+//! counting global allocator (the hot path should make none of its own).
 
 use chitose_ingest::simulate::{Generator, SimConfig};
-use chitose_runtime::procstat::{measure, table};
+use chitose_runtime::procstat::{Measure, measure, table};
 use chitose_runtime::shutdown::Shutdown;
 use chitose_schemas::RawCodec;
 use chitose_schemas::catalog::SchemaStore;
@@ -20,7 +23,12 @@ use chitose_transform::config::TransformConfig;
 use chitose_transform::core::{Coords, Scratch};
 use hmac::Mac;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use std::alloc::System;
 use std::time::Duration;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn main() {
     tracing_subscriber::fmt()
@@ -51,53 +59,57 @@ fn main() {
     let bytes: usize = msgs.iter().map(Vec::len).sum();
     let t = chitose_transform::core::fixed_key_transformer("pseudonymized");
     let now = Timestamp::now();
-    let mut results = Vec::new();
-
-    results.push(measure(
-        "floor: Avro decode + HMAC + Avro encode",
-        n as u64,
-        || {
-            let key = hmac::Hmac::<sha2::Sha256>::new_from_slice(&[1; 32]).unwrap();
-            let mut out = Vec::new();
-            for m in &msgs {
-                let ev = codec.decode(m).unwrap();
-                let mut h = key.clone();
-                h.update(ev.patient.local_patient_id.as_bytes());
-                std::hint::black_box(h.finalize());
-                out.clear();
-                ev.encode(&mut out);
-                std::hint::black_box(&out);
-            }
-        },
-    ));
-    results.push(measure(
-        "pure transform (pseudonymized profile)",
-        n as u64,
-        || {
-            let mut s = Scratch::default();
-            for (i, m) in msgs.iter().enumerate() {
-                let c = Coords {
-                    topic: "health.raw.27",
-                    partition: 0,
-                    offset: i as i64,
-                };
-                std::hint::black_box(t.transform(m, c, now, &mut s).unwrap());
-            }
-        },
-    ));
+    let runs: usize = std::env::var("CHITOSE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let floor = || {
+        let key = hmac::Hmac::<sha2::Sha256>::new_from_slice(&[1; 32]).unwrap();
+        let mut out = Vec::new();
+        for m in &msgs {
+            let ev = codec.decode(m).unwrap();
+            let mut h = key.clone();
+            h.update(ev.patient.local_patient_id.as_bytes());
+            std::hint::black_box(h.finalize());
+            out.clear();
+            ev.encode(&mut out);
+            std::hint::black_box(&out);
+        }
+    };
+    // The scratch buffers live across runs, as in the service.
+    let mut s = Scratch::default();
+    let mut pure = || {
+        for (i, m) in msgs.iter().enumerate() {
+            let c = Coords {
+                topic: "health.raw.27",
+                partition: 0,
+                offset: i as i64,
+            };
+            std::hint::black_box(t.transform(m, c, now, &mut s).unwrap());
+        }
+    };
+    pure(); // warm the scratch buffers once
+    // (measure, allocations per event) per run: floor, pure transform.
+    let mut pure_runs: Vec<[(Measure, f64); 2]> = Vec::new();
+    for _ in 0..runs {
+        let counted = |name: &str, f: &mut dyn FnMut()| {
+            let region = Region::new(GLOBAL);
+            let m = measure(name, n as u64, f);
+            let a = region.change();
+            (m, (a.allocations + a.reallocations) as f64 / n as f64)
+        };
+        let f = counted("floor: Avro decode + HMAC + Avro encode", &mut { floor });
+        let p = counted("pure transform (pseudonymized profile)", &mut pure);
+        pure_runs.push([f, p]);
+    }
+    let mut results: Vec<Measure> = pure_runs[pure_runs.len() / 2]
+        .iter()
+        .map(|(m, _)| m.clone())
+        .collect();
 
     if std::env::var("CHITOSE_BENCH_PURE_ONLY").is_ok() {
-        let mut s = Scratch::default();
-        for _ in 0..5 {
-            for (i, m) in msgs.iter().enumerate() {
-                let c = Coords {
-                    topic: "health.raw.27",
-                    partition: 0,
-                    offset: i as i64,
-                };
-                std::hint::black_box(t.transform(m, c, now, &mut s).unwrap());
-            }
-        }
+        print_pure(n, bytes, &pure_runs);
         return;
     }
     // Through MockCluster, with transactions. MockCluster keeps at most 5 MiB
@@ -193,17 +205,48 @@ fn main() {
         },
     ));
 
+    print_pure(n, bytes, &pure_runs);
+    println!("the service, one run:");
+    print!("{}", table(&results[2..]));
+}
+
+/// The pure measures: per CPU-second, its ratio to the floor in the same
+/// run, and allocations per event; median, min and max over the runs.
+fn print_pure(n: usize, bytes: usize, runs: &[[(Measure, f64); 2]]) {
     println!(
-        "transform benchmark: {n} raw events, {:.0} bytes/event of Avro, {} cores",
+        "transform benchmark: {n} raw events, {:.0} bytes/event of Avro, {} cores, {} interleaved runs",
         bytes as f64 / n as f64,
         std::thread::available_parallelism()
             .map(|p| p.get())
-            .unwrap_or(0)
+            .unwrap_or(0),
+        runs.len()
     );
-    print!("{}", table(&results));
+    let stats = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
     println!(
-        "pure transform per core: {:.0} events/s = {:.2}x the floor",
-        results[1].per_cpu(),
-        results[1].per_cpu() / results[0].per_cpu()
+        "| what | events per CPU-s median | min | max | × floor median | min | max | allocations per event |"
     );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for i in 0..2 {
+        let (a, b, c) = stats(runs.iter().map(|r| r[i].0.per_cpu()).collect());
+        let (d, e, f) = stats(
+            runs.iter()
+                .map(|r| r[i].0.per_cpu() / r[0].0.per_cpu())
+                .collect(),
+        );
+        let (al, _, _) = stats(runs.iter().map(|r| r[i].1).collect());
+        println!(
+            "| {} | {a:.0} | {b:.0} | {c:.0} | {d:.2} | {e:.2} | {f:.2} | {al:.2} |",
+            runs[0][i].0.name
+        );
+    }
+    let (p, _, _) = stats(runs.iter().map(|r| r[1].0.per_cpu()).collect());
+    let (x, _, _) = stats(
+        runs.iter()
+            .map(|r| r[1].0.per_cpu() / r[0].0.per_cpu())
+            .collect(),
+    );
+    println!("pure transform per core: {p:.0} events/s = {x:.2}x the floor (medians)");
 }
