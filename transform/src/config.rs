@@ -57,8 +57,12 @@ impl Default for TransformConfig {
             policy: "pseudonymized".into(),
             schemas_dir: None,
             keys: KeysConfig::default(),
-            batch_max_records: 10_000,
-            batch_max: std::time::Duration::from_millis(250),
+            // A transaction costs a commit marker per partition it wrote
+            // and a round of AddPartitions/EndTxn/TxnOffsetCommit requests:
+            // at 250 ms a trickle made four a second over every output
+            // partition. One a second, or 50 000 records catching up.
+            batch_max_records: 50_000,
+            batch_max: std::time::Duration::from_secs(1),
             ops_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9465)),
             kafka: KafkaSettings::default(),
         }
