@@ -127,10 +127,7 @@ impl RawCodec {
 
     /// Decodes a framed message.
     pub fn decode(&self, msg: &[u8]) -> Result<RawEvent, MessageError> {
-        match self.datum(msg)? {
-            std::borrow::Cow::Borrowed(d) => Ok(RawEvent::from_datum(d)?),
-            std::borrow::Cow::Owned(d) => Ok(RawEvent::from_datum(&d)?),
-        }
+        Ok(RawEvent::from_datum(&self.datum(msg)?)?)
     }
 
     /// Decodes a framed message over `ev`, reusing its buffers (the
