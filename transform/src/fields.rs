@@ -44,10 +44,7 @@ impl Small {
 
     /// Formats `args`; `None` when the text does not fit.
     pub fn format(args: std::fmt::Arguments<'_>) -> Option<Small> {
-        let mut s = Small {
-            buf: [0; Small::CAP],
-            len: 0,
-        };
+        let mut s = Small::default();
         std::fmt::Write::write_fmt(&mut s, args).ok()?;
         Some(s)
     }

@@ -61,9 +61,9 @@ pub fn normalize_id_to<W: std::fmt::Write>(s: &str, out: &mut W) -> std::fmt::Re
     if s.is_ascii() {
         // Most ids are ASCII, which NFKC leaves alone: bytes, not chars
         // (the same result, checked by a test).
-        for b in s.bytes() {
-            if !b.is_ascii_whitespace() && b != b'-' && b != b'.' && b != 0x0B {
-                out.write_char(char::from(b.to_ascii_uppercase()))?;
+        for c in s.bytes().map(char::from) {
+            if !is_noise(c) {
+                out.write_char(c.to_ascii_uppercase())?;
             }
         }
         return Ok(());
@@ -88,11 +88,7 @@ fn id_char<W: std::fmt::Write>(c: char, out: &mut W) -> std::fmt::Result {
 /// long-vowel mark is kept: it is part of a name (ユーコ), not a separator.
 pub fn normalize_kana(s: &str, out: &mut String) {
     if s.is_ascii() {
-        out.extend(
-            s.bytes()
-                .filter(|b| !b.is_ascii_whitespace() && *b != 0x0B)
-                .map(char::from),
-        );
+        out.extend(s.bytes().map(char::from).filter(|c| !c.is_whitespace()));
         return;
     }
     for_each_nfkc(s, |c| kana_char(c, out));
