@@ -153,6 +153,9 @@ impl RawProducer {
             answer,
         });
         let producer = self.producer.read().expect("not poisoned").clone();
+        // Counted before the send: the delivery callback, on another
+        // thread, may settle the record before `send` returns.
+        self.metrics.queue_depth.inc();
         let mut record = BaseRecord::with_opaque_to(&self.topic, ticket)
             .key(key)
             .payload(&payload)
@@ -168,9 +171,9 @@ impl RawProducer {
                 Err((e, _)) => break Err(e),
             }
         };
-        match &sent {
-            Ok(()) => self.metrics.queue_depth.inc(),
-            Err(_) => self.metrics.delivery_failures.inc(),
+        if sent.is_err() {
+            self.metrics.queue_depth.dec();
+            self.metrics.delivery_failures.inc();
         }
         async move {
             sent?;
