@@ -329,6 +329,8 @@ struct Plant {
     field: String,
     text: String,
     needles: Vec<String>,
+    /// Spells a My Number: refused at the edge, never on the raw topic.
+    my_number: bool,
 }
 
 fn corpus() -> (Vec<Person>, Vec<Plant>) {
@@ -362,6 +364,7 @@ fn corpus() -> (Vec<Person>, Vec<Plant>) {
                 field: p["field"].as_str().unwrap().into(),
                 text: p["text"].as_str().unwrap().into(),
                 needles: strs(&p["needles"]),
+                my_number: p["my_number"].as_bool().unwrap_or(false),
             })
             .collect(),
     )
@@ -523,6 +526,8 @@ struct Sent {
     /// Every needle: identity forms, plants, the hub's record ids.
     needles: BTreeSet<String>,
     my_numbers: BTreeSet<String>,
+    /// The needles of the plants that spell a My Number.
+    my_number_plants: Vec<String>,
     generated_good: usize,
 }
 
@@ -536,6 +541,7 @@ fn send_corpus(hub: &Path) -> Sent {
         bundles: Vec::new(),
         needles: BTreeSet::new(),
         my_numbers: BTreeSet::new(),
+        my_number_plants: Vec::new(),
         generated_good: 0,
     };
     for (i, p) in people.iter().enumerate() {
@@ -578,6 +584,9 @@ fn send_corpus(hub: &Path) -> Sent {
         set_path(&mut v, &plant.field, &plant.text);
         sent.needles
             .extend(plant.needles.iter().filter(|n| meaningful(n)).cloned());
+        if plant.my_number {
+            sent.my_number_plants.extend(plant.needles.iter().cloned());
+        }
         sent.lines.push(serde_json::to_vec(&v).unwrap());
     }
     // Simulated hub traffic beside the corpus.
@@ -761,6 +770,19 @@ fn attack_profile(profile: &str) {
     for r in helpers::read_topic_bytes(&p.kafka, &format!("{}.raw.27", p.prefix)) {
         control.extend(hits(&ac, &needles, &r.value));
     }
+    // A My Number never enters the pipeline, in any spelling: not even
+    // the raw zone holds one (the circled-number plant passed the edge
+    // while its scan counted numeric characters, not digits after NFKC).
+    assert!(sent.my_number_plants.len() >= 6);
+    let on_raw: Vec<&String> = sent
+        .my_number_plants
+        .iter()
+        .filter(|n| control.contains(*n))
+        .collect();
+    assert!(
+        on_raw.is_empty(),
+        "{profile}: My Number plants on the raw topic: {on_raw:?}"
+    );
     assert!(
         control.len() > 100,
         "the raw topic holds the corpus: {} distinct needles",
