@@ -1,4 +1,4 @@
-"""The baseline: what a data engineer would write instead of `chitose sink`.
+"""The baselines: what a data engineer would write instead of `chitose sink`.
 
 A plain confluent-kafka consumer reads the pseudonymized topics, decodes
 each single-object-encoded record with fastavro (schemaless reader, the
@@ -6,8 +6,19 @@ table's .avsc), collects rows per table and writes Parquet with pyarrow
 (zstd), flushing every 100 000 rows per table. No exactly-once, no ledger,
 no lake partitioning: the cheapest correct-looking version.
 
-usage: python_sink.py BOOTSTRAP TOPIC_PREFIX EXPECTED_ROWS OUT_DIR SCHEMA_DIR
-prints one JSON object: rows, wall_s, cpu_s, peak_rss_mb
+Two variants:
+  naive     fastavro decodes each record into a dict (dates and
+            timestamps as Python objects); `pa.Table.from_pylist` infers
+            the types at flush;
+  columnar  what a careful engineer does next: records stay bytes until
+            flush, then go into one in-memory Avro container (header, one
+            block, sync marker) that Polars' native reader decodes
+            column by column, and Polars writes the Parquet. Same values
+            as the naive variant (checked against fastavro when this was
+            written), about ten times less decode time.
+
+usage: python_sink.py BOOTSTRAP TOPIC_PREFIX EXPECTED_ROWS OUT_DIR SCHEMA_DIR [naive|columnar]
+prints one JSON object: mode, rows, files, wall_s, cpu_s, peak_rss_mb
 """
 import io
 import json
@@ -18,23 +29,47 @@ import time
 
 import fastavro
 import pyarrow as pa
+import polars as pl
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer
 
 bootstrap, prefix, expected, out_dir, schema_dir = sys.argv[1:6]
+mode = sys.argv[6] if len(sys.argv) > 6 else "naive"
+if mode not in ("naive", "columnar"):
+    sys.exit(f"mode must be naive or columnar, not {mode!r}")
 expected = int(expected)
 os.makedirs(out_dir, exist_ok=True)
 
-schemas = {}
+SYNC = b"chitose-baseline"  # any 16 bytes
+assert len(SYNC) == 16
+
+
+def zigzag(n):
+    """An Avro long."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def avro_bytes(b):
+    return zigzag(len(b)) + b
+
+
+schemas, schema_texts = {}, {}
 for name in os.listdir(schema_dir):
     table = name.split(".")[0]
     with open(os.path.join(schema_dir, name)) as f:
-        schemas[table] = fastavro.parse_schema(json.load(f))
+        schema_texts[table] = f.read()
+    schemas[table] = fastavro.parse_schema(json.loads(schema_texts[table]))
 
 consumer = Consumer(
     {
         "bootstrap.servers": bootstrap,
-        "group.id": f"python-baseline-{os.getpid()}",
+        "group.id": f"python-baseline-{mode}-{os.getpid()}",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
@@ -52,8 +87,21 @@ total = 0
 def flush(table):
     if not rows[table]:
         return
-    t = pa.Table.from_pylist(rows[table])
-    pq.write_table(t, os.path.join(out_dir, f"{table}-{parts[table]:05}.parquet"), compression="zstd")
+    path = os.path.join(out_dir, f"{table}-{parts[table]:05}.parquet")
+    if mode == "naive":
+        pq.write_table(pa.Table.from_pylist(rows[table]), path, compression="zstd")
+    else:
+        body = b"".join(rows[table])
+        meta = (
+            zigzag(2)
+            + avro_bytes(b"avro.schema")
+            + avro_bytes(schema_texts[table].encode())
+            + avro_bytes(b"avro.codec")
+            + avro_bytes(b"null")
+            + zigzag(0)
+        )
+        container = b"Obj\x01" + meta + SYNC + zigzag(len(rows[table])) + zigzag(len(body)) + body + SYNC
+        pl.read_avro(io.BytesIO(container)).write_parquet(path, compression="zstd")
     parts[table] += 1
     rows[table] = []
 
@@ -71,8 +119,10 @@ while total < expected:
         if m.error():
             continue
         table = m.topic().rsplit(".", 1)[1]
-        rec = fastavro.schemaless_reader(io.BytesIO(m.value()[10:]), schemas[table], None)
-        rows[table].append(rec)
+        if mode == "naive":
+            rows[table].append(fastavro.schemaless_reader(io.BytesIO(m.value()[10:]), schemas[table], None))
+        else:
+            rows[table].append(m.value()[10:])
         total += 1
         if len(rows[table]) >= 100_000:
             flush(table)
@@ -82,7 +132,9 @@ consumer.close()
 print(
     json.dumps(
         {
+            "mode": mode,
             "rows": total,
+            "files": sum(parts.values()),
             "wall_s": time.monotonic() - start_wall,
             "cpu_s": time.process_time() - start_cpu,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -1,22 +1,42 @@
-//! `chitose bench`: the pipeline end to end on a real broker, against the
-//! broker's own produce → consume rate for the same messages, and against a
-//! Python consumer (confluent-kafka + fastavro + pyarrow) doing the sink's
-//! job on the same topics. Each service runs as its own process, so its
-//! CPU time and peak RSS are its own. Prints a Markdown section;
-//! `bench/run` adds the pure-core ratios (`cargo bench`) and writes
+//! `chitose bench`: the pipeline end to end on a real broker against two
+//! references on the same broker and messages, and the sink against two
+//! Python consumers doing its job on the same topics (bench/python_sink.py:
+//! confluent-kafka with fastavro and pyarrow, or with Polars). Each service runs as its own process, so its CPU time
+//! and peak RSS are its own.
+//!
+//! The references move the same messages with no work:
+//! - one hop: produce (idempotent, acks=all, lz4, as ingest does) while a
+//!   read_committed consumer reads them back;
+//! - a two-hop null pipeline, the shape of the real one: produce; a hop
+//!   that consumes and produces in transactions of the transform's size,
+//!   routing by the message's schema fingerprint to as many topics as the
+//!   transform writes, offsets committed in the transaction; a
+//!   read_committed consumer at the end.
+//!
+//! Consumers join their groups before the clock starts, in every phase.
+//! The phases run in turn, `--runs` times (interleaved, so a slow minute of
+//! the machine hits all of them); the report gives median, min and max of
+//! each figure and of the per-run ratios, the broker's CPU per phase when
+//! `--broker-pid` names it, and librdkafka's request counts of the last
+//! run. `bench/run` adds the pure cores (`cargo bench`) and writes
 //! docs/benchmarks.md.
 
 use anyhow::{Context, Result, bail};
 use chitose_ingest::simulate::{Generator, SimConfig, Verdict};
-use chitose_runtime::procstat::{cpu_seconds_of, peak_rss_bytes};
+use chitose_runtime::kafka::KafkaSettings;
+use chitose_runtime::procstat::{Spread, cpu_seconds, cpu_seconds_of, peak_rss_bytes};
 use chitose_schemas::catalog::SchemaStore;
 use clap::Args;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// `chitose bench` flags.
@@ -29,7 +49,14 @@ pub struct BenchArgs {
     /// Events the simulated hub sends.
     #[arg(long, default_value_t = 100_000)]
     events: u64,
-    /// Python with confluent-kafka, fastavro and pyarrow, for the baseline
+    /// Interleaved runs of every phase (median, min and max are reported).
+    #[arg(long, default_value_t = 5)]
+    runs: u32,
+    /// The broker's process id on this machine, for its CPU per phase
+    /// (bench/run passes nisshi's).
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Python with confluent-kafka, fastavro, pyarrow and polars, for the baselines
     /// (skipped when absent).
     #[arg(long)]
     python: Option<PathBuf>,
@@ -115,39 +142,72 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
+/// The wall, CPU and broker CPU of one phase.
+#[derive(Default, Clone, Copy)]
+struct Phase {
+    wall: f64,
+    /// CPU seconds of the processes doing the phase's work (the broker's
+    /// excluded).
+    cpu: f64,
+    /// The broker's CPU seconds over the phase (0 without `--broker-pid`).
+    broker: f64,
+}
+
+/// A consumer landing the pseudonymized topics as Parquet.
+#[derive(Default, Clone, Copy)]
+struct Landing {
+    rows: f64,
+    cpu: f64,
+    rss_mib: f64,
+    files: f64,
+}
+
+impl Landing {
+    fn per_cpu(&self) -> f64 {
+        self.rows / self.cpu.max(1e-9)
+    }
+}
+
+/// One run of every phase.
+#[derive(Default)]
+struct RunFigures {
+    one_hop: Phase,
+    two_hop: Phase,
+    pipeline: Phase,
+    landed: f64,
+    service_cpu: BTreeMap<&'static str, f64>,
+    service_rss: BTreeMap<&'static str, u64>,
+    requests: String,
+    sink_during: Landing,
+    catchup: Landing,
+    python: BTreeMap<&'static str, Landing>,
+}
+
+/// What every run shares.
+struct Bench<'a> {
+    a: &'a BenchArgs,
+    exe: PathBuf,
+    kafka: KafkaSettings,
+    conn: Vec<String>,
+    rt: tokio::runtime::Runtime,
+    keys: PathBuf,
+    /// The messages ingest would produce (key, single-object-encoded Avro).
+    messages: Vec<(String, Vec<u8>)>,
+    /// Event types among the messages: the null pipeline writes as many
+    /// topics as the transform does.
+    types: usize,
+}
+
+const PYTHON_MODES: [&str; 2] = ["naive", "columnar"];
+
 /// Runs `chitose bench`.
 pub fn run(a: BenchArgs) -> Result<ExitCode> {
-    let exe = std::env::current_exe()?;
+    if a.runs == 0 {
+        bail!("--runs: expected at least 1, found 0");
+    }
     let id = uuid_like();
-    let prefix = format!("bench{id}");
-    let work = a.work.join(&prefix);
+    let work = a.work.join(format!("bench{id}"));
     std::fs::create_dir_all(&work)?;
-    let kafka = a.kafka.settings()?;
-    // The services get the same connection arguments (and inherit the
-    // CHITOSE_KAFKA_* environment).
-    let conn = a.kafka.child_args();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    use chitose_runtime::topics;
-    let specs = topics::layout(
-        &prefix,
-        &["27".to_owned()],
-        topics::Partitions {
-            raw: 6,
-            pseudo: 6,
-            dlq: 1,
-        },
-        1,
-        topics::RetentionDays {
-            raw: 1,
-            pseudo: 1,
-            dlq: 1,
-        },
-        &BTreeMap::new(),
-    );
-    rt.block_on(kafka.create_topics(&specs))
-        .context("creating the bench topics")?;
 
     // The messages ingest would produce: generated events, SOE-encoded.
     let mut generator = Generator::new(SimConfig {
@@ -159,278 +219,411 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let edge = chitose_ingest::edge::Edge::new(&SchemaStore::embedded(), Some("27".into()));
     let now = chitose_schemas::codec::Timestamp::now();
     let mut messages: Vec<(String, Vec<u8>)> = Vec::with_capacity(a.events as usize);
+    let mut types = std::collections::BTreeSet::new();
     while messages.len() < a.events as usize {
         let line = generator.next_line();
         if let Verdict::Good { .. } = line.verdict
             && let Ok(acc) = edge.accept(&line.bytes, now)
         {
+            types.insert(acc.event.event_type.symbol());
             messages.push((acc.event.patient.local_patient_id.clone(), acc.message));
         }
     }
-    let bytes: usize = messages.iter().map(|(_, m)| m.len()).sum();
-    let avg = bytes / messages.len().max(1);
 
-    // 1. The broker alone: produce every message (idempotent, acks=all,
-    // lz4, as ingest does), then consume them all back (read_committed).
-    let topic = format!("{prefix}.baseline");
-    rt.block_on(kafka.ensure_topics(&[(topic.as_str(), 6)]))?;
-    let producer: FutureProducer = kafka.producer_config().create()?;
-    let t0 = Instant::now();
-    rt.block_on(async {
-        let mut pending = Vec::with_capacity(messages.len());
-        for (key, m) in &messages {
-            loop {
-                match producer.send_result(FutureRecord::to(&topic).key(key).payload(m)) {
-                    Ok(f) => {
-                        pending.push(f);
-                        break;
-                    }
-                    Err((e, _)) => {
-                        // Queue full: wait for acknowledgements.
-                        let _ = e;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            }
-        }
-        for f in pending {
-            let _ = f.await;
-        }
-    });
-    let produce_s = t0.elapsed().as_secs_f64();
-    let consumer: BaseConsumer = kafka
-        .consumer_config(&format!("{prefix}-baseline"))
-        .create()?;
-    consumer.subscribe(&[&topic])?;
-    let t1 = Instant::now();
-    let mut got = 0u64;
-    let mut idle = Instant::now();
-    while got < a.events && idle.elapsed() < Duration::from_secs(30) {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            got += u64::from(m.payload().is_some());
-            idle = Instant::now();
-        }
-    }
-    let consume_s = t1.elapsed().as_secs_f64();
-    if got < a.events {
-        bail!("broker baseline: consumed {got} of {} messages", a.events);
-    }
-    drop(consumer);
-
-    // 2. The pipeline: transform and sink running, then the hub sends.
+    let keys = work.join("keys");
+    let exe = std::env::current_exe()?;
     let st = Command::new(&exe)
         .args(["transform", "keygen", "--dir"])
-        .arg(work.join("keys"))
+        .arg(&keys)
         .stdout(Stdio::null())
         .status()?;
     if !st.success() {
         bail!("keygen failed");
     }
-    let ops: Vec<String> = (0..3)
-        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
-        .collect::<Result<_>>()?;
-    let spawn = |name: &'static str, args: Vec<String>, env: Vec<(&str, String)>| -> Result<Proc> {
-        let child = Command::new(&exe)
+    let b = Bench {
+        a: &a,
+        exe,
+        kafka: a.kafka.settings()?,
+        conn: a.kafka.child_args(),
+        rt: tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        keys,
+        messages,
+        types: types.len(),
+    };
+    let mut runs = Vec::with_capacity(a.runs as usize);
+    for r in 0..a.runs {
+        eprintln!("bench: run {} of {}", r + 1, a.runs);
+        let dir = work.join(format!("run{r}"));
+        std::fs::create_dir_all(&dir)?;
+        runs.push(b.run_once(&format!("bench{id}r{r}"), &dir)?);
+    }
+    b.report(&runs);
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Bench<'_> {
+    fn broker_cpu(&self) -> f64 {
+        self.a
+            .broker_pid
+            .map_or(0.0, |p| cpu_seconds_of(&p.to_string()))
+    }
+
+    fn run_once(&self, prefix: &str, dir: &Path) -> Result<RunFigures> {
+        let mut f = RunFigures {
+            one_hop: self.null_pipeline(prefix, 1)?,
+            two_hop: self.null_pipeline(prefix, 2)?,
+            ..RunFigures::default()
+        };
+        self.pipeline(prefix, dir, &mut f)?;
+        if let Some(py) = &self.a.python {
+            for mode in PYTHON_MODES {
+                let l = self
+                    .python(py, prefix, dir, f.landed, mode)
+                    .with_context(|| format!("the {mode} Python baseline"))?;
+                f.python.insert(mode, l);
+            }
+        }
+        Ok(f)
+    }
+
+    /// The references: `hops` 1 is produce while a consumer reads; 2 adds
+    /// a transactional consume → produce hop between them.
+    fn null_pipeline(&self, prefix: &str, hops: u8) -> Result<Phase> {
+        let n = self.messages.len();
+        let input = format!("{prefix}.null{hops}.in");
+        let outputs: Vec<String> = if hops == 1 {
+            vec![input.clone()]
+        } else {
+            (0..self.types)
+                .map(|i| format!("{prefix}.null2.out{i}"))
+                .collect()
+        };
+        let mut topics: Vec<(&str, i32)> = vec![(input.as_str(), 6)];
+        if hops == 2 {
+            topics.extend(outputs.iter().map(|t| (t.as_str(), 6)));
+        }
+        self.rt
+            .block_on(self.kafka.ensure_topics(&topics))
+            .context("creating the reference topics")?;
+        let ready = AtomicUsize::new(0);
+        let consumers = usize::from(hops);
+        let deadline = Instant::now() + Duration::from_secs(900);
+        std::thread::scope(|s| -> Result<Phase> {
+            let hop = (hops == 2).then(|| {
+                s.spawn(|| {
+                    null_hop(
+                        &self.kafka,
+                        &format!("{prefix}-null-hop"),
+                        &input,
+                        &outputs,
+                        n,
+                        &ready,
+                        deadline,
+                    )
+                })
+            });
+            let reader = s.spawn(|| {
+                read_all(
+                    &self.kafka,
+                    &format!("{prefix}-null{hops}-reader"),
+                    &outputs,
+                    n,
+                    &ready,
+                    deadline,
+                )
+            });
+            while ready.load(Ordering::SeqCst) < consumers {
+                if Instant::now() > deadline || reader.is_finished() {
+                    bail!("the reference's consumers did not join their groups");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let (t0, c0, b0) = (Instant::now(), cpu_seconds(), self.broker_cpu());
+            produce_all(&self.kafka, &input, &self.messages)?;
+            let end = reader
+                .join()
+                .map_err(|_| anyhow::anyhow!("the reference's reader panicked"))??;
+            if let Some(h) = hop {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("the reference's hop panicked"))??;
+            }
+            Ok(Phase {
+                wall: end.duration_since(t0).as_secs_f64(),
+                cpu: cpu_seconds() - c0,
+                broker: self.broker_cpu() - b0,
+            })
+        })
+    }
+
+    fn spawn(
+        &self,
+        dir: &Path,
+        name: &'static str,
+        args: Vec<String>,
+        env: Vec<(&str, String)>,
+    ) -> Result<Proc> {
+        let child = Command::new(&self.exe)
             .args(args)
-            .args(&conn)
+            .args(&self.conn)
             .envs(env)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(work.join(format!("{name}.log")))?)
+            .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
             .spawn()?;
         Ok(Proc { name, child })
-    };
-    let s = |x: &str| x.to_owned();
-    let mut procs = vec![
-        spawn(
-            "transform",
-            vec![
-                s("transform"),
-                s("--bootstrap"),
-                kafka.bootstrap_servers.clone(),
-                s("--keys-dir"),
-                work.join("keys").display().to_string(),
-                s("--ops-listen"),
-                ops[1].clone(),
-            ],
-            vec![
-                (
-                    "CHITOSE_TRANSFORM__INPUT_PATTERN",
-                    format!(r"^{prefix}\.raw\..+"),
-                ),
-                (
-                    "CHITOSE_TRANSFORM__OUTPUT_PREFIX",
-                    format!("{prefix}.pseudo."),
-                ),
-                ("CHITOSE_TRANSFORM__DLQ_TOPIC", format!("{prefix}.dlq")),
-                ("CHITOSE_TRANSFORM__GROUP_ID", format!("{prefix}-transform")),
-            ],
-        )?,
-        spawn(
-            "sink",
+    }
+
+    /// chitose itself: transform and sink running, then the hub sends;
+    /// afterwards a second sink catches up on the same topics.
+    fn pipeline(&self, prefix: &str, dir: &Path, f: &mut RunFigures) -> Result<()> {
+        use chitose_runtime::topics;
+        let specs = topics::layout(
+            prefix,
+            &["27".to_owned()],
+            topics::Partitions {
+                raw: 6,
+                pseudo: 6,
+                dlq: 1,
+            },
+            1,
+            topics::RetentionDays {
+                raw: 1,
+                pseudo: 1,
+                dlq: 1,
+            },
+            &BTreeMap::new(),
+        );
+        self.rt
+            .block_on(self.kafka.create_topics(&specs))
+            .context("creating the bench topics")?;
+        let bootstrap = &self.kafka.bootstrap_servers;
+        let ops: Vec<String> = (0..3)
+            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .collect::<Result<_>>()?;
+        let s = |x: &str| x.to_owned();
+        let mut procs = vec![
+            self.spawn(
+                dir,
+                "transform",
+                vec![
+                    s("transform"),
+                    s("--bootstrap"),
+                    bootstrap.clone(),
+                    s("--keys-dir"),
+                    self.keys.display().to_string(),
+                    s("--ops-listen"),
+                    ops[1].clone(),
+                ],
+                vec![
+                    (
+                        "CHITOSE_TRANSFORM__INPUT_PATTERN",
+                        format!(r"^{prefix}\.raw\..+"),
+                    ),
+                    (
+                        "CHITOSE_TRANSFORM__OUTPUT_PREFIX",
+                        format!("{prefix}.pseudo."),
+                    ),
+                    ("CHITOSE_TRANSFORM__DLQ_TOPIC", format!("{prefix}.dlq")),
+                    ("CHITOSE_TRANSFORM__GROUP_ID", format!("{prefix}-transform")),
+                ],
+            )?,
+            self.spawn(
+                dir,
+                "sink",
+                vec![
+                    s("sink"),
+                    s("--bootstrap"),
+                    bootstrap.clone(),
+                    s("--lake"),
+                    dir.join("lake").display().to_string(),
+                    s("--ops-listen"),
+                    ops[2].clone(),
+                ],
+                vec![
+                    (
+                        "CHITOSE_SINK__INPUT_PATTERN",
+                        format!(r"^{prefix}\.pseudo\..+"),
+                    ),
+                    ("CHITOSE_SINK__GROUP_ID", format!("{prefix}-sink")),
+                    ("CHITOSE_SINK__ROLL_AGE", s("2s")),
+                ],
+            )?,
+        ];
+        // Give both time to join their groups before the clock starts.
+        std::thread::sleep(Duration::from_secs(5));
+        let (t0, b0) = (Instant::now(), self.broker_cpu());
+        procs.insert(
+            0,
+            self.spawn(
+                dir,
+                "ingest",
+                vec![
+                    s("ingest"),
+                    s("--source"),
+                    s("simulate"),
+                    s("--prefecture"),
+                    s("27"),
+                    s("--events"),
+                    self.a.events.to_string(),
+                    s("--rate"),
+                    s("0"),
+                    s("--seed"),
+                    s("2026"),
+                    s("--bootstrap"),
+                    bootstrap.clone(),
+                    s("--ops-listen"),
+                    ops[0].clone(),
+                    // Ingest exits when it has sent --events: statistics
+                    // every second, so its last report is close to its end.
+                    s("-X"),
+                    s("statistics.interval.ms=1000"),
+                ],
+                vec![(
+                    "CHITOSE_INGEST__TOPIC",
+                    format!("{prefix}.raw.{{prefecture}}"),
+                )],
+            )?,
+        );
+        // CPU already spent by transform and sink while they joined.
+        let idle: BTreeMap<&str, f64> = procs[1..]
+            .iter()
+            .map(|p| (p.name, cpu_seconds_of(&p.pid())))
+            .collect();
+        let mut accepted = 0.0;
+        let mut ingest_metrics = String::new();
+        let mut landed;
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        loop {
+            for p in &procs {
+                if let Some(b) = peak_rss_bytes(&p.pid()) {
+                    f.service_rss.insert(p.name, b);
+                    f.service_cpu.insert(
+                        p.name,
+                        cpu_seconds_of(&p.pid()) - idle.get(p.name).copied().unwrap_or(0.0),
+                    );
+                }
+            }
+            // Ingest exits after --events, and its /metrics with it: its
+            // client statistics are kept from its last scrape.
+            if let Some(t) = metrics_text(&ops[0]) {
+                accepted = sum_where(
+                    &t,
+                    chitose_ingest::metrics::names::EVENTS_ACCEPTED_TOTAL,
+                    "",
+                )
+                .max(accepted);
+                ingest_metrics = t;
+            }
+            // Ingest stops after --events: its last line has the final count.
+            if let Some(st) = procs[0].child.try_wait()? {
+                if !st.success() {
+                    bail!("ingest failed: see {}", dir.join("ingest.log").display());
+                }
+                let log = std::fs::read_to_string(dir.join("ingest.log"))?;
+                if let Some(n) = log.lines().rev().find_map(|l| {
+                    l.split("accepted ")
+                        .nth(1)?
+                        .split(',')
+                        .next()?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                }) {
+                    accepted = n;
+                }
+            }
+            landed = scrape(&ops[2], chitose_sink::metrics::names::ROWS_TOTAL);
+            if accepted >= self.a.events as f64 && landed >= accepted {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("pipeline did not land {accepted} events (landed {landed})");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        f.pipeline = Phase {
+            wall: t0.elapsed().as_secs_f64(),
+            cpu: f.service_cpu.values().sum(),
+            broker: self.broker_cpu() - b0,
+        };
+        f.landed = landed;
+        f.sink_during = Landing {
+            rows: landed,
+            cpu: f.service_cpu.get("sink").copied().unwrap_or(0.0),
+            rss_mib: mib(f.service_rss.get("sink").copied().unwrap_or(0)),
+            files: scrape(&ops[2], chitose_sink::metrics::names::FILES_TOTAL),
+        };
+        // librdkafka reports every 5 s: one more report covers the run's
+        // end. (CPU was read above; the wait costs the figures nothing.)
+        std::thread::sleep(Duration::from_millis(5_500));
+        f.requests = format!(
+            "{}{}{}",
+            kafka_requests("ingest", &ingest_metrics),
+            kafka_requests("transform", &metrics_text(&ops[1]).unwrap_or_default()),
+            kafka_requests("sink", &metrics_text(&ops[2]).unwrap_or_default()),
+        );
+        for p in &mut procs {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+
+        // The sink again, catching up on the same topics in bulk (a fresh
+        // group and lake): the conditions the Python baselines get.
+        let catchup_ops = format!("127.0.0.1:{}", free_port()?);
+        let mut catchup = self.spawn(
+            dir,
+            "sink-catchup",
             vec![
                 s("sink"),
                 s("--bootstrap"),
-                kafka.bootstrap_servers.clone(),
+                bootstrap.clone(),
                 s("--lake"),
-                work.join("lake").display().to_string(),
+                dir.join("lake-catchup").display().to_string(),
                 s("--ops-listen"),
-                ops[2].clone(),
+                catchup_ops.clone(),
             ],
             vec![
                 (
                     "CHITOSE_SINK__INPUT_PATTERN",
                     format!(r"^{prefix}\.pseudo\..+"),
                 ),
-                ("CHITOSE_SINK__GROUP_ID", format!("{prefix}-sink")),
-                ("CHITOSE_SINK__ROLL_AGE", s("2s")),
+                ("CHITOSE_SINK__GROUP_ID", format!("{prefix}-sink-catchup")),
+                ("CHITOSE_SINK__ROLL_AGE", s("5s")),
             ],
-        )?,
-    ];
-    // Give both time to join their groups before the clock starts.
-    std::thread::sleep(Duration::from_secs(5));
-    let t2 = Instant::now();
-    procs.insert(
-        0,
-        spawn(
-            "ingest",
-            vec![
-                s("ingest"),
-                s("--source"),
-                s("simulate"),
-                s("--prefecture"),
-                s("27"),
-                s("--events"),
-                a.events.to_string(),
-                s("--rate"),
-                s("0"),
-                s("--seed"),
-                s("2026"),
-                s("--bootstrap"),
-                kafka.bootstrap_servers.clone(),
-                s("--ops-listen"),
-                ops[0].clone(),
-                // Ingest exits when it has sent --events: statistics every
-                // second, so its last report is close to its end.
-                s("-X"),
-                s("statistics.interval.ms=1000"),
-            ],
-            vec![(
-                "CHITOSE_INGEST__TOPIC",
-                format!("{prefix}.raw.{{prefecture}}"),
-            )],
-        )?,
-    );
-    let mut peak: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut cpu: BTreeMap<&str, f64> = BTreeMap::new();
-    let mut accepted = 0.0;
-    let mut ingest_metrics = String::new();
-    let mut landed;
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        for p in &procs {
-            if let Some(b) = peak_rss_bytes(&p.pid()) {
-                peak.insert(p.name, b);
-                cpu.insert(p.name, cpu_seconds_of(&p.pid()));
+        )?;
+        let t3 = Instant::now();
+        loop {
+            if let Some(b) = peak_rss_bytes(&catchup.pid()) {
+                f.catchup.rss_mib = mib(b);
+                f.catchup.cpu = cpu_seconds_of(&catchup.pid());
             }
-        }
-        // Ingest exits after --events, and its /metrics with it: its
-        // client statistics are kept from its last scrape.
-        if let Some(t) = metrics_text(&ops[0]) {
-            accepted = sum_where(
-                &t,
-                chitose_ingest::metrics::names::EVENTS_ACCEPTED_TOTAL,
-                "",
-            )
-            .max(accepted);
-            ingest_metrics = t;
-        }
-        // Ingest stops after --events: its last line has the final count.
-        if let Some(st) = procs[0].child.try_wait()? {
-            if !st.success() {
-                bail!("ingest failed: see {}", work.join("ingest.log").display());
+            if scrape(&catchup_ops, chitose_sink::metrics::names::ROWS_TOTAL) >= landed {
+                break;
             }
-            let log = std::fs::read_to_string(work.join("ingest.log"))?;
-            if let Some(n) = log.lines().rev().find_map(|l| {
-                l.split("accepted ")
-                    .nth(1)?
-                    .split(',')
-                    .next()?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            }) {
-                accepted = n;
+            if t3.elapsed() > Duration::from_secs(600) {
+                bail!("the catch-up sink did not land {landed} rows");
             }
+            std::thread::sleep(Duration::from_millis(250));
         }
-        landed = scrape(&ops[2], chitose_sink::metrics::names::ROWS_TOTAL);
-        if accepted >= a.events as f64 && landed >= accepted {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("pipeline did not land {accepted} events (landed {landed})");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let e2e_s = t2.elapsed().as_secs_f64();
-    // librdkafka reports every 5 s: one more report covers the run's end.
-    // (CPU was read above; the wait costs the figures nothing.)
-    std::thread::sleep(Duration::from_millis(5_500));
-    let requests = format!(
-        "| stage | client | request | requests | messages per request |\n|---|---|---|---:|---:|\n{}{}{}",
-        kafka_requests("ingest", &ingest_metrics),
-        kafka_requests("transform", &metrics_text(&ops[1]).unwrap_or_default()),
-        kafka_requests("sink", &metrics_text(&ops[2]).unwrap_or_default()),
-    );
-    for p in &mut procs {
-        let _ = p.child.kill();
-        let _ = p.child.wait();
+        f.catchup.rows = landed;
+        f.catchup.files = scrape(&catchup_ops, chitose_sink::metrics::names::FILES_TOTAL);
+        let _ = catchup.child.kill();
+        let _ = catchup.child.wait();
+        Ok(())
     }
 
-    // 3. The sink again, catching up on the same topics in bulk (a fresh
-    // group and lake): the conditions the Python baseline gets.
-    let catchup_ops = format!("127.0.0.1:{}", free_port()?);
-    let mut catchup = spawn(
-        "sink-catchup",
-        vec![
-            s("sink"),
-            s("--bootstrap"),
-            kafka.bootstrap_servers.clone(),
-            s("--lake"),
-            work.join("lake-catchup").display().to_string(),
-            s("--ops-listen"),
-            catchup_ops.clone(),
-        ],
-        vec![
-            (
-                "CHITOSE_SINK__INPUT_PATTERN",
-                format!(r"^{prefix}\.pseudo\..+"),
-            ),
-            ("CHITOSE_SINK__GROUP_ID", format!("{prefix}-sink-catchup")),
-            ("CHITOSE_SINK__ROLL_AGE", s("5s")),
-        ],
-    )?;
-    let (mut catchup_cpu, mut catchup_rss) = (0.0, 0u64);
-    let t3 = Instant::now();
-    loop {
-        if let Some(b) = peak_rss_bytes(&catchup.pid()) {
-            catchup_rss = b;
-            catchup_cpu = cpu_seconds_of(&catchup.pid());
-        }
-        if scrape(&catchup_ops, chitose_sink::metrics::names::ROWS_TOTAL) >= landed {
-            break;
-        }
-        if t3.elapsed() > Duration::from_secs(600) {
-            bail!("the catch-up sink did not land {landed} rows");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let _ = catchup.child.kill();
-    let _ = catchup.child.wait();
-
-    // 4. The Python baseline on the same pseudonymized topics.
-    let python = a.python.as_ref().map(|py| -> Result<serde_json::Value> {
-        let schema_dir = work.join("pseudo-avsc");
+    /// bench/python_sink.py in `mode` on the run's pseudonymized topics.
+    fn python(
+        &self,
+        py: &Path,
+        prefix: &str,
+        dir: &Path,
+        rows: f64,
+        mode: &str,
+    ) -> Result<Landing> {
+        let schema_dir = dir.join("pseudo-avsc");
         std::fs::create_dir_all(&schema_dir)?;
         for e in SchemaStore::embedded()
             .iter()
@@ -439,91 +632,335 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             let table = chitose_sink::core::table_of(&e.full_name);
             std::fs::write(schema_dir.join(format!("{table}.avsc")), &e.text)?;
         }
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/python_sink.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/python_sink.py");
         let out = Command::new(py)
             .arg(script)
             .args([
-                &kafka.bootstrap_servers,
+                &self.kafka.bootstrap_servers,
                 &format!("{prefix}.pseudo."),
-                &(landed as u64).to_string(),
+                &(rows as u64).to_string(),
             ])
-            .arg(work.join("python-out"))
+            .arg(dir.join(format!("python-{mode}")))
             .arg(&schema_dir)
+            .arg(mode)
             .output()?;
         if !out.status.success() {
-            bail!("python baseline: {}", String::from_utf8_lossy(&out.stderr));
+            bail!("{}", String::from_utf8_lossy(&out.stderr));
         }
-        Ok(serde_json::from_slice(&out.stdout)?)
-    });
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let num = |k: &str| p[k].as_f64().unwrap_or(0.0);
+        if num("rows") < rows {
+            bail!("read {} of {rows} rows", num("rows"));
+        }
+        Ok(Landing {
+            rows: num("rows"),
+            cpu: num("cpu_s"),
+            rss_mib: num("peak_rss_mb"),
+            files: num("files"),
+        })
+    }
 
-    let n = a.events as f64;
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    println!(
-        "### End to end on the broker ({} events, {avg} B each)\n",
-        a.events
-    );
-    println!("| run | wall s | events/s (wall) |\n|---|---|---|");
-    println!(
-        "| broker alone: produce then consume | {:.1} | {:.0} |",
-        produce_s + consume_s,
-        n / (produce_s + consume_s)
-    );
-    println!(
-        "| chitose ingest → transform → sink (landed {landed:.0}) | {e2e_s:.1} | {:.0} |",
-        landed / e2e_s
-    );
-    println!(
-        "\nPipeline / broker alone: **{:.2}×** (the pipeline moves each event through the broker twice).\n",
-        (landed / e2e_s) / (n / (produce_s + consume_s))
-    );
-    println!("| service | CPU s | events per CPU-second | peak RSS MiB |\n|---|---|---|---|");
-    for name in ["ingest", "transform", "sink"] {
-        let c = cpu.get(name).copied().unwrap_or(0.0);
+    fn report(&self, runs: &[RunFigures]) {
+        let n = self.messages.len() as f64;
+        let bytes: usize = self.messages.iter().map(|(_, m)| m.len()).sum();
+        let spread = |g: &dyn Fn(&RunFigures) -> f64| Spread::of(runs.iter().map(g));
+        let broker = self.a.broker_pid.is_some();
         println!(
-            "| {name} | {c:.1} | {:.0} | {:.0} |",
-            if c > 0.0 { landed / c } else { 0.0 },
-            mib(peak.get(name).copied().unwrap_or(0))
+            "### End to end on the broker ({} events, {} B each, {} interleaved runs)\n",
+            self.messages.len(),
+            bytes / self.messages.len().max(1),
+            runs.len()
+        );
+        println!(
+            "Events per wall second from the first message produced to the last one read (or landed); CPU of the processes doing the work (the references run in one process); the broker's CPU over the same span{}.\n",
+            if broker {
+                ""
+            } else {
+                " (not measured: no --broker-pid)"
+            }
+        );
+        println!(
+            "| phase | events/s median | min | max | CPU s median | broker CPU s median | min | max | broker CPU µs per event |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        type Pick = fn(&RunFigures) -> Phase;
+        let phases: [(&str, Pick); 3] = [
+            ("one hop: produce while a consumer reads", |r| r.one_hop),
+            (
+                "two-hop null pipeline: produce → consume-produce in transactions → consume",
+                |r| r.two_hop,
+            ),
+            ("chitose: ingest → transform → sink", |r| r.pipeline),
+        ];
+        for (name, pick) in phases {
+            let events = |r: &RunFigures| {
+                if name.starts_with("chitose") {
+                    r.landed
+                } else {
+                    n
+                }
+            };
+            let rate = spread(&|r| events(r) / pick(r).wall.max(1e-9));
+            let b = spread(&|r| pick(r).broker);
+            println!(
+                "| {name} | {} | {:.1} | {} | {:.1} |",
+                rate.cells(0),
+                spread(&|r| pick(r).cpu).median,
+                b.cells(1),
+                spread(&|r| pick(r).broker * 1e6 / events(r).max(1.0)).median
+            );
+        }
+        let vs = |pick: Pick| spread(&|r| (r.landed / r.pipeline.wall) / (n / pick(r).wall));
+        let (two, one) = (vs(|r| r.two_hop), vs(|r| r.one_hop));
+        println!(
+            "\nchitose / two-hop null pipeline: **{:.2}×** (median of the runs' ratios; min {:.2}, max {:.2}). chitose / one hop: {:.2}× ({:.2}–{:.2}).\n",
+            two.median, two.min, two.max, one.median, one.min, one.max
+        );
+        println!(
+            "The null pipeline's hop batches as the transform does (up to {} records or {:?} a transaction) and writes {} topics, as many as the event types in the messages, taken in turn. It leaves out what chitose does besides moving bytes: ingest's generator and edge checks, the transform's work, the sink's Parquet and Delta commits; and it reads the messages from memory.\n",
+            chitose_transform::config::TransformConfig::default().batch_max_records,
+            chitose_transform::config::TransformConfig::default().batch_max,
+            self.types
+        );
+        println!(
+            "| service | CPU s median | events per CPU-second median | min | max | peak RSS MiB (max) |\n|---|---:|---:|---:|---:|---:|"
+        );
+        for name in ["ingest", "transform", "sink"] {
+            let cpu = |r: &RunFigures| r.service_cpu.get(name).copied().unwrap_or(0.0);
+            println!(
+                "| {name} | {:.1} | {} | {:.0} |",
+                spread(&cpu).median,
+                spread(&|r| r.landed / cpu(r).max(1e-9)).cells(0),
+                runs.iter()
+                    .map(|r| mib(r.service_rss.get(name).copied().unwrap_or(0)))
+                    .fold(0.0, f64::max)
+            );
+        }
+        println!(
+            "\nService CPU counts from the first event sent (the groups' join before it is left out); ingest's includes its generator.\n"
+        );
+        if let Some(last) = runs.last() {
+            println!(
+                "Kafka requests during the last run (librdkafka statistics, `chitose_<stage>_kafka_*`; ingest's as of its last report, up to 1 s before it exited):\n\n| stage | client | request | requests | messages per request |\n|---|---|---|---:|---:|\n{}",
+                last.requests
+            );
+        }
+        if self.a.python.is_none() {
+            println!("(Python baselines skipped: no --python)");
+            return;
+        }
+        println!("### The sink vs Python consumers (bench/python_sink.py), same topics\n");
+        println!(
+            "| consumer | rows per CPU-second median | min | max | CPU s median | files | peak RSS MiB (max) |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        type Land = fn(&RunFigures) -> Landing;
+        let mut rows: Vec<(String, Land)> = vec![
+            (
+                "chitose sink during the run (records trickling in, 2 s roll age)".into(),
+                |r| r.sink_during,
+            ),
+            ("chitose sink catching up on the same topics".into(), |r| {
+                r.catchup
+            }),
+        ];
+        rows.push((
+            "python_sink.py naive (fastavro dicts, pyarrow)".into(),
+            |r| r.python.get("naive").copied().unwrap_or_default(),
+        ));
+        rows.push((
+            "python_sink.py columnar (Polars' Avro reader and Parquet writer)".into(),
+            |r| r.python.get("columnar").copied().unwrap_or_default(),
+        ));
+        for (name, pick) in &rows {
+            println!(
+                "| {name} | {} | {:.1} | {:.0} | {:.0} |",
+                spread(&|r| pick(r).per_cpu()).cells(0),
+                spread(&|r| pick(r).cpu).median,
+                spread(&|r| pick(r).files).median,
+                runs.iter().map(|r| pick(r).rss_mib).fold(0.0, f64::max)
+            );
+        }
+        for mode in PYTHON_MODES {
+            let x = spread(&|r| {
+                r.catchup.per_cpu() / r.python.get(mode).copied().unwrap_or_default().per_cpu()
+            });
+            println!(
+                "\nchitose sink catching up / Python {mode} per CPU-second: **{:.1}×** (median of the runs' ratios; min {:.1}, max {:.1}).",
+                x.median, x.min, x.max
+            );
+        }
+        println!(
+            "\nThe Python consumers write unpartitioned files with no exactly-once, no ledger and no Delta log; the sink writes the partitioned lake and commits it."
         );
     }
-    println!(
-        "\nKafka requests during the run (librdkafka statistics, `chitose_<stage>_kafka_*`; ingest's as of its last report, up to 1 s before it exited):\n\n{requests}"
-    );
-    match python {
-        Some(Ok(p)) => {
-            let rows = p["rows"].as_f64().unwrap_or(0.0);
-            let py_cpu = p["cpu_s"].as_f64().unwrap_or(0.0);
-            let sink_cpu = cpu.get("sink").copied().unwrap_or(0.0);
-            println!(
-                "\n### Sink vs a Python consumer (confluent-kafka + fastavro + pyarrow), same topics\n"
-            );
-            println!(
-                "| | rows | CPU s | rows per CPU-second | peak RSS MiB |\n|---|---|---|---|---|"
-            );
-            println!(
-                "| chitose sink during the run (records trickling in, 2 s roll age) | {landed:.0} | {sink_cpu:.1} | {:.0} | {:.0} |",
-                landed / sink_cpu,
-                mib(peak.get("sink").copied().unwrap_or(0))
-            );
-            println!(
-                "| chitose sink catching up on the same topics | {landed:.0} | {catchup_cpu:.1} | {:.0} | {:.0} |",
-                landed / catchup_cpu,
-                mib(catchup_rss)
-            );
-            println!(
-                "| python_sink.py | {rows:.0} | {py_cpu:.1} | {:.0} | {:.0} |",
-                rows / py_cpu,
-                p["peak_rss_mb"].as_f64().unwrap_or(0.0)
-            );
-            println!(
-                "\nchitose sink / Python per core: **{:.1}×** catching up (the conditions the Python consumer had), {:.1}× during the run.",
-                (landed / catchup_cpu) / (rows / py_cpu),
-                (landed / sink_cpu) / (rows / py_cpu)
-            );
-        }
-        Some(Err(e)) => println!("\nPython baseline failed: {e:#}"),
-        None => println!("\n(Python baseline skipped: no --python)"),
+}
+
+/// Produces every message as ingest does and waits for all acknowledgements.
+fn produce_all(kafka: &KafkaSettings, topic: &str, messages: &[(String, Vec<u8>)]) -> Result<()> {
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka.producer_config().create()?;
+    for (key, m) in messages {
+        send_retrying(
+            &producer,
+            BaseRecord::to(topic)
+                .key(key.as_bytes())
+                .payload(m.as_slice()),
+        )?;
     }
-    Ok(ExitCode::SUCCESS)
+    producer.flush(Duration::from_secs(120))?;
+    Ok(())
+}
+
+fn send_retrying(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut rec: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                rec = r;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Counts one more joined consumer once `consumer` has partitions.
+fn note_joined(consumer: &BaseConsumer, joined: &mut bool, ready: &AtomicUsize) {
+    if !*joined && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+        *joined = true;
+        ready.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The null pipeline's middle: consume, produce unchanged, offsets in the
+/// transaction, batched as the transform batches. The transform writes
+/// each event to its type's topic; without decoding, the hop takes the
+/// topics in turn (by offset), so its transactions span as many topics
+/// and partitions.
+#[allow(clippy::too_many_arguments)]
+fn null_hop(
+    kafka: &KafkaSettings,
+    group: &str,
+    input: &str,
+    outputs: &[String],
+    n: usize,
+    ready: &AtomicUsize,
+    deadline: Instant,
+) -> Result<()> {
+    let cfg = chitose_transform::config::TransformConfig::default();
+    let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
+    consumer.subscribe(&[input])?;
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka
+        .producer_config()
+        .set("transactional.id", format!("{group}-txn"))
+        .set("transaction.timeout.ms", "60000")
+        .create()?;
+    producer.init_transactions(Duration::from_secs(30))?;
+    let mut joined = false;
+    let mut moved = 0;
+    while moved < n {
+        if Instant::now() > deadline {
+            bail!("the null hop moved {moved} of {n} messages before the deadline");
+        }
+        let until = Instant::now() + cfg.batch_max;
+        let mut batch = Vec::new();
+        while batch.len() < cfg.batch_max_records {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match consumer.poll(left.min(Duration::from_millis(100))) {
+                Some(Ok(m)) => batch.push(m),
+                Some(Err(e)) => tracing::debug!(error = %e, "null hop consumer"),
+                None if !batch.is_empty() && left < cfg.batch_max / 2 => break,
+                None => note_joined(&consumer, &mut joined, ready),
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        producer.begin_transaction()?;
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for m in &batch {
+            let payload = m.payload().unwrap_or_default();
+            let topic = &outputs[m.offset().unsigned_abs() as usize % outputs.len()];
+            let mut rec = BaseRecord::to(topic).payload(payload);
+            if let Some(k) = m.key() {
+                rec = rec.key(k);
+            }
+            send_retrying(&producer, rec)?;
+            next.insert(m.partition(), m.offset() + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, off) in next {
+            tpl.add_partition_offset(input, p, Offset::Offset(off))?;
+        }
+        let meta = consumer
+            .group_metadata()
+            .context("the null hop's group metadata")?;
+        producer.send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(30))?;
+        producer.commit_transaction(Duration::from_secs(60))?;
+        moved += batch.len();
+    }
+    Ok(())
+}
+
+/// Reads `n` messages from `topics` (read_committed), committing offsets
+/// once a second as a sink would; returns when the last one arrived.
+fn read_all(
+    kafka: &KafkaSettings,
+    group: &str,
+    topics: &[String],
+    n: usize,
+    ready: &AtomicUsize,
+    deadline: Instant,
+) -> Result<Instant> {
+    let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names)?;
+    let mut joined = false;
+    let mut got = 0;
+    let mut next: Vec<BTreeMap<i32, i64>> = vec![BTreeMap::new(); topics.len()];
+    let mut last_commit = Instant::now();
+    let commit = |next: &[BTreeMap<i32, i64>], mode| -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, parts) in topics.iter().zip(next) {
+            for (p, off) in parts {
+                tpl.add_partition_offset(t, *p, Offset::Offset(*off))?;
+            }
+        }
+        if tpl.count() > 0 {
+            consumer.commit(&tpl, mode)?;
+        }
+        Ok(())
+    };
+    while got < n {
+        if Instant::now() > deadline {
+            bail!("the reference's reader got {got} of {n} messages before the deadline");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                got += usize::from(m.payload().is_some());
+                if let Some(t) = topics.iter().position(|t| t == m.topic()) {
+                    next[t].insert(m.partition(), m.offset() + 1);
+                }
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, "reference reader"),
+            None => note_joined(&consumer, &mut joined, ready),
+        }
+        if last_commit.elapsed() > Duration::from_secs(1) {
+            commit(&next, CommitMode::Async)?;
+            last_commit = Instant::now();
+        }
+    }
+    let end = Instant::now();
+    commit(&next, CommitMode::Sync)?;
+    Ok(end)
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
 }
 
 fn uuid_like() -> String {

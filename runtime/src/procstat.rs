@@ -104,3 +104,60 @@ pub fn table(results: &[Measure]) -> String {
     }
     s
 }
+
+/// Median, min and max of repeated measurements: what every benchmark
+/// quotes, since one run on a shared machine moves by up to 40 %.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// The middle value (the upper middle for an even count).
+    pub median: f64,
+    /// The smallest.
+    pub min: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values`; all zero when there are none.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Spread {
+        let mut v: Vec<f64> = values.into_iter().collect();
+        if v.is_empty() {
+            return Spread {
+                median: 0.0,
+                min: 0.0,
+                max: 0.0,
+            };
+        }
+        v.sort_by(f64::total_cmp);
+        Spread {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+
+    /// `median | min | max` table cells with `decimals` places.
+    pub fn cells(&self, decimals: usize) -> String {
+        format!(
+            "{:.d$} | {:.d$} | {:.d$}",
+            self.median,
+            self.min,
+            self.max,
+            d = decimals
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    #[test]
+    fn a_spread_takes_the_middle_of_the_sorted_values() {
+        let s = Spread::of([5.0, 1.0, 9.0, 3.0, 7.0]);
+        assert_eq!((s.median, s.min, s.max), (5.0, 1.0, 9.0));
+        assert_eq!(Spread::of([2.0, 1.0]).median, 2.0);
+        assert_eq!(Spread::of([]).max, 0.0);
+        assert_eq!(Spread::of([1.5, 3.25]).cells(2), "3.25 | 1.50 | 3.25");
+    }
+}
