@@ -18,6 +18,8 @@ pub mod names {
     pub const SKIPPED_ROWS_TOTAL: &str = "chitose_sink_skipped_rows_total";
     /// `chitose_sink_flush_seconds`.
     pub const FLUSH_SECONDS: &str = "chitose_sink_flush_seconds";
+    /// `chitose_sink_freshness_seconds`.
+    pub const FRESHNESS_SECONDS: &str = "chitose_sink_freshness_seconds";
     /// `chitose_sink_buffered_bytes`.
     pub const BUFFERED_BYTES: &str = "chitose_sink_buffered_bytes";
     /// `chitose_sink_buffered_partitions`.
@@ -52,6 +54,7 @@ pub mod names {
         FILES_TOTAL,
         SKIPPED_ROWS_TOTAL,
         FLUSH_SECONDS,
+        FRESHNESS_SECONDS,
         BUFFERED_BYTES,
         BUFFERED_PARTITIONS,
         OLDEST_UNFLUSHED_SECONDS,
@@ -81,6 +84,9 @@ pub struct SinkMetrics {
     pub skipped: IntCounterVec,
     /// Seconds to write a table's files and commit them.
     pub flush: Histogram,
+    /// Seconds from a row's Kafka timestamp to the commit that made it
+    /// visible in the lake.
+    pub freshness: Histogram,
     /// Bytes of buffered rows.
     pub buffered_bytes: IntGauge,
     /// Lake partitions with buffered rows.
@@ -133,6 +139,20 @@ impl SinkMetrics {
         )
         .expect("valid metric");
         registry.register(Box::new(flush.clone())).expect("unique");
+        let freshness = Histogram::with_opts(
+            HistogramOpts::new(
+                names::FRESHNESS_SECONDS,
+                "Per row landed: seconds from its record's Kafka timestamp (when the transform wrote it) to the Delta commit that made it visible in the lake, clocks of two hosts included. The leg before, ingest to transform, is the transform's consumer lag. Rows of a table count when its commit lands; a row dropped or replayed before that counts at the next commit.",
+            )
+            .buckets(vec![
+                0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0,
+                60.0, 75.0, 90.0, 120.0, 180.0, 300.0, 600.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(freshness.clone()))
+            .expect("unique");
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
             registry.register(Box::new(g.clone())).expect("unique");
@@ -185,6 +205,7 @@ impl SinkMetrics {
             files,
             skipped,
             flush,
+            freshness,
             buffered_bytes,
             buffered_partitions,
             commits,

@@ -145,6 +145,9 @@ struct Records {
     data: Vec<u8>,
     /// The Kafka timestamp (ms) of the last record that had one.
     last_ts: Option<i64>,
+    /// The records' Kafka timestamps in 100 ms steps, run-length: (step,
+    /// records), for the freshness histogram.
+    steps: Vec<(i64, u64)>,
 }
 
 impl Records {
@@ -165,7 +168,37 @@ impl Records {
     fn len(&self) -> usize {
         self.offsets.len()
     }
+
+    fn saw_timestamp(&mut self, ms: Option<i64>) {
+        let Some(ms) = ms else {
+            return;
+        };
+        self.last_ts = Some(ms);
+        let step = ms.div_euclid(FRESHNESS_STEP_MS);
+        match self.steps.last_mut() {
+            Some((s, n)) if *s == step => *n += 1,
+            _ => self.steps.push((step, 1)),
+        }
+    }
 }
+
+/// Observes, per record read, the seconds from its step's middle to now.
+fn observe_freshness(h: &prometheus::Histogram, arrived: BTreeMap<i64, u64>) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for (step, n) in arrived {
+        let ms = now_ms - step * FRESHNESS_STEP_MS - FRESHNESS_STEP_MS / 2;
+        let age = (ms as f64 / 1000.0).max(0.0);
+        for _ in 0..n {
+            h.observe(age);
+        }
+    }
+}
+
+/// Freshness is tallied in steps of this many milliseconds: a table holds
+/// a count per step until its commit, not a timestamp per row.
+const FRESHNESS_STEP_MS: i64 = 100;
 
 /// Rows of one lake partition waiting for the next roll, each row tagged
 /// with its Kafka partition (so a revoked or lost partition's rows can be
@@ -201,6 +234,9 @@ struct TableState {
     bufs: BTreeMap<PartKey, Buf>,
     oldest: Option<Instant>,
     last_commit: Instant,
+    /// Kafka timestamps (100 ms steps → records) of what was read since
+    /// the last commit: observed as freshness when the next one lands.
+    arrived: BTreeMap<i64, u64>,
 }
 
 impl TableState {
@@ -357,6 +393,7 @@ impl Sink {
                     bufs: BTreeMap::new(),
                     oldest: None,
                     last_commit: Instant::now(),
+                    arrived: BTreeMap::new(),
                 },
             );
         }
@@ -511,7 +548,13 @@ impl Sink {
             }
             raw.push(o, m);
         }
+        let admitted = raw.data.len() > before;
         t.raw_bytes += raw.data.len() - before;
+        if admitted {
+            for (step, n) in &msgs.steps {
+                *t.arrived.entry(*step).or_default() += n;
+            }
+        }
         if raw.len() == 0 {
             t.raw.remove(&partition);
         } else {
@@ -728,6 +771,7 @@ impl Sink {
                 t.bufs.clear();
                 t.oldest = None;
                 t.last_commit = Instant::now();
+                observe_freshness(&self.metrics.freshness, std::mem::take(&mut t.arrived));
                 let (rows, bytes) = staged
                     .iter()
                     .fold((0, 0), |(r, b), s| (r + s.rows, b + s.bytes));
@@ -989,7 +1033,7 @@ pub async fn run_with(
                 }
             };
             v.push(m.offset(), payload);
-            v.last_ts = m.timestamp().to_millis().or(v.last_ts);
+            v.saw_timestamp(m.timestamp().to_millis());
         };
         // The batch's clock starts at its first record, so an idle sink
         // wakes only for the tick. After it the loop takes what is already

@@ -166,15 +166,34 @@ fn check_lake(lake: &serde_json::Value, ids: &HashMap<String, Vec<String>>) {
 #[test]
 fn n_events_land_once_with_the_right_types_for_duckdb_and_pyarrow() {
     let s = setup("sink-basic", None, "");
+    let before_produce = Instant::now();
     let ids = helpers::produce_pseudo(&s.bootstrap, &s.prefix, 6_000, 61, 3);
+    let produced = before_produce.elapsed();
     let n: usize = ids.values().map(Vec::len).sum();
+    // Every record is at least this old when the sink starts: a floor for
+    // the freshness it reports.
+    std::thread::sleep(Duration::from_secs(2));
     let child = run(&s, "a", &s.ops);
     wait_until("all rows committed", 120, || lake_rows(&s.lake) == n as u64);
     let text = helpers::scrape(&s.ops).unwrap();
+    let landed = before_produce.elapsed();
     assert_eq!(
         helpers::metric_sum(&text, names::ROWS_TOTAL),
         n as f64,
         "{text}"
+    );
+    // Freshness: one observation per row, each between the 2 s the
+    // records waited for the sink and the test's whole span since they
+    // were written (by this test's clock, not the sink's); 0.1 s for the
+    // sink's 100 ms steps.
+    let fresh =
+        |suffix: &str| helpers::metric_sum(&text, &format!("{}{suffix}", names::FRESHNESS_SECONDS));
+    assert_eq!(fresh("_count"), n as f64, "{text}");
+    let mean = fresh("_sum") / n as f64;
+    assert!(
+        mean >= 2.0 - 0.1 && mean <= landed.as_secs_f64() + 0.1,
+        "mean freshness {mean:.2} s outside 1.9..{:.2} s (producing took {produced:?})",
+        landed.as_secs_f64() + 0.1
     );
     assert!(helpers::metric_sum(&text, names::FILES_TOTAL) >= 6.0);
     drop(child);
