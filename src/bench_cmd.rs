@@ -100,6 +100,49 @@ fn sum_where(text: &str, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
+/// The `q` quantile of Prometheus histogram `name` in `text`, as
+/// Prometheus' histogram_quantile computes it: linear within the bucket
+/// the rank falls in (so no finer than the buckets).
+fn histogram_quantile(text: &str, name: &str, q: f64) -> f64 {
+    let bucket = format!("{name}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&bucket))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let Some(&(_, total)) = buckets.last() else {
+        return 0.0;
+    };
+    let rank = q * total;
+    let mut below = (0.0, 0.0);
+    for &(le, count) in &buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return below.0;
+            }
+            let span = count - below.1;
+            return below.0
+                + (le - below.0)
+                    * if span > 0.0 {
+                        (rank - below.1) / span
+                    } else {
+                        0.0
+                    };
+        }
+        below = (le, count);
+    }
+    below.0
+}
+
 /// What a stage's clients asked the broker for, from librdkafka's
 /// statistics in its `/metrics` text: a table row per request type sent,
 /// with messages per request for Produce and Fetch.
@@ -181,6 +224,22 @@ struct RunFigures {
     sink_during: Landing,
     catchup: Landing,
     python: BTreeMap<&'static str, Landing>,
+    steady: Steady,
+}
+
+/// The pipeline fed at a steady rate: how fresh the lake is.
+#[derive(Default, Clone, Copy)]
+struct Steady {
+    /// Events per second ingest reached.
+    rate: f64,
+    /// Sink freshness quantiles (record written by the transform → row
+    /// visible in the lake), seconds.
+    p50: f64,
+    p99: f64,
+    /// The transform's latency quantiles (a batch's oldest raw record
+    /// → the batch's commit), seconds: the leg before the sink's.
+    t50: f64,
+    t99: f64,
 }
 
 /// What every run shares.
@@ -199,6 +258,13 @@ struct Bench<'a> {
 }
 
 const PYTHON_MODES: [&str; 2] = ["naive", "columnar"];
+
+/// The steady phase: a hub sending this many events a second …
+const STEADY_RATE: u64 = 1_000;
+/// … for this long, into a sink that rolls this often (the default, 60 s,
+/// makes freshness about the roll age, and a phase of several minutes).
+const STEADY_SECONDS: u64 = 30;
+const STEADY_ROLL: &str = "5s";
 
 /// Runs `chitose bench`.
 pub fn run(a: BenchArgs) -> Result<ExitCode> {
@@ -277,6 +343,7 @@ impl Bench<'_> {
             ..RunFigures::default()
         };
         self.pipeline(prefix, dir, &mut f)?;
+        f.steady = self.steady(&format!("{prefix}s"), dir)?;
         if let Some(py) = &self.a.python {
             for mode in PYTHON_MODES {
                 let l = self
@@ -375,9 +442,16 @@ impl Bench<'_> {
         Ok(Proc { name, child })
     }
 
-    /// chitose itself: transform and sink running, then the hub sends;
-    /// afterwards a second sink catches up on the same topics.
-    fn pipeline(&self, prefix: &str, dir: &Path, f: &mut RunFigures) -> Result<()> {
+    /// Creates the topics of `prefix` and starts a transform and a sink on
+    /// them (the sink rolling at `roll_age`), named `names` (for logs).
+    fn start_stages(
+        &self,
+        prefix: &str,
+        dir: &Path,
+        ops: [&str; 2],
+        roll_age: &str,
+        names: [&'static str; 2],
+    ) -> Result<Vec<Proc>> {
         use chitose_runtime::topics;
         let specs = topics::layout(
             prefix,
@@ -399,14 +473,11 @@ impl Bench<'_> {
             .block_on(self.kafka.create_topics(&specs))
             .context("creating the bench topics")?;
         let bootstrap = &self.kafka.bootstrap_servers;
-        let ops: Vec<String> = (0..3)
-            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
-            .collect::<Result<_>>()?;
         let s = |x: &str| x.to_owned();
-        let mut procs = vec![
+        Ok(vec![
             self.spawn(
                 dir,
-                "transform",
+                names[0],
                 vec![
                     s("transform"),
                     s("--bootstrap"),
@@ -414,7 +485,7 @@ impl Bench<'_> {
                     s("--keys-dir"),
                     self.keys.display().to_string(),
                     s("--ops-listen"),
-                    ops[1].clone(),
+                    s(ops[0]),
                 ],
                 vec![
                     (
@@ -431,15 +502,15 @@ impl Bench<'_> {
             )?,
             self.spawn(
                 dir,
-                "sink",
+                names[1],
                 vec![
                     s("sink"),
                     s("--bootstrap"),
                     bootstrap.clone(),
                     s("--lake"),
-                    dir.join("lake").display().to_string(),
+                    dir.join(format!("lake-{}", names[1])).display().to_string(),
                     s("--ops-listen"),
-                    ops[2].clone(),
+                    s(ops[1]),
                 ],
                 vec![
                     (
@@ -447,44 +518,71 @@ impl Bench<'_> {
                         format!(r"^{prefix}\.pseudo\..+"),
                     ),
                     ("CHITOSE_SINK__GROUP_ID", format!("{prefix}-sink")),
-                    ("CHITOSE_SINK__ROLL_AGE", s("2s")),
+                    ("CHITOSE_SINK__ROLL_AGE", s(roll_age)),
                 ],
             )?,
-        ];
+        ])
+    }
+
+    /// The hub's ingest: `events` simulated events at `rate` a second (0:
+    /// as fast as it can) into `prefix`'s raw topic.
+    fn start_ingest(
+        &self,
+        prefix: &str,
+        dir: &Path,
+        ops: &str,
+        events: u64,
+        rate: u64,
+        name: &'static str,
+    ) -> Result<Proc> {
+        let s = |x: &str| x.to_owned();
+        self.spawn(
+            dir,
+            name,
+            vec![
+                s("ingest"),
+                s("--source"),
+                s("simulate"),
+                s("--prefecture"),
+                s("27"),
+                s("--events"),
+                events.to_string(),
+                s("--rate"),
+                rate.to_string(),
+                s("--seed"),
+                s("2026"),
+                s("--bootstrap"),
+                self.kafka.bootstrap_servers.clone(),
+                s("--ops-listen"),
+                s(ops),
+                // Ingest exits when it has sent --events: statistics every
+                // second, so its last report is close to its end.
+                s("-X"),
+                s("statistics.interval.ms=1000"),
+            ],
+            vec![(
+                "CHITOSE_INGEST__TOPIC",
+                format!("{prefix}.raw.{{prefecture}}"),
+            )],
+        )
+    }
+
+    /// chitose itself: transform and sink running, then the hub sends;
+    /// afterwards a second sink catches up on the same topics.
+    fn pipeline(&self, prefix: &str, dir: &Path, f: &mut RunFigures) -> Result<()> {
+        let bootstrap = &self.kafka.bootstrap_servers;
+        let ops: Vec<String> = (0..3)
+            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .collect::<Result<_>>()?;
+        let s = |x: &str| x.to_owned();
+        let mut procs =
+            self.start_stages(prefix, dir, [&ops[1], &ops[2]], "2s", ["transform", "sink"])?;
         // Give both time to join their groups before the clock starts.
         std::thread::sleep(Duration::from_secs(5));
         let (t0, b0) = (Instant::now(), self.broker_cpu());
         procs.insert(
             0,
-            self.spawn(
-                dir,
-                "ingest",
-                vec![
-                    s("ingest"),
-                    s("--source"),
-                    s("simulate"),
-                    s("--prefecture"),
-                    s("27"),
-                    s("--events"),
-                    self.a.events.to_string(),
-                    s("--rate"),
-                    s("0"),
-                    s("--seed"),
-                    s("2026"),
-                    s("--bootstrap"),
-                    bootstrap.clone(),
-                    s("--ops-listen"),
-                    ops[0].clone(),
-                    // Ingest exits when it has sent --events: statistics
-                    // every second, so its last report is close to its end.
-                    s("-X"),
-                    s("statistics.interval.ms=1000"),
-                ],
-                vec![(
-                    "CHITOSE_INGEST__TOPIC",
-                    format!("{prefix}.raw.{{prefecture}}"),
-                )],
-            )?,
+            self.start_ingest(prefix, dir, &ops[0], self.a.events, 0, "ingest")?,
         );
         // CPU already spent by transform and sink while they joined.
         let idle: BTreeMap<&str, f64> = procs[1..]
@@ -614,6 +712,71 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// The pipeline at a steady `STEADY_RATE` events a second for
+    /// `STEADY_SECONDS`, the sink rolling every `STEADY_ROLL`: the sink's
+    /// freshness and the transform's latency histograms at the end.
+    fn steady(&self, prefix: &str, dir: &Path) -> Result<Steady> {
+        let ops: Vec<String> = (0..3)
+            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .collect::<Result<_>>()?;
+        let mut procs = self.start_stages(
+            prefix,
+            dir,
+            [&ops[1], &ops[2]],
+            STEADY_ROLL,
+            ["transform-steady", "sink-steady"],
+        )?;
+        std::thread::sleep(Duration::from_secs(5));
+        let events = STEADY_RATE * STEADY_SECONDS;
+        let t0 = Instant::now();
+        let mut ingest =
+            self.start_ingest(prefix, dir, &ops[0], events, STEADY_RATE, "ingest-steady")?;
+        let mut sent_s = 0.0;
+        let deadline = Instant::now() + Duration::from_secs(STEADY_SECONDS * 4 + 120);
+        let result = loop {
+            if sent_s == 0.0 && ingest.child.try_wait()?.is_some() {
+                sent_s = t0.elapsed().as_secs_f64();
+            }
+            let sink = metrics_text(&ops[2]).unwrap_or_default();
+            if sent_s > 0.0
+                && sum_where(&sink, chitose_sink::metrics::names::ROWS_TOTAL, "") >= events as f64
+            {
+                let q = |q| {
+                    histogram_quantile(&sink, chitose_sink::metrics::names::FRESHNESS_SECONDS, q)
+                };
+                let transform = metrics_text(&ops[1]).unwrap_or_default();
+                let t = |q| {
+                    histogram_quantile(
+                        &transform,
+                        chitose_transform::metrics::names::LATENCY_SECONDS,
+                        q,
+                    )
+                };
+                break Ok(Steady {
+                    rate: events as f64 / sent_s,
+                    p50: q(0.5),
+                    p99: q(0.99),
+                    t50: t(0.5),
+                    t99: t(0.99),
+                });
+            }
+            if Instant::now() > deadline {
+                break Err(anyhow::anyhow!(
+                    "the steady phase did not land {events} events; see {}",
+                    dir.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        let _ = ingest.child.kill();
+        let _ = ingest.child.wait();
+        for p in &mut procs {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        result
+    }
+
     /// bench/python_sink.py in `mode` on the run's pseudonymized topics.
     fn python(
         &self,
@@ -737,6 +900,34 @@ impl Bench<'_> {
         }
         println!(
             "\nService CPU counts from the first event sent (the groups' join before it is left out); ingest's includes its generator.\n"
+        );
+        println!(
+            "### Freshness at a steady {STEADY_RATE} events/s ({STEADY_SECONDS} s a run, sink roll age {STEADY_ROLL})\n"
+        );
+        println!("| figure | median | min | max |\n|---|---:|---:|---:|");
+        type Pick1 = fn(&Steady) -> f64;
+        let steady: [(&str, Pick1, usize); 5] = [
+            ("events/s ingest sent", |s| s.rate, 0),
+            (
+                "transform latency p50, s (a batch's oldest raw record, accepted by ingest → the batch's commit)",
+                |s| s.t50,
+                2,
+            ),
+            ("transform latency p99, s", |s| s.t99, 2),
+            (
+                "sink freshness p50, s (the transform wrote the record → its row is visible in the lake)",
+                |s| s.p50,
+                2,
+            ),
+            ("sink freshness p99, s", |s| s.p99, 2),
+        ];
+        for (name, pick, d) in steady {
+            println!("| {name} | {} |", spread(&|r| pick(&r.steady)).cells(d));
+        }
+        println!(
+            "\nFrom the transform's `{}` and the sink's `{}` histograms (quantiles interpolated within a bucket, as Prometheus does). The transform observes each batch once, at its oldest record, which bounds the batch's other records. Event → lake is the two legs together: the sum of their p99s bounds its 98th percentile (a record above that sum is above one of them). At the default roll age (60 s) a row waits up to the roll age for its file.\n",
+            chitose_transform::metrics::names::LATENCY_SECONDS,
+            chitose_sink::metrics::names::FRESHNESS_SECONDS
         );
         if let Some(last) = runs.last() {
             println!(
@@ -969,4 +1160,30 @@ fn uuid_like() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{:x}", (t as u64) ^ u64::from(std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::histogram_quantile;
+
+    #[test]
+    fn a_quantile_interpolates_within_its_bucket_as_prometheus_does() {
+        // 100 observations: 10 up to 1 s, 80 in (1, 2], 10 in (2, 5].
+        let text = "\
+# TYPE f histogram
+f_bucket{le=\"1\"} 10
+f_bucket{le=\"2\"} 90
+f_bucket{le=\"5\"} 100
+f_bucket{le=\"+Inf\"} 100
+f_sum 170
+f_count 100
+";
+        assert_eq!(histogram_quantile(text, "f", 0.05), 0.5);
+        assert_eq!(histogram_quantile(text, "f", 0.5), 1.5);
+        assert!((histogram_quantile(text, "f", 0.99) - 4.7).abs() < 1e-9);
+        // Ranks past the last finite bucket report its bound.
+        let inf = "f_bucket{le=\"1\"} 1\nf_bucket{le=\"+Inf\"} 2\n";
+        assert_eq!(histogram_quantile(inf, "f", 0.99), 1.0);
+        assert_eq!(histogram_quantile("", "f", 0.5), 0.0);
+    }
 }

@@ -148,6 +148,34 @@ impl Spread {
     }
 }
 
+/// Measures repeated over runs (`runs[r][i]` is measure `i` of run `r`)
+/// as a Markdown table: per CPU-second and per wall second, median, min
+/// and max; and, where `floor[i]` names another row, the ratio of row
+/// `i`'s per-CPU rate to that row's, taken within each run.
+pub fn spread_table(runs: &[Vec<Measure>], floor: &[Option<usize>]) -> String {
+    let mut s = String::from(
+        "| what | per CPU-second median | min | max | per second (wall) median | × floor median | min | max |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let Some(first) = runs.first() else {
+        return s;
+    };
+    for (i, m) in first.iter().enumerate() {
+        let cpu = Spread::of(runs.iter().map(|r| r[i].per_cpu()));
+        let wall = Spread::of(runs.iter().map(|r| r[i].per_wall()));
+        let x = match floor.get(i).copied().flatten() {
+            Some(f) => Spread::of(runs.iter().map(|r| r[i].per_cpu() / r[f].per_cpu())).cells(2),
+            None => "| |".into(),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {:.0} | {x} |\n",
+            m.name,
+            cpu.cells(0),
+            wall.median
+        ));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::Spread;
@@ -159,5 +187,26 @@ mod tests {
         assert_eq!(Spread::of([2.0, 1.0]).median, 2.0);
         assert_eq!(Spread::of([]).max, 0.0);
         assert_eq!(Spread::of([1.5, 3.25]).cells(2), "3.25 | 1.50 | 3.25");
+    }
+
+    #[test]
+    fn a_spread_table_takes_each_ratio_within_its_run() {
+        let m = |name: &str, cpu: f64| super::Measure {
+            name: name.into(),
+            events: 100,
+            wall: 1.0,
+            cpu,
+        };
+        // Run 2 is twice as slow for both rows: the ratio stays 0.5.
+        let runs = vec![
+            vec![m("floor", 1.0), m("work", 2.0)],
+            vec![m("floor", 2.0), m("work", 4.0)],
+            vec![m("floor", 1.0), m("work", 2.0)],
+        ];
+        let t = super::spread_table(&runs, &[None, Some(0)]);
+        let work = t.lines().find(|l| l.starts_with("| work")).unwrap();
+        assert_eq!(work, "| work | 50 | 25 | 50 | 100 | 0.50 | 0.50 | 0.50 |");
+        let floor = t.lines().find(|l| l.starts_with("| floor")).unwrap();
+        assert_eq!(floor, "| floor | 100 | 50 | 100 | 100 | | | |");
     }
 }

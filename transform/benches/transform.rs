@@ -16,7 +16,7 @@
 //! then the service as many times, each on a fresh MockCluster.
 
 use chitose_ingest::simulate::{Generator, SimConfig};
-use chitose_runtime::procstat::{Measure, measure, threads_cpu_seconds};
+use chitose_runtime::procstat::{Measure, Spread, measure, threads_cpu_seconds};
 use chitose_runtime::shutdown::Shutdown;
 use chitose_schemas::RawCodec;
 use chitose_schemas::catalog::SchemaStore;
@@ -114,9 +114,9 @@ fn main() {
     // 100 000 records over 12 raw partitions; each run gets a fresh cluster.
     let n_mock = n.min(100_000);
     let service_runs: Vec<(Measure, f64)> = (0..runs).map(|_| service(&msgs[..n_mock])).collect();
-    let stats = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2], v[0], v[v.len() - 1])
+    let stats = |v: Vec<f64>| {
+        let s = Spread::of(v);
+        (s.median, s.min, s.max)
     };
     let (a, b, c) = stats(service_runs.iter().map(|r| r.0.per_cpu()).collect());
     let (w, _, _) = stats(service_runs.iter().map(|r| r.0.per_wall()).collect());
@@ -250,9 +250,9 @@ fn print_pure(n: usize, bytes: usize, runs: &[[(Measure, f64); 2]], more_rows: &
             .unwrap_or(0),
         runs.len()
     );
-    let stats = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2], v[0], v[v.len() - 1])
+    let stats = |v: Vec<f64>| {
+        let s = Spread::of(v);
+        (s.median, s.min, s.max)
     };
     println!(
         "| what | events per CPU-s median | min | max | × floor median | min | max | allocations per event |"
