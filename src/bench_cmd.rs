@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// Scratch folder (keys, lake, baseline output).
     #[arg(long, default_value = "target/bench")]
     work: PathBuf,
+    /// After the measured runs, one more pipeline run (not counted) with
+    /// `perf record` (DWARF call graphs) attached to each service, writing
+    /// `<service>.perf.data` here; bench/run turns them into flame graphs.
+    #[arg(long)]
+    profile: Option<PathBuf>,
 }
 
 struct Proc {
@@ -326,6 +331,12 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         runs.push(b.run_once(&format!("bench{id}r{r}"), &dir)?);
     }
     b.report(&runs);
+    if let Some(out) = &a.profile {
+        let dir = work.join("profile");
+        std::fs::create_dir_all(&dir)?;
+        b.profile(&format!("bench{id}p"), &dir, out)
+            .context("the profiled run")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -775,6 +786,62 @@ impl Bench<'_> {
             let _ = p.child.wait();
         }
         result
+    }
+
+    /// The pipeline once more, each service under `perf record -p`
+    /// (attached after start, so the CPU figures of the measured runs
+    /// never include perf): `<service>.perf.data` in `out`.
+    fn profile(&self, prefix: &str, dir: &Path, out: &Path) -> Result<()> {
+        std::fs::create_dir_all(out)?;
+        let ops: Vec<String> = (0..3)
+            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .collect::<Result<_>>()?;
+        let mut procs =
+            self.start_stages(prefix, dir, [&ops[1], &ops[2]], "2s", ["transform", "sink"])?;
+        std::thread::sleep(Duration::from_secs(5));
+        procs.insert(
+            0,
+            self.start_ingest(prefix, dir, &ops[0], self.a.events, 0, "ingest")?,
+        );
+        let mut perfs = Vec::new();
+        for p in &procs {
+            let child = Command::new("perf")
+                .args(["record", "-F", "199", "--call-graph", "dwarf,16384", "-o"])
+                .arg(out.join(format!("{}.perf.data", p.name)))
+                .args(["-p", &p.pid()])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(
+                    dir.join(format!("perf-{}.log", p.name)),
+                )?)
+                .spawn()
+                .context("starting perf (is it installed and allowed: perf_event_paranoid?)")?;
+            perfs.push(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        let landed = loop {
+            let landed = scrape(&ops[2], chitose_sink::metrics::names::ROWS_TOTAL);
+            if landed >= self.messages.len() as f64 || Instant::now() > deadline {
+                break landed;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        // perf writes its file when interrupted (or when its process ends,
+        // as ingest's does).
+        for perf in &mut perfs {
+            let _ = Command::new("kill")
+                .args(["-INT", &perf.id().to_string()])
+                .status();
+            let _ = perf.wait();
+        }
+        for p in &mut procs {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        eprintln!(
+            "bench: profiled run landed {landed} rows; perf data in {}",
+            out.display()
+        );
+        Ok(())
     }
 
     /// bench/python_sink.py in `mode` on the run's pseudonymized topics.

@@ -124,8 +124,11 @@ impl TransformMetrics {
         let latency = hist(
             names::LATENCY_SECONDS,
             "From the raw record's broker timestamp to the commit of its output.",
+            // Finer around a second: a batch waits up to batch_max (1 s)
+            // for records, so that is where a trickle's latency sits.
             vec![
-                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 5.0, 10.0,
+                30.0, 60.0, 300.0,
             ],
         );
         let batch = hist(
