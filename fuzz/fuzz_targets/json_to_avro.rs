@@ -1,6 +1,7 @@
 //! Any bytes as a hub's JSON record: the converter and the edge checks
-//! never panic, and whatever converts decodes back with the raw codec and
-//! re-encodes to the same bytes.
+//! never panic, whatever converts decodes back with the raw codec and
+//! re-encodes to the same bytes, and the streaming path agrees with the
+//! `Value`-tree path (same bytes, same error).
 #![no_main]
 
 use chitose_schemas::catalog::{RAW_EVENT, SchemaStore};
@@ -17,7 +18,15 @@ static CONVERTER: LazyLock<JsonToAvro> = LazyLock::new(|| {
 
 fuzz_target!(|data: &[u8]| {
     let mut datum = Vec::new();
-    match CONVERTER.convert(data, &mut datum) {
+    let got = CONVERTER.convert(data, &mut datum);
+    let mut tree = Vec::new();
+    let want = CONVERTER.convert_tree(data, &mut tree);
+    match (&got, &want) {
+        (Ok(()), Ok(())) => assert_eq!(datum, tree, "the two paths wrote different bytes"),
+        (Err(a), Err(b)) => assert_eq!(a, b, "the two paths gave different errors"),
+        _ => panic!("one path accepted what the other refused: {got:?} / {want:?}"),
+    }
+    match got {
         Ok(()) => {
             let ev = RawEvent::from_datum(&datum).expect("a converted record decodes");
             let mut again = Vec::new();

@@ -450,3 +450,107 @@ fn truncated_and_foreign_messages_are_errors_not_panics() {
             .contains("expected a chitose.raw.RawEvent schema")
     );
 }
+
+/// `value` as JSON text with every object's keys in `order`.
+fn reordered(value: &serde_json::Value, reverse: bool, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            out.push('{');
+            let entries: Vec<_> = if reverse {
+                map.iter().rev().collect()
+            } else {
+                map.iter().collect()
+            };
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                reordered(v, reverse, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                reordered(v, reverse, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The converter streams JSON straight to Avro and falls back to the
+/// `Value` tree for what it does not take; both must give the same bytes
+/// and the same error for every record: generated good and bad ones, the
+/// same with keys sorted (fields out of the schema's order), reversed (a
+/// payload before its event_type), without their null fields (defaults),
+/// and the hand-written bad-input corpus. The fast path must carry the
+/// exporters' order and the sorted one, or the agreement proves nothing.
+#[test]
+fn the_streaming_converter_agrees_with_the_tree_on_every_record() {
+    let store = SchemaStore::embedded();
+    let conv = JsonToAvro::new(store.latest(RAW_EVENT).unwrap().schema.clone()).unwrap();
+    let mut inputs: Vec<(&str, Vec<u8>)> = Vec::new();
+    for l in lines(small(7, 0.3), 4_000) {
+        let good = matches!(l.verdict, Verdict::Good { .. });
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&l.bytes) {
+            for (label, reverse) in [("sorted", false), ("reversed", true)] {
+                let mut s = String::new();
+                reordered(&v, reverse, &mut s);
+                inputs.push((if good { label } else { "bad" }, s.into_bytes()));
+            }
+            if let serde_json::Value::Object(mut m) = v.clone() {
+                m.retain(|_, x| !x.is_null());
+                inputs.push(("bad", serde_json::to_vec(&m).unwrap()));
+            }
+        }
+        inputs.push((if good { "generated" } else { "bad" }, l.bytes));
+    }
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/json");
+    for f in std::fs::read_dir(&corpus).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "ndjson") {
+            for l in std::fs::read(&f).unwrap().split(|b| *b == b'\n') {
+                inputs.push(("bad", l.to_vec()));
+            }
+        }
+    }
+    let mut streamed: HashMap<&str, (usize, usize)> = HashMap::new();
+    let (mut accepted, mut refused) = (0, 0);
+    for (label, input) in &inputs {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let got = conv.convert(input, &mut a);
+        let want = conv.convert_tree(input, &mut b);
+        assert_eq!(got, want, "{label}: {}", String::from_utf8_lossy(input));
+        if got.is_ok() {
+            assert_eq!(a, b, "{label}: {}", String::from_utf8_lossy(input));
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+        let e = streamed.entry(label).or_default();
+        e.0 += usize::from(conv.streams(input));
+        e.1 += 1;
+    }
+    assert!(
+        accepted > 5_000 && refused > 500,
+        "{accepted} accepted, {refused} refused"
+    );
+    for label in ["generated", "sorted"] {
+        let (fast, all) = streamed[label];
+        assert_eq!(fast, all, "{label}: {fast} of {all} on the fast path");
+    }
+    // A payload before its event_type is the tree's to convert.
+    let (fast, all) = streamed["reversed"];
+    assert!(
+        fast == 0 && all > 1_000,
+        "reversed: {fast} of {all} streamed"
+    );
+}

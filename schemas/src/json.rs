@@ -8,6 +8,8 @@
 //! the *shape* of what was found, never the value itself.
 
 use crate::mynumber;
+
+mod stream;
 use apache_avro::Schema;
 use apache_avro::schema::RecordField;
 use serde_json::Value;
@@ -365,6 +367,40 @@ impl JsonToAvro {
     /// Converts one JSON record (bytes as received) and appends its Avro
     /// datum to `out`. On error `out` may hold a partial datum: truncate it.
     pub fn convert(&self, input: &[u8], out: &mut Vec<u8>) -> Result<(), JsonError> {
+        self.size_check(input)?;
+        // The fast path streams the bytes straight to Avro; whatever it
+        // does not take (every rejection among them) goes through the
+        // tree, which says why. It needs no UTF-8 check of its own: the
+        // parser validates every string, and outside strings only ASCII
+        // parses.
+        let start = out.len();
+        let bare = input.strip_prefix("\u{feff}".as_bytes()).unwrap_or(input);
+        if stream::convert(&self.root, bare, out).is_ok() {
+            return Ok(());
+        }
+        out.truncate(start);
+        self.convert_tree(input, out)
+    }
+
+    /// The reference path: the same checks, then a parse into a `Value`
+    /// tree (strictly: no key twice) and its conversion, never the fast
+    /// path. [`convert`](Self::convert) gives the same bytes and errors;
+    /// this is public so the tests and the fuzzer can hold it to that.
+    pub fn convert_tree(&self, input: &[u8], out: &mut Vec<u8>) -> Result<(), JsonError> {
+        self.precheck(input)?;
+        let value = parse_strict(input)?;
+        self.convert_value(&value, out)
+    }
+
+    /// Whether `input` converts on the fast path alone (for tests: the
+    /// fallback must not be what makes the two paths agree).
+    #[doc(hidden)]
+    pub fn streams(&self, input: &[u8]) -> bool {
+        let bare = input.strip_prefix("\u{feff}".as_bytes()).unwrap_or(input);
+        self.size_check(input).is_ok() && stream::convert(&self.root, bare, &mut Vec::new()).is_ok()
+    }
+
+    fn size_check(&self, input: &[u8]) -> Result<(), JsonError> {
         if input.len() > self.max_record_bytes {
             return Err(err(
                 &[],
@@ -373,6 +409,12 @@ impl JsonToAvro {
                 RejectReason::TooLarge,
             ));
         }
+        Ok(())
+    }
+
+    /// Size and UTF-8, before the tree path parses.
+    fn precheck(&self, input: &[u8]) -> Result<(), JsonError> {
+        self.size_check(input)?;
         if let Err(e) = std::str::from_utf8(input) {
             return Err(err(
                 &[],
@@ -381,8 +423,7 @@ impl JsonToAvro {
                 RejectReason::Malformed,
             ));
         }
-        let value = parse_strict(input)?;
-        self.convert_value(&value, out)
+        Ok(())
     }
 
     /// Converts an already parsed JSON value.
@@ -674,14 +715,7 @@ fn write_record<'v>(
         path.push(&f.name);
         match (obj.get(&f.name), &f.default) {
             (Some(fv), _) => write(&f.node, fv, selector, path, out)?,
-            // Avro: a union's default belongs to its first branch.
-            (None, Some(d)) => match &f.node {
-                Node::Union { branches, .. } => {
-                    put_long(out, 0);
-                    write(&branches[0], d, None, path, out)?
-                }
-                n => write(n, d, None, path, out)?,
-            },
+            (None, Some(d)) => put_default(&f.node, d, path, out)?,
             (None, None) => {
                 return Err(err(
                     path,
@@ -695,6 +729,40 @@ fn write_record<'v>(
     }
     Ok(())
 }
+
+/// A missing field's default. Avro: a union's default belongs to its
+/// first branch.
+fn put_default<'v>(
+    node: &'v Node,
+    d: &'v Value,
+    path: &mut Vec<&'v str>,
+    out: &mut Vec<u8>,
+) -> Result<(), JsonError> {
+    match node {
+        Node::Union { branches, .. } => {
+            put_long(out, 0);
+            write(&branches[0], d, None, path, out)
+        }
+        n => write(n, d, None, path, out),
+    }
+}
+
+/// The fast path's default for a missing field (Err: it has none).
+fn write_default(f: &FieldNode, out: &mut Vec<u8>) -> Result<(), JsonError> {
+    let Some(d) = &f.default else {
+        return Err(err(
+            &[],
+            expected_for(&f.node),
+            "nothing",
+            RejectReason::MissingField,
+        ));
+    };
+    put_default(&f.node, d, &mut Vec::new(), out)
+}
+
+/// Records of at most this many fields take the fast path (a bit per
+/// field); the contract's widest has 22.
+const MAX_STREAM_FIELDS: usize = 64;
 
 fn expected_for(n: &Node) -> String {
     match n {
