@@ -21,7 +21,7 @@
 //! when complete: only `*.ndjson` and `*.jsonl` files are read.
 
 use crate::config::FilesConfig;
-use crate::edge::Edge;
+use crate::edge::{Edge, EdgeScratch};
 use crate::metrics::IngestMetrics;
 use crate::producer::RawProducer;
 use crate::records::{CsvMapping, Item, RecordReader};
@@ -658,6 +658,7 @@ impl FilesSource {
         let mut last_ckpt = Instant::now();
         let mut last_written = ckpt.line;
         let now = Timestamp::now();
+        let mut scratch = EdgeScratch::default();
 
         type Done = (u64, u64, u64, Result<bool, rdkafka::error::KafkaError>);
         let settle =
@@ -723,16 +724,16 @@ impl FilesSource {
             }
             let verdict = match invalid {
                 Some(e) => Err(e),
-                None => self.edge.accept(&line, now),
+                None => self.edge.accept_with(&line, now, &mut scratch),
             };
             match verdict {
-                Ok(a) => {
+                Ok(message) => {
                     let ln_text = ln.to_string();
                     let ack = self
                         .producer
                         .send(
-                            &a.event.patient.local_patient_id,
-                            a.message,
+                            &scratch.event().patient.local_patient_id,
+                            message,
                             &[
                                 (HEADER_FILE, name.as_bytes()),
                                 (HEADER_LINE, ln_text.as_bytes()),

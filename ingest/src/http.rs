@@ -23,7 +23,7 @@
 //!   within its de-duplication window.
 
 use crate::config::HttpConfig;
-use crate::edge::Edge;
+use crate::edge::{Edge, EdgeScratch};
 use crate::metrics::IngestMetrics;
 use crate::producer::RawProducer;
 use crate::tls::Tls;
@@ -234,19 +234,20 @@ async fn handle(
     let mut errors = Vec::new();
     let mut rejected = 0usize;
     let mut acks = Vec::new();
+    let mut scratch = EdgeScratch::default();
     for (i, r) in recs.iter().enumerate() {
         s.metrics.read.inc();
         let verdict = match r {
-            Ok(bytes) => edge.accept(bytes, now),
+            Ok(bytes) => edge.accept_with(bytes, now, &mut scratch),
             Err(e) => Err(e.clone()),
         };
         match verdict {
-            Ok(a) => {
+            Ok(message) => {
                 let ack = s
                     .producer
                     .send(
-                        &a.event.patient.local_patient_id,
-                        a.message,
+                        &scratch.event().patient.local_patient_id,
+                        message,
                         &[(HEADER_REQUEST, request_id.as_bytes())],
                     )
                     .await;

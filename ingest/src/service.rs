@@ -1,7 +1,7 @@
 //! `chitose ingest`: wires config, producer, ops endpoint and one source.
 
 use crate::config::{IngestConfig, SourceKind};
-use crate::edge::Edge;
+use crate::edge::{Edge, EdgeScratch};
 use crate::files::FilesSource;
 use crate::metrics::IngestMetrics;
 use crate::producer::RawProducer;
@@ -224,6 +224,7 @@ async fn simulate(
     gen_cfg.hub = Some(cfg.prefecture.clone());
     let mut g = Generator::new(gen_cfg)?;
     let edge = Edge::new(store, Some(cfg.prefecture.clone()));
+    let mut scratch = EdgeScratch::default();
     let started = Instant::now();
     let mut acks = futures::stream::FuturesUnordered::new();
     let mut n = 0u64;
@@ -241,10 +242,10 @@ async fn simulate(
         n += 1;
         let line = g.next_line();
         metrics.read.inc();
-        match edge.accept(&line.bytes, Timestamp::now()) {
-            Ok(a) => acks.push(
+        match edge.accept_with(&line.bytes, Timestamp::now(), &mut scratch) {
+            Ok(message) => acks.push(
                 producer
-                    .send(&a.event.patient.local_patient_id, a.message, &[])
+                    .send(&scratch.event().patient.local_patient_id, message, &[])
                     .await,
             ),
             Err(e) => {

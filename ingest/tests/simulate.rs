@@ -554,3 +554,34 @@ fn the_streaming_converter_agrees_with_the_tree_on_every_record() {
         "reversed: {fast} of {all} streamed"
     );
 }
+
+/// A source decodes each accepted record over the last one; what it sends
+/// and what it checked must be what a fresh decode gives, through bad
+/// records and every event type.
+#[test]
+fn an_edge_reusing_its_scratch_accepts_what_a_fresh_one_accepts() {
+    let edge = Edge::new(&SchemaStore::embedded(), Some("27".into()));
+    let mut scratch = chitose_ingest::edge::EdgeScratch::default();
+    let mut cfg = small(11, 0.3);
+    cfg.hub = Some("27".into());
+    cfg.prefectures = vec!["27".into()];
+    let (mut accepted, mut types) = (0, HashSet::new());
+    for l in lines(cfg, 3_000) {
+        let fresh = edge.accept(&l.bytes, now());
+        let reused = edge.accept_with(&l.bytes, now(), &mut scratch);
+        match (fresh, reused) {
+            (Ok(a), Ok(message)) => {
+                assert_eq!(a.message, message);
+                assert_eq!(&a.event, scratch.event());
+                types.insert(a.event.event_type.symbol());
+                accepted += 1;
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            (a, b) => panic!("fresh {a:?}, reused {b:?}"),
+        }
+    }
+    assert!(
+        accepted > 1_500 && types.len() >= 6,
+        "{accepted} accepted, types {types:?}"
+    );
+}
