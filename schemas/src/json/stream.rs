@@ -314,8 +314,15 @@ fn record<'de, A: MapAccess<'de>>(
     let mut selector: Option<Str<'de>> = None;
     while let Some(key) = map.next_key::<Str<'de>>()? {
         let key = key.as_str();
-        let Some(&i) = r.lookup.get(key) else {
-            return fail();
+        // Exporters write the schema's order: try the next field's name
+        // before hashing the key.
+        let next = last.map_or(0, |l| l + 1);
+        let i = match r.fields.get(next) {
+            Some(f) if f.name == key => next,
+            _ => match r.lookup.get(key) {
+                Some(&i) => i,
+                None => return fail(),
+            },
         };
         if present & (1 << i) != 0 {
             return fail();
