@@ -36,7 +36,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// `chitose bench` flags.
@@ -387,48 +387,58 @@ impl Bench<'_> {
             .context("creating the reference topics")?;
         let ready = AtomicUsize::new(0);
         let consumers = usize::from(hops);
-        let deadline = Instant::now() + Duration::from_secs(900);
+        let until = Until {
+            deadline: Instant::now() + Duration::from_secs(900),
+            abort: AtomicBool::new(false),
+        };
         std::thread::scope(|s| -> Result<Phase> {
             let hop = (hops == 2).then(|| {
                 s.spawn(|| {
-                    null_hop(
+                    until.on_error(null_hop(
                         &self.kafka,
                         &format!("{prefix}-null-hop"),
                         &input,
                         &outputs,
                         n,
                         &ready,
-                        deadline,
-                    )
+                        &until,
+                    ))
                 })
             });
             let reader = s.spawn(|| {
-                read_all(
+                until.on_error(read_all(
                     &self.kafka,
                     &format!("{prefix}-null{hops}-reader"),
                     &outputs,
                     n,
                     &ready,
-                    deadline,
-                )
+                    &until,
+                ))
             });
-            while ready.load(Ordering::SeqCst) < consumers {
-                if Instant::now() > deadline || reader.is_finished() {
-                    bail!("the reference's consumers did not join their groups");
+            let measured = (|| -> Result<(Instant, f64, f64)> {
+                while ready.load(Ordering::SeqCst) < consumers {
+                    if until.over() || reader.is_finished() {
+                        bail!("the reference's consumers did not join their groups");
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let (t0, c0, b0) = (Instant::now(), cpu_seconds(), self.broker_cpu());
-            produce_all(&self.kafka, &input, &self.messages)?;
+                let (t0, c0, b0) = (Instant::now(), cpu_seconds(), self.broker_cpu());
+                produce_all(&self.kafka, &input, &self.messages)?;
+                Ok((t0, c0, b0))
+            })();
+            // On failure the threads stop now, not at the deadline (the
+            // scope waits for them).
+            let measured = until.on_error(measured);
             let end = reader
                 .join()
-                .map_err(|_| anyhow::anyhow!("the reference's reader panicked"))??;
+                .map_err(|_| anyhow::anyhow!("the reference's reader panicked"))?;
             if let Some(h) = hop {
                 h.join()
                     .map_err(|_| anyhow::anyhow!("the reference's hop panicked"))??;
             }
+            let (t0, c0, b0) = measured?;
             Ok(Phase {
-                wall: end.duration_since(t0).as_secs_f64(),
+                wall: end?.duration_since(t0).as_secs_f64(),
                 cpu: cpu_seconds() - c0,
                 broker: self.broker_cpu() - b0,
             })
@@ -1052,6 +1062,27 @@ impl Bench<'_> {
     }
 }
 
+/// When the reference's threads give up: at the deadline, or at once when
+/// the phase failed.
+struct Until {
+    deadline: Instant,
+    abort: AtomicBool,
+}
+
+impl Until {
+    fn over(&self) -> bool {
+        self.abort.load(Ordering::SeqCst) || Instant::now() > self.deadline
+    }
+
+    /// Passes `r` on, stopping the other threads if it failed.
+    fn on_error<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.abort.store(true, Ordering::SeqCst);
+        }
+        r
+    }
+}
+
 /// Produces every message as ingest does and waits for all acknowledgements.
 fn produce_all(kafka: &KafkaSettings, topic: &str, messages: &[(String, Vec<u8>)]) -> Result<()> {
     let producer: ThreadedProducer<DefaultProducerContext> = kafka.producer_config().create()?;
@@ -1104,7 +1135,7 @@ fn null_hop(
     outputs: &[String],
     n: usize,
     ready: &AtomicUsize,
-    deadline: Instant,
+    until: &Until,
 ) -> Result<()> {
     let cfg = chitose_transform::config::TransformConfig::default();
     let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
@@ -1118,8 +1149,8 @@ fn null_hop(
     let mut joined = false;
     let mut moved = 0;
     while moved < n {
-        if Instant::now() > deadline {
-            bail!("the null hop moved {moved} of {n} messages before the deadline");
+        if until.over() {
+            bail!("the null hop stopped after {moved} of {n} messages");
         }
         let until = Instant::now() + cfg.batch_max;
         let mut batch = Vec::new();
@@ -1172,7 +1203,7 @@ fn read_all(
     topics: &[String],
     n: usize,
     ready: &AtomicUsize,
-    deadline: Instant,
+    until: &Until,
 ) -> Result<Instant> {
     let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -1194,8 +1225,8 @@ fn read_all(
         Ok(())
     };
     while got < n {
-        if Instant::now() > deadline {
-            bail!("the reference's reader got {got} of {n} messages before the deadline");
+        if until.over() {
+            bail!("the reference's reader stopped after {got} of {n} messages");
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
