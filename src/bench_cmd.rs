@@ -1152,10 +1152,10 @@ fn null_hop(
         if until.over() {
             bail!("the null hop stopped after {moved} of {n} messages");
         }
-        let until = Instant::now() + cfg.batch_max;
+        let batch_until = Instant::now() + cfg.batch_max;
         let mut batch = Vec::new();
         while batch.len() < cfg.batch_max_records {
-            let left = until.saturating_duration_since(Instant::now());
+            let left = batch_until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }

@@ -89,16 +89,17 @@ impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
 }
 
 impl<'n> Seed<'n, '_> {
-    /// For a union and a non-null value: writes the branch index and
-    /// returns the branch's node, as `write` picks it.
-    fn branch<E: de::Error>(&mut self) -> Result<Option<&'n Node>, E> {
+    /// For a non-null value: a union writes the branch `write` would pick
+    /// and becomes that branch (Avro has no union directly in a union);
+    /// anything else is itself.
+    fn resolved<E: de::Error>(self) -> Result<Self, E> {
         let Node::Union {
             branches,
             null_index,
             by_event_type,
         } = self.node
         else {
-            return Ok(None);
+            return Ok(self);
         };
         let i = if by_event_type.is_empty() {
             match (0..branches.len()).find(|&i| Some(i) != *null_index) {
@@ -112,35 +113,32 @@ impl<'n> Seed<'n, '_> {
             }
         };
         put_long(self.out, i as i64);
-        Ok(Some(&branches[i]))
+        Ok(Seed {
+            node: &branches[i],
+            out: self.out,
+            selector: None,
+        })
     }
 
-    fn put_str<E: de::Error>(mut self, s: &str) -> Result<(), E> {
-        if let Some(b) = self.branch()? {
-            return Seed {
-                node: b,
-                out: self.out,
-                selector: None,
-            }
-            .put_str(s);
-        }
-        match self.node {
+    fn put_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        let this = self.resolved()?;
+        match this.node {
             Node::Str(rule) => {
                 if check_string_rules(s, rule.pattern.as_ref(), rule.max_chars).is_err() {
                     return fail();
                 }
-                put_bytes(self.out, s.as_bytes());
+                put_bytes(this.out, s.as_bytes());
             }
             Node::Date => match Date::parse(s) {
-                Some(d) => put_long(self.out, i64::from(d.0)),
+                Some(d) => put_long(this.out, i64::from(d.0)),
                 None => return fail(),
             },
             Node::TimestampMillis => match Timestamp::parse(s) {
-                Some(t) => put_long(self.out, t.0),
+                Some(t) => put_long(this.out, t.0),
                 None => return fail(),
             },
             Node::Enum(symbols) => match symbols.iter().position(|x| x == s) {
-                Some(i) => put_long(self.out, i as i64),
+                Some(i) => put_long(this.out, i as i64),
                 None => return fail(),
             },
             _ => return fail(),
@@ -148,37 +146,23 @@ impl<'n> Seed<'n, '_> {
         Ok(())
     }
 
-    fn put_i64<E: de::Error>(mut self, n: i64) -> Result<(), E> {
-        if let Some(b) = self.branch()? {
-            return Seed {
-                node: b,
-                out: self.out,
-                selector: None,
-            }
-            .put_i64(n);
-        }
-        match self.node {
-            Node::Int if i32::try_from(n).is_ok() => put_long(self.out, n),
-            Node::Long => put_long(self.out, n),
-            Node::Float => self.out.extend_from_slice(&(n as f64 as f32).to_le_bytes()),
-            Node::Double => put_double(self.out, n as f64),
+    fn put_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
+        let this = self.resolved()?;
+        match this.node {
+            Node::Int if i32::try_from(n).is_ok() => put_long(this.out, n),
+            Node::Long => put_long(this.out, n),
+            Node::Float => this.out.extend_from_slice(&(n as f64 as f32).to_le_bytes()),
+            Node::Double => put_double(this.out, n as f64),
             _ => return fail(),
         }
         Ok(())
     }
 
-    fn put_f64<E: de::Error>(mut self, x: f64) -> Result<(), E> {
-        if let Some(b) = self.branch()? {
-            return Seed {
-                node: b,
-                out: self.out,
-                selector: None,
-            }
-            .put_f64(x);
-        }
-        match self.node {
-            Node::Float if x.is_finite() => self.out.extend_from_slice(&(x as f32).to_le_bytes()),
-            Node::Double if x.is_finite() => put_double(self.out, x),
+    fn put_f64<E: de::Error>(self, x: f64) -> Result<(), E> {
+        let this = self.resolved()?;
+        match this.node {
+            Node::Float if x.is_finite() => this.out.extend_from_slice(&(x as f32).to_le_bytes()),
+            Node::Double if x.is_finite() => put_double(this.out, x),
             _ => return fail(),
         }
         Ok(())
@@ -192,18 +176,11 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
         f.write_str("a value of the schema")
     }
 
-    fn visit_bool<E: de::Error>(mut self, v: bool) -> Result<(), E> {
-        if let Some(b) = self.branch()? {
-            return Seed {
-                node: b,
-                out: self.out,
-                selector: None,
-            }
-            .visit_bool(v);
-        }
-        match self.node {
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        let this = self.resolved()?;
+        match this.node {
             Node::Boolean => {
-                self.out.push(u8::from(v));
+                this.out.push(u8::from(v));
                 Ok(())
             }
             _ => fail(),
@@ -245,16 +222,9 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
         }
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        if let Some(b) = self.branch()? {
-            return Seed {
-                node: b,
-                out: self.out,
-                selector: None,
-            }
-            .visit_seq(seq);
-        }
-        let Node::Array(items) = self.node else {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let this = self.resolved()?;
+        let Node::Array(items) = this.node else {
             return fail();
         };
         // Avro wants the count first: the items go to a buffer of their own.
@@ -271,24 +241,17 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
             n += 1;
         }
         if n > 0 {
-            put_long(self.out, n);
-            self.out.extend_from_slice(&buf);
+            put_long(this.out, n);
+            this.out.extend_from_slice(&buf);
         }
-        self.out.push(0);
+        this.out.push(0);
         Ok(())
     }
 
-    fn visit_map<A: MapAccess<'de>>(mut self, map: A) -> Result<(), A::Error> {
-        if let Some(b) = self.branch()? {
-            return Seed {
-                node: b,
-                out: self.out,
-                selector: None,
-            }
-            .visit_map(map);
-        }
-        match self.node {
-            Node::Record(r) => record(r, self.out, map),
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let this = self.resolved()?;
+        match this.node {
+            Node::Record(r) => record(r, this.out, map),
             _ => fail(),
         }
     }
