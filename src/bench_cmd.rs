@@ -81,6 +81,22 @@ impl Proc {
     }
 }
 
+/// A service of the bench stops with its handle, also when a phase fails
+/// half-way (it would otherwise keep running and skew the next phase).
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` free loopback addresses for the services' ops endpoints.
+fn ops_addresses(n: usize) -> Result<Vec<String>> {
+    (0..n)
+        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+        .collect()
+}
+
 fn scrape(addr: &str, name: &str) -> f64 {
     metrics_text(addr).map_or(0.0, |t| sum_where(&t, name, ""))
 }
@@ -521,28 +537,42 @@ impl Bench<'_> {
                     ("CHITOSE_TRANSFORM__GROUP_ID", format!("{prefix}-transform")),
                 ],
             )?,
-            self.spawn(
-                dir,
-                names[1],
-                vec![
-                    s("sink"),
-                    s("--bootstrap"),
-                    bootstrap.clone(),
-                    s("--lake"),
-                    dir.join(format!("lake-{}", names[1])).display().to_string(),
-                    s("--ops-listen"),
-                    s(ops[1]),
-                ],
-                vec![
-                    (
-                        "CHITOSE_SINK__INPUT_PATTERN",
-                        format!(r"^{prefix}\.pseudo\..+"),
-                    ),
-                    ("CHITOSE_SINK__GROUP_ID", format!("{prefix}-sink")),
-                    ("CHITOSE_SINK__ROLL_AGE", s(roll_age)),
-                ],
-            )?,
+            self.start_sink(prefix, dir, ops[1], roll_age, names[1])?,
         ])
+    }
+
+    /// A sink of `prefix`'s pseudonymized topics into its own lake and
+    /// group (both named after `name`), rolling at `roll_age`.
+    fn start_sink(
+        &self,
+        prefix: &str,
+        dir: &Path,
+        ops: &str,
+        roll_age: &str,
+        name: &'static str,
+    ) -> Result<Proc> {
+        let s = |x: &str| x.to_owned();
+        self.spawn(
+            dir,
+            name,
+            vec![
+                s("sink"),
+                s("--bootstrap"),
+                self.kafka.bootstrap_servers.clone(),
+                s("--lake"),
+                dir.join(format!("lake-{name}")).display().to_string(),
+                s("--ops-listen"),
+                s(ops),
+            ],
+            vec![
+                (
+                    "CHITOSE_SINK__INPUT_PATTERN",
+                    format!(r"^{prefix}\.pseudo\..+"),
+                ),
+                ("CHITOSE_SINK__GROUP_ID", format!("{prefix}-{name}")),
+                ("CHITOSE_SINK__ROLL_AGE", s(roll_age)),
+            ],
+        )
     }
 
     /// The hub's ingest: `events` simulated events at `rate` a second (0:
@@ -591,11 +621,7 @@ impl Bench<'_> {
     /// chitose itself: transform and sink running, then the hub sends;
     /// afterwards a second sink catches up on the same topics.
     fn pipeline(&self, prefix: &str, dir: &Path, f: &mut RunFigures) -> Result<()> {
-        let bootstrap = &self.kafka.bootstrap_servers;
-        let ops: Vec<String> = (0..3)
-            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
-            .collect::<Result<_>>()?;
-        let s = |x: &str| x.to_owned();
+        let ops = ops_addresses(3)?;
         let mut procs =
             self.start_stages(prefix, dir, [&ops[1], &ops[2]], "2s", ["transform", "sink"])?;
         // Give both time to join their groups before the clock starts.
@@ -683,35 +709,12 @@ impl Bench<'_> {
             kafka_requests("transform", &metrics_text(&ops[1]).unwrap_or_default()),
             kafka_requests("sink", &metrics_text(&ops[2]).unwrap_or_default()),
         );
-        for p in &mut procs {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
+        drop(procs);
 
         // The sink again, catching up on the same topics in bulk (a fresh
         // group and lake): the conditions the Python baselines get.
         let catchup_ops = format!("127.0.0.1:{}", free_port()?);
-        let mut catchup = self.spawn(
-            dir,
-            "sink-catchup",
-            vec![
-                s("sink"),
-                s("--bootstrap"),
-                bootstrap.clone(),
-                s("--lake"),
-                dir.join("lake-catchup").display().to_string(),
-                s("--ops-listen"),
-                catchup_ops.clone(),
-            ],
-            vec![
-                (
-                    "CHITOSE_SINK__INPUT_PATTERN",
-                    format!(r"^{prefix}\.pseudo\..+"),
-                ),
-                ("CHITOSE_SINK__GROUP_ID", format!("{prefix}-sink-catchup")),
-                ("CHITOSE_SINK__ROLL_AGE", s("5s")),
-            ],
-        )?;
+        let catchup = self.start_sink(prefix, dir, &catchup_ops, "5s", "sink-catchup")?;
         let t3 = Instant::now();
         loop {
             if let Some(b) = peak_rss_bytes(&catchup.pid()) {
@@ -728,8 +731,6 @@ impl Bench<'_> {
         }
         f.catchup.rows = landed;
         f.catchup.files = scrape(&catchup_ops, chitose_sink::metrics::names::FILES_TOTAL);
-        let _ = catchup.child.kill();
-        let _ = catchup.child.wait();
         Ok(())
     }
 
@@ -737,10 +738,8 @@ impl Bench<'_> {
     /// `STEADY_SECONDS`, the sink rolling every `STEADY_ROLL`: the sink's
     /// freshness and the transform's latency histograms at the end.
     fn steady(&self, prefix: &str, dir: &Path) -> Result<Steady> {
-        let ops: Vec<String> = (0..3)
-            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
-            .collect::<Result<_>>()?;
-        let mut procs = self.start_stages(
+        let ops = ops_addresses(3)?;
+        let procs = self.start_stages(
             prefix,
             dir,
             [&ops[1], &ops[2]],
@@ -789,12 +788,7 @@ impl Bench<'_> {
             }
             std::thread::sleep(Duration::from_millis(250));
         };
-        let _ = ingest.child.kill();
-        let _ = ingest.child.wait();
-        for p in &mut procs {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
+        drop((ingest, procs));
         result
     }
 
@@ -803,9 +797,7 @@ impl Bench<'_> {
     /// never include perf): `<service>.perf.data` in `out`.
     fn profile(&self, prefix: &str, dir: &Path, out: &Path) -> Result<()> {
         std::fs::create_dir_all(out)?;
-        let ops: Vec<String> = (0..3)
-            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
-            .collect::<Result<_>>()?;
+        let ops = ops_addresses(3)?;
         let mut procs =
             self.start_stages(prefix, dir, [&ops[1], &ops[2]], "2s", ["transform", "sink"])?;
         std::thread::sleep(Duration::from_secs(5));
@@ -843,10 +835,7 @@ impl Bench<'_> {
                 .status();
             let _ = perf.wait();
         }
-        for p in &mut procs {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
+        drop(procs);
         eprintln!(
             "bench: profiled run landed {landed} rows; perf data in {}",
             out.display()

@@ -8,13 +8,13 @@
 //! the *shape* of what was found, never the value itself.
 
 use crate::mynumber;
-
-mod stream;
 use apache_avro::Schema;
 use apache_avro::schema::RecordField;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt;
+
+mod stream;
 
 use crate::codec::{Date, Timestamp, put_bytes, put_double, put_long};
 
@@ -374,8 +374,7 @@ impl JsonToAvro {
         // parser validates every string, and outside strings only ASCII
         // parses.
         let start = out.len();
-        let bare = input.strip_prefix("\u{feff}".as_bytes()).unwrap_or(input);
-        if stream::convert(&self.root, bare, out).is_ok() {
+        if stream::convert(&self.root, without_bom(input), out).is_ok() {
             return Ok(());
         }
         out.truncate(start);
@@ -396,8 +395,8 @@ impl JsonToAvro {
     /// fallback must not be what makes the two paths agree).
     #[doc(hidden)]
     pub fn streams(&self, input: &[u8]) -> bool {
-        let bare = input.strip_prefix("\u{feff}".as_bytes()).unwrap_or(input);
-        self.size_check(input).is_ok() && stream::convert(&self.root, bare, &mut Vec::new()).is_ok()
+        self.size_check(input).is_ok()
+            && stream::convert(&self.root, without_bom(input), &mut Vec::new()).is_ok()
     }
 
     fn size_check(&self, input: &[u8]) -> Result<(), JsonError> {
@@ -747,17 +746,17 @@ fn put_default<'v>(
     }
 }
 
-/// The fast path's default for a missing field (Err: it has none).
-fn write_default(f: &FieldNode, out: &mut Vec<u8>) -> Result<(), JsonError> {
-    let Some(d) = &f.default else {
-        return Err(err(
-            &[],
-            expected_for(&f.node),
-            "nothing",
-            RejectReason::MissingField,
-        ));
-    };
-    put_default(&f.node, d, &mut Vec::new(), out)
+/// The fast path's default for a missing field; false when it has none
+/// (the tree path then says what was missing).
+fn write_default(f: &FieldNode, out: &mut Vec<u8>) -> bool {
+    f.default
+        .as_ref()
+        .is_some_and(|d| put_default(&f.node, d, &mut Vec::new(), out).is_ok())
+}
+
+/// `input` without a leading UTF-8 byte-order mark (both paths skip one).
+fn without_bom(input: &[u8]) -> &[u8] {
+    input.strip_prefix("\u{feff}".as_bytes()).unwrap_or(input)
 }
 
 /// Records of at most this many fields take the fast path (a bit per
@@ -785,7 +784,7 @@ fn expected_for(n: &Node) -> String {
 /// A leading UTF-8 byte-order mark is skipped. Errors carry a position,
 /// never the input.
 pub fn parse_strict(input: &[u8]) -> Result<Value, JsonError> {
-    let input = input.strip_prefix("\u{feff}".as_bytes()).unwrap_or(input);
+    let input = without_bom(input);
     let mut de = serde_json::Deserializer::from_slice(input);
     let parsed = serde::Deserialize::deserialize(&mut de).and_then(|StrictValue(v)| {
         de.end()?;

@@ -273,7 +273,8 @@ fn record<'de, A: MapAccess<'de>>(
     let mut present = 0u64;
     let mut in_order = true;
     let mut last: Option<usize> = None;
-    // The branch index of each union of records, once `event_type` is read.
+    // The `event_type` string, once read: it picks the branch of a union
+    // of records (the payload), as the tree path's selector does.
     let mut selector: Option<Str<'de>> = None;
     while let Some(key) = map.next_key::<Str<'de>>()? {
         let key = key.as_str();
@@ -327,11 +328,10 @@ fn record<'de, A: MapAccess<'de>>(
         in_order &= last.is_none_or(|l| l < i);
         last = Some(i);
     }
-    let all = if r.fields.len() == 64 {
-        u64::MAX
-    } else {
-        (1u64 << r.fields.len()) - 1
-    };
+    // A bit per field (at most 64, checked above).
+    let all = u64::MAX
+        .checked_shr((MAX_STREAM_FIELDS - r.fields.len()) as u32)
+        .unwrap_or(0);
     if present == all && in_order {
         return Ok(());
     }
@@ -340,7 +340,7 @@ fn record<'de, A: MapAccess<'de>>(
         if present & (1 << i) != 0 {
             let (a, b) = ranges[i];
             out.extend_from_slice(&body[a - start..b - start]);
-        } else if write_default(f, out).is_err() {
+        } else if !write_default(f, out) {
             return fail();
         }
     }
