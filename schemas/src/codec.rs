@@ -101,6 +101,13 @@ impl<'a> Reader<'a> {
 
     /// Reads a zig-zag varint.
     pub fn long(&mut self, field: &'static str) -> Result<i64, DecodeError> {
+        // Most longs are one byte (lengths, branch and enum indexes).
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(i64::from(b >> 1) ^ -i64::from(b & 1));
+        }
         let mut value: u64 = 0;
         let mut shift = 0u32;
         loop {
@@ -657,6 +664,14 @@ mod tests {
             let mut out = Vec::new();
             put_long(&mut out, v);
             assert_eq!(out, bytes);
+            assert_eq!(Reader::new(bytes).long("x").unwrap(), v, "{bytes:?}");
+        }
+        // Every one-byte long (the reader's fast path) against the
+        // specification's zig-zag: n/2 for even n, -(n+1)/2 for odd.
+        for b in 0u8..0x80 {
+            let n = i64::from(b);
+            let want = if n % 2 == 0 { n / 2 } else { -(n + 1) / 2 };
+            assert_eq!(Reader::new(&[b]).long("x").unwrap(), want, "{b:#x}");
         }
     }
 

@@ -141,10 +141,73 @@ pub fn shape(v: &Value) -> String {
 
 /// A field's `chitose.pattern` (a code shape, anchored), compiled once,
 /// with its source for error messages.
+///
+/// Matched by walking a fully built DFA (regex-automata, the engine under
+/// `regex`) one byte at a time. The values are 2–17 byte codes, checked
+/// on every record by the edge and again by the transform, and for strings
+/// that short `Regex::is_match` spends its time getting ready to search
+/// (a cache from its pool, the start state, the search loop's set-up):
+/// 10 % of the pure transform (docs/benchmarks.md). The `Regex` stays as
+/// the referee a test holds the walk to, and answers for a pattern whose
+/// DFA does not build or gives up on a byte.
 #[derive(Debug, Clone)]
 pub struct CodePattern {
     source: String,
     re: regex::Regex,
+    dfa: Option<WalkedDfa>,
+}
+
+/// A DFA with every match kind reported, and its start state for a search
+/// from a string's first byte (no look-behind).
+#[derive(Debug, Clone)]
+struct WalkedDfa {
+    dfa: regex_automata::dfa::dense::DFA<Vec<u32>>,
+    start: regex_automata::util::primitives::StateID,
+}
+
+impl WalkedDfa {
+    fn build(pattern: &str) -> Option<WalkedDfa> {
+        use regex_automata::dfa::{Automaton, StartKind, dense};
+        use regex_automata::{Anchored, MatchKind, util::start};
+        let dfa = dense::Builder::new()
+            .configure(
+                dense::Config::new()
+                    .match_kind(MatchKind::All)
+                    .start_kind(StartKind::Unanchored)
+                    .accelerate(false)
+                    .dfa_size_limit(Some(1 << 20)),
+            )
+            .build(pattern)
+            .ok()?;
+        let start = dfa
+            .start_state(&start::Config::new().anchored(Anchored::No))
+            .ok()?;
+        Some(WalkedDfa { dfa, start })
+    }
+
+    /// Some(whether `s` has a match), or None when the DFA gave up.
+    #[inline]
+    fn is_match(&self, s: &[u8]) -> Option<bool> {
+        use regex_automata::dfa::Automaton;
+        let d = &self.dfa;
+        let mut st = self.start;
+        for &b in s {
+            st = d.next_state(st, b);
+            if d.is_special_state(st) {
+                // A match state is entered one byte after the match ends.
+                if d.is_match_state(st) {
+                    return Some(true);
+                }
+                if d.is_dead_state(st) {
+                    return Some(false);
+                }
+                if d.is_quit_state(st) {
+                    return None;
+                }
+            }
+        }
+        Some(d.is_match_state(d.next_eoi_state(st)))
+    }
 }
 
 impl CodePattern {
@@ -153,6 +216,7 @@ impl CodePattern {
         Ok(CodePattern {
             source: pattern.to_owned(),
             re: regex::Regex::new(pattern).map_err(|e| e.to_string())?,
+            dfa: WalkedDfa::build(pattern),
         })
     }
 
@@ -163,7 +227,21 @@ impl CodePattern {
 
     /// Whether `s` matches (the schema's patterns anchor themselves).
     pub fn is_match(&self, s: &str) -> bool {
+        match self.dfa.as_ref().and_then(|d| d.is_match(s.as_bytes())) {
+            Some(m) => m,
+            None => self.re.is_match(s),
+        }
+    }
+
+    /// [`Self::is_match`] by `regex` alone: the referee for tests.
+    pub fn is_match_by_regex(&self, s: &str) -> bool {
         self.re.is_match(s)
+    }
+
+    /// Whether the DFA walk serves this pattern (tests check the schema's
+    /// patterns all take it).
+    pub fn walks(&self) -> bool {
+        self.dfa.is_some()
     }
 }
 
@@ -638,18 +716,23 @@ pub fn check_string_rules(
     pattern: Option<&CodePattern>,
     max_chars: usize,
 ) -> Result<(), (String, String, RejectReason)> {
-    if mynumber::contains_my_number(s) {
+    let (my_number, control) = match mynumber::ascii_scan(s.as_bytes()) {
+        Some(a) => (
+            a.may_hold_my_number && mynumber::contains_my_number(s),
+            a.control,
+        ),
+        None => (
+            mynumber::contains_my_number(s),
+            s.chars().any(is_forbidden_control),
+        ),
+    };
+    if my_number {
         return Err((
             "no My Number (個人番号); it must never enter the pipeline".into(),
             "a 12-digit number with a valid My Number check digit".into(),
             RejectReason::MyNumber,
         ));
     }
-    let control = if s.is_ascii() {
-        s.bytes().any(|b| is_forbidden_control(char::from(b)))
-    } else {
-        s.chars().any(is_forbidden_control)
-    };
     if control {
         return Err((
             "a string without control characters".into(),

@@ -97,6 +97,42 @@ fn digits_at_most(c: char) -> usize {
     }
 }
 
+/// What one pass over an ASCII string tells the contract's string rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsciiScan {
+    /// A control character other than tab, line feed and carriage return.
+    pub control: bool,
+    /// Twelve digits or more with a run of exactly 4 or 12: only then can
+    /// [`contains_my_number`] answer yes, so only then is it asked.
+    pub may_hold_my_number: bool,
+}
+
+/// The checks [`crate::json::check_string_rules`] makes of every string,
+/// in one pass over its bytes instead of five (ASCII test, digit count,
+/// digit runs, ASCII test again, control characters): strings are most of
+/// what the edge and the transform check. None when `b` is not ASCII.
+pub fn ascii_scan(b: &[u8]) -> Option<AsciiScan> {
+    let (mut digits, mut run, mut runs, mut control) = (0usize, 0usize, false, false);
+    for &c in b {
+        if c.is_ascii_digit() {
+            digits += 1;
+            run += 1;
+            continue;
+        }
+        if c >= 0x80 {
+            return None;
+        }
+        runs |= run == 4 || run == 12;
+        run = 0;
+        control |= (c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r')) || c == 0x7f;
+    }
+    runs |= run == 4 || run == 12;
+    Some(AsciiScan {
+        control,
+        may_hold_my_number: digits >= 12 && runs,
+    })
+}
+
 /// Whether `b` has a run of exactly 4 or exactly 12 ASCII digits: a My
 /// Number is one 12-digit group or three 4-digit ones, so a string without
 /// such a run (a JLAC10 code, a long lot number) needs no scan.
@@ -249,6 +285,47 @@ fn hit(c: &[char], chain: &[Group], uuids: &mut Option<Vec<(usize, usize)>>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass scan against the checks it stands for, on random ASCII
+    /// strings rich in digits, separators and control characters, and on
+    /// every ASCII string of the bad-input corpus's shapes.
+    #[test]
+    fn the_one_pass_ascii_scan_agrees_with_the_checks_it_replaces() {
+        // Digit runs of the lengths that matter (4 and 12, and their
+        // neighbours) between short stretches of separators, letters and
+        // control characters, so 4-4-4 and 12-digit forms are common.
+        let others = b" -./_Aa\t\n\r\x00\x1f\x7f";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut hits, mut controls) = (0, 0);
+        for _ in 0..200_000 {
+            let mut s = String::new();
+            for _ in 0..(1 + next() % 5) {
+                let digits = [3, 4, 4, 4, 5, 11, 12, 12, 13][(next() % 9) as usize];
+                for _ in 0..digits {
+                    s.push(char::from(b'0' + (next() % 10) as u8));
+                }
+                for _ in 0..(next() % 3) {
+                    s.push(char::from(others[(next() % others.len() as u64) as usize]));
+                }
+            }
+            let a = ascii_scan(s.as_bytes()).expect("ASCII");
+            let control = s.chars().any(crate::json::is_forbidden_control);
+            assert_eq!(a.control, control, "{s:?}");
+            let mine = contains_my_number(&s);
+            assert!(!mine || a.may_hold_my_number, "{s:?}: a My Number it let past");
+            hits += usize::from(mine);
+            controls += usize::from(control);
+        }
+        assert!(hits > 100 && controls > 1000, "{hits} My Numbers, {controls} controls");
+        assert_eq!(ascii_scan("山田".as_bytes()), None);
+        assert_eq!(ascii_scan(b"a\xc3\xa9"), None);
+    }
 
     #[test]
     fn a_my_number_in_circled_numbers_is_found() {

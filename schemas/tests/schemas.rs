@@ -140,3 +140,91 @@ fn every_pattern_attribute_compiles_for_every_schema() {
         JsonToAvro::new(e.schema.clone()).unwrap_or_else(|err| panic!("{}: {err}", e.path));
     }
 }
+
+/// A random string in the language of `hir` (a class's member, a repeat
+/// count within its bounds, one branch of an alternation).
+fn sample(hir: &regex_syntax::hir::Hir, rng: &mut impl rand::Rng, out: &mut String) {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => {}
+        HirKind::Literal(l) => out.push_str(std::str::from_utf8(&l.0).unwrap()),
+        HirKind::Class(Class::Unicode(c)) => {
+            let r = &c.ranges()[rng.random_range(0..c.ranges().len())];
+            let n = rng.random_range(u32::from(r.start())..=u32::from(r.end()));
+            out.push(char::from_u32(n).unwrap_or(r.start()));
+        }
+        HirKind::Class(Class::Bytes(c)) => {
+            let r = &c.ranges()[rng.random_range(0..c.ranges().len())];
+            out.push(char::from(rng.random_range(r.start()..=r.end().min(0x7f))));
+        }
+        HirKind::Repetition(r) => {
+            let max = r.max.unwrap_or(r.min + 3);
+            for _ in 0..rng.random_range(r.min..=max) {
+                sample(&r.sub, rng, out);
+            }
+        }
+        HirKind::Capture(c) => sample(&c.sub, rng, out),
+        HirKind::Concat(v) => v.iter().for_each(|h| sample(h, rng, out)),
+        HirKind::Alternation(v) => sample(&v[rng.random_range(0..v.len())], rng, out),
+    }
+}
+
+/// The code patterns are matched by walking their DFA byte by byte
+/// (`CodePattern::is_match`); `regex` is the referee. Every pattern of
+/// every shipped schema, on strings drawn from its own language and on
+/// near misses (one character replaced, inserted or removed, from an
+/// alphabet with control characters, full-width digits and kana).
+#[test]
+fn the_code_pattern_walk_agrees_with_regex_on_every_schema_pattern() {
+    use chitose_schemas::json::CodePattern;
+    use rand::{Rng, SeedableRng};
+    let mut patterns = std::collections::BTreeSet::new();
+    for e in SchemaStore::embedded().iter() {
+        let mut fields = Vec::new();
+        fields_of(&e.schema, &mut fields, "");
+        for (_, f) in fields {
+            if let Some(serde_json::Value::String(p)) = f.custom_attributes.get("chitose.pattern") {
+                patterns.insert(p.clone());
+            }
+        }
+    }
+    assert!(patterns.len() >= 10, "found {} patterns", patterns.len());
+    // Neither the patterns nor the alphabet are the code under test's.
+    let alphabet: Vec<char> = "09AZaz-._: \t\n\u{7f}\u{85}１Ａｱア山é\u{0}".chars().collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(19);
+    for p in &patterns {
+        let cp = CodePattern::new(p).unwrap();
+        assert!(cp.walks(), "{p}: its DFA builds, so the walk serves it");
+        let hir = regex_syntax::Parser::new().parse(p).unwrap();
+        let (mut yes, mut no) = (0, 0);
+        for i in 0..4000 {
+            let mut s = String::new();
+            sample(&hir, &mut rng, &mut s);
+            if i % 2 == 1 {
+                let mut c: Vec<char> = s.chars().collect();
+                let at = rng.random_range(0..=c.len());
+                let x = alphabet[rng.random_range(0..alphabet.len())];
+                match rng.random_range(0..3) {
+                    0 if at < c.len() => c[at] = x,
+                    1 if at < c.len() => {
+                        c.remove(at);
+                    }
+                    _ => c.insert(at, x),
+                }
+                s = c.into_iter().collect();
+            }
+            let want = cp.is_match_by_regex(&s);
+            assert_eq!(cp.is_match(&s), want, "{p} on {s:?}");
+            if want { yes += 1 } else { no += 1 }
+        }
+        assert!(yes > 1000 && no > 500, "{p}: {yes} matches, {no} misses");
+    }
+    // And a pattern that is not anchored, where the walk must find a match
+    // in the middle, and one anchored at one end only.
+    for p in ["[0-9]{3}", "^A[0-9]", "[0-9]$", "(?i)ab|cd"] {
+        let cp = CodePattern::new(p).unwrap();
+        for s in ["", "x123y", "12", "A1", "xA1", "9", "9x", "AB", "xcD", "a\u{0}b"] {
+            assert_eq!(cp.is_match(s), cp.is_match_by_regex(s), "{p} on {s:?}");
+        }
+    }
+}
