@@ -23,14 +23,13 @@
 use crate::config::FilesConfig;
 use crate::edge::{Edge, EdgeScratch};
 use crate::metrics::IngestMetrics;
-use crate::producer::RawProducer;
+use crate::inorder::InOrder;
+use crate::producer::{RawProducer, Tracker};
 use crate::records::{CsvMapping, Item, RecordReader};
 use chitose_runtime::kafka::KafkaSettings;
 use chitose_runtime::shutdown::Shutdown;
 use chitose_schemas::codec::Timestamp;
 use chitose_schemas::json::JsonError;
-use futures::StreamExt;
-use futures::stream::FuturesOrdered;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
@@ -654,16 +653,23 @@ impl FilesSource {
             Err(e) => return Err(io(path)(e)),
         };
         let mut report = FileReport::default();
-        let mut in_flight = FuturesOrdered::new();
+        // Lines in order: (line, end offset, rejects length) with whether a
+        // record was produced; the producer settles sent lines through the
+        // tracker, in whatever order the partitions answer.
+        let mut window: InOrder<(u64, u64, u64), Result<bool, rdkafka::error::KafkaError>> =
+            InOrder::default();
+        let tracker = Tracker::default();
+        let mut delivered = Vec::new();
+        let mut ln_text = String::new();
         let mut last_ckpt = Instant::now();
         let mut last_written = ckpt.line;
         let now = Timestamp::now();
         let mut scratch = EdgeScratch::default();
 
-        type Done = (u64, u64, u64, Result<bool, rdkafka::error::KafkaError>);
+        type Done = ((u64, u64, u64), Result<bool, rdkafka::error::KafkaError>);
         let settle =
             |d: Done, ckpt: &mut Checkpoint, report: &mut FileReport| -> Result<(), FilesError> {
-                let (line, end, rj, r) = d;
+                let ((line, end, rj), r) = d;
                 match r {
                     Ok(produced) => {
                         report.produced += u64::from(produced);
@@ -691,9 +697,7 @@ impl FilesSource {
             let (line, invalid): (Cow<'_, [u8]>, Option<JsonError>) =
                 match next.item {
                     Item::Blank => {
-                        in_flight.push_back(futures::future::Either::Left(futures::future::ready(
-                            (ln, end, rejects_len, Ok(false)),
-                        )));
+                        window.push_settled((ln, end, rejects_len), Ok(false));
                         continue;
                     }
                     Item::Skipped(k) => {
@@ -702,9 +706,7 @@ impl FilesSource {
                             .fhir_skipped
                             .with_label_values(&[k.as_str()])
                             .inc();
-                        in_flight.push_back(futures::future::Either::Left(futures::future::ready(
-                            (ln, end, rejects_len, Ok(false)),
-                        )));
+                        window.push_settled((ln, end, rejects_len), Ok(false));
                         continue;
                     }
                     Item::Record(r) => (r, None),
@@ -714,12 +716,7 @@ impl FilesSource {
             self.metrics.read.inc();
             if already.contains(&ln) {
                 report.recovered += 1;
-                in_flight.push_back(futures::future::Either::Left(futures::future::ready((
-                    ln,
-                    end,
-                    rejects_len,
-                    Ok(false),
-                ))));
+                window.push_settled((ln, end, rejects_len), Ok(false));
                 continue;
             }
             let verdict = match invalid {
@@ -728,22 +725,26 @@ impl FilesSource {
             };
             match verdict {
                 Ok(message) => {
-                    let ln_text = ln.to_string();
-                    let ack = self
+                    ln_text.clear();
+                    std::fmt::Write::write_fmt(&mut ln_text, format_args!("{ln}"))
+                        .expect("writes to a String");
+                    let seq = window.push_pending((ln, end, rejects_len));
+                    let sent = self
                         .producer
-                        .send(
+                        .send_tracked(
                             &scratch.event().patient.local_patient_id,
-                            message,
+                            &message,
                             &[
                                 (HEADER_FILE, name.as_bytes()),
                                 (HEADER_LINE, ln_text.as_bytes()),
                             ],
+                            &tracker,
+                            seq,
                         )
                         .await;
-                    let rj = rejects_len;
-                    in_flight.push_back(futures::future::Either::Right(async move {
-                        (ln, end, rj, ack.await.map(|_| true))
-                    }));
+                    if let Err(e) = sent {
+                        window.settle(seq, Err(e));
+                    }
                 }
                 Err(e) => {
                     report.rejected += 1;
@@ -762,16 +763,15 @@ impl FilesSource {
                     text.push(b'\n');
                     rejects.write_all(&text).map_err(io(&rejects_path))?;
                     rejects_len += text.len() as u64;
-                    in_flight.push_back(futures::future::Either::Left(futures::future::ready((
-                        ln,
-                        end,
-                        rejects_len,
-                        Ok(false),
-                    ))));
+                    window.push_settled((ln, end, rejects_len), Ok(false));
                 }
             }
             // Settle what is already acknowledged, in order.
-            while let Some(d) = futures::FutureExt::now_or_never(in_flight.next()).flatten() {
+            tracker.take(&mut delivered);
+            for (seq, r) in delivered.drain(..) {
+                window.settle(seq, r.map(|_| true));
+            }
+            while let Some(d) = window.pop_ready() {
                 settle(d, &mut ckpt, &mut report)?;
             }
             let advanced = ckpt.line - last_written;
@@ -784,8 +784,18 @@ impl FilesSource {
                 last_written = ckpt.line;
             }
         }
-        while let Some(d) = in_flight.next().await {
-            settle(d, &mut ckpt, &mut report)?;
+        while !window.is_empty() {
+            while let Some(d) = window.pop_ready() {
+                settle(d, &mut ckpt, &mut report)?;
+            }
+            if window.is_empty() {
+                break;
+            }
+            tracker.noted().await;
+            tracker.take(&mut delivered);
+            for (seq, r) in delivered.drain(..) {
+                window.settle(seq, r.map(|_| true));
+            }
         }
         rejects.flush().map_err(io(&rejects_path))?;
         rejects.get_ref().sync_all().map_err(io(&rejects_path))?;

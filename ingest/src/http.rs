@@ -247,7 +247,7 @@ async fn handle(
                     .producer
                     .send(
                         &scratch.event().patient.local_patient_id,
-                        message,
+                        &message,
                         &[(HEADER_REQUEST, request_id.as_bytes())],
                     )
                     .await;

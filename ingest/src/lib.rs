@@ -14,7 +14,8 @@
 //!
 //! Shell:
 //! - [`producer`]: idempotent acks=all producer with bounded in-flight
-//!   records; [`metrics`]; [`config`].
+//!   records; [`inorder`], the window that releases acknowledgements in
+//!   line order for the files source's checkpoint; [`metrics`]; [`config`].
 //! - Sources: [`files`] (exactly once through kill -9), [`http`], the
 //!   SS-MIX2 storage walker ([`ssmix2::tree`], queueing for the files
 //!   source), and the simulate loop in [`service`].
@@ -24,6 +25,7 @@ pub mod edge;
 pub mod fhir;
 pub mod files;
 pub mod http;
+pub mod inorder;
 pub mod metrics;
 pub mod producer;
 pub mod records;

@@ -1,10 +1,13 @@
 //! The hub's producer: idempotent, acks=all, keyed by hub-local patient id,
 //! with a bounded number of unacknowledged records (backpressure).
 //!
-//! Each record carries a ticket (its permit, start time, size and answer
-//! channel) as librdkafka's delivery opaque, and the delivery callback, on
-//! the producer's polling thread, settles it: metrics, permit, answer. So a
-//! record costs no task, no second channel and no headers copy.
+//! Each record carries a ticket (its permit, start time, size and answer)
+//! as librdkafka's delivery opaque, and the delivery callback, on the
+//! producer's polling thread, settles it: metrics, permit, answer. So a
+//! record costs no task, no second channel and no headers copy. The answer
+//! is a channel for a caller that awaits one record (HTTP); a stream of
+//! records (the files and simulate sources) is answered through a
+//! [`Tracker`] instead, with no channel or waker per record.
 
 use crate::metrics::IngestMetrics;
 use chitose_runtime::client_stats::StatsContext;
@@ -15,9 +18,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// Where an acknowledged record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +32,55 @@ pub struct Ack {
     pub offset: i64,
 }
 
+/// Deliveries of a stream of records, each noted under the number its
+/// sender gave it ([`RawProducer::send_tracked`]). The sender takes them
+/// in batches; a sender that waits is woken once per batch, not once per
+/// record.
+#[derive(Clone, Default)]
+pub struct Tracker(Arc<TrackerInner>);
+
+#[derive(Default)]
+struct TrackerInner {
+    /// Deliveries noted, so a sender can look without taking the lock.
+    noted: AtomicU64,
+    taken: AtomicU64,
+    done: Mutex<Vec<(u64, Result<Ack, KafkaError>)>>,
+    notify: Notify,
+}
+
+impl Tracker {
+    fn note(&self, seq: u64, r: Result<Ack, KafkaError>) {
+        self.0.done.lock().expect("not poisoned").push((seq, r));
+        self.0.noted.fetch_add(1, Ordering::Release);
+        self.0.notify.notify_one();
+    }
+
+    /// Moves the deliveries noted since the last call into `into`.
+    pub fn take(&self, into: &mut Vec<(u64, Result<Ack, KafkaError>)>) {
+        if self.0.noted.load(Ordering::Acquire) == self.0.taken.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut done = self.0.done.lock().expect("not poisoned");
+        self.0.taken.fetch_add(done.len() as u64, Ordering::Relaxed);
+        into.append(&mut done);
+    }
+
+    /// Waits until a delivery is noted after the last [`Tracker::take`]
+    /// (at once if one already was).
+    pub async fn noted(&self) {
+        if self.0.noted.load(Ordering::Acquire) != self.0.taken.load(Ordering::Relaxed) {
+            return;
+        }
+        self.0.notify.notified().await;
+    }
+}
+
+/// Who hears of a record's delivery.
+enum Answer {
+    One(oneshot::Sender<Result<Ack, KafkaError>>),
+    Tracked(Tracker, u64),
+}
+
 /// One record in flight, settled by the delivery callback.
 struct Ticket {
     started: Instant,
@@ -35,7 +88,31 @@ struct Ticket {
     /// Returned to the semaphore when the broker answers, whether or not
     /// anyone awaits the answer.
     _permit: OwnedSemaphorePermit,
-    answer: oneshot::Sender<Result<Ack, KafkaError>>,
+    /// Taken by the delivery callback; a ticket dropped unanswered (a
+    /// producer torn down with records queued) tells its tracker the
+    /// record was not delivered, so no sender waits for it forever.
+    answer: Option<Answer>,
+}
+
+impl Ticket {
+    fn answer(&mut self, r: Result<Ack, KafkaError>) {
+        match self.answer.take() {
+            // A caller that stopped waiting is no error.
+            Some(Answer::One(tx)) => {
+                let _ = tx.send(r);
+            }
+            Some(Answer::Tracked(t, seq)) => t.note(seq, r),
+            None => {}
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if matches!(self.answer, Some(Answer::Tracked(..))) {
+            self.answer(Err(KafkaError::Canceled));
+        }
+    }
 }
 
 /// Statistics to the metrics, and every delivery settled where librdkafka
@@ -54,7 +131,7 @@ impl ClientContext for Context {
 impl ProducerContext for Context {
     type DeliveryOpaque = Box<Ticket>;
 
-    fn delivery(&self, r: &DeliveryResult<'_>, ticket: Box<Ticket>) {
+    fn delivery(&self, r: &DeliveryResult<'_>, mut ticket: Box<Ticket>) {
         let m = &self.metrics;
         m.queue_depth.dec();
         let result = match r {
@@ -73,9 +150,8 @@ impl ProducerContext for Context {
                 Err(e.clone())
             }
         };
-        // The permit goes back with the ticket; a caller that stopped
-        // waiting is no error.
-        let _ = ticket.answer.send(result);
+        // The permit goes back with the ticket.
+        ticket.answer(result);
     }
 }
 
@@ -129,28 +205,52 @@ impl RawProducer {
     pub async fn send(
         &self,
         key: &str,
-        payload: Vec<u8>,
+        payload: &[u8],
         headers: &[(&str, &[u8])],
     ) -> impl Future<Output = Result<Ack, KafkaError>> + Send + 'static + use<> {
+        let (answer, answered) = oneshot::channel();
+        let sent = self
+            .enqueue(key, payload, headers, Answer::One(answer))
+            .await;
+        async move {
+            sent?;
+            answered.await.unwrap_or(Err(KafkaError::Canceled))
+        }
+    }
+
+    /// Enqueues one record of a stream, as [`RawProducer::send`] does; its
+    /// delivery is noted in `tracker` under `seq`. An error here means the
+    /// record was not enqueued, and nothing is noted for it.
+    pub async fn send_tracked(
+        &self,
+        key: &str,
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+        tracker: &Tracker,
+        seq: u64,
+    ) -> Result<(), KafkaError> {
+        self.enqueue(key, payload, headers, Answer::Tracked(tracker.clone(), seq))
+            .await
+    }
+
+    async fn enqueue(
+        &self,
+        key: &str,
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+        answer: Answer,
+    ) -> Result<(), KafkaError> {
         let permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
             .expect("semaphore never closes");
-        let mut h = OwnedHeaders::new_with_capacity(headers.len());
-        for (k, v) in headers {
-            h = h.insert(Header {
-                key: k,
-                value: Some(*v),
-            });
-        }
-        let (answer, answered) = oneshot::channel();
         let ticket = Box::new(Ticket {
             started: Instant::now(),
             len: payload.len() as u64,
             _permit: permit,
-            answer,
+            answer: Some(answer),
         });
         let producer = self.producer.read().expect("not poisoned").clone();
         // Counted before the send: the delivery callback, on another
@@ -158,26 +258,34 @@ impl RawProducer {
         self.metrics.queue_depth.inc();
         let mut record = BaseRecord::with_opaque_to(&self.topic, ticket)
             .key(key)
-            .payload(&payload)
-            .headers(h);
-        let sent = loop {
+            .payload(payload);
+        if !headers.is_empty() {
+            let mut h = OwnedHeaders::new_with_capacity(headers.len());
+            for (k, v) in headers {
+                h = h.insert(Header {
+                    key: k,
+                    value: Some(*v),
+                });
+            }
+            record = record.headers(h);
+        }
+        loop {
             match producer.send(record) {
-                Ok(()) => break Ok(()),
+                Ok(()) => return Ok(()),
                 // The record comes back with its ticket: try again.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, _)) => break Err(e),
+                Err((e, mut r)) => {
+                    // Not enqueued: the caller hears it from this error,
+                    // not from the ticket as well.
+                    r.delivery_opaque.answer = None;
+                    self.metrics.queue_depth.dec();
+                    self.metrics.delivery_failures.inc();
+                    return Err(e);
+                }
             }
-        };
-        if sent.is_err() {
-            self.metrics.queue_depth.dec();
-            self.metrics.delivery_failures.inc();
-        }
-        async move {
-            sent?;
-            answered.await.unwrap_or(Err(KafkaError::Canceled))
         }
     }
 

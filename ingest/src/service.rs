@@ -4,7 +4,7 @@ use crate::config::{IngestConfig, SourceKind};
 use crate::edge::{Edge, EdgeScratch};
 use crate::files::FilesSource;
 use crate::metrics::IngestMetrics;
-use crate::producer::RawProducer;
+use crate::producer::{Ack, RawProducer, Tracker};
 use crate::simulate::{Generator, Verdict};
 use chitose_runtime::ops::{self, Readiness};
 use chitose_runtime::shutdown::Shutdown;
@@ -226,7 +226,10 @@ async fn simulate(
     let edge = Edge::new(store, Some(cfg.prefecture.clone()));
     let mut scratch = EdgeScratch::default();
     let started = Instant::now();
-    let mut acks = futures::stream::FuturesUnordered::new();
+    // Deliveries are counted, not awaited one by one.
+    let tracker = Tracker::default();
+    let mut delivered = Vec::new();
+    let (mut sent, mut settled) = (0u64, 0u64);
     let mut n = 0u64;
     let mut failed = 0u64;
     while cfg.simulate.events == 0 || n < cfg.simulate.events {
@@ -243,11 +246,16 @@ async fn simulate(
         let line = g.next_line();
         metrics.read.inc();
         match edge.accept_with(&line.bytes, Timestamp::now(), &mut scratch) {
-            Ok(message) => acks.push(
-                producer
-                    .send(&scratch.event().patient.local_patient_id, message, &[])
-                    .await,
-            ),
+            Ok(message) => {
+                let key = &scratch.event().patient.local_patient_id;
+                match producer
+                    .send_tracked(key, &message, &[], &tracker, sent)
+                    .await
+                {
+                    Ok(()) => sent += 1,
+                    Err(_) => failed += 1,
+                }
+            }
             Err(e) => {
                 debug_assert!(
                     matches!(line.verdict, Verdict::Bad(_)),
@@ -259,14 +267,11 @@ async fn simulate(
                     .inc();
             }
         }
-        while let Some(Some(r)) =
-            futures::FutureExt::now_or_never(futures::StreamExt::next(&mut acks))
-        {
-            failed += u64::from(r.is_err());
-        }
+        tally(&tracker, &mut delivered, &mut settled, &mut failed);
     }
-    while let Some(r) = futures::StreamExt::next(&mut acks).await {
-        failed += u64::from(r.is_err());
+    while settled < sent {
+        tracker.noted().await;
+        tally(&tracker, &mut delivered, &mut settled, &mut failed);
     }
     if failed > 0 {
         // Simulated data has no checkpoint to resume from: say how much
@@ -274,6 +279,20 @@ async fn simulate(
         tracing::error!(failed, "simulated records the broker did not acknowledge");
     }
     Ok(())
+}
+
+/// Counts the deliveries `tracker` noted since the last call.
+fn tally(
+    tracker: &Tracker,
+    delivered: &mut Vec<(u64, Result<Ack, rdkafka::error::KafkaError>)>,
+    settled: &mut u64,
+    failed: &mut u64,
+) {
+    tracker.take(delivered);
+    for (_, r) in delivered.drain(..) {
+        *settled += 1;
+        *failed += u64::from(r.is_err());
+    }
 }
 
 /// The SS-MIX2 source: walk the storage, queue new messages, let the files
