@@ -107,10 +107,13 @@ mod tests {
                 }
             }
             let mut released = Vec::new();
-            let mut settle = |w: &mut InOrder<usize, usize>, i: usize, settled: &mut Vec<bool>| {
-                let first = !settled[i];
-                prop_assert_eq!(w.settle(i as u64, i), first && released_le(&released, i));
-                settled[i] = true;
+            // Settles entry i (when i is Some) and releases what is ready.
+            let mut step = |w: &mut InOrder<usize, usize>, i: Option<usize>, settled: &mut Vec<bool>| {
+                if let Some(i) = i {
+                    let first = !settled[i];
+                    prop_assert_eq!(w.settle(i as u64, i), first && released_le(&released, i));
+                    settled[i] = true;
+                }
                 while let Some((t, r)) = w.pop_ready() {
                     prop_assert_eq!(t, r);
                     // Everything up to it is settled, and it comes next.
@@ -120,12 +123,13 @@ mod tests {
                 }
                 Ok(())
             };
+            step(&mut w, None, &mut settled)?;
             for ix in &order {
                 if pending.is_empty() {
                     break;
                 }
                 let i = pending.remove(ix.index(pending.len()));
-                settle(&mut w, i, &mut settled)?;
+                step(&mut w, Some(i), &mut settled)?;
             }
             for s in &strays {
                 let before = w.len();
@@ -135,8 +139,9 @@ mod tests {
                 }
             }
             for i in pending.clone() {
-                settle(&mut w, i, &mut settled)?;
+                step(&mut w, Some(i), &mut settled)?;
             }
+            step(&mut w, None, &mut settled)?;
             prop_assert!(w.is_empty());
             prop_assert_eq!(released, (0..kinds.len()).collect::<Vec<_>>());
         }
