@@ -447,10 +447,8 @@ impl JsonToAvro {
     pub fn convert(&self, input: &[u8], out: &mut Vec<u8>) -> Result<(), JsonError> {
         self.size_check(input)?;
         // The fast path streams the bytes straight to Avro; whatever it
-        // does not take (every rejection among them) goes through the
-        // tree, which says why. It needs no UTF-8 check of its own: the
-        // parser validates every string, and outside strings only ASCII
-        // parses.
+        // does not take (every rejection among them, invalid UTF-8 too)
+        // goes through the tree, which says why.
         let start = out.len();
         if stream::convert(&self.root, without_bom(input), out).is_ok() {
             return Ok(());
