@@ -22,8 +22,8 @@
 
 use crate::config::FilesConfig;
 use crate::edge::{Edge, EdgeScratch};
-use crate::metrics::IngestMetrics;
 use crate::inorder::InOrder;
+use crate::metrics::IngestMetrics;
 use crate::producer::{RawProducer, Tracker};
 use crate::records::{CsvMapping, Item, RecordReader};
 use chitose_runtime::kafka::KafkaSettings;
@@ -694,24 +694,23 @@ impl FilesSource {
                 break;
             };
             let (ln, end) = (next.line, next.end);
-            let (line, invalid): (Cow<'_, [u8]>, Option<JsonError>) =
-                match next.item {
-                    Item::Blank => {
-                        window.push_settled((ln, end, rejects_len), Ok(false));
-                        continue;
-                    }
-                    Item::Skipped(k) => {
-                        report.skipped += 1;
-                        self.metrics
-                            .fhir_skipped
-                            .with_label_values(&[k.as_str()])
-                            .inc();
-                        window.push_settled((ln, end, rejects_len), Ok(false));
-                        continue;
-                    }
-                    Item::Record(r) => (r, None),
-                    Item::Invalid(e, raw) => (Cow::Owned(raw), Some(e)),
-                };
+            let (line, invalid): (Cow<'_, [u8]>, Option<JsonError>) = match next.item {
+                Item::Blank => {
+                    window.push_settled((ln, end, rejects_len), Ok(false));
+                    continue;
+                }
+                Item::Skipped(k) => {
+                    report.skipped += 1;
+                    self.metrics
+                        .fhir_skipped
+                        .with_label_values(&[k.as_str()])
+                        .inc();
+                    window.push_settled((ln, end, rejects_len), Ok(false));
+                    continue;
+                }
+                Item::Record(r) => (r, None),
+                Item::Invalid(e, raw) => (Cow::Owned(raw), Some(e)),
+            };
             report.read += 1;
             self.metrics.read.inc();
             if already.contains(&ln) {

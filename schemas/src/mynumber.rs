@@ -318,11 +318,17 @@ mod tests {
             let control = s.chars().any(crate::json::is_forbidden_control);
             assert_eq!(a.control, control, "{s:?}");
             let mine = contains_my_number(&s);
-            assert!(!mine || a.may_hold_my_number, "{s:?}: a My Number it let past");
+            assert!(
+                !mine || a.may_hold_my_number,
+                "{s:?}: a My Number it let past"
+            );
             hits += usize::from(mine);
             controls += usize::from(control);
         }
-        assert!(hits > 100 && controls > 1000, "{hits} My Numbers, {controls} controls");
+        assert!(
+            hits > 100 && controls > 1000,
+            "{hits} My Numbers, {controls} controls"
+        );
         assert_eq!(ascii_scan("山田".as_bytes()), None);
         assert_eq!(ascii_scan(b"a\xc3\xa9"), None);
     }

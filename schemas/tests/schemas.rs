@@ -190,7 +190,9 @@ fn the_code_pattern_walk_agrees_with_regex_on_every_schema_pattern() {
     }
     assert!(patterns.len() >= 10, "found {} patterns", patterns.len());
     // Neither the patterns nor the alphabet are the code under test's.
-    let alphabet: Vec<char> = "09AZaz-._: \t\n\u{7f}\u{85}１Ａｱア山é\u{0}".chars().collect();
+    let alphabet: Vec<char> = "09AZaz-._: \t\n\u{7f}\u{85}１Ａｱア山é\u{0}"
+        .chars()
+        .collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(19);
     for p in &patterns {
         let cp = CodePattern::new(p).unwrap();
@@ -223,7 +225,9 @@ fn the_code_pattern_walk_agrees_with_regex_on_every_schema_pattern() {
     // in the middle, and one anchored at one end only.
     for p in ["[0-9]{3}", "^A[0-9]", "[0-9]$", "(?i)ab|cd"] {
         let cp = CodePattern::new(p).unwrap();
-        for s in ["", "x123y", "12", "A1", "xA1", "9", "9x", "AB", "xcD", "a\u{0}b"] {
+        for s in [
+            "", "x123y", "12", "A1", "xA1", "9", "9x", "AB", "xcD", "a\u{0}b",
+        ] {
             assert_eq!(cp.is_match(s), cp.is_match_by_regex(s), "{p} on {s:?}");
         }
     }

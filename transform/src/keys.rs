@@ -109,6 +109,11 @@ pub struct KeyRing {
     current: String,
     date_shift: Option<(String, Hmac<Sha256>)>,
     event_id: (String, Hmac<Sha256>),
+    /// The pseudonym keys (see [`KeyRing::pseudonym_ids`]) in id order,
+    /// each marked whether it is the current one: every record makes its
+    /// linkage pseudonyms under each, so they are listed once here rather
+    /// than found by id per record.
+    pseudonym: Vec<(bool, Hmac<Sha256>)>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -295,11 +300,20 @@ impl KeyRing {
                 });
             }
         }
+        let pseudonym = keys
+            .iter()
+            .filter(|(id, _)| {
+                Some(id.as_str()) != date_shift.as_ref().map(|(d, _)| d.as_str())
+                    && id.as_str() != event_id.0
+            })
+            .map(|(id, k)| (*id == cfg.current, k.clone()))
+            .collect();
         Ok(KeyRing {
             keys,
             current: cfg.current.clone(),
             date_shift,
             event_id,
+            pseudonym,
         })
     }
 
@@ -324,26 +338,33 @@ impl KeyRing {
 
     /// HMAC-SHA256 of `data` under key `id`.
     pub fn mac(&self, id: &str, parts: &[&[u8]]) -> Option<[u8; 32]> {
-        let mut m = self.keys.get(id)?.clone();
-        for p in parts {
-            m.update(p);
-        }
-        Some(m.finalize().into_bytes().into())
+        Some(mac_with(self.keys.get(id)?, parts))
     }
 
     /// HMAC under the current key.
     pub fn mac_current(&self, parts: &[&[u8]]) -> [u8; 32] {
-        self.mac(&self.current, parts)
-            .expect("current key checked at load")
+        let (_, k) = self
+            .pseudonym
+            .iter()
+            .find(|(current, _)| *current)
+            .expect("current key checked at load");
+        mac_with(k, parts)
+    }
+
+    /// Appends to `out` the HMAC of the parts under every pseudonym key
+    /// (see [`KeyRing::pseudonym_ids`]), the current one only if
+    /// `with_current`.
+    pub fn pseudonym_macs(&self, parts: &[&[u8]], with_current: bool, out: &mut Vec<[u8; 32]>) {
+        for (current, k) in &self.pseudonym {
+            if with_current || !current {
+                out.push(mac_with(k, parts));
+            }
+        }
     }
 
     /// HMAC under the date-shift key, when loaded.
     pub fn mac_date(&self, parts: &[&[u8]]) -> Option<[u8; 32]> {
-        let mut m = self.date_shift.as_ref()?.1.clone();
-        for p in parts {
-            m.update(p);
-        }
-        Some(m.finalize().into_bytes().into())
+        Some(mac_with(&self.date_shift.as_ref()?.1, parts))
     }
 
     /// Id of the date-shift key, when loaded.
@@ -353,17 +374,23 @@ impl KeyRing {
 
     /// HMAC under the event-id key.
     pub fn mac_event(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut m = self.event_id.1.clone();
-        for p in parts {
-            m.update(p);
-        }
-        m.finalize().into_bytes().into()
+        mac_with(&self.event_id.1, parts)
     }
 
     /// Id of the event-id key.
     pub fn event_id_key(&self) -> &str {
         &self.event_id.0
     }
+}
+
+/// HMAC-SHA256 of the parts, in order, under `key` (its pads already
+/// hashed: a clone, not a key schedule, per message).
+fn mac_with(key: &Hmac<Sha256>, parts: &[&[u8]]) -> [u8; 32] {
+    let mut m = key.clone();
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
 }
 
 /// A fresh random key as hex, for `chitose transform keygen`.

@@ -212,19 +212,11 @@ pub fn linkage_pseudonyms(
     let (first, primary_key, primary_mac) = primary;
     let from = bases.iter().position(|b| *b == first).unwrap_or(0);
     for &b in &bases[from..] {
-        let k: &str = if b == first {
-            primary_key
+        if b == first {
+            macs.push(primary_mac);
+            keys.pseudonym_macs(&[primary_key.as_bytes()], false, macs);
         } else if basis_key(ev, b, key) {
-            key
-        } else {
-            continue;
-        };
-        for id in keys.pseudonym_ids() {
-            if b == first && id == keys.current_id() {
-                macs.push(primary_mac);
-            } else if let Some(m) = keys.mac(id, &[k.as_bytes()]) {
-                macs.push(m);
-            }
+            keys.pseudonym_macs(&[key.as_bytes()], true, macs);
         }
     }
     macs.sort_unstable();
@@ -382,23 +374,5 @@ mod tests {
         part(&mut long, |o| o.push_str("ABCDEFGHIJKL"));
         part(&mut long, |o| o.push_str(""));
         assert_eq!(long, "x/12:ABCDEFGHIJKL0:");
-    }
-
-    #[test]
-    fn base32_matches_rfc4648_vectors() {
-        for (input, want) in [
-            ("", ""),
-            ("f", "my"),
-            ("fo", "mzxq"),
-            ("foo", "mzxw6"),
-            ("foob", "mzxw6yq"),
-            ("fooba", "mzxw6ytb"),
-            ("foobar", "mzxw6ytboi"),
-            ("foobarfooba", "mzxw6ytbojtg633cme"),
-        ] {
-            let mut s = String::new();
-            base32(input.as_bytes(), &mut s);
-            assert_eq!(s, want, "{input}");
-        }
     }
 }
