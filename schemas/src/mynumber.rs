@@ -287,8 +287,7 @@ mod tests {
     use super::*;
 
     /// The one-pass scan against the checks it stands for, on random ASCII
-    /// strings rich in digits, separators and control characters, and on
-    /// every ASCII string of the bad-input corpus's shapes.
+    /// strings rich in digit runs, separators and control characters.
     #[test]
     fn the_one_pass_ascii_scan_agrees_with_the_checks_it_replaces() {
         // Digit runs of the lengths that matter (4 and 12, and their
