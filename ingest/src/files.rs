@@ -24,7 +24,7 @@ use crate::config::FilesConfig;
 use crate::edge::{Edge, EdgeScratch};
 use crate::inorder::InOrder;
 use crate::metrics::IngestMetrics;
-use crate::producer::{RawProducer, Tracker};
+use crate::producer::{Delivery, RawProducer, Tracker};
 use crate::records::{CsvMapping, Item, RecordReader};
 use chitose_runtime::kafka::KafkaSettings;
 use chitose_runtime::shutdown::Shutdown;
@@ -132,6 +132,19 @@ pub struct FilesSource {
     metrics: IngestMetrics,
     csv: Option<CsvMapping>,
     prefecture: String,
+}
+
+/// Settles in `window` the lines whose deliveries `tracker` noted since
+/// the last call (a produced record counts as `Ok(true)`).
+fn take_deliveries(
+    tracker: &Tracker,
+    delivered: &mut Vec<Delivery>,
+    window: &mut InOrder<(u64, u64, u64), Result<bool, rdkafka::error::KafkaError>>,
+) {
+    tracker.take(delivered);
+    for (seq, r) in delivered.drain(..) {
+        window.settle(seq, r.map(|_| true));
+    }
 }
 
 /// Writes `bytes` to `path` all or nothing: a temporary file (owner-only:
@@ -766,10 +779,7 @@ impl FilesSource {
                 }
             }
             // Settle what is already acknowledged, in order.
-            tracker.take(&mut delivered);
-            for (seq, r) in delivered.drain(..) {
-                window.settle(seq, r.map(|_| true));
-            }
+            take_deliveries(&tracker, &mut delivered, &mut window);
             while let Some(d) = window.pop_ready() {
                 settle(d, &mut ckpt, &mut report)?;
             }
@@ -791,10 +801,7 @@ impl FilesSource {
                 break;
             }
             tracker.noted().await;
-            tracker.take(&mut delivered);
-            for (seq, r) in delivered.drain(..) {
-                window.settle(seq, r.map(|_| true));
-            }
+            take_deliveries(&tracker, &mut delivered, &mut window);
         }
         rejects.flush().map_err(io(&rejects_path))?;
         rejects.get_ref().sync_all().map_err(io(&rejects_path))?;

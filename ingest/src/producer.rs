@@ -32,6 +32,9 @@ pub struct Ack {
     pub offset: i64,
 }
 
+/// One noted delivery: the sender's sequence number and the outcome.
+pub type Delivery = (u64, Result<Ack, KafkaError>);
+
 /// Deliveries of a stream of records, each noted under the number its
 /// sender gave it ([`RawProducer::send_tracked`]). The sender takes them
 /// in batches; a sender that waits is woken once per batch, not once per
@@ -44,7 +47,7 @@ struct TrackerInner {
     /// Deliveries noted, so a sender can look without taking the lock.
     noted: AtomicU64,
     taken: AtomicU64,
-    done: Mutex<Vec<(u64, Result<Ack, KafkaError>)>>,
+    done: Mutex<Vec<Delivery>>,
     notify: Notify,
 }
 
@@ -56,7 +59,7 @@ impl Tracker {
     }
 
     /// Moves the deliveries noted since the last call into `into`.
-    pub fn take(&self, into: &mut Vec<(u64, Result<Ack, KafkaError>)>) {
+    pub fn take(&self, into: &mut Vec<Delivery>) {
         if self.0.noted.load(Ordering::Acquire) == self.0.taken.load(Ordering::Relaxed) {
             return;
         }

@@ -4,7 +4,7 @@ use crate::config::{IngestConfig, SourceKind};
 use crate::edge::{Edge, EdgeScratch};
 use crate::files::FilesSource;
 use crate::metrics::IngestMetrics;
-use crate::producer::{Ack, RawProducer, Tracker};
+use crate::producer::{Delivery, RawProducer, Tracker};
 use crate::simulate::{Generator, Verdict};
 use chitose_runtime::ops::{self, Readiness};
 use chitose_runtime::shutdown::Shutdown;
@@ -282,12 +282,7 @@ async fn simulate(
 }
 
 /// Counts the deliveries `tracker` noted since the last call.
-fn tally(
-    tracker: &Tracker,
-    delivered: &mut Vec<(u64, Result<Ack, rdkafka::error::KafkaError>)>,
-    settled: &mut u64,
-    failed: &mut u64,
-) {
+fn tally(tracker: &Tracker, delivered: &mut Vec<Delivery>, settled: &mut u64, failed: &mut u64) {
     tracker.take(delivered);
     for (_, r) in delivered.drain(..) {
         *settled += 1;

@@ -109,7 +109,8 @@ pub struct KeyRing {
     current: String,
     date_shift: Option<(String, Hmac<Sha256>)>,
     event_id: (String, Hmac<Sha256>),
-    /// The pseudonym keys (see [`KeyRing::pseudonym_ids`]) in id order,
+    /// The pseudonym keys (the current one and any kept for a rotation:
+    /// every key but the date-shift and event-id keys) in id order,
     /// each marked whether it is the current one: every record makes its
     /// linkage pseudonyms under each, so they are listed once here rather
     /// than found by id per record.
@@ -327,15 +328,6 @@ impl KeyRing {
         self.keys.keys().map(String::as_str)
     }
 
-    /// Ids of the pseudonym keys loaded: the current one and any kept for a
-    /// rotation (every key but the date-shift and event-id keys).
-    pub fn pseudonym_ids(&self) -> impl Iterator<Item = &str> {
-        let date = self.date_shift.as_ref().map(|(id, _)| id.as_str());
-        let event = self.event_id.0.as_str();
-        self.ids()
-            .filter(move |id| Some(*id) != date && *id != event)
-    }
-
     /// HMAC-SHA256 of `data` under key `id`.
     pub fn mac(&self, id: &str, parts: &[&[u8]]) -> Option<[u8; 32]> {
         Some(mac_with(self.keys.get(id)?, parts))
@@ -351,9 +343,8 @@ impl KeyRing {
         mac_with(k, parts)
     }
 
-    /// Appends to `out` the HMAC of the parts under every pseudonym key
-    /// (see [`KeyRing::pseudonym_ids`]), the current one only if
-    /// `with_current`.
+    /// Appends to `out` the HMAC of the parts under every pseudonym key,
+    /// the current one only if `with_current`.
     pub fn pseudonym_macs(&self, parts: &[&[u8]], with_current: bool, out: &mut Vec<[u8; 32]>) {
         for (current, k) in &self.pseudonym {
             if with_current || !current {
