@@ -714,16 +714,11 @@ pub fn check_string_rules(
     pattern: Option<&CodePattern>,
     max_chars: usize,
 ) -> Result<(), (String, String, RejectReason)> {
-    let (my_number, control) = match mynumber::ascii_scan(s.as_bytes()) {
-        Some(a) => (
-            a.may_hold_my_number && mynumber::contains_my_number(s),
-            a.control,
-        ),
-        None => (
-            mynumber::contains_my_number(s),
-            s.chars().any(is_forbidden_control),
-        ),
-    };
+    let a = mynumber::prescan(s);
+    let (my_number, control) = (
+        a.may_hold_my_number && mynumber::contains_my_number(s),
+        a.control,
+    );
     if my_number {
         return Err((
             "no My Number (個人番号); it must never enter the pipeline".into(),

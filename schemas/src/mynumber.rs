@@ -97,21 +97,40 @@ fn digits_at_most(c: char) -> usize {
     }
 }
 
-/// What one pass over an ASCII string tells the contract's string rules.
+/// What one pass over a string tells the contract's string rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AsciiScan {
+pub struct Prescan {
     /// A control character other than tab, line feed and carriage return.
     pub control: bool,
-    /// Twelve digits or more with a run of exactly 4 or 12: only then can
-    /// [`contains_my_number`] answer yes, so only then is it asked.
+    /// Whether [`contains_my_number`] could answer yes (twelve digits or
+    /// more, in ASCII with a run of exactly 4 or 12): only then is it asked.
     pub may_hold_my_number: bool,
+}
+
+/// [`ascii_scan`] for any string: a string that is not ASCII (names,
+/// addresses, free text) is decoded once, counting the digits NFKC could
+/// make of it and looking for control characters together; they were two
+/// passes, and the second decoded every name again.
+pub fn prescan(s: &str) -> Prescan {
+    if let Some(a) = ascii_scan(s.as_bytes()) {
+        return a;
+    }
+    let (mut digits, mut control) = (0usize, false);
+    for c in s.chars() {
+        digits += digits_at_most(c);
+        control |= crate::json::is_forbidden_control(c);
+    }
+    Prescan {
+        control,
+        may_hold_my_number: digits >= 12,
+    }
 }
 
 /// The checks [`crate::json::check_string_rules`] makes of every string,
 /// in one pass over its bytes instead of five (ASCII test, digit count,
 /// digit runs, ASCII test again, control characters): strings are most of
 /// what the edge and the transform check. None when `b` is not ASCII.
-pub fn ascii_scan(b: &[u8]) -> Option<AsciiScan> {
+pub fn ascii_scan(b: &[u8]) -> Option<Prescan> {
     let (mut digits, mut run, mut runs, mut control) = (0usize, 0usize, false, false);
     for &c in b {
         if c.is_ascii_digit() {
@@ -127,7 +146,7 @@ pub fn ascii_scan(b: &[u8]) -> Option<AsciiScan> {
         control |= (c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r')) || c == 0x7f;
     }
     runs |= run == 4 || run == 12;
-    Some(AsciiScan {
+    Some(Prescan {
         control,
         may_hold_my_number: digits >= 12 && runs,
     })
@@ -330,6 +349,73 @@ mod tests {
         );
         assert_eq!(ascii_scan("山田".as_bytes()), None);
         assert_eq!(ascii_scan(b"a\xc3\xa9"), None);
+    }
+
+    /// The prescan of strings that are not ASCII against the checks it
+    /// stands for: kana, kanji, full-width and circled digits, C1 controls
+    /// and separators, mixed with ASCII digit runs.
+    #[test]
+    fn the_prescan_of_text_agrees_with_the_checks_it_replaces() {
+        let pieces = [
+            "山田",
+            "ヤマダ",
+            "たろう",
+            "大阪府",
+            " ",
+            "-",
+            "ー",
+            "・",
+            "\u{3000}",
+            "１２３４",
+            "０",
+            "①",
+            "⑫",
+            "㉞",
+            "㏾",
+            "⅒",
+            "\u{85}",
+            "\u{9f}",
+            "\t",
+            "\u{7f}",
+            "1234",
+            "123456789012",
+            "5",
+            "é",
+            // a valid My Number (see `sample`), written three ways
+            "123456789018",
+            "１２３４５６７８９０１８",
+            "1234－5678－9018",
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut hits, mut controls, mut maybe) = (0, 0, 0);
+        for _ in 0..100_000 {
+            let mut s = String::from("名");
+            for _ in 0..(1 + next() % 12) {
+                s.push_str(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            let a = prescan(&s);
+            let control = s.chars().any(crate::json::is_forbidden_control);
+            assert_eq!(a.control, control, "{s:?}");
+            let mine = contains_my_number(&s);
+            assert!(
+                !mine || a.may_hold_my_number,
+                "{s:?}: a My Number it let past"
+            );
+            hits += usize::from(mine);
+            controls += usize::from(control);
+            maybe += usize::from(a.may_hold_my_number);
+        }
+        assert!(
+            hits > 100 && controls > 1000 && maybe < 100_000,
+            "{hits} My Numbers, {controls} controls, {maybe} scanned"
+        );
+        assert!(prescan("1234\u{1}").control && !prescan("名1234\t").control);
     }
 
     #[test]
