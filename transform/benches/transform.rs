@@ -182,6 +182,9 @@ fn service(msgs: &[Vec<u8>]) -> (Measure, f64) {
         }
     }
     p.flush(Duration::from_secs(60)).unwrap();
+    // The loading producer's threads would go on polling (and billing this
+    // process) through the measure.
+    drop(p);
     let transformer = chitose_transform::service::build(
         &cfg,
         vec![
