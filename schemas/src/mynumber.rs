@@ -331,6 +331,17 @@ mod tests {
                 for _ in 0..(next() % 3) {
                     s.push(char::from(others[(next() % others.len() as u64) as usize]));
                 }
+                // Longer stretches without a digit.
+                if next() % 4 == 0 {
+                    let fillers = [
+                        "abcdefgh",
+                        "Lot no. ",
+                        "---------",
+                        "x y z w v",
+                        "\t\tAB\r\n  ",
+                    ];
+                    s.push_str(fillers[(next() % fillers.len() as u64) as usize]);
+                }
             }
             let a = ascii_scan(s.as_bytes()).expect("ASCII");
             let control = s.chars().any(crate::json::is_forbidden_control);
