@@ -344,13 +344,7 @@ mod tests {
                 }
             }
             let a = ascii_scan(s.as_bytes()).expect("ASCII");
-            let control = s.chars().any(crate::json::is_forbidden_control);
-            assert_eq!(a.control, control, "{s:?}");
-            let mine = contains_my_number(&s);
-            assert!(
-                !mine || a.may_hold_my_number,
-                "{s:?}: a My Number it let past"
-            );
+            let (mine, control) = agrees(&s, a);
             hits += usize::from(mine);
             controls += usize::from(control);
         }
@@ -360,6 +354,20 @@ mod tests {
         );
         assert_eq!(ascii_scan("山田".as_bytes()), None);
         assert_eq!(ascii_scan(b"a\xc3\xa9"), None);
+    }
+
+    /// Holds a prescan of `s` to the checks it stands for: the same
+    /// control-character answer, and never "no" where the full My Number
+    /// scan says yes. Returns (My Number, control character).
+    fn agrees(s: &str, a: Prescan) -> (bool, bool) {
+        let control = s.chars().any(crate::json::is_forbidden_control);
+        assert_eq!(a.control, control, "{s:?}");
+        let mine = contains_my_number(s);
+        assert!(
+            !mine || a.may_hold_my_number,
+            "{s:?}: a My Number it let past"
+        );
+        (mine, control)
     }
 
     /// The prescan of strings that are not ASCII against the checks it
@@ -411,13 +419,7 @@ mod tests {
                 s.push_str(pieces[(next() % pieces.len() as u64) as usize]);
             }
             let a = prescan(&s);
-            let control = s.chars().any(crate::json::is_forbidden_control);
-            assert_eq!(a.control, control, "{s:?}");
-            let mine = contains_my_number(&s);
-            assert!(
-                !mine || a.may_hold_my_number,
-                "{s:?}: a My Number it let past"
-            );
+            let (mine, control) = agrees(&s, a);
             hits += usize::from(mine);
             controls += usize::from(control);
             maybe += usize::from(a.may_hold_my_number);
