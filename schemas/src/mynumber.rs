@@ -130,7 +130,7 @@ pub fn prescan(s: &str) -> Prescan {
 /// in one pass over its bytes instead of five (ASCII test, digit count,
 /// digit runs, ASCII test again, control characters): strings are most of
 /// what the edge and the transform check. None when `b` is not ASCII.
-pub fn ascii_scan(b: &[u8]) -> Option<Prescan> {
+fn ascii_scan(b: &[u8]) -> Option<Prescan> {
     let (mut digits, mut run, mut runs, mut control) = (0usize, 0usize, false, false);
     for &c in b {
         if c.is_ascii_digit() {
@@ -313,13 +313,7 @@ mod tests {
         // neighbours) between short stretches of separators, letters and
         // control characters, so 4-4-4 and 12-digit forms are common.
         let others = b" -./_Aa\t\n\r\x00\x1f\x7f";
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let (mut hits, mut controls) = (0, 0);
         for _ in 0..200_000 {
             let mut s = String::new();
@@ -332,7 +326,7 @@ mod tests {
                     s.push(char::from(others[(next() % others.len() as u64) as usize]));
                 }
                 // Longer stretches without a digit.
-                if next() % 4 == 0 {
+                if next().is_multiple_of(4) {
                     let fillers = [
                         "abcdefgh",
                         "Lot no. ",
@@ -354,6 +348,16 @@ mod tests {
         );
         assert_eq!(ascii_scan("山田".as_bytes()), None);
         assert_eq!(ascii_scan(b"a\xc3\xa9"), None);
+    }
+
+    /// A small deterministic generator (xorshift64) for the property tests.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
     }
 
     /// Holds a prescan of `s` to the checks it stands for: the same
@@ -405,13 +409,7 @@ mod tests {
             "１２３４５６７８９０１８",
             "1234－5678－9018",
         ];
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let (mut hits, mut controls, mut maybe) = (0, 0, 0);
         for _ in 0..100_000 {
             let mut s = String::from("名");
