@@ -21,6 +21,9 @@ mod topics_cmd;
 mod transform_cmd;
 mod up_cmd;
 
+// mimalloc, for Rust and librdkafka alike (chitose_runtime::alloc).
+chitose_runtime::global_allocator!();
+
 /// Event-streaming pipeline for regional health-data hubs.
 #[derive(Parser)]
 #[command(name = "chitose", version, about, long_about = None)]

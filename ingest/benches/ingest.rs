@@ -64,6 +64,9 @@ fn files_cfg(bootstrap: &str, dir: &std::path::Path, topic: &str) -> IngestConfi
     cfg
 }
 
+// Measured with the allocator the binary ships with.
+chitose_runtime::global_allocator!();
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -150,6 +150,9 @@ fn batch(schema: &SchemaRef, rows: &[Draw], first: i64) -> RecordBatch {
     RecordBatch::try_new(schema.clone(), columns).unwrap()
 }
 
+// Measured with the allocator the binary ships with.
+chitose_runtime::global_allocator!();
+
 fn main() {
     let n: usize = std::env::var("CHITOSE_BENCH_ROWS")
         .ok()

@@ -7,10 +7,11 @@
 //! shutdown ([`shutdown`]), layered configuration ([`config`]) and the
 //! `/metrics`, `/healthz`, `/readyz` endpoint ([`ops`]), the dead-letter
 //! contract ([`dlq`]), consumer lag gauges ([`lag`]) and CPU/RSS readings
-//! for benchmarks ([`procstat`]), the one rule and type for secrets
+//! for benchmarks ([`procstat`]), the process allocator ([`alloc`]), the one rule and type for secrets
 //! ([`secret`]) and owner-only files for personal data ([`private`]).
 
 pub mod acl;
+pub mod alloc;
 pub mod client_stats;
 pub mod config;
 pub mod dlq;

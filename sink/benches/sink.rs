@@ -108,6 +108,9 @@ fn service(
     (m, per_roll, broker)
 }
 
+// Measured with the allocator the binary ships with.
+chitose_runtime::global_allocator!();
+
 fn main() {
     let n: usize = std::env::var("CHITOSE_BENCH_EVENTS")
         .ok()

@@ -29,10 +29,14 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use std::alloc::System;
 use std::time::Duration;
 
+// Counts heap allocations per event. stats_alloc wraps `System` only, but
+// mimalloc's `override` makes `System`'s malloc mimalloc's once `describe`
+// links it: the binary's allocator, counted.
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn main() {
+    println!("allocator: {}", chitose_runtime::alloc::describe());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
