@@ -7,8 +7,9 @@
 //! shutdown ([`shutdown`]), layered configuration ([`config`]) and the
 //! `/metrics`, `/healthz`, `/readyz` endpoint ([`ops`]), the dead-letter
 //! contract ([`dlq`]), consumer lag gauges ([`lag`]) and CPU/RSS readings
-//! for benchmarks ([`procstat`]), the process allocator ([`alloc`]), the one rule and type for secrets
-//! ([`secret`]) and owner-only files for personal data ([`private`]).
+//! for benchmarks ([`procstat`]), the process allocator ([`alloc`]), the
+//! one rule and type for secrets ([`secret`]) and owner-only files for
+//! personal data ([`private`]).
 
 pub mod acl;
 pub mod alloc;
