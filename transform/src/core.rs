@@ -5,7 +5,7 @@
 
 use crate::fields::{Kind, Leaf, Small, Val};
 use crate::keys::KeyRing;
-use crate::plan::{IcdColumn, Slot, Source, TablePlan};
+use crate::plan::{Added, IcdColumn, Slot, Source, TablePlan};
 use crate::policy::{Basis, IcdLevel, Policy, PolicyError, Trunc};
 use crate::pseudonym;
 use chitose_schemas::RawCodec;
@@ -223,7 +223,7 @@ impl Transformer {
         let links = plans.iter().any(|p| {
             p.slots
                 .iter()
-                .any(|s| matches!(s.source, Source::Added("linkage_pseudonyms")))
+                .any(|s| matches!(s.source, Source::Added(Added::LinkagePseudonyms)))
         });
         Ok(Transformer {
             links,
@@ -487,23 +487,22 @@ impl<'a> Ctx<'a> {
         let col = slot.name.as_str();
         Ok(match &slot.source {
             Source::Null => Val::Null,
-            Source::Added(name) => match *name {
-                "pseudonym" => Val::Str(self.pseudonym),
-                "pseudonym_key_id" => Val::Str(self.t.keys.current_id()),
-                "event_id_key_id" => Val::Str(self.t.keys.event_id_key()),
-                "date_shift_key_id" => match self.t.keys.date_id() {
+            Source::Added(a) => match a {
+                Added::Pseudonym => Val::Str(self.pseudonym),
+                Added::PseudonymKeyId => Val::Str(self.t.keys.current_id()),
+                Added::EventIdKeyId => Val::Str(self.t.keys.event_id_key()),
+                Added::DateShiftKeyId => match self.t.keys.date_id() {
                     Some(id) if self.t.policy.max_shift_days > 0 => Val::Str(id),
                     _ => Val::Null,
                 },
-                "linkage_basis" => Val::Str(self.basis.name()),
-                "linkage_pseudonyms" => Val::Str(self.links),
-                "policy_profile" => Val::Str(&self.t.policy.profile),
-                "policy_version" => Val::Str(&self.t.policy.version),
-                "source_topic" => Val::Str(self.src.topic),
-                "source_partition" => Val::Int(self.src.partition),
-                "source_offset" => Val::Long(self.src.offset),
-                "transformed_at" => Val::TsMillis(self.now.0),
-                other => unreachable!("unknown added column {other}"),
+                Added::LinkageBasis => Val::Str(self.basis.name()),
+                Added::LinkagePseudonyms => Val::Str(self.links),
+                Added::PolicyProfile => Val::Str(&self.t.policy.profile),
+                Added::PolicyVersion => Val::Str(&self.t.policy.version),
+                Added::SourceTopic => Val::Str(self.src.topic),
+                Added::SourcePartition => Val::Int(self.src.partition),
+                Added::SourceOffset => Val::Long(self.src.offset),
+                Added::TransformedAt => Val::TsMillis(self.now.0),
             },
             Source::EventIdHash => Val::Str(self.event_id),
             Source::Vocabulary(get, list) => match get(ev) {

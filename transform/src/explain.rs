@@ -158,11 +158,8 @@ pub fn explain(policy: &Policy, plans: &[TablePlan], raw: &[Leaf]) -> String {
         }
         for sl in &plan.slots {
             match &sl.source {
-                Source::Added(name) => {
-                    let what = ADDED
-                        .iter()
-                        .find(|(n, _)| n == name)
-                        .map_or("", |(_, w)| *w);
+                Source::Added(a) => {
+                    let what = a.what();
                     let _ = writeln!(s, "| (added) | OP | {what} | {} |", sl.name);
                 }
                 Source::Judgement(fields) => {

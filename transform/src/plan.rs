@@ -39,6 +39,64 @@ pub const ADDED: &[(&str, &str)] = &[
     ("transformed_at", "when the transform wrote the record"),
 ];
 
+/// An added column, resolved from its name in [`ADDED`] once, when the
+/// plan is built: the transform matches this per record, not a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// `pseudonym`.
+    Pseudonym,
+    /// `pseudonym_key_id`.
+    PseudonymKeyId,
+    /// `event_id_key_id`.
+    EventIdKeyId,
+    /// `date_shift_key_id`.
+    DateShiftKeyId,
+    /// `linkage_basis`.
+    LinkageBasis,
+    /// `linkage_pseudonyms`.
+    LinkagePseudonyms,
+    /// `policy_profile`.
+    PolicyProfile,
+    /// `policy_version`.
+    PolicyVersion,
+    /// `source_topic`.
+    SourceTopic,
+    /// `source_partition`.
+    SourcePartition,
+    /// `source_offset`.
+    SourceOffset,
+    /// `transformed_at`.
+    TransformedAt,
+}
+
+impl Added {
+    /// Every added column, in [`ADDED`]'s order.
+    pub const ALL: [Added; 12] = [
+        Added::Pseudonym,
+        Added::PseudonymKeyId,
+        Added::EventIdKeyId,
+        Added::DateShiftKeyId,
+        Added::LinkageBasis,
+        Added::LinkagePseudonyms,
+        Added::PolicyProfile,
+        Added::PolicyVersion,
+        Added::SourceTopic,
+        Added::SourcePartition,
+        Added::SourceOffset,
+        Added::TransformedAt,
+    ];
+
+    /// The column's name (from [`ADDED`], the one list of them).
+    pub fn name(self) -> &'static str {
+        ADDED[self as usize].0
+    }
+
+    /// What the column holds (from [`ADDED`]).
+    pub fn what(self) -> &'static str {
+        ADDED[self as usize].1
+    }
+}
+
 /// Checkup judgement columns: (column, the checkup fields judged together).
 pub const JUDGEMENTS: &[(&str, &[&str])] = &[
     ("bp_judgement", &["systolic_bp", "diastolic_bp"]),
@@ -59,7 +117,7 @@ pub enum Source {
     /// Always null (no rule produces it; the column is nullable).
     Null,
     /// A column the transform adds (see [`ADDED`]).
-    Added(&'static str),
+    Added(Added),
     /// A free-text field kept only as a value of the named vocabulary.
     Vocabulary(Get, String),
     /// The event id, keyed-hashed.
@@ -401,22 +459,23 @@ pub fn compile(
                 );
             }
         }
-        for (col, _) in ADDED {
+        for a in Added::ALL {
+            let col = a.name();
             let kept = policy.added.iter().any(|(c, keep)| c == col && *keep);
             if !kept {
                 continue;
             }
             produced.insert(
-                (*col).to_owned(),
+                col.to_owned(),
                 Produced {
-                    kind: match *col {
-                        "source_partition" => Kind::Int,
-                        "source_offset" => Kind::Long,
-                        "transformed_at" => Kind::TsMillis,
+                    kind: match a {
+                        Added::SourcePartition => Kind::Int,
+                        Added::SourceOffset => Kind::Long,
+                        Added::TransformedAt => Kind::TsMillis,
                         _ => Kind::Str,
                     },
-                    nullable: *col == "date_shift_key_id",
-                    source: Source::Added(col),
+                    nullable: a == Added::DateShiftKeyId,
+                    source: Source::Added(a),
                     from: "the transform".into(),
                     line: 0,
                 },
@@ -514,5 +573,30 @@ impl Val<'_> {
                 | (Val::Date(_), Kind::Date)
                 | (Val::TsMillis(_), Kind::TsMillis)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ADDED, Added};
+
+    // `Added::name` indexes ADDED by discriminant: the enum, ALL and ADDED
+    // must list the columns in one order, each once.
+    #[test]
+    fn added_columns_follow_the_one_list() {
+        assert_eq!(Added::ALL.len(), ADDED.len());
+        for (i, a) in Added::ALL.into_iter().enumerate() {
+            assert_eq!(a as usize, i, "{a:?} out of order in Added::ALL");
+            assert_eq!(a.name(), ADDED[i].0);
+        }
+        let expect = [
+            (Added::Pseudonym, "pseudonym"),
+            (Added::LinkagePseudonyms, "linkage_pseudonyms"),
+            (Added::SourcePartition, "source_partition"),
+            (Added::TransformedAt, "transformed_at"),
+        ];
+        for (a, name) in expect {
+            assert_eq!(a.name(), name);
+        }
     }
 }
