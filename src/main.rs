@@ -192,6 +192,7 @@ fn main() -> ExitCode {
     // Before anything is created: lakes, rejects, checkpoints and keys are
     // the owner's alone.
     chitose_runtime::private::owner_only_umask();
+    chitose_runtime::alloc::without_huge_pages();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up_cmd::run(args),

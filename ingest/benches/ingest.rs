@@ -68,6 +68,8 @@ fn files_cfg(bootstrap: &str, dir: &std::path::Path, topic: &str) -> IngestConfi
 chitose_runtime::global_allocator!();
 
 fn main() {
+    // As the `chitose` binary runs its services (runtime::alloc).
+    chitose_runtime::alloc::without_huge_pages();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

@@ -154,6 +154,8 @@ fn batch(schema: &SchemaRef, rows: &[Draw], first: i64) -> RecordBatch {
 chitose_runtime::global_allocator!();
 
 fn main() {
+    // As the `chitose` binary runs its services (runtime::alloc).
+    chitose_runtime::alloc::without_huge_pages();
     let n: usize = std::env::var("CHITOSE_BENCH_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())

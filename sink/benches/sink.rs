@@ -112,6 +112,8 @@ fn service(
 chitose_runtime::global_allocator!();
 
 fn main() {
+    // As the `chitose` binary runs its services (runtime::alloc).
+    chitose_runtime::alloc::without_huge_pages();
     let n: usize = std::env::var("CHITOSE_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())

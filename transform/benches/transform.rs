@@ -36,6 +36,8 @@ use std::time::Duration;
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn main() {
+    // As the `chitose` binary runs its services (runtime::alloc).
+    chitose_runtime::alloc::without_huge_pages();
     println!("allocator: {}", chitose_runtime::alloc::describe());
     tracing_subscriber::fmt()
         .with_env_filter(
