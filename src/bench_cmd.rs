@@ -23,6 +23,7 @@
 
 use anyhow::{Context, Result, bail};
 use chitose_ingest::simulate::{Generator, SimConfig, Verdict};
+use chitose_runtime::batch_producer::BatchProducer;
 use chitose_runtime::kafka::KafkaSettings;
 use chitose_runtime::procstat::{Spread, cpu_seconds, cpu_seconds_of, peak_rss_bytes};
 use chitose_schemas::catalog::SchemaStore;
@@ -1077,7 +1078,7 @@ fn produce_all(kafka: &KafkaSettings, topic: &str, messages: &[(String, Vec<u8>)
     let producer: ThreadedProducer<DefaultProducerContext> = kafka.producer_config().create()?;
     for (key, m) in messages {
         send_retrying(
-            &producer,
+            |r| producer.send(r),
             BaseRecord::to(topic)
                 .key(key.as_bytes())
                 .payload(m.as_slice()),
@@ -1087,12 +1088,14 @@ fn produce_all(kafka: &KafkaSettings, topic: &str, messages: &[(String, Vec<u8>)
     Ok(())
 }
 
-fn send_retrying(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    mut rec: BaseRecord<'_, [u8], [u8]>,
+/// Sends through `send`, waiting while librdkafka's queue is full.
+#[allow(clippy::result_large_err)]
+fn send_retrying<'a>(
+    send: impl Fn(BaseRecord<'a, [u8], [u8]>) -> Result<(), (KafkaError, BaseRecord<'a, [u8], [u8]>)>,
+    mut rec: BaseRecord<'a, [u8], [u8]>,
 ) -> Result<(), KafkaError> {
     loop {
-        match producer.send(rec) {
+        match send(rec) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 rec = r;
@@ -1129,11 +1132,15 @@ fn null_hop(
     let cfg = chitose_transform::config::TransformConfig::default();
     let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
     consumer.subscribe(&[input])?;
-    let producer: ThreadedProducer<DefaultProducerContext> = kafka
-        .producer_config()
-        .set("transactional.id", format!("{group}-txn"))
-        .set("transaction.timeout.ms", "60000")
-        .create()?;
+    // The transform's producer: failures-only delivery reports, drained
+    // before each commit.
+    let producer = BatchProducer::create(
+        kafka
+            .producer_config()
+            .set("transactional.id", format!("{group}-txn"))
+            .set("transaction.timeout.ms", "60000"),
+        DefaultProducerContext,
+    )?;
     producer.init_transactions(Duration::from_secs(30))?;
     let mut joined = false;
     let mut moved = 0;
@@ -1167,7 +1174,7 @@ fn null_hop(
             if let Some(k) = m.key() {
                 rec = rec.key(k);
             }
-            send_retrying(&producer, rec)?;
+            send_retrying(|r| producer.send(r), rec)?;
             next.insert(m.partition(), m.offset() + 1);
         }
         let mut tpl = TopicPartitionList::new();

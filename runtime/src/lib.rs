@@ -2,7 +2,9 @@
 //!
 //! The async shell around the pure cores: the Kafka ACLs of each role
 //! ([`acl`]), Kafka client setup with the
-//! settings the exactly-once design needs ([`kafka`]), the
+//! settings the exactly-once design needs ([`kafka`]), a batch-at-a-time
+//! producer that neither spins nor waits out 100 ms per flush
+//! ([`batch_producer`]), the
 //! Confluent-compatible registry client ([`registry`]), and graceful
 //! shutdown ([`shutdown`]), layered configuration ([`config`]) and the
 //! `/metrics`, `/healthz`, `/readyz` endpoint ([`ops`]), the dead-letter
@@ -13,6 +15,7 @@
 
 pub mod acl;
 pub mod alloc;
+pub mod batch_producer;
 pub mod client_stats;
 pub mod config;
 pub mod dlq;

@@ -16,6 +16,7 @@ use crate::core::{Coords, Scratch, Transformer, raw_leaves};
 use crate::keys::KeyRing;
 use crate::metrics::TransformMetrics;
 use crate::policy::Policy;
+use chitose_runtime::batch_producer::BatchProducer;
 use chitose_runtime::client_stats::StatsContext;
 use chitose_runtime::dlq;
 use chitose_runtime::ops::{self, Readiness};
@@ -27,7 +28,7 @@ use chitose_schemas::reference::Reference;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -113,21 +114,21 @@ impl ProducerContext for Deliveries {
     }
 }
 
-type Out = ThreadedProducer<Deliveries>;
+type Out = BatchProducer<Deliveries>;
 
 fn producer(cfg: &TransformConfig, ctx: Deliveries) -> Result<Out, KafkaError> {
     let mut c = cfg.kafka.producer_config();
     cfg.kafka.with_statistics(&mut c);
     // Only failures are counted (and a transaction's commit fails anyway if
-    // a record of it failed), so a report per delivered record would be work
-    // for the polling thread and nothing else (a twentieth of the service's
-    // CPU on MockCluster).
-    c.set("delivery.report.only.error", "true");
+    // a record of it failed): BatchProducer asks for reports of failures
+    // alone; a report per delivered record would be work for the polling
+    // thread and nothing else (a twentieth of the service's CPU on
+    // MockCluster).
     if cfg.exactly_once {
         c.set("transactional.id", cfg.transactional_id())
             .set("transaction.timeout.ms", "60000");
     }
-    let p: Out = c.create_with_context(ctx)?;
+    let p = BatchProducer::create(&c, ctx)?;
     if cfg.exactly_once {
         // Fences an older producer with the same transactional.id (a zombie
         // of this instance) and aborts its open transaction.
