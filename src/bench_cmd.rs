@@ -1074,6 +1074,7 @@ impl Until {
 }
 
 /// Produces every message as ingest does and waits for all acknowledgements.
+#[allow(clippy::result_large_err)] // the closure handing send_retrying a producer
 fn produce_all(kafka: &KafkaSettings, topic: &str, messages: &[(String, Vec<u8>)]) -> Result<()> {
     let producer: ThreadedProducer<DefaultProducerContext> = kafka.producer_config().create()?;
     for (key, m) in messages {
@@ -1119,7 +1120,7 @@ fn note_joined(consumer: &BaseConsumer, joined: &mut bool, ready: &AtomicUsize) 
 /// each event to its type's topic; without decoding, the hop takes the
 /// topics in turn (by offset), so its transactions span as many topics
 /// and partitions.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::result_large_err)]
 fn null_hop(
     kafka: &KafkaSettings,
     group: &str,
