@@ -763,15 +763,18 @@ fn files_source_pauses_while_the_broker_is_down_and_loses_nothing() {
     let broker = OwnBroker::start("files-broker-down");
     let dir = helpers::scratch("files-down");
     let topic = "health.raw.27";
-    // Enough lines that the source is still sending when the broker stops
-    // (40 000 were sometimes all sent before the stop took effect).
+    // The source must still be sending when the broker stops: 40 000
+    // lines were sometimes all sent before the stop took effect, and on a
+    // faster machine 120 000 were. A bound of 1 000 unacknowledged records
+    // paces it by acknowledgements (a 50 ms linger each), whatever the CPU:
+    // about 20 000 lines a second, six seconds for all of them.
     let n = 120_000;
     let ls = lines(61, n, 0.0);
     write_ndjson(&dir.join("export.ndjson"), &ls);
     let cfg = helpers::scratch("files-down-cfg").join("ingest.toml");
     std::fs::write(
         &cfg,
-        "[kafka.properties]\n\"message.timeout.ms\" = \"3000\"\n",
+        "max_in_flight = 1000\n[kafka.properties]\n\"message.timeout.ms\" = \"3000\"\n",
     )
     .unwrap();
     let mut child = chitose(
