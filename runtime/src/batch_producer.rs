@@ -18,11 +18,17 @@
 //!
 //! Here a thread serves the queue with non-blocking polls every
 //! [`POLL_EVERY`], and [`BatchProducer::drain`] waits for librdkafka's
-//! count of outstanding messages and events to reach zero in 1 ms steps
-//! before rust-rdkafka's flush, which then returns at once. A failed
-//! delivery's report is still served before `drain` returns: the count
-//! includes it until its event is destroyed, after the context's
-//! `delivery` callback ran.
+//! count of outstanding messages and events to reach zero, sleeping 1 ms
+//! and doubling up to [`DRAIN_STEP_MAX`], before rust-rdkafka's flush,
+//! which then returns at once. A failed delivery's report is still served
+//! before `drain` returns: the count includes it until its event is
+//! destroyed, after the context's `delivery` callback ran.
+//!
+//! Sleeping is not free on these machines: the first version (5 ms polls,
+//! 1 ms drain steps) put 5.6 % and 9.5 % of the transform's CPU in the
+//! pipeline run's flame graph into `nanosleep` wake-ups, since a broker
+//! acknowledging 10 000 messages a second keeps a drain going for
+//! seconds. Hence the slower poll and the growing step.
 
 use rdkafka::ClientConfig;
 use rdkafka::TopicPartitionList;
@@ -36,8 +42,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How often the background thread serves the event queue.
-pub const POLL_EVERY: Duration = Duration::from_millis(5);
+/// How often the background thread serves the event queue: a failed
+/// delivery's report waits up to this long (and a drain with it).
+pub const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// The longest sleep of a drain between two looks at the count: what a
+/// transaction may wait beyond its last acknowledgement.
+pub const DRAIN_STEP_MAX: Duration = Duration::from_millis(16);
 
 /// Non-blocking polls per wake-up: each serves at most one event (a
 /// delivery report holds many messages; statistics come once a second).
@@ -94,14 +105,17 @@ impl<C: ProducerContext + 'static> BatchProducer<C> {
     }
 
     /// Waits until every queued message is delivered or failed and every
-    /// report of a failure has been served, checking each millisecond.
+    /// report of a failure has been served, looking after 1 ms, then after
+    /// steps that double up to [`DRAIN_STEP_MAX`].
     pub fn drain(&self, timeout: Duration) -> KafkaResult<()> {
         let deadline = Instant::now() + timeout;
+        let mut step = Duration::from_millis(1);
         while self.inner.in_flight_count() > 0 {
             if Instant::now() >= deadline {
                 return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(step);
+            step = (step * 2).min(DRAIN_STEP_MAX);
         }
         Ok(())
     }
