@@ -1074,12 +1074,11 @@ impl Until {
 }
 
 /// Produces every message as ingest does and waits for all acknowledgements.
-#[allow(clippy::result_large_err)] // the closure handing send_retrying a producer
 fn produce_all(kafka: &KafkaSettings, topic: &str, messages: &[(String, Vec<u8>)]) -> Result<()> {
     let producer: ThreadedProducer<DefaultProducerContext> = kafka.producer_config().create()?;
     for (key, m) in messages {
         send_retrying(
-            |r| producer.send(r),
+            &producer,
             BaseRecord::to(topic)
                 .key(key.as_bytes())
                 .payload(m.as_slice()),
@@ -1089,14 +1088,12 @@ fn produce_all(kafka: &KafkaSettings, topic: &str, messages: &[(String, Vec<u8>)
     Ok(())
 }
 
-/// Sends through `send`, waiting while librdkafka's queue is full.
-#[allow(clippy::result_large_err)]
-fn send_retrying<'a>(
-    send: impl Fn(BaseRecord<'a, [u8], [u8]>) -> Result<(), (KafkaError, BaseRecord<'a, [u8], [u8]>)>,
-    mut rec: BaseRecord<'a, [u8], [u8]>,
+fn send_retrying(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut rec: BaseRecord<'_, [u8], [u8]>,
 ) -> Result<(), KafkaError> {
     loop {
-        match send(rec) {
+        match producer.send(rec) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 rec = r;
@@ -1120,7 +1117,7 @@ fn note_joined(consumer: &BaseConsumer, joined: &mut bool, ready: &AtomicUsize) 
 /// each event to its type's topic; without decoding, the hop takes the
 /// topics in turn (by offset), so its transactions span as many topics
 /// and partitions.
-#[allow(clippy::too_many_arguments, clippy::result_large_err)]
+#[allow(clippy::too_many_arguments)]
 fn null_hop(
     kafka: &KafkaSettings,
     group: &str,
@@ -1175,7 +1172,7 @@ fn null_hop(
             if let Some(k) = m.key() {
                 rec = rec.key(k);
             }
-            send_retrying(|r| producer.send(r), rec)?;
+            producer.send(rec)?;
             next.insert(m.partition(), m.offset() + 1);
         }
         let mut tpl = TopicPartitionList::new();

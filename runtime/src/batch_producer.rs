@@ -98,10 +98,19 @@ impl<C: ProducerContext + 'static> BatchProducer<C> {
         &self.inner
     }
 
-    /// Queues one record; see [`BaseProducer::send`].
-    #[allow(clippy::result_large_err)]
-    pub fn send<'a>(&self, record: Record<'a, C>) -> Result<(), (KafkaError, Record<'a, C>)> {
-        self.inner.send(record)
+    /// Queues one record, waiting while librdkafka's queue is full (a
+    /// batch can outrun the broker); any other refusal is returned.
+    pub fn send(&self, mut record: Record<'_, C>) -> KafkaResult<()> {
+        loop {
+            match self.inner.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
     }
 
     /// Waits until every queued message is delivered or failed and every

@@ -405,22 +405,6 @@ impl<'b> Positions<'b> {
     }
 }
 
-fn send(out: &Out, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
-    loop {
-        match out.send(rec) {
-            Ok(()) => return Ok(()),
-            Err((
-                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                r,
-            )) => {
-                rec = r;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn process(
     cfg: &TransformConfig,
@@ -468,8 +452,7 @@ fn process(
                     .iter()
                     .position(|e| *e == o.event_type)
                     .expect("known type");
-                send(
-                    out,
+                out.send(
                     BaseRecord::to(&topic_of[i])
                         .key(s.pseudonym.as_bytes())
                         .payload(s.value.as_slice()),
@@ -490,7 +473,7 @@ fn process(
                 if let Some(k) = m.key() {
                     rec = rec.key(k);
                 }
-                send(out, rec)?;
+                out.send(rec)?;
                 *p.dlq.entry(e.class()).or_default() += 1;
             }
         }
