@@ -10,6 +10,8 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec,
 pub mod names {
     /// `chitose_sink_rows_total`.
     pub const ROWS_TOTAL: &str = "chitose_sink_rows_total";
+    /// `chitose_sink_records_read_total`.
+    pub const RECORDS_READ_TOTAL: &str = "chitose_sink_records_read_total";
     /// `chitose_sink_bytes_total`.
     pub const BYTES_TOTAL: &str = "chitose_sink_bytes_total";
     /// `chitose_sink_files_total`.
@@ -50,6 +52,7 @@ pub mod names {
     /// what is exported.
     pub const ALL: &[&str] = &[
         ROWS_TOTAL,
+        RECORDS_READ_TOTAL,
         BYTES_TOTAL,
         FILES_TOTAL,
         SKIPPED_ROWS_TOTAL,
@@ -76,6 +79,9 @@ pub struct SinkMetrics {
     pub registry: Registry,
     /// Rows in committed files, by table.
     pub rows: IntCounterVec,
+    /// Records read and kept for the next roll, by table: the sink's
+    /// intake, ahead of `rows` by what waits for a roll.
+    pub read: IntCounterVec,
     /// Bytes of committed files, by table.
     pub bytes: IntCounterVec,
     /// Committed files, by table.
@@ -117,6 +123,11 @@ impl SinkMetrics {
         let rows = counter(
             names::ROWS_TOTAL,
             "Rows in committed Parquet files.",
+            &["table"],
+        );
+        let read = counter(
+            names::RECORDS_READ_TOTAL,
+            "Records read from the pseudonymized topics and kept for their table's next roll (duplicates are counted in skipped_rows_total instead): the sink's intake, which rows_total follows at each commit. Records read again (after a rebalance or a failed commit) count again.",
             &["table"],
         );
         let bytes = counter(
@@ -201,6 +212,7 @@ impl SinkMetrics {
             client,
             registry,
             rows,
+            read,
             bytes,
             files,
             skipped,
@@ -217,7 +229,7 @@ impl SinkMetrics {
         // Every series exists from the start, at zero: rate() and the
         // alerts see 0, not "no data", before the first file or pause.
         for t in tables() {
-            for c in [&m.rows, &m.bytes, &m.files] {
+            for c in [&m.rows, &m.read, &m.bytes, &m.files] {
                 c.with_label_values(&[t]);
             }
             for r in SKIP_REASONS {

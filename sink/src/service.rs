@@ -525,7 +525,7 @@ impl Sink {
         let t = self.tables.get_mut(topic).expect("checked");
         let ps = t.parts.get_mut(&partition).expect("checked");
         let raw = t.raw.entry(partition).or_default();
-        let before = raw.data.len();
+        let (before, kept_before) = (raw.data.len(), raw.len());
         // Grown once per batch (amortised doubling), not record by record.
         raw.data.reserve(msgs.data.len());
         raw.offsets.reserve(msgs.len());
@@ -549,6 +549,13 @@ impl Sink {
             raw.push(o, m);
         }
         let admitted = raw.data.len() > before;
+        let kept = raw.len() - kept_before;
+        if kept > 0 {
+            self.metrics
+                .read
+                .with_label_values(&[&t.name])
+                .inc_by(kept as u64);
+        }
         t.raw_bytes += raw.data.len() - before;
         if admitted {
             for (step, n) in &msgs.steps {

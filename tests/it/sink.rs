@@ -182,6 +182,13 @@ fn n_events_land_once_with_the_right_types_for_duckdb_and_pyarrow() {
         n as f64,
         "{text}"
     );
+    // The intake counter: every record read once and kept (one sink, no
+    // rebalance, no duplicates), so it meets rows_total at the last commit.
+    assert_eq!(
+        helpers::metric_sum(&text, names::RECORDS_READ_TOTAL),
+        n as f64,
+        "{text}"
+    );
     // Freshness: one observation per row, each between the 2 s the
     // records waited for the sink and the test's whole span since they
     // were written (by this test's clock, not the sink's); 0.1 s for the
