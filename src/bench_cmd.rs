@@ -216,59 +216,6 @@ struct Phase {
     cpu: f64,
     /// The broker's CPU seconds over the phase (0 without `--broker-pid`).
     broker: f64,
-    /// Events per second through the last stage while it went from 20 %
-    /// to 80 % of the events: the steady state, without the start (groups
-    /// fetching, the first transaction) and the end (the last transaction,
-    /// the sink's last roll), which the whole-run rate mixes in.
-    middle: f64,
-}
-
-/// When a phase's last stage passed 20 % and 80 % of its `n` events,
-/// from counts sampled in order; a mark between two samples is placed by
-/// linear interpolation (the sink's counter is scraped every 250 ms).
-struct Middle {
-    n: f64,
-    start: Instant,
-    last: (f64, f64),
-    at: [Option<f64>; 2],
-}
-
-impl Middle {
-    const MARKS: [f64; 2] = [0.2, 0.8];
-
-    fn new(n: usize) -> Middle {
-        Middle {
-            n: n as f64,
-            start: Instant::now(),
-            last: (0.0, 0.0),
-            at: [None, None],
-        }
-    }
-
-    /// `count` events had passed at `now`.
-    fn saw(&mut self, count: f64, now: Instant) {
-        let t = now.duration_since(self.start).as_secs_f64();
-        let (t0, c0) = self.last;
-        for (at, mark) in self.at.iter_mut().zip(Self::MARKS) {
-            let m = mark * self.n;
-            if at.is_none() && count >= m {
-                *at = Some(if count > c0 {
-                    t0 + (m - c0) / (count - c0) * (t - t0)
-                } else {
-                    t
-                });
-            }
-        }
-        self.last = (t, count);
-    }
-
-    /// Events per second between the two marks (0 until both are passed).
-    fn rate(&self) -> f64 {
-        match self.at {
-            [Some(a), Some(b)] if b > a => (Self::MARKS[1] - Self::MARKS[0]) * self.n / (b - a),
-            _ => 0.0,
-        }
-    }
 }
 
 /// A consumer landing the pseudonymized topics as Parquet.
@@ -507,12 +454,10 @@ impl Bench<'_> {
                     .map_err(|_| anyhow::anyhow!("the reference's hop panicked"))??;
             }
             let (t0, c0, b0) = measured?;
-            let (end, middle) = end?;
             Ok(Phase {
-                wall: end.duration_since(t0).as_secs_f64(),
+                wall: end?.duration_since(t0).as_secs_f64(),
                 cpu: cpu_seconds() - c0,
                 broker: self.broker_cpu() - b0,
-                middle,
             })
         })
     }
@@ -695,9 +640,6 @@ impl Bench<'_> {
         let mut accepted = 0.0;
         let mut ingest_metrics = String::new();
         let mut landed;
-        // The sink's intake (records read and kept), the point the null
-        // pipeline's reader counts at.
-        let mut middle = Middle::new(self.a.events as usize);
         let deadline = Instant::now() + Duration::from_secs(1800);
         loop {
             for p in &procs {
@@ -738,12 +680,7 @@ impl Bench<'_> {
                     accepted = n;
                 }
             }
-            let sink = metrics_text(&ops[2]).unwrap_or_default();
-            landed = sum_where(&sink, chitose_sink::metrics::names::ROWS_TOTAL, "");
-            middle.saw(
-                sum_where(&sink, chitose_sink::metrics::names::RECORDS_READ_TOTAL, ""),
-                Instant::now(),
-            );
+            landed = scrape(&ops[2], chitose_sink::metrics::names::ROWS_TOTAL);
             if accepted >= self.a.events as f64 && landed >= accepted {
                 break;
             }
@@ -756,7 +693,6 @@ impl Bench<'_> {
             wall: t0.elapsed().as_secs_f64(),
             cpu: f.service_cpu.values().sum(),
             broker: self.broker_cpu() - b0,
-            middle: middle.rate(),
         };
         f.landed = landed;
         f.sink_during = Landing {
@@ -966,7 +902,7 @@ impl Bench<'_> {
             runs.len()
         );
         println!(
-            "Events per wall second from the first message produced to the last one read (or landed); in steady state, events per second through the last stage (the references' reader, chitose's sink reading) while it went from 20 % to 80 % of the events, leaving out the start and the end (the last transaction, the sink's last roll); CPU of the processes doing the work (the references run in one process); the broker's CPU over the whole span{}.\n",
+            "Events per wall second from the first message produced to the last one read (or landed); CPU of the processes doing the work (the references run in one process); the broker's CPU over the same span{}.\n",
             if broker {
                 ""
             } else {
@@ -974,7 +910,7 @@ impl Bench<'_> {
             }
         );
         println!(
-            "| phase | events/s median | min | max | steady events/s median | min | max | CPU s median | broker CPU s median | min | max | broker CPU µs per event |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| phase | events/s median | min | max | CPU s median | broker CPU s median | min | max | broker CPU µs per event |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         type Pick = fn(&RunFigures) -> Phase;
         let phases: [(&str, Pick); 3] = [
@@ -996,9 +932,8 @@ impl Bench<'_> {
             let rate = spread(&|r| events(r) / pick(r).wall.max(1e-9));
             let b = spread(&|r| pick(r).broker);
             println!(
-                "| {name} | {} | {} | {:.1} | {} | {:.1} |",
+                "| {name} | {} | {:.1} | {} | {:.1} |",
                 rate.cells(0),
-                spread(&|r| pick(r).middle).cells(0),
                 spread(&|r| pick(r).cpu).median,
                 b.cells(1),
                 spread(&|r| pick(r).broker * 1e6 / events(r).max(1.0)).median
@@ -1006,18 +941,9 @@ impl Bench<'_> {
         }
         let vs = |pick: Pick| spread(&|r| (r.landed / r.pipeline.wall) / (n / pick(r).wall));
         let (two, one) = (vs(|r| r.two_hop), vs(|r| r.one_hop));
-        let steady = spread(&|r| r.pipeline.middle / r.two_hop.middle.max(1e-9));
         println!(
-            "\nchitose / two-hop null pipeline: **{:.2}×** in steady state (median of the runs' ratios; min {:.2}, max {:.2}); {:.2}× ({:.2}–{:.2}) over the whole run, first message to last row landed. chitose / one hop, whole run: {:.2}× ({:.2}–{:.2}).\n",
-            steady.median,
-            steady.min,
-            steady.max,
-            two.median,
-            two.min,
-            two.max,
-            one.median,
-            one.min,
-            one.max
+            "\nchitose / two-hop null pipeline: **{:.2}×** (median of the runs' ratios; min {:.2}, max {:.2}). chitose / one hop: {:.2}× ({:.2}–{:.2}).\n",
+            two.median, two.min, two.max, one.median, one.min, one.max
         );
         println!(
             "The null pipeline's hop batches as the transform does (up to {} records or {:?} a transaction) and writes {} topics, as many as the event types in the messages, taken in turn. It leaves out what chitose does besides moving bytes: ingest's generator and edge checks, the transform's work, the sink's Parquet and Delta commits; and it reads the messages from memory.\n",
@@ -1272,9 +1198,8 @@ fn read_all(
     n: usize,
     ready: &AtomicUsize,
     until: &Until,
-) -> Result<(Instant, f64)> {
+) -> Result<Instant> {
     let consumer: BaseConsumer = kafka.consumer_config(group).create()?;
-    let mut middle = Middle::new(n);
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
     let mut joined = false;
@@ -1300,7 +1225,6 @@ fn read_all(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 got += usize::from(m.payload().is_some());
-                middle.saw(got as f64, Instant::now());
                 if let Some(t) = topics.iter().position(|t| t == m.topic()) {
                     next[t].insert(m.partition(), m.offset() + 1);
                 }
@@ -1315,7 +1239,7 @@ fn read_all(
     }
     let end = Instant::now();
     commit(&next, CommitMode::Sync)?;
-    Ok((end, middle.rate()))
+    Ok(end)
 }
 
 fn mib(b: u64) -> f64 {
@@ -1332,38 +1256,7 @@ fn uuid_like() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Middle, histogram_quantile};
-    use std::time::Duration;
-
-    #[test]
-    fn the_steady_rate_leaves_out_a_slow_start_and_a_late_end() {
-        // 1 000 events: nothing for 2 s, then 100 a second, the last 100
-        // only at 20 s (a sink's last roll). Sampled every 250 ms.
-        let mut m = Middle::new(1000);
-        let t0 = m.start;
-        for i in 0..=80 {
-            let t = f64::from(i) * 0.25;
-            let count = if t >= 20.0 {
-                1000.0
-            } else {
-                ((t - 2.0) * 100.0).clamp(0.0, 900.0)
-            };
-            m.saw(count, t0 + Duration::from_secs_f64(t));
-        }
-        assert!((m.rate() - 100.0).abs() < 1e-6, "{}", m.rate());
-        // A whole-run rate would say 50 a second.
-        // Between two samples the mark is interpolated: 0 then 1 000 a
-        // second later puts 20 % and 80 % 0.6 s apart.
-        let mut m = Middle::new(1000);
-        let t0 = m.start;
-        m.saw(0.0, t0 + Duration::from_secs(1));
-        m.saw(1000.0, t0 + Duration::from_secs(2));
-        assert!((m.rate() - 1000.0).abs() < 1e-6, "{}", m.rate());
-        // Until both marks are passed there is no rate.
-        let mut m = Middle::new(1000);
-        m.saw(500.0, m.start + Duration::from_secs(1));
-        assert_eq!(m.rate(), 0.0);
-    }
+    use super::histogram_quantile;
 
     #[test]
     fn a_quantile_interpolates_within_its_bucket_as_prometheus_does() {
