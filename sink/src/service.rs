@@ -548,16 +548,15 @@ impl Sink {
             }
             raw.push(o, m);
         }
-        let admitted = raw.data.len() > before;
+        // An admitted record is framed, so never empty: kept records and
+        // buffered bytes grow together.
         let kept = raw.len() - kept_before;
+        t.raw_bytes += raw.data.len() - before;
         if kept > 0 {
             self.metrics
                 .read
                 .with_label_values(&[&t.name])
                 .inc_by(kept as u64);
-        }
-        t.raw_bytes += raw.data.len() - before;
-        if admitted {
             for (step, n) in &msgs.steps {
                 *t.arrived.entry(*step).or_default() += n;
             }
