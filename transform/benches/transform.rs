@@ -3,11 +3,18 @@
 //! In one run, on the same generated raw records (SOE-framed Avro):
 //! 1. the raw library floor: decode the raw record, HMAC its linkage key,
 //!    encode a record back — what any de-identifying consumer pays;
-//! 2. the pure transform (decode, checks, pseudonym, policy, enrichment,
+//! 2. that floor with the work the contract makes every record cost,
+//!    whatever the policy: the re-check of the raw contract (DESIGN.md's
+//!    threat model: a producer may bypass ingest) and every keyed value the
+//!    profile writes (pseudonym, event id, linkage pseudonyms, date shift),
+//!    base32 included — how near the library floor a transform can get
+//!    without dropping one of them;
+//! 3. the pure transform (decode, checks, pseudonym, policy, enrichment,
 //!    encode of the table record);
-//! 3. the service through rdkafka's MockCluster with transactions: raw
+//! 4. the service through rdkafka's MockCluster with transactions: raw
 //!    topic → transform → pseudo topics (the in-process broker thread's CPU
-//!    is measured and left out).
+//!    is measured and left out), as deployed (LZ4 out) and with its output
+//!    uncompressed, which prices the codec (the operator's setting).
 //!
 //! Per core = per CPU-second of this process. Compare ratios within a run.
 //! The two pure measures run `CHITOSE_BENCH_RUNS` (5) times interleaved and
@@ -22,7 +29,10 @@ use chitose_schemas::RawCodec;
 use chitose_schemas::catalog::SchemaStore;
 use chitose_schemas::codec::{AvroCodec, Timestamp};
 use chitose_transform::config::TransformConfig;
-use chitose_transform::core::{Coords, Scratch};
+use chitose_transform::contract::Contract;
+use chitose_transform::core::{Coords, Scratch, raw_leaves};
+use chitose_transform::plan::{Added, Source};
+use chitose_transform::pseudonym;
 use hmac::Mac;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -85,6 +95,48 @@ fn main() {
             std::hint::black_box(&out);
         }
     };
+    // The floor plus what no policy can drop (the same calls as
+    // `Transformer::transform_event`, in its order): the transform can come
+    // no nearer the floor than this row without dropping a check or a key.
+    let contract = Contract::new(&raw_leaves(&store));
+    let (keys, policy) = (t.keys(), t.policy());
+    let links = t.plans().iter().any(|p| {
+        p.slots
+            .iter()
+            .any(|s| matches!(s.source, Source::Added(Added::LinkagePseudonyms)))
+    });
+    let required = || {
+        let mut out = Vec::new();
+        let (mut link, mut pseudo, mut id) = (String::new(), String::new(), String::new());
+        let (mut link_key, mut link_macs, mut all) = (String::new(), Vec::new(), String::new());
+        for m in &msgs {
+            let ev = codec.decode(m).unwrap();
+            chitose_schemas::edge::check(&ev, None, now).unwrap();
+            contract.check(&ev).unwrap();
+            let basis = pseudonym::linkage_key(&ev, &policy.linkage, &mut link);
+            let mac = pseudonym::pseudonym(keys, &link, &mut pseudo);
+            pseudonym::event_id(keys, &ev, &mut id);
+            if links {
+                pseudonym::linkage_pseudonyms(
+                    keys,
+                    &ev,
+                    &policy.linkage,
+                    (basis, &link, mac),
+                    (&mut link_key, &mut link_macs),
+                    &mut all,
+                );
+            }
+            std::hint::black_box(pseudonym::date_shift_days(
+                keys,
+                &link,
+                policy.max_shift_days,
+            ));
+            std::hint::black_box((&pseudo, &id, &all));
+            out.clear();
+            ev.encode(&mut out);
+            std::hint::black_box(&out);
+        }
+    };
     // The scratch buffers live across runs, as in the service.
     let mut s = Scratch::default();
     let mut pure = || {
@@ -98,8 +150,9 @@ fn main() {
         }
     };
     pure(); // warm the scratch buffers once
-    // (measure, allocations per event) per run: floor, pure transform.
-    let mut pure_runs: Vec<[(Measure, f64); 2]> = Vec::new();
+    // (measure, allocations per event) per run: floor, the floor with the
+    // required work, pure transform.
+    let mut pure_runs: Vec<[(Measure, f64); 3]> = Vec::new();
     for _ in 0..runs {
         let counted = |name: &str, f: &mut dyn FnMut()| {
             let region = Region::new(GLOBAL);
@@ -108,8 +161,12 @@ fn main() {
             (m, (a.allocations + a.reallocations) as f64 / n as f64)
         };
         let f = counted("floor: Avro decode + HMAC + Avro encode", &mut { floor });
+        let r = counted(
+            "floor + what no policy drops: contract re-check, every keyed value",
+            &mut { required },
+        );
         let p = counted("pure transform (pseudonymized profile)", &mut pure);
-        pure_runs.push([f, p]);
+        pure_runs.push([f, r, p]);
     }
     if std::env::var("CHITOSE_BENCH_PURE_ONLY").is_ok() {
         print_pure(n, bytes, &pure_runs, "");
@@ -119,33 +176,50 @@ fn main() {
     // per partition (older records are deleted), so this part uses at most
     // 100 000 records over 12 raw partitions; each run gets a fresh cluster.
     let n_mock = n.min(100_000);
-    let service_runs: Vec<(Measure, f64)> = (0..runs).map(|_| service(&msgs[..n_mock])).collect();
+    // Interleaved: as deployed (LZ4), then with the output uncompressed.
+    let service_runs: Vec<[(Measure, f64); 2]> = (0..runs)
+        .map(|_| {
+            [
+                service(&msgs[..n_mock], None),
+                service(&msgs[..n_mock], Some("none")),
+            ]
+        })
+        .collect();
     let stats = |v: Vec<f64>| {
         let s = Spread::of(v);
         (s.median, s.min, s.max)
     };
-    let (a, b, c) = stats(service_runs.iter().map(|r| r.0.per_cpu()).collect());
-    let (w, _, _) = stats(service_runs.iter().map(|r| r.0.per_wall()).collect());
-    let (k, _, _) = stats(service_runs.iter().map(|r| r.1).collect());
-    print_pure(
-        n,
-        bytes,
-        &pure_runs,
-        &format!(
-            "| transform service → MockCluster, exactly once ({n_mock} events, {} runs) | {a:.0} | {b:.0} | {c:.0} | | | | |\n",
+    let mut rows = String::new();
+    for (i, what) in ["", ", output uncompressed"].iter().enumerate() {
+        let (a, b, c) = stats(service_runs.iter().map(|r| r[i].0.per_cpu()).collect());
+        rows += &format!(
+            "| transform service → MockCluster, exactly once{what} ({n_mock} events, {} runs) | {a:.0} | {b:.0} | {c:.0} | | | | |\n",
             service_runs.len()
-        ),
+        );
+    }
+    let (w, _, _) = stats(service_runs.iter().map(|r| r[0].0.per_wall()).collect());
+    let (k, _, _) = stats(service_runs.iter().map(|r| r[0].1).collect());
+    let (z, zl, zh) = stats(
+        service_runs
+            .iter()
+            .map(|r| r[1].0.per_cpu() / r[0].0.per_cpu())
+            .collect(),
     );
+    print_pure(n, bytes, &pure_runs, &rows);
     println!(
         "the service: median {w:.0} events/s wall; MockCluster's broker thread (median {k:.2} CPU-s a run) runs in this process and is left out"
+    );
+    println!(
+        "the service with its output uncompressed / as deployed (LZ4): {z:.2}x (median of the runs' ratios; min {zl:.2}, max {zh:.2})"
     );
 }
 
 /// One run of the service: a fresh MockCluster with the deployed topic
-/// layout, `msgs` on one raw topic, the transform with its deployed
-/// defaults and exactly once, stopped once it has committed every record.
+/// layout, `msgs` on one raw topic (compressed as deployed), the transform
+/// with its deployed defaults (its output codec `compression` where given)
+/// and exactly once, stopped once it has committed every record.
 /// Returns the measure (the broker thread's CPU left out) and that CPU.
-fn service(msgs: &[Vec<u8>]) -> (Measure, f64) {
+fn service(msgs: &[Vec<u8>], compression: Option<&str>) -> (Measure, f64) {
     let n_mock = msgs.len();
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
     let bootstrap = mock.bootstrap_servers();
@@ -191,6 +265,9 @@ fn service(msgs: &[Vec<u8>]) -> (Measure, f64) {
     // The loading producer's threads would go on polling (and billing this
     // process) through the measure.
     drop(p);
+    if let Some(c) = compression {
+        cfg.kafka.compression = c.into();
+    }
     let transformer = chitose_transform::service::build(
         &cfg,
         vec![
@@ -250,7 +327,7 @@ fn service(msgs: &[Vec<u8>]) -> (Measure, f64) {
 
 /// The pure measures: per CPU-second, its ratio to the floor in the same
 /// run, and allocations per event; median, min and max over the runs.
-fn print_pure(n: usize, bytes: usize, runs: &[[(Measure, f64); 2]], more_rows: &str) {
+fn print_pure(n: usize, bytes: usize, runs: &[[(Measure, f64); 3]], more_rows: &str) {
     println!(
         "transform benchmark: {n} raw events, {:.0} bytes/event of Avro, {} cores, {} interleaved runs",
         bytes as f64 / n as f64,
@@ -267,7 +344,7 @@ fn print_pure(n: usize, bytes: usize, runs: &[[(Measure, f64); 2]], more_rows: &
         "| what | events per CPU-s median | min | max | × floor median | min | max | allocations per event |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for i in 0..2 {
+    for i in 0..3 {
         let (a, b, c) = stats(runs.iter().map(|r| r[i].0.per_cpu()).collect());
         let (d, e, f) = stats(
             runs.iter()
@@ -281,11 +358,18 @@ fn print_pure(n: usize, bytes: usize, runs: &[[(Measure, f64); 2]], more_rows: &
         );
     }
     print!("{more_rows}");
-    let (p, _, _) = stats(runs.iter().map(|r| r[1].0.per_cpu()).collect());
-    let (x, _, _) = stats(
-        runs.iter()
-            .map(|r| r[1].0.per_cpu() / r[0].0.per_cpu())
-            .collect(),
-    );
+    let (p, _, _) = stats(runs.iter().map(|r| r[2].0.per_cpu()).collect());
+    let ratio = |a: usize, b: usize| {
+        stats(
+            runs.iter()
+                .map(|r| r[a].0.per_cpu() / r[b].0.per_cpu())
+                .collect(),
+        )
+    };
+    let (x, _, _) = ratio(2, 0);
+    let (q, ql, qh) = ratio(2, 1);
     println!("pure transform per core: {p:.0} events/s = {x:.2}x the floor (medians)");
+    println!(
+        "pure transform / the floor with what no policy drops: {q:.2}x (median; min {ql:.2}, max {qh:.2})"
+    );
 }
