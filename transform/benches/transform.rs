@@ -17,10 +17,11 @@
 //!    uncompressed, which prices the codec (the operator's setting).
 //!
 //! Per core = per CPU-second of this process. Compare ratios within a run.
-//! The two pure measures run `CHITOSE_BENCH_RUNS` (5) times interleaved and
-//! print median, min and max, with heap allocations per event counted by a
-//! counting global allocator (the hot path should make none of its own);
-//! then the service as many times, each on a fresh MockCluster.
+//! The three pure measures run `CHITOSE_BENCH_RUNS` (5) times interleaved
+//! and print median, min and max, with heap allocations per event counted
+//! by a counting global allocator (the hot path should make none of its
+//! own); then the service, both ways, as many times, each run on a fresh
+//! MockCluster.
 
 use chitose_ingest::simulate::{Generator, SimConfig};
 use chitose_runtime::procstat::{Measure, Spread, measure, threads_cpu_seconds};
