@@ -30,9 +30,7 @@ use chitose_schemas::RawCodec;
 use chitose_schemas::catalog::SchemaStore;
 use chitose_schemas::codec::{AvroCodec, Timestamp};
 use chitose_transform::config::TransformConfig;
-use chitose_transform::contract::Contract;
-use chitose_transform::core::{Coords, Scratch, raw_leaves};
-use chitose_transform::plan::{Added, Source};
+use chitose_transform::core::{Coords, Scratch};
 use chitose_transform::pseudonym;
 use hmac::Mac;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -99,13 +97,8 @@ fn main() {
     // The floor plus what no policy can drop (the same calls as
     // `Transformer::transform_event`, in its order): the transform can come
     // no nearer the floor than this row without dropping a check or a key.
-    let contract = Contract::new(&raw_leaves(&store));
-    let (keys, policy) = (t.keys(), t.policy());
-    let links = t.plans().iter().any(|p| {
-        p.slots
-            .iter()
-            .any(|s| matches!(s.source, Source::Added(Added::LinkagePseudonyms)))
-    });
+    let (contract, keys, policy) = (t.contract(), t.keys(), t.policy());
+    let links = t.writes_linkage_pseudonyms();
     let required = || {
         let mut out = Vec::new();
         let (mut link, mut pseudo, mut id) = (String::new(), String::new(), String::new());

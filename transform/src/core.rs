@@ -254,6 +254,17 @@ impl Transformer {
         &self.keys
     }
 
+    /// The raw contract every record is re-checked against.
+    pub fn contract(&self) -> &crate::contract::Contract {
+        &self.contract
+    }
+
+    /// Whether some table keeps `linkage_pseudonyms` (each record then
+    /// makes one per basis and loaded key).
+    pub fn writes_linkage_pseudonyms(&self) -> bool {
+        self.links
+    }
+
     /// The raw decoder (registers Confluent ids).
     pub fn codec_mut(&mut self) -> &mut RawCodec {
         &mut self.codec
